@@ -1,0 +1,35 @@
+"""The camera interface the controller sees, whatever the hardware.
+
+A backend delivers two things through callbacks that only enqueue: encoded main-
+stream packets (privacy masks already applied before encoding) and low-res luma
+frames for motion detection.  It can also take a JPEG of the current main frame
+(masked too) and force the next frame to be a keyframe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from firmware.packets import EncodedPacket, LoresFrame
+
+PacketSink = Callable[[EncodedPacket], None]
+LoresSink = Callable[[LoresFrame], None]
+
+
+class CameraBackend(Protocol):
+    main_size: tuple[int, int]
+    lores_size: tuple[int, int]
+    fps: float
+
+    def start(self, on_packet: PacketSink, on_lores: LoresSink) -> None:
+        """Begin delivering packets and low-res frames to the callbacks."""
+        ...
+
+    def stop(self) -> None: ...
+
+    def snapshot_jpeg(self) -> bytes:
+        """A JPEG of the latest main-stream frame, masks applied."""
+        ...
+
+    def request_keyframe(self) -> None: ...

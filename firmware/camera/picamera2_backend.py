@@ -1,0 +1,148 @@
+"""The Raspberry Pi camera through picamera2 (imported lazily: only a Pi has it).
+
+* main stream (YUV420) → hardware ``H264Encoder`` with SPS/PPS repeated at every
+  keyframe (``repeat=True``) and one keyframe per ``keyframe_interval_s``;
+* privacy masks are blanked in a ``pre_callback`` on the main buffer, before the
+  encoder and before any JPEG, so masked pixels are never recorded;
+* the lores stream's Y plane feeds motion detection from a capture thread.
+
+picamera2 and libcamera come from Raspberry Pi OS (``python3-picamera2``); a venv
+on the Pi needs ``--system-site-packages`` to see them.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from firmware.camera.base import LoresSink, PacketSink
+from firmware.clock import Clock
+from firmware.masks import Polygon, blank_yuv420, rasterize
+from firmware.packets import EncodedPacket, LoresFrame
+
+log = logging.getLogger(__name__)
+
+
+class CameraUnavailable(RuntimeError):
+    pass
+
+
+def _import_picamera2() -> Any:
+    try:
+        import picamera2  # type: ignore[import-not-found]
+    except ImportError as err:
+        raise CameraUnavailable(
+            "picamera2 is not importable: on Raspberry Pi OS run "
+            "'sudo apt install python3-picamera2' and create the venv with "
+            f"--system-site-packages ({err})"
+        ) from None
+    return picamera2
+
+
+class Picamera2Backend:
+    """Main + lores streams on a Pi camera; see the module doc."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        main_size: tuple[int, int] = (1280, 720),
+        lores_size: tuple[int, int] = (320, 240),
+        fps: float = 15.0,
+        keyframe_interval_s: float = 1.0,
+        bitrate: int = 2_000_000,
+        masks: Sequence[Polygon] = (),
+    ) -> None:
+        self.clock = clock
+        self.main_size, self.lores_size, self.fps = main_size, lores_size, fps
+        self._gop = max(1, round(fps * keyframe_interval_s))
+        self._bitrate = bitrate
+        self._mask = rasterize(masks, *main_size)
+        self._pc2 = _import_picamera2()
+        self._cam: Any = None
+        self._encoder: Any = None
+        self._stop = threading.Event()
+        self._lores_thread: threading.Thread | None = None
+
+    def start(self, on_packet: PacketSink, on_lores: LoresSink) -> None:
+        from picamera2.encoders import H264Encoder  # type: ignore[import-not-found]
+        from picamera2.outputs import Output  # type: ignore[import-not-found]
+
+        pc2 = self._pc2
+        cam = pc2.Picamera2()
+        config = cam.create_video_configuration(
+            main={"size": self.main_size, "format": "YUV420"},
+            lores={"size": self.lores_size, "format": "YUV420"},
+            controls={"FrameRate": self.fps},
+        )
+        cam.configure(config)
+        main_stride = cam.stream_configuration("main")["stride"]
+        lores_stride = cam.stream_configuration("lores")["stride"]
+        mask, (w, h) = self._mask, self.main_size
+
+        if mask.any():
+
+            def blank(request: Any) -> None:
+                with pc2.MappedArray(request, "main") as m:
+                    blank_yuv420(m.array.reshape(-1), mask, w, h, main_stride)
+
+            cam.pre_callback = blank
+
+        clock = self.clock
+        anchor: dict[str, float] = {}
+
+        class _PacketOutput(Output):  # type: ignore[misc]
+            def outputframe(
+                self, frame: bytes, keyframe: bool = True, timestamp: int | None = None, *_: Any,
+                **__: Any,
+            ) -> None:  # fmt: skip
+                # Keep the encoder's exact frame spacing, anchored to our clock.
+                if timestamp is None:
+                    t = clock.monotonic()
+                else:
+                    if "us" not in anchor:
+                        anchor["us"], anchor["t"] = float(timestamp), clock.monotonic()
+                    t = anchor["t"] + (timestamp - anchor["us"]) / 1e6
+                on_packet(EncodedPacket(bytes(frame), t, bool(keyframe)))
+
+        self._encoder = H264Encoder(bitrate=self._bitrate, repeat=True, iperiod=self._gop)
+        cam.start_recording(self._encoder, _PacketOutput())
+        self._cam = cam
+        lw, lh = self.lores_size
+
+        def lores_loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    buf = cam.capture_buffer("lores")
+                except Exception:  # the camera is stopping
+                    log.exception("lores capture failed")
+                    return
+                y = np.frombuffer(buf, dtype=np.uint8)[: lores_stride * lh]
+                luma = y.reshape(lh, lores_stride)[:, :lw].copy()
+                on_lores(LoresFrame(luma, clock.monotonic()))
+
+        self._lores_thread = threading.Thread(target=lores_loop, name="lores", daemon=True)
+        self._lores_thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._cam is not None:
+            self._cam.stop_recording()
+            self._cam.close()
+        if self._lores_thread is not None:
+            self._lores_thread.join(timeout=5)
+
+    def snapshot_jpeg(self) -> bytes:
+        buf = io.BytesIO()
+        # capture_file goes through the same pre_callback, so masks apply.
+        self._cam.capture_file(buf, format="jpeg")
+        return buf.getvalue()
+
+    def request_keyframe(self) -> None:
+        force = getattr(self._encoder, "force_key_frame", None)
+        if callable(force):
+            force()

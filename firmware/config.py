@@ -1,0 +1,186 @@
+"""The doorbell's configuration: one TOML file, every key documented with its default.
+
+Load with :func:`load_config`; a bad value raises :class:`ConfigError` whose message
+names the key and what is wrong, e.g.::
+
+    clips.pre_roll_s: must be greater than 0 (got -1)
+
+See ``deploy/pi/doorbell.example.toml`` for a commented file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# BCM numbers that exist on the 40-pin header.
+_BCM = Annotated[int, Field(ge=2, le=27)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(_Section):
+    id: str = Field("doorbell-sim", pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")
+    """Device id: lower-case letters, digits and dashes (it is part of MQTT topics)."""
+    data_dir: Path = Path("/var/lib/doorbell")
+    """Where clips, snapshots and the outbox live."""
+
+
+class GpioConfig(_Section):
+    button_pin: _BCM = 17
+    """BCM pin of the push button (wired to ground; the internal pull-up is used)."""
+    chime_pin: _BCM = 27
+    """BCM pin driving the chime relay (active high)."""
+    pir_pin: _BCM | None = None
+    """BCM pin of an optional PIR sensor (active high); leave out for none."""
+    chime_pulse_s: float = Field(0.4, gt=0, le=5)
+    """How long the chime relay closes for one ring."""
+    debounce_s: float = Field(0.05, ge=0, le=1)
+    """Edges closer together than this are one contact's chatter, not a new press."""
+    ring_cooldown_s: float = Field(5.0, ge=0, le=600)
+    """After a ring, further presses within this time extend the clip but do not ring."""
+
+
+class CameraConfig(_Section):
+    main_size: tuple[int, int] = (1280, 720)
+    """Recorded stream, width x height (even numbers)."""
+    lores_size: tuple[int, int] = (320, 240)
+    """Low-resolution luma stream used for motion detection."""
+    fps: float = Field(15.0, ge=1, le=60)
+    keyframe_interval_s: float = Field(1.0, gt=0, le=10)
+    """One keyframe every this many seconds: the pre-roll granularity."""
+    bitrate: int = Field(2_000_000, ge=100_000, le=25_000_000)
+    """Target bitrate of the hardware encoder, bits per second."""
+
+    @field_validator("main_size", "lores_size")
+    @classmethod
+    def _even_and_sane(cls, v: tuple[int, int]) -> tuple[int, int]:
+        w, h = v
+        if not (16 <= w <= 4096 and 16 <= h <= 4096):
+            raise ValueError(f"each side must be between 16 and 4096 (got {w}x{h})")
+        if w % 2 or h % 2:
+            raise ValueError(f"width and height must be even (got {w}x{h})")
+        return v
+
+
+class MotionConfig(_Section):
+    source: Literal["camera", "pir", "either", "both"] = "camera"
+    """What counts as motion: the camera, the PIR, either of them, or both together."""
+    both_window_s: float = Field(2.0, gt=0, le=30)
+    """With source = "both": camera and PIR must fire within this many seconds."""
+    sensitivity: int = Field(5, ge=1, le=10)
+    """1 = only large, obvious movement; 10 = the smallest changes.  5 suits a porch."""
+    min_frames: int = Field(3, ge=1, le=60)
+    """Motion must persist this many low-res frames before it counts."""
+
+
+class ClipsConfig(_Section):
+    pre_roll_s: float = Field(5.0, ge=0, le=30)
+    """Seconds recorded before the trigger."""
+    post_roll_s: float = Field(5.0, ge=0, le=120)
+    """Recording goes on until motion has been quiet this long."""
+    max_length_s: float = Field(60.0, gt=0, le=600)
+    """A clip ends this many seconds after its trigger, motion or not."""
+    buffer_max_bytes: int = Field(32 << 20, ge=1 << 20)
+    """Upper bound on the memory held by the pre-roll buffer."""
+
+
+class RetentionConfig(_Section):
+    max_age_days: float = Field(30.0, gt=0)
+    """Clips older than this are deleted."""
+    max_total_mb: float = Field(2048.0, gt=0)
+    """When clips take more than this, the oldest are deleted first."""
+
+
+class MaskConfig(_Section):
+    name: str = "mask"
+    polygon: list[tuple[float, float]]
+    """Vertices as fractions of the frame: [0, 0] top left, [1, 1] bottom right."""
+
+    @field_validator("polygon")
+    @classmethod
+    def _valid_polygon(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if len(v) < 3:
+            raise ValueError(f"a polygon needs at least 3 points (got {len(v)})")
+        for x, y in v:
+            if not (0 <= x <= 1 and 0 <= y <= 1):
+                raise ValueError(f"points are fractions of the frame in [0, 1] (got [{x}, {y}])")
+        return v
+
+
+class Config(_Section):
+    device: DeviceConfig = DeviceConfig()
+    gpio: GpioConfig = GpioConfig()
+    camera: CameraConfig = CameraConfig()
+    motion: MotionConfig = MotionConfig()
+    clips: ClipsConfig = ClipsConfig()
+    retention: RetentionConfig = RetentionConfig()
+    masks: list[MaskConfig] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        if self.motion.source in ("pir", "either", "both") and self.gpio.pir_pin is None:
+            raise ValueError(f'motion.source = "{self.motion.source}" needs gpio.pir_pin')
+        if self.gpio.pir_pin is not None and self.gpio.pir_pin in (
+            self.gpio.button_pin,
+            self.gpio.chime_pin,
+        ):
+            raise ValueError("gpio.pir_pin shares a pin with the button or the chime")
+        if self.gpio.button_pin == self.gpio.chime_pin:
+            raise ValueError("gpio.button_pin and gpio.chime_pin must differ")
+        return self
+
+    @property
+    def ring_seconds(self) -> float:
+        """Seconds the pre-roll buffer must span: pre-roll plus a whole GOP and slack."""
+        return self.clips.pre_roll_s + 2 * self.camera.keyframe_interval_s + 1.0
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key."""
+
+
+def _format(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "config"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in e and not isinstance(e["input"], dict | list):
+            msg = f"{msg} (got {e['input']!r})"
+        lines.append(f"{key}: {msg}")
+    return "; ".join(lines)
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format(err)) from None
+
+
+def load_config(path: Path | str | None, **overrides: Any) -> Config:
+    """Read ``path`` (or use all defaults when ``None``) and validate it."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such file") from None
+        except PermissionError:
+            raise ConfigError(f"{p}: not readable (permission denied)") from None
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError(f"{p}: not valid TOML: {err}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a text file") from None
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition("__")
+        data.setdefault(section, {})[key] = value
+    return parse_config(data)

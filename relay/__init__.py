@@ -1,0 +1,1 @@
+"""The cloud relay: indexes clip metadata and brokers owner-approved releases."""

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Make this checkout runnable: the Debian packages the project needs, then a .venv
+# with the project and its dependencies.  Idempotent and quick when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+# Debian package -> a command it provides (what we check for).
+declare -A DEB_PACKAGES=(
+    [ffmpeg]=ffprobe
+)
+
+missing=()
+for pkg in "${!DEB_PACKAGES[@]}"; do
+    command -v "${DEB_PACKAGES[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+        echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+        echo "bootstrap: missing Debian packages: ${missing[*]}" >&2
+        echo "bootstrap: install them with: sudo apt-get install ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+
+"$PYTHON" - <<'PY'
+import sys
+if sys.version_info < (3, 11):
+    sys.exit(f"bootstrap: Python 3.11 or newer is needed, found {sys.version.split()[0]}")
+PY
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+    echo "bootstrap: creating $VENV" >&2
+    "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.installed"
+if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
+    echo "bootstrap: installing the project and its dependencies into $VENV" >&2
+    # pip's notes about unused local index folders are noise on some machines.
+    "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
+    "$VENV/bin/python" -m pip install -q -e '.[dev]' 2> >(grep -v -e '^WARNING: Location' -e BuildBackendWarning >&2)
+    touch "$stamp"
+fi

@@ -1,0 +1,137 @@
+"""``doorbell`` as a user runs it: JSON lines out, one-line errors, exit 2."""
+
+import json
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import ffprobe
+
+SMALL = """
+[camera]
+main_size = [320, 240]
+lores_size = [160, 120]
+"""
+
+
+def doorbell(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "firmware.cli", *args], capture_output=True, text=True, check=check,
+        timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def small_toml(tmp_path: Path) -> Path:
+    p = tmp_path / "small.toml"
+    p.write_text(SMALL)
+    return p
+
+
+def test_sim_prints_json_lines_and_saves_a_clip(tmp_path, small_toml):
+    data = tmp_path / "data"
+    r = doorbell("sim", "--scene", "porch", "--seconds", "12", "--press-at", "6",
+                 "--data-dir", str(data), "--config", str(small_toml), check=True)  # fmt: skip
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds == ["ring", "clip_saved"]
+    ring, saved = events
+    assert ring["t"] == 6.0
+    assert saved["trigger"] == "ring"
+    assert 5.0 <= saved["preroll_s"] <= 6.0
+    assert Path(saved["path"]).is_file() and Path(saved["path"]).parent == data / "clips"
+    assert ffprobe(Path(saved["path"]))["streams"][0]["codec_name"] == "h264"
+    for key in ("start", "end", "trigger_at", "at"):
+        assert saved[key].endswith("Z")
+
+    listed = json.loads(doorbell("clips", "list", "--data-dir", str(data), "--json",
+                                 check=True).stdout)  # fmt: skip
+    assert [c["id"] for c in listed] == [saved["clip"]]
+    table = doorbell("clips", "list", "--data-dir", str(data), check=True).stdout
+    assert saved["clip"] in table
+
+
+def test_list_scenes():
+    out = doorbell("sim", "--list-scenes", check=True).stdout
+    for name in ("porch", "person", "dusk", "light_switch", "ir_cut", "headlights", "foliage"):
+        assert name in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sim", "--scene", "garden", "--seconds", "3"], "unknown scene 'garden'"),
+        (["sim", "--scene", "porch", "--seconds", "zero"], "not a number"),
+        (["sim", "--scene", "porch", "--seconds", "5", "--press-at", "9"], "past the end"),
+        (["sim", "--scene", "porch"], "--seconds is required"),
+        (["sim", "--video", "/nonexistent.mp4", "--seconds", "3"], "cannot read video"),
+        (["sim", "--scene", "porch", "--seconds", "3", "--pir-at", "1"], "needs a PIR"),
+        (["clips", "list"], "give --data-dir"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args, message):
+    r = doorbell(*args)
+    assert r.returncode == 2
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) <= 3  # argparse adds its usage line
+    assert "Traceback" not in r.stderr
+
+
+def test_invalid_config_exits_2_naming_the_key(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[clips]\npost_roll_s = -2\n")
+    r = doorbell("sim", "--scene", "porch", "--seconds", "3", "--config", str(bad))
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "doorbell: error: invalid config: clips.post_roll_s: "
+        "Input should be greater than or equal to 0 (got -2)"
+    )
+
+
+def test_unreadable_video_is_a_clear_error(tmp_path):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all" * 100)
+    r = doorbell("sim", "--video", str(junk), "--seconds", "3")
+    assert r.returncode == 2 and "cannot read video" in r.stderr
+
+
+def test_sim_plays_a_video_file(tmp_path, small_toml):
+    video = tmp_path / "visitor.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        for i in range(60):
+            img = np.full((240, 320, 3), 120, np.uint8)
+            if 20 <= i < 45:  # a dark block crosses the frame
+                x = (i - 20) * 10
+                img[60:200, x : x + 50] = 20
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    r = doorbell("sim", "--video", str(video), "--seconds", "6", "--config", str(small_toml),
+                 "--data-dir", str(tmp_path / "d"), check=True)  # fmt: skip
+    kinds = [json.loads(line)["event"] for line in r.stdout.splitlines()]
+    assert "motion_start" in kinds and "clip_saved" in kinds
+
+
+def test_run_sim_in_real_time(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(SMALL + f'\n[device]\ndata_dir = "{tmp_path / "d"}"\n')
+    r = doorbell("run", "--config", str(cfg), "--sim", "--seconds", "1.5")
+    assert r.returncode == 0, r.stderr
+
+
+def test_run_without_a_pi_says_what_to_install(tmp_path):
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(f'[device]\ndata_dir = "{tmp_path / "d"}"\n')
+    r = doorbell("run", "--config", str(cfg))
+    assert r.returncode == 2
+    assert "python3-picamera2" in r.stderr and "--sim" in r.stderr
