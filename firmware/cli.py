@@ -232,18 +232,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         except UnknownScene as err:
             raise UsageError(str(err)) from None
         camera: Any = SimCamera(
-            scene, clock, cam_cfg.main_size, cam_cfg.lores_size, cam_cfg.fps,
-            cam_cfg.keyframe_interval_s, masks,
-        )  # fmt: skip
+            scene,
+            clock,
+            cam_cfg.main_size,
+            cam_cfg.lores_size,
+            cam_cfg.fps,
+            cam_cfg.keyframe_interval_s,
+            masks,
+        )
         pin_factory = MockFactory()
     else:
         from firmware.camera.picamera2_backend import CameraUnavailable, Picamera2Backend
 
         try:
             camera = Picamera2Backend(
-                clock, cam_cfg.main_size, cam_cfg.lores_size, cam_cfg.fps,
-                cam_cfg.keyframe_interval_s, cam_cfg.bitrate, masks,
-            )  # fmt: skip
+                clock,
+                cam_cfg.main_size,
+                cam_cfg.lores_size,
+                cam_cfg.fps,
+                cam_cfg.keyframe_interval_s,
+                cam_cfg.bitrate,
+                masks,
+            )
         except CameraUnavailable as err:
             raise UsageError(f"{err} (or use --sim)") from None
     try:
@@ -252,11 +262,41 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot use data folder {cfg.device.data_dir}: {err}") from None
     events: queue.SimpleQueue[object] = queue.SimpleQueue()
     io = DoorbellIO(cfg.gpio, events.put, clock, pin_factory=pin_factory)
+    printer = _print_event(clock.monotonic())
+    emit: Any = printer
+    link = None
+    if cfg.mqtt.enabled:
+        from firmware.announce import Announcer
+        from firmware.events import CommandReceived
+        from firmware.mqtt_link import MqttLink
+        from firmware.outbox import Outbox
+
+        try:
+            outbox = Outbox(cfg.device.data_dir / "outbox.sqlite", cfg.mqtt.confirm_timeout_s)
+            link = MqttLink(
+                cfg.device.id, cfg.mqtt, outbox, on_command=lambda m: events.put(CommandReceived(m))
+            )
+        except OSError as err:
+            raise UsageError(f"mqtt: {err}") from None
+        announcer = Announcer(cfg.device.id, outbox)
+
+        def emit(ev: Any) -> None:
+            announcer(ev)
+            printer(ev)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finaliser") as finaliser:
         ctl = Controller(
-            cfg, clock, camera, io, store, _print_event(clock.monotonic()),
-            finaliser=finaliser, events=events,
-        )  # fmt: skip
+            cfg,
+            clock,
+            camera,
+            io,
+            store,
+            emit,
+            finaliser=finaliser,
+            events=events,
+        )
+        if link is not None:
+            link.start()
 
         def stop(*_: Any) -> None:
             ctl.submit(Stop())
@@ -273,6 +313,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             camera.stop()
             io.close()
+            if link is not None:
+                link.stop()
     return 0
 
 

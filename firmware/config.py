@@ -16,6 +16,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from protocol.errors import format_validation_error
+from protocol.mqtt import BrokerSettings
+
 # BCM numbers that exist on the 40-pin header.
 _BCM = Annotated[int, Field(ge=2, le=27)]
 
@@ -113,6 +116,14 @@ class MaskConfig(_Section):
         return v
 
 
+class MqttConfig(BrokerSettings):
+    enabled: bool = False
+    """Announce events and clips to the relay's broker (off: events go to stdout only)."""
+    confirm_timeout_s: float = Field(30.0, gt=0, le=3600)
+    """Send a message again if the relay has not confirmed it this long after the broker
+    acknowledged it (doubling each time, up to 64x)."""
+
+
 class Config(_Section):
     device: DeviceConfig = DeviceConfig()
     gpio: GpioConfig = GpioConfig()
@@ -121,6 +132,7 @@ class Config(_Section):
     clips: ClipsConfig = ClipsConfig()
     retention: RetentionConfig = RetentionConfig()
     masks: list[MaskConfig] = []
+    mqtt: MqttConfig = MqttConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -131,6 +143,10 @@ class Config(_Section):
             self.gpio.chime_pin,
         ):
             raise ValueError("gpio.pir_pin shares a pin with the button or the chime")
+        if self.mqtt.tls_cert is not None and self.mqtt.tls_key is None:
+            raise ValueError("mqtt.tls_cert needs mqtt.tls_key")
+        if self.mqtt.backoff_max_s < self.mqtt.backoff_min_s:
+            raise ValueError("mqtt.backoff_max_s must not be below mqtt.backoff_min_s")
         if self.gpio.button_pin == self.gpio.chime_pin:
             raise ValueError("gpio.button_pin and gpio.chime_pin must differ")
         return self
@@ -145,24 +161,11 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the key."""
 
 
-def _format(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "config"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif "input" in e and not isinstance(e["input"], dict | list):
-            msg = f"{msg} (got {e['input']!r})"
-        lines.append(f"{key}: {msg}")
-    return "; ".join(lines)
-
-
 def parse_config(data: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_format(err)) from None
+        raise ConfigError(format_validation_error(err)) from None
 
 
 def load_config(path: Path | str | None, **overrides: Any) -> Config:

@@ -32,7 +32,14 @@ from typing import Any
 from firmware.camera.base import CameraBackend
 from firmware.clock import Clock
 from firmware.config import Config
-from firmware.events import ButtonEdge, ClipFailed, ClipWritten, PirEdge, Stop
+from firmware.events import (
+    ButtonEdge,
+    ClipFailed,
+    ClipWritten,
+    CommandReceived,
+    PirEdge,
+    Stop,
+)
 from firmware.masks import rasterize
 from firmware.motion import MotionDetector
 from firmware.mp4 import write_mp4
@@ -135,9 +142,14 @@ class Controller:
         self._next_retention = 0.0
         self._stopped = False
         self.counters: dict[str, int] = {
-            "rings": 0, "presses_cooled_down": 0, "edges": 0, "clips_saved": 0,
-            "clips_failed": 0, "clips_deleted": 0,
-        }  # fmt: skip
+            "rings": 0,
+            "presses_cooled_down": 0,
+            "edges": 0,
+            "clips_saved": 0,
+            "clips_failed": 0,
+            "clips_deleted": 0,
+            "commands_refused": 0,
+        }
 
     # ---------------------------------------------------------------- plumbing
 
@@ -212,6 +224,8 @@ class Controller:
             self._finalising -= 1
             self.counters["clips_failed"] += 1
             self.emit("clip_failed", self.clock.monotonic(), clip=event.clip_id, error=event.error)
+        elif isinstance(event, CommandReceived):
+            self._on_command(event)
         elif isinstance(event, Stop):
             self.shutdown()
         else:
@@ -238,6 +252,16 @@ class Controller:
         else:
             self.counters["presses_cooled_down"] += 1
             self._start_or_extend("ring", ev.t, None)
+
+    def _on_command(self, ev: CommandReceived) -> None:
+        # Releasing and deleting footage need the owner's verified signature;
+        # until that check exists, every command is refused and counted.
+        self.counters["commands_refused"] += 1
+        log.warning(
+            "refusing %s command %s: owner-signed commands are not supported yet",
+            ev.message.kind,
+            ev.message.id,
+        )
 
     def _snapshot(self) -> bytes | None:
         try:
@@ -387,6 +411,9 @@ class Controller:
             duration_s=r.duration_s,
             size=r.size,
             sha256=r.sha256,
+            width=r.width,
+            height=r.height,
+            fps=r.fps,
         )
         self._enforce_retention(self.clock.monotonic())
 

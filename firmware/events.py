@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from firmware.store import ClipRecord
+from protocol import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,13 @@ class ClipWritten:
 class ClipFailed:
     clip_id: str
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReceived:
+    """A validated command from the relay (release or delete)."""
+
+    message: Message
 
 
 @dataclass(frozen=True, slots=True)

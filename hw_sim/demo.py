@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         extra = ""
         if ev.kind == "clip_saved":
             d = ev.data
-            extra = (f": {d['duration_s']:.1f} s, starting {d['preroll_s']:.1f} s before its "
-                     f"{d['trigger']} trigger")  # fmt: skip
+            extra = (
+                f": {d['duration_s']:.1f} s, starting {d['preroll_s']:.1f} s before its "
+                f"{d['trigger']} trigger"
+            )
         print(f"  t={ev.t:5.1f}s  {ev.kind:13} {DESCRIBE.get(ev.kind, '')}{extra}", flush=True)
 
     print("Simulated doorbell: a visitor walks up, rings at t=9 s, waits, and leaves.\n")
@@ -83,10 +85,19 @@ def main(argv: list[str] | None = None) -> int:
         checked = ""
         if ffprobe:
             out = subprocess.run(
-                [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0",
-                 str(bell.store.path(r))],
-                capture_output=True, text=True,
-            )  # fmt: skip
+                [
+                    ffprobe,
+                    "-v",
+                    "error",
+                    "-show_entries",
+                    "format=duration",
+                    "-of",
+                    "csv=p=0",
+                    str(bell.store.path(r)),
+                ],
+                capture_output=True,
+                text=True,
+            )
             checked = f" (ffprobe: {out.stdout.strip()} s)" if out.returncode == 0 else ""
         print(f"  {r.video}  {r.duration_s:.1f} s, {r.size / 1e6:.1f} MB{checked}")
         if r.snapshot:

@@ -161,8 +161,12 @@ class Foliage(Actor):
 
     def draw(self, img: np.ndarray, t: float) -> bool:
         h, w, _ = img.shape
-        x0, y0, x1, y1 = (int(self.region[0] * w), int(self.region[1] * h),
-                          int(self.region[2] * w), int(self.region[3] * h))  # fmt: skip
+        x0, y0, x1, y1 = (
+            int(self.region[0] * w),
+            int(self.region[1] * h),
+            int(self.region[2] * w),
+            int(self.region[3] * h),
+        )
         rh, rw = y1 - y0, x1 - x0
         if self._cells is None:
             rng = np.random.default_rng(self.seed)
@@ -260,46 +264,70 @@ def _person_scene(w: int, h: int, seed: int) -> Scene:
     return ScriptedScene(
         "person",
         "a person walks up, stands at the door, and leaves",
-        w, h, actors=[Person(arrive_at=2.0 + seed % 3)], seed=seed,
-    )  # fmt: skip
+        w,
+        h,
+        actors=[Person(arrive_at=2.0 + seed % 3)],
+        seed=seed,
+    )
 
 
 def _dusk_scene(w: int, h: int, seed: int) -> Scene:
     return ScriptedScene(
-        "dusk", "light fades slowly to a third over 40 s", w, h,
-        lighting=Lighting(gain=_ramp(2.0, 42.0, 1.0, 0.33)), noise=4.0, seed=seed,
-    )  # fmt: skip
+        "dusk",
+        "light fades slowly to a third over 40 s",
+        w,
+        h,
+        lighting=Lighting(gain=_ramp(2.0, 42.0, 1.0, 0.33)),
+        noise=4.0,
+        seed=seed,
+    )
 
 
 def _light_switch_scene(w: int, h: int, seed: int) -> Scene:
     return ScriptedScene(
-        "light_switch", "the porch light switches on at 5 s", w, h,
-        lighting=Lighting(gain=_step(5.0, 0.45, 1.1)), seed=seed,
-    )  # fmt: skip
+        "light_switch",
+        "the porch light switches on at 5 s",
+        w,
+        h,
+        lighting=Lighting(gain=_step(5.0, 0.45, 1.1)),
+        seed=seed,
+    )
 
 
 def _ir_cut_scene(w: int, h: int, seed: int) -> Scene:
     return ScriptedScene(
-        "ir_cut", "the IR-cut filter flips at 5 s: colour to grey and brighter", w, h,
+        "ir_cut",
+        "the IR-cut filter flips at 5 s: colour to grey and brighter",
+        w,
+        h,
         lighting=Lighting(gain=_step(5.0, 0.35, 0.8), grey=lambda t: t >= 5.0),
-        noise=5.0, seed=seed,
-    )  # fmt: skip
+        noise=5.0,
+        seed=seed,
+    )
 
 
 def _headlights_scene(w: int, h: int, seed: int) -> Scene:
     return ScriptedScene(
-        "headlights", "a car's headlights sweep the porch at night", w, h,
+        "headlights",
+        "a car's headlights sweep the porch at night",
+        w,
+        h,
         lighting=Lighting(gain=lambda t: 0.4),
         actors=[HeadlightSweep(at=4.0), HeadlightSweep(at=12.0, duration=2.0)],
-        noise=5.0, seed=seed,
-    )  # fmt: skip
+        noise=5.0,
+        seed=seed,
+    )
 
 
 def _foliage_scene(w: int, h: int, seed: int) -> Scene:
     return ScriptedScene(
-        "foliage", "leaves flicker in the top-right corner", w, h,
-        actors=[Foliage(seed=seed)], seed=seed,
-    )  # fmt: skip
+        "foliage",
+        "leaves flicker in the top-right corner",
+        w,
+        h,
+        actors=[Foliage(seed=seed)],
+        seed=seed,
+    )
 
 
 SCENES: dict[str, tuple[str, SceneFactory]] = {

@@ -1,1 +1,41 @@
-"""The wire contract shared by the doorbell and the relay."""
+"""The wire contract shared by the doorbell and the relay: topics, messages, schemas."""
+
+from protocol.messages import (
+    MAX_PAYLOAD_BYTES,
+    SCHEMA_VERSION,
+    Ack,
+    Clip,
+    DeleteCommand,
+    Deleted,
+    Event,
+    Message,
+    ProtocolError,
+    ReleaseCommand,
+    Released,
+    Status,
+    decode,
+    encode,
+    from_timestamp,
+    new_id,
+    utcnow,
+)
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "SCHEMA_VERSION",
+    "Ack",
+    "Clip",
+    "DeleteCommand",
+    "Deleted",
+    "Event",
+    "Message",
+    "ProtocolError",
+    "ReleaseCommand",
+    "Released",
+    "Status",
+    "decode",
+    "encode",
+    "from_timestamp",
+    "new_id",
+    "utcnow",
+]

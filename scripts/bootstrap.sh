@@ -9,11 +9,14 @@ PYTHON=${PYTHON:-python3}
 # Debian package -> a command it provides (what we check for).
 declare -A DEB_PACKAGES=(
     [ffmpeg]=ffprobe
+    [mosquitto]=mosquitto
+    [redis-server]=redis-server
 )
 
 missing=()
 for pkg in "${!DEB_PACKAGES[@]}"; do
-    command -v "${DEB_PACKAGES[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")
+    # Daemons live in /usr/sbin, which a non-root PATH may not include.
+    PATH="$PATH:/usr/sbin:/sbin" command -v "${DEB_PACKAGES[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
@@ -41,8 +44,13 @@ fi
 stamp="$VENV/.installed"
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
     echo "bootstrap: installing the project and its dependencies into $VENV" >&2
-    # pip's notes about unused local index folders are noise on some machines.
-    "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
-    "$VENV/bin/python" -m pip install -q -e '.[dev]' 2> >(grep -v -e '^WARNING: Location' -e BuildBackendWarning >&2)
+    log="$VENV/pip-install.log"
+    # pip's output goes to a log; it is shown only if the install fails.
+    if ! { "$VENV/bin/python" -m pip install --upgrade pip &&
+           "$VENV/bin/python" -m pip install -e '.[dev]'; } >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        echo "bootstrap: pip install failed; the full log is $log" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi

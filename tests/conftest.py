@@ -73,8 +73,28 @@ def ffprobe(path: Path) -> dict[str, Any]:
     exe = shutil.which("ffprobe")
     assert exe, "ffprobe is needed (the ffmpeg Debian package; make test installs it)"
     out = subprocess.run(
-        [exe, "-v", "error", "-show_streams", "-show_format", "-count_packets", "-of", "json",
-         str(path)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            exe,
+            "-v",
+            "error",
+            "-show_streams",
+            "-show_format",
+            "-count_packets",
+            "-of",
+            "json",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout)
+
+
+@pytest.fixture
+def stack(tmp_path: Path):
+    from stack import Stack
+
+    s = Stack(tmp_path / "stack")
+    yield s
+    s.close()

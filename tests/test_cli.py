@@ -20,9 +20,12 @@ lores_size = [160, 120]
 
 def doorbell(*args: str, check: bool = False) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "firmware.cli", *args], capture_output=True, text=True, check=check,
+        [sys.executable, "-m", "firmware.cli", *args],
+        capture_output=True,
+        text=True,
+        check=check,
         timeout=120,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -34,8 +37,20 @@ def small_toml(tmp_path: Path) -> Path:
 
 def test_sim_prints_json_lines_and_saves_a_clip(tmp_path, small_toml):
     data = tmp_path / "data"
-    r = doorbell("sim", "--scene", "porch", "--seconds", "12", "--press-at", "6",
-                 "--data-dir", str(data), "--config", str(small_toml), check=True)  # fmt: skip
+    r = doorbell(
+        "sim",
+        "--scene",
+        "porch",
+        "--seconds",
+        "12",
+        "--press-at",
+        "6",
+        "--data-dir",
+        str(data),
+        "--config",
+        str(small_toml),
+        check=True,
+    )
     events = [json.loads(line) for line in r.stdout.splitlines()]
     kinds = [e["event"] for e in events]
     assert kinds == ["ring", "clip_saved"]
@@ -48,8 +63,9 @@ def test_sim_prints_json_lines_and_saves_a_clip(tmp_path, small_toml):
     for key in ("start", "end", "trigger_at", "at"):
         assert saved[key].endswith("Z")
 
-    listed = json.loads(doorbell("clips", "list", "--data-dir", str(data), "--json",
-                                 check=True).stdout)  # fmt: skip
+    listed = json.loads(
+        doorbell("clips", "list", "--data-dir", str(data), "--json", check=True).stdout
+    )
     assert [c["id"] for c in listed] == [saved["clip"]]
     table = doorbell("clips", "list", "--data-dir", str(data), check=True).stdout
     assert saved["clip"] in table
@@ -116,8 +132,18 @@ def test_sim_plays_a_video_file(tmp_path, small_toml):
                 c.mux(p)
         for p in s.encode(None):
             c.mux(p)
-    r = doorbell("sim", "--video", str(video), "--seconds", "6", "--config", str(small_toml),
-                 "--data-dir", str(tmp_path / "d"), check=True)  # fmt: skip
+    r = doorbell(
+        "sim",
+        "--video",
+        str(video),
+        "--seconds",
+        "6",
+        "--config",
+        str(small_toml),
+        "--data-dir",
+        str(tmp_path / "d"),
+        check=True,
+    )
     kinds = [json.loads(line)["event"] for line in r.stdout.splitlines()]
     assert "motion_start" in kinds and "clip_saved" in kinds
 

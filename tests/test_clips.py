@@ -100,8 +100,9 @@ def test_motion_starts_a_clip_with_preroll(make_bell, recorder):
 
 
 def test_press_during_clip_extends_it(make_bell, recorder):
-    bell = make_bell("porch", clips={"pre_roll_s": 1.0, "post_roll_s": 2.0},
-                     gpio={"ring_cooldown_s": 30.0})  # fmt: skip
+    bell = make_bell(
+        "porch", clips={"pre_roll_s": 1.0, "post_roll_s": 2.0}, gpio={"ring_cooldown_s": 30.0}
+    )
     bell.schedule_press(2.0)
     bell.schedule_press(3.5)  # cooled down: no ring, but the clip goes on
     bell.run(10.0)
@@ -111,8 +112,12 @@ def test_press_during_clip_extends_it(make_bell, recorder):
 
 
 def test_max_length_caps_a_clip_and_recording_continues(make_bell, recorder):
-    bell = make_bell("porch", clips={"pre_roll_s": 1.0, "max_length_s": 4.0, "post_roll_s": 1.0},
-                     motion={"source": "pir"}, gpio={"pir_pin": 22})  # fmt: skip
+    bell = make_bell(
+        "porch",
+        clips={"pre_roll_s": 1.0, "max_length_s": 4.0, "post_roll_s": 1.0},
+        motion={"source": "pir"},
+        gpio={"pir_pin": 22},
+    )
     bell.schedule_pir(2.0, duration=7.0)
     bell.run(14.0)
     saved = recorder.of("clip_saved")

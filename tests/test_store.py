@@ -10,10 +10,19 @@ from firmware.store import TMP_PREFIX, ClipStore
 
 def meta(i: int, start: float, **kw):
     m = {
-        "id": f"clip-{i:03d}", "device": "bell", "trigger": "ring", "start": start,
-        "end": start + 10, "trigger_at": start + 5, "preroll_s": 5.0, "duration_s": 10.0,
-        "width": 320, "height": 240, "fps": 15.0, "codec": "h264",
-    }  # fmt: skip
+        "id": f"clip-{i:03d}",
+        "device": "bell",
+        "trigger": "ring",
+        "start": start,
+        "end": start + 10,
+        "trigger_at": start + 5,
+        "preroll_s": 5.0,
+        "duration_s": 10.0,
+        "width": 320,
+        "height": 240,
+        "fps": 15.0,
+        "codec": "h264",
+    }
     m.update(kw)
     return m
 
@@ -97,8 +106,12 @@ def test_unreadable_metadata_is_skipped(tmp_path):
 
 def test_retention_runs_in_the_doorbell(make_bell, recorder):
     # Each 2-3 s clip of sensor noise at 320x240 and its snapshot take about 50 kB.
-    bell = make_bell("porch", clips={"pre_roll_s": 1.0, "post_roll_s": 1.0},
-                     gpio={"ring_cooldown_s": 0.0}, retention={"max_total_mb": 0.1})  # fmt: skip
+    bell = make_bell(
+        "porch",
+        clips={"pre_roll_s": 1.0, "post_roll_s": 1.0},
+        gpio={"ring_cooldown_s": 0.0},
+        retention={"max_total_mb": 0.1},
+    )
     for t in (2.0, 6.0, 10.0, 14.0):
         bell.schedule_press(t)
     bell.run(18.0)

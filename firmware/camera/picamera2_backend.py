@@ -97,9 +97,13 @@ class Picamera2Backend:
 
         class _PacketOutput(Output):  # type: ignore[misc]
             def outputframe(
-                self, frame: bytes, keyframe: bool = True, timestamp: int | None = None, *_: Any,
+                self,
+                frame: bytes,
+                keyframe: bool = True,
+                timestamp: int | None = None,
+                *_: Any,
                 **__: Any,
-            ) -> None:  # fmt: skip
+            ) -> None:
                 # Keep the encoder's exact frame spacing, anchored to our clock.
                 if timestamp is None:
                     t = clock.monotonic()

@@ -1,0 +1,60 @@
+"""Turn what the controller emits into wire messages, and put them in the outbox.
+
+The controller calls an :class:`Announcer` as its event sink; it returns as soon
+as the message is durable on disk.  Rings take the urgent lane.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from firmware.controller import DoorbellEvent
+from firmware.outbox import NORMAL, URGENT, Outbox
+from protocol import Clip, Deleted, Event, Message, encode, from_timestamp, new_id
+
+log = logging.getLogger(__name__)
+
+
+def to_message(device: str, ev: DoorbellEvent) -> Message | None:
+    """The wire message for ``ev``, or None for what stays on the device."""
+    ts = from_timestamp(ev.at)
+    d = ev.data
+    if ev.kind in ("ring", "motion_start", "motion_end"):
+        return Event(id=ev.id, ts=ts, device=device, type=ev.kind, at=ts, motion_id=d.get("motion"))
+    if ev.kind == "clip_saved":
+        return Clip(
+            id=ev.id,
+            ts=ts,
+            device=device,
+            clip_id=d["clip"],
+            trigger=d["trigger"],
+            start=from_timestamp(d["start"]),
+            end=from_timestamp(d["end"]),
+            trigger_at=from_timestamp(d["trigger_at"]),
+            duration_s=d["duration_s"],
+            preroll_s=d["preroll_s"],
+            size=d["size"],
+            codec="h264",
+            width=d["width"],
+            height=d["height"],
+            fps=d["fps"],
+            sha256=d["sha256"],
+        )
+    if ev.kind == "clip_deleted":
+        return Deleted(id=new_id(), ts=ts, device=device, clip_id=d["clip"], reason=d["reason"])
+    return None
+
+
+class Announcer:
+    """The controller's event sink on a connected doorbell."""
+
+    def __init__(self, device: str, outbox: Outbox) -> None:
+        self.device = device
+        self.outbox = outbox
+
+    def __call__(self, ev: DoorbellEvent) -> None:
+        msg = to_message(self.device, ev)
+        if msg is None:
+            return
+        topic, payload = encode(msg)
+        self.outbox.put(topic, payload, msg.id, URGENT if ev.kind == "ring" else NORMAL)

@@ -1,0 +1,211 @@
+"""Message models for every topic, and the one way to decode them.
+
+Every message carries ``v`` (the schema version), a unique ``id`` (consumers are
+idempotent on it), a UTC timestamp ``ts`` and the ``device`` it concerns.
+Models forbid unknown fields; :func:`decode` also checks the size, the topic, the
+version and that the payload's device is the topic's device.
+
+Example::
+
+    msg = Event(id=new_id(), ts=utcnow(), device="front-door", type="ring", at=utcnow())
+    topic, payload = encode(msg)
+    assert decode(topic, payload) == msg
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
+
+from protocol.topics import TopicError, parse_topic, topic_for
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
+MessageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
+ClipId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{4,64}$")]
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+def _utc(v: datetime) -> datetime:
+    return v.astimezone(UTC)
+
+
+UtcTime = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def from_timestamp(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class Message(BaseModel):
+    """Fields every message has."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    kind: str
+    v: Literal[1] = SCHEMA_VERSION
+    id: MessageId
+    ts: UtcTime
+    device: DeviceId
+
+
+class Status(Message):
+    """``doorbell/{device}/status``, retained, and the device's last will."""
+
+    kind: Literal["status"] = "status"
+    state: Literal["online", "offline"]
+    firmware: Annotated[str, Field(max_length=64)]
+
+
+class Event(Message):
+    """``doorbell/{device}/event``: a ring or motion; never imagery."""
+
+    kind: Literal["event"] = "event"
+    type: Literal["ring", "motion_start", "motion_end"]
+    at: UtcTime
+    motion_id: MessageId | None = None
+
+
+class Clip(Message):
+    """``doorbell/{device}/clip``: a clip finished and is stored on the device."""
+
+    kind: Literal["clip"] = "clip"
+    clip_id: ClipId
+    trigger: Literal["ring", "motion", "continuation"]
+    start: UtcTime
+    end: UtcTime
+    trigger_at: UtcTime
+    duration_s: Annotated[float, Field(ge=0, le=3600)]
+    preroll_s: Annotated[float, Field(ge=0, le=600)]
+    size: Annotated[int, Field(ge=0, le=1 << 34)]
+    codec: Literal["h264"]
+    width: Annotated[int, Field(ge=16, le=8192)]
+    height: Annotated[int, Field(ge=16, le=8192)]
+    fps: Annotated[float, Field(gt=0, le=240)]
+    sha256: Sha256
+
+
+class Deleted(Message):
+    """``doorbell/{device}/deleted``: a clip and its key are gone from the device."""
+
+    kind: Literal["deleted"] = "deleted"
+    clip_id: ClipId
+    reason: Literal["retention", "owner"]
+
+
+class ReleaseCommand(Message):
+    """``doorbell/{device}/cmd/release``: the owner's signed approval, forwarded by the relay."""
+
+    kind: Literal["release"] = "release"
+    request_id: MessageId
+    approval: Annotated[str, Field(max_length=16384)]  # base64 of the signed approval
+    upload_urls: dict[ClipId, Annotated[str, Field(max_length=2048)]]
+
+
+class DeleteCommand(Message):
+    """``doorbell/{device}/cmd/delete``: an owner-signed deletion, forwarded by the relay."""
+
+    kind: Literal["delete"] = "delete"
+    clip_id: ClipId
+    signature: Annotated[str, Field(max_length=512)]
+
+
+class Released(Message):
+    """``doorbell/{device}/released``: ciphertext uploaded, key wrapped to the requester."""
+
+    kind: Literal["released"] = "released"
+    request_id: MessageId
+    clip_id: ClipId
+    wrapped_key: Annotated[str, Field(max_length=1024)]
+    sha256: Sha256
+
+
+class Ack(Message):
+    """``doorbell/{device}/cmd/ack``: the relay has indexed these messages of the device.
+
+    Only then does the doorbell drop them from its outbox: a broker's PUBACK alone
+    does not survive a broker crash or a forgotten shared subscription.
+    """
+
+    kind: Literal["ack"] = "ack"
+    ids: Annotated[list[MessageId], Field(min_length=1, max_length=1000)]
+
+
+MODELS: dict[str, type[Message]] = {
+    "status": Status,
+    "event": Event,
+    "clip": Clip,
+    "deleted": Deleted,
+    "released": Released,
+    "cmd/release": ReleaseCommand,
+    "cmd/delete": DeleteCommand,
+    "cmd/ack": Ack,
+}
+
+
+class ProtocolError(ValueError):
+    """A payload that is not a valid message for its topic.  ``reason`` says why."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def encode(msg: Message) -> tuple[str, bytes]:
+    """The topic and JSON payload for ``msg``."""
+    suffix = next(k for k, m in MODELS.items() if isinstance(msg, m))
+    return topic_for(msg.device, suffix), msg.model_dump_json().encode()
+
+
+def decode(topic: str, payload: bytes) -> Message:
+    """Validate ``payload`` received on ``topic``; raise :class:`ProtocolError` if it is bad."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ProtocolError("oversized", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        device, suffix = parse_topic(topic)
+    except TopicError as err:
+        raise ProtocolError("wrong_topic", str(err)) from None
+    model = MODELS.get(suffix)
+    if model is None:
+        raise ProtocolError("wrong_topic", f"no message is defined for {topic!r}")
+    try:
+        data: Any = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ProtocolError("not_json", str(err)) from None
+    if not isinstance(data, dict):
+        raise ProtocolError("not_an_object", type(data).__name__)
+    v = data.get("v")
+    if v not in SUPPORTED_VERSIONS:
+        raise ProtocolError("unknown_version", f"v={v!r}")
+    try:
+        # Strict: "12" is not a number and 1 is not a string on this wire.
+        msg = model.model_validate_json(payload, strict=True)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise ProtocolError("invalid", f"{where}: {first['msg']}") from None
+    if msg.device != device:
+        raise ProtocolError("device_mismatch", f"topic says {device!r}, payload {msg.device!r}")
+    return msg

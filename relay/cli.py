@@ -1,0 +1,510 @@
+"""``relay``: run the relay and operate it.
+
+    relay ingest [--workers N]                 run ingestion workers
+    relay serve                                run the relay (ingestion workers for now)
+    relay devices add ID --owner NAME --lat LAT --lon LON
+    relay devices list|show ID|revoke ID       [--json]
+    relay clips list [--device ID] [--since T] [--until T] [--near LAT,LON --radius M] [--json]
+    relay deadletters [--count N] [--json]
+    relay status [--json]
+
+Every command reads ``--config FILE`` (or $RELAY_CONFIG).  Bad arguments print one
+line and exit 2; an unreachable Redis or broker prints one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import multiprocessing
+import os
+import secrets
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+import redis
+from rich.console import Console
+from rich.table import Table
+
+from relay.config import RelayConfig, RelayConfigError, load_relay_config
+from relay.index import DeviceExists, Near, RelayIndex, UnknownDevice
+
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 1
+RESERVED_IDS = {"relay"}
+
+
+class UsageError(Exception):
+    pass
+
+
+class Unavailable(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def parse_time(s: str) -> float:
+    """ISO 8601 (``2026-11-27T10:00:00Z``, a date alone is midnight UTC) or Unix seconds."""
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {s!r} (use ISO 8601 like 2026-11-27T10:00:00Z, or Unix seconds)"
+        ) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+def parse_latlon(s: str) -> tuple[float, float]:
+    try:
+        lat_s, lon_s = s.split(",")
+        lat, lon = float(lat_s), float(lon_s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LAT,LON like 51.5,-0.12; got {s!r}") from None
+    _check_latlon(lat, lon)
+    return lat, lon
+
+
+def _check_latlon(lat: float, lon: float) -> None:
+    if not -85.05 <= lat <= 85.05:
+        raise argparse.ArgumentTypeError(f"latitude must be within ±85.05 (got {lat})")
+    if not -180 <= lon <= 180:
+        raise argparse.ArgumentTypeError(f"longitude must be within ±180 (got {lon})")
+
+
+def _lat(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    _check_latlon(v, 0)
+    return v
+
+
+def _lon(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    _check_latlon(0, v)
+    return v
+
+
+def _positive(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0: {s}")
+    return v
+
+
+def _iso(ts: float | str | None) -> str:
+    if ts in (None, ""):
+        return "-"
+    return datetime.fromtimestamp(float(ts), UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="relay",
+        description="The open doorbell relay: indexes clip metadata from doorbells and lets "
+        "operators manage the fleet. It never holds footage keys.",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=os.environ.get("RELAY_CONFIG"),
+        help="relay TOML config (default: $RELAY_CONFIG, else built-in defaults)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log what the relay does")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    ing = sub.add_parser("ingest", help="run ingestion workers (MQTT → Redis)")
+    ing.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    ing.add_argument("--name", default=None, help="worker name (default: host-pid)")
+    ing.add_argument("--seconds", type=_positive, help="stop after this many seconds")
+    srv = sub.add_parser(
+        "serve", help="run the relay: ingestion workers (the HTTP API comes later)"
+    )
+    srv.add_argument("--workers", type=int, default=1)
+    srv.add_argument("--seconds", type=_positive, help="stop after this many seconds")
+
+    dev = sub.add_parser("devices", help="register, list and revoke doorbells")
+    dsub = dev.add_subparsers(dest="devices_command", required=True, parser_class=_Parser)
+    add = dsub.add_parser("add", help="register a doorbell: broker account + provisioning bundle")
+    add.add_argument("id", help="device id: lower-case letters, digits, dashes")
+    add.add_argument("--owner", required=True, help="the owner's name")
+    add.add_argument("--lat", type=_lat, required=True, help="latitude of the doorbell")
+    add.add_argument("--lon", type=_lon, required=True, help="longitude of the doorbell")
+    add.add_argument("--out", type=Path, help="bundle path (default: bundles_dir/ID.json)")
+    add.add_argument("--json", action="store_true")
+    ls = dsub.add_parser("list", help="list doorbells")
+    ls.add_argument("--json", action="store_true")
+    show = dsub.add_parser("show", help="one doorbell in detail")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    rev = dsub.add_parser("revoke", help="remove a doorbell's broker account")
+    rev.add_argument("id")
+
+    clips = sub.add_parser("clips", help="clip metadata the relay has indexed")
+    csub = clips.add_subparsers(dest="clips_command", required=True, parser_class=_Parser)
+    cl = csub.add_parser("list", help="list clips, oldest first")
+    cl.add_argument("--device")
+    cl.add_argument("--since", type=parse_time, help="ISO 8601 time or Unix seconds")
+    cl.add_argument("--until", type=parse_time, help="ISO 8601 time or Unix seconds")
+    cl.add_argument("--near", type=parse_latlon, metavar="LAT,LON")
+    cl.add_argument("--radius", type=_positive, metavar="M", help="metres, with --near")
+    cl.add_argument("--limit", type=int, default=1000)
+    cl.add_argument("--json", action="store_true")
+
+    dl = sub.add_parser("deadletters", help="messages refused as malformed, newest first")
+    dl.add_argument("--count", type=int, default=20)
+    dl.add_argument("--json", action="store_true")
+
+    st = sub.add_parser("status", help="is everything up: broker, Redis, workers, counts")
+    st.add_argument("--json", action="store_true")
+    return p
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _redis(cfg: RelayConfig) -> redis.Redis:
+    try:
+        if cfg.redis.cluster:
+            from redis.cluster import RedisCluster
+
+            return RedisCluster.from_url(cfg.redis.url)  # type: ignore[return-value]
+        return redis.Redis.from_url(cfg.redis.url, socket_connect_timeout=3)
+    except ValueError as err:
+        raise UsageError(f"redis.url: {err}") from None
+
+
+def _index(cfg: RelayConfig) -> RelayIndex:
+    r = _redis(cfg)
+    try:
+        r.ping()
+    except redis.RedisError as err:
+        raise Unavailable(f"cannot reach Redis at {cfg.redis.url}: {err}") from None
+    return RelayIndex(r)
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_devices(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+    from protocol.topics import _DEVICE
+    from relay.passwd import reload_broker, remove_user, set_user
+
+    if args.devices_command == "add":
+        if not _DEVICE.match(args.id) or args.id in RESERVED_IDS:
+            raise UsageError(
+                f"device id {args.id!r} must be 2-63 lower-case letters, digits or "
+                "dashes, starting with a letter or digit, and not 'relay'"
+            )
+        index = _index(cfg)
+        if index.device(args.id) is not None:
+            raise UsageError(f"device {args.id!r} already exists (revoke it first)")
+        bundle_path = args.out or cfg.provisioning.bundles_dir / f"{args.id}.json"
+        password = secrets.token_urlsafe(24)
+        try:
+            bundle_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(bundle_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(
+                    {
+                        "device": args.id,
+                        "owner": args.owner,
+                        "lat": args.lat,
+                        "lon": args.lon,
+                        "broker": {
+                            "host": cfg.provisioning.broker_host,
+                            "port": cfg.provisioning.broker_port,
+                            "username": args.id,
+                            "password": password,
+                        },
+                    },
+                    f,
+                    indent=2,
+                )
+            set_user(cfg.mosquitto.password_file, args.id, password)
+        except OSError as err:
+            raise Unavailable(f"cannot write credentials: {err}") from None
+        try:
+            index.add_device(args.id, args.owner, args.lat, args.lon)
+        except DeviceExists:
+            raise UsageError(f"device {args.id!r} already exists") from None
+        reloaded = reload_broker(cfg.mosquitto.pid_file)
+        result = {"device": args.id, "bundle": str(bundle_path), "broker_reloaded": reloaded}
+        if args.json:
+            _print_json(result)
+        else:
+            out.print(
+                f"registered [bold]{args.id}[/] for {args.owner}; bundle: {bundle_path} "
+                "(secret: copy it to the doorbell, then delete it)"
+            )
+            if not reloaded:
+                out.print("[yellow]broker not reloaded[/]: send it SIGHUP so the account works")
+        return 0
+
+    index = _index(cfg)
+    if args.devices_command == "list":
+        devices = index.devices()
+        if args.json:
+            _print_json(devices)
+            return 0
+        table = Table("id", "owner", "lat", "lon", "online", "last seen", "clips", "revoked")
+        for d in devices:
+            table.add_row(
+                d["id"],
+                d.get("owner", ""),
+                d.get("lat", ""),
+                d.get("lon", ""),
+                "yes" if d.get("online") == "1" else "no",
+                _iso(d.get("last_seen")),
+                str(d["clips"]),
+                "" if d.get("revoked", "0") == "0" else "revoked",
+            )
+        out.print(table if devices else "no devices")
+        return 0
+    if args.devices_command == "show":
+        d = index.device(args.id)
+        if d is None:
+            raise UsageError(f"no device {args.id!r}")
+        if args.json:
+            _print_json(d)
+        else:
+            for k, v in d.items():
+                out.print(f"{k:10} {_iso(v) if k in ('created', 'last_seen', 'status_ts') else v}")
+        return 0
+    if args.devices_command == "revoke":
+        try:
+            index.revoke_device(args.id)
+        except UnknownDevice:
+            raise UsageError(f"no device {args.id!r}") from None
+        removed = remove_user(cfg.mosquitto.password_file, args.id)
+        reloaded = reload_broker(cfg.mosquitto.pid_file)
+        out.print(
+            f"revoked {args.id}"
+            + ("" if removed else " (it had no broker account)")
+            + ("" if reloaded else "; send the broker SIGHUP")
+        )
+        return 0
+    raise AssertionError(args.devices_command)
+
+
+def cmd_clips(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+    if (args.near is None) != (args.radius is None):
+        raise UsageError("--near and --radius go together")
+    if args.since is not None and args.until is not None and args.since > args.until:
+        raise UsageError("--since is after --until")
+    near = Near(args.near[0], args.near[1], args.radius) if args.near else None
+    clips = _index(cfg).clips(args.device, args.since, args.until, near, args.limit)
+    if args.json:
+        _print_json(clips)
+        return 0
+    if not clips:
+        out.print("no clips")
+        return 0
+    table = Table("device", "clip", "start (UTC)", "trigger", "length", "size")
+    for c in clips:
+        start = datetime.fromisoformat(c["start"].replace("Z", "+00:00")).timestamp()
+        table.add_row(
+            c["device"],
+            c["clip_id"],
+            _iso(start),
+            c["trigger"],
+            f"{c['duration_s']:.1f}s",
+            f"{c['size'] / 1e6:.2f} MB",
+        )
+    out.print(table)
+    return 0
+
+
+def cmd_deadletters(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+    rows = _index(cfg).dead_letters(args.count)
+    if args.json:
+        _print_json(rows)
+        return 0
+    table = Table("at", "topic", "reason", "detail", "size")
+    for r in rows:
+        table.add_row(_iso(r["at"]), r["topic"], r["reason"], r["detail"][:60], r["size"])
+    out.print(table if rows else "no dead letters")
+    return 0
+
+
+def broker_reachable(cfg: RelayConfig, timeout: float = 3.0) -> tuple[bool, str]:
+    from protocol.mqtt import make_client
+
+    result: dict[str, str] = {}
+    done = threading.Event()
+    client = make_client(
+        cfg.broker, client_id=f"relay-status-{os.getpid()}", username=cfg.broker.username or "relay"
+    )
+
+    def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        result["rc"] = str(rc)
+        done.set()
+
+    client.on_connect = on_connect
+    try:
+        client.connect(cfg.broker.host, cfg.broker.port, keepalive=10)
+    except OSError as err:
+        return False, str(err)
+    client.loop_start()
+    ok = done.wait(timeout)
+    client.disconnect()
+    client.loop_stop()
+    if not ok:
+        return False, "no answer"
+    return result["rc"] == "Success", result["rc"]
+
+
+def cmd_status(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+    ok_broker, broker_detail = broker_reachable(cfg)
+    status: dict[str, Any] = {
+        "broker": {
+            "ok": ok_broker,
+            "detail": broker_detail,
+            "address": f"{cfg.broker.host}:{cfg.broker.port}",
+        },
+        "redis": {"ok": False, "address": cfg.redis.url},
+    }
+    try:
+        index = _index(cfg)
+        status["redis"]["ok"] = True
+        status["counts"] = index.counts()
+        status["workers"] = index.workers()
+    except Unavailable as err:
+        status["redis"]["detail"] = str(err)
+    healthy = ok_broker and status["redis"]["ok"]
+    alive = [n for n, w in status.get("workers", {}).items() if w["alive"]]
+    status["healthy"] = healthy and bool(alive)
+    if args.json:
+        _print_json(status)
+    else:
+        mark = {True: "[green]ok[/]", False: "[red]DOWN[/]"}
+        out.print(f"broker   {mark[ok_broker]}  {status['broker']['address']} ({broker_detail})")
+        out.print(f"redis    {mark[status['redis']['ok']]}  {cfg.redis.url}")
+        if "counts" in status:
+            c = status["counts"]
+            out.print(
+                f"devices  {c['devices']}   clips indexed {c['clips']}   "
+                f"dead letters {c['dead_letters']}"
+            )
+            for name, w in sorted(status["workers"].items()):
+                state = "[green]alive[/]" if w["alive"] else "[red]silent[/]"
+                out.print(
+                    f"worker   {name} {state}  indexed {w.get('indexed', 0)}  "
+                    f"dead letters {w.get('dead_letters', 0)}  last beat {_iso(w['at'])}"
+                )
+            if not status["workers"]:
+                out.print("workers  [yellow]none[/] (start: relay ingest)")
+    return 0 if status["healthy"] else EXIT_UNAVAILABLE
+
+
+def _worker_main(config_path: str | None, name: str, seconds: float | None) -> None:
+    from relay.ingest import IngestWorker
+
+    cfg = load_relay_config(config_path)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if seconds:
+        threading.Timer(seconds, stop.set).start()
+    worker = IngestWorker(
+        cfg.broker, RelayIndex(_redis(cfg)), name, cfg.ingest.group, cfg.ingest.batch
+    )
+    worker.run(stop)
+
+
+def cmd_ingest(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    _index(cfg)  # fail early, with one line, if Redis is not there
+    base = getattr(args, "name", None) or f"{os.uname().nodename}-{os.getpid()}"
+    config_path = str(args.config) if args.config else None
+    if args.workers == 1:
+        out.print(f"ingest worker {base} running (Ctrl-C stops it)", highlight=False)
+        _worker_main(config_path, base, args.seconds)
+        return 0
+    # Separate processes: Python threads would share one core.
+    ctx = multiprocessing.get_context("spawn")
+    procs = [
+        ctx.Process(target=_worker_main, args=(config_path, f"{base}-{i}", args.seconds))
+        for i in range(args.workers)
+    ]
+    for p in procs:
+        p.start()
+    out.print(f"{len(procs)} ingest workers running (Ctrl-C stops them)")
+
+    def stop_all(*_: Any) -> None:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+    for p in procs:
+        p.join()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    out = Console(highlight=False)
+    try:
+        try:
+            cfg = load_relay_config(args.config)
+        except RelayConfigError as err:
+            raise UsageError(f"invalid config: {err}") from None
+        if args.command in ("ingest", "serve"):
+            return cmd_ingest(cfg, args, out)
+        if args.command == "devices":
+            return cmd_devices(cfg, args, out)
+        if args.command == "clips":
+            return cmd_clips(cfg, args, out)
+        if args.command == "deadletters":
+            return cmd_deadletters(cfg, args, out)
+        if args.command == "status":
+            return cmd_status(cfg, args, out)
+    except UsageError as err:
+        print(f"relay: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except Unavailable as err:
+        print(f"relay: error: {err}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except redis.RedisError as err:
+        print(f"relay: error: Redis failed: {err}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""The relay's configuration: one TOML file; every key has a default for one host.
+
+[broker]            how relay processes reach Mosquitto (user "relay")
+[redis]             url = "redis://localhost:6379/0"
+[mosquitto]         the broker's password file and pid file, for ``relay devices``
+[provisioning]      where bundles go, and the broker address doorbells are given
+[ingest]            shared-subscription group and batch size
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from protocol.errors import format_validation_error
+from protocol.mqtt import BrokerSettings
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RelayBroker(BrokerSettings):
+    username: str | None = "relay"
+
+
+class RedisConfig(_Section):
+    url: str = "redis://localhost:6379/0"
+    """A redis:// or rediss:// URL; for Redis Cluster give any node and set cluster."""
+    cluster: bool = False
+
+
+class MosquittoConfig(_Section):
+    password_file: Path = Path("/etc/mosquitto/doorbell/passwd")
+    """The broker's password file: ``relay devices add`` writes doorbell accounts here."""
+    pid_file: Path | None = Path("/run/mosquitto/mosquitto.pid")
+    """SIGHUP goes to this pid so the broker rereads the password file."""
+
+
+class ProvisioningConfig(_Section):
+    bundles_dir: Path = Path("/var/lib/doorbell-relay/bundles")
+    broker_host: str = "localhost"
+    """The broker address doorbells are told to use (the public name, on a real relay)."""
+    broker_port: int = Field(1883, ge=1, le=65535)
+
+
+class IngestConfig(_Section):
+    group: str = Field("relay", pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    """Shared-subscription group: every worker in it shares one stream of messages."""
+    batch: int = Field(500, ge=1, le=10000)
+    """Messages written to Redis per round trip at most."""
+
+
+class RelayConfig(_Section):
+    broker: RelayBroker = RelayBroker()
+    redis: RedisConfig = RedisConfig()
+    mosquitto: MosquittoConfig = MosquittoConfig()
+    provisioning: ProvisioningConfig = ProvisioningConfig()
+    ingest: IngestConfig = IngestConfig()
+
+
+class RelayConfigError(ValueError):
+    pass
+
+
+def load_relay_config(path: Path | str | None) -> RelayConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise RelayConfigError(f"{p}: no such file") from None
+        except PermissionError:
+            raise RelayConfigError(f"{p}: not readable (permission denied)") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise RelayConfigError(f"{p}: not valid TOML: {err}") from None
+    try:
+        return RelayConfig.model_validate(data)
+    except ValidationError as err:
+        raise RelayConfigError(format_validation_error(err)) from None

@@ -1,0 +1,292 @@
+"""The relay's index in Redis: devices, clip metadata, events, dead letters.
+
+Every per-device key carries the device id as a hash tag (``dev:{front-door}:…``),
+so each message touches one Redis Cluster slot and the same code runs on one
+server or a cluster.  Indexing a message is one Lua script that first claims the
+message id (``SET NX`` with a TTL): a redelivered message is counted as a
+duplicate and changes nothing else.
+
+The relay holds metadata only: clip ids, times, sizes, hashes; never imagery.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from protocol import Clip, Deleted, Event, Message, Released, Status
+
+SEEN_TTL_S = 14 * 86400  # far longer than any redelivery can take
+DEAD_LETTER_MAXLEN = 100_000
+WORKER_ALIVE_S = 15.0
+
+_INDEX_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+  redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
+  return 0
+end
+local kind = ARGV[1]
+local score = tonumber(ARGV[3])
+if kind == 'clip' then
+  redis.call('SET', KEYS[5], ARGV[4])
+  redis.call('ZADD', KEYS[4], score, ARGV[5])
+  redis.call('HINCRBY', KEYS[2], 'clips_indexed', 1)
+elseif kind == 'event' then
+  redis.call('ZADD', KEYS[4], score, ARGV[4])
+  redis.call('HINCRBY', KEYS[2], 'events_indexed', 1)
+elseif kind == 'status' then
+  local prev = tonumber(redis.call('HGET', KEYS[3], 'status_ts') or '0')
+  if score >= prev then
+    redis.call('HSET', KEYS[3], 'status_ts', ARGV[3], 'online', ARGV[6], 'firmware', ARGV[7])
+  end
+  redis.call('HINCRBY', KEYS[2], 'status', 1)
+elseif kind == 'deleted' then
+  redis.call('DEL', KEYS[5])
+  redis.call('ZREM', KEYS[4], ARGV[5])
+  redis.call('HINCRBY', KEYS[2], 'deleted', 1)
+elseif kind == 'released' then
+  redis.call('HSET', KEYS[4], ARGV[5], ARGV[4])
+  redis.call('HINCRBY', KEYS[2], 'released', 1)
+end
+local seen = tonumber(redis.call('HGET', KEYS[3], 'last_seen') or '0')
+if score > seen then redis.call('HSET', KEYS[3], 'last_seen', ARGV[3]) end
+return 1
+"""
+
+
+def dkey(device: str, what: str) -> str:
+    """A per-device key; ``{device}`` is the Redis Cluster hash tag."""
+    return f"dev:{{{device}}}:{what}"
+
+
+DEVICES = "devices"
+GEO = "devices:geo"
+DEAD_LETTERS = "deadletter"
+STATS = "stats"
+WORKERS = "workers"
+
+
+class DeviceExists(ValueError):
+    pass
+
+
+class UnknownDevice(KeyError):
+    pass
+
+
+@dataclass(frozen=True)
+class Near:
+    lat: float
+    lon: float
+    radius_m: float
+
+
+def _script_args(msg: Message) -> tuple[list[str], list[Any]]:
+    d = msg.device
+    ts = msg.ts.timestamp()
+    keys = [dkey(d, f"seen:{msg.id}"), dkey(d, "stats"), dkey(d, "info")]
+    if isinstance(msg, Clip):
+        return [*keys, dkey(d, "clips"), dkey(d, f"clip:{msg.clip_id}")], [
+            "clip",
+            SEEN_TTL_S,
+            msg.start.timestamp(),
+            msg.model_dump_json(),
+            msg.clip_id,
+        ]
+    if isinstance(msg, Event):
+        return [*keys, dkey(d, "events"), ""], [
+            "event",
+            SEEN_TTL_S,
+            msg.at.timestamp(),
+            msg.model_dump_json(),
+            "",
+        ]
+    if isinstance(msg, Status):
+        return [*keys, "", ""], [
+            "status",
+            SEEN_TTL_S,
+            ts,
+            "",
+            "",
+            "1" if msg.state == "online" else "0",
+            msg.firmware,
+        ]
+    if isinstance(msg, Deleted):
+        return [*keys, dkey(d, "clips"), dkey(d, f"clip:{msg.clip_id}")], [
+            "deleted",
+            SEEN_TTL_S,
+            ts,
+            "",
+            msg.clip_id,
+        ]
+    if isinstance(msg, Released):
+        return [*keys, dkey(d, "released"), ""], [
+            "released",
+            SEEN_TTL_S,
+            ts,
+            msg.model_dump_json(),
+            f"{msg.request_id}:{msg.clip_id}",
+        ]
+    raise TypeError(f"the relay does not index {msg.kind} messages")
+
+
+class RelayIndex:
+    """All the relay's reads and writes of Redis go through here."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.r = client
+        self._index = client.register_script(_INDEX_LUA)
+
+    # ------------------------------------------------------------ ingestion
+
+    def index(self, messages: Sequence[Message]) -> list[bool]:
+        """Index ``messages`` in one round trip; True for each that was new."""
+        if not messages:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for msg in messages:
+            keys, args = _script_args(msg)
+            # Empty placeholder keys stay in this device's slot.
+            keys = [k or dkey(msg.device, "_") for k in keys]
+            self._index(keys=keys, args=args, client=pipe)
+        return [bool(x) for x in pipe.execute()]
+
+    def dead_letter(
+        self, topic: str, payload: bytes, reason: str, detail: str, worker: str
+    ) -> None:
+        """Keep a bad message with why it was refused; count it."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.xadd(
+            DEAD_LETTERS,
+            {
+                "topic": topic[:512],
+                "reason": reason,
+                "detail": detail[:1024],
+                "size": len(payload),
+                "payload_b64": base64.b64encode(payload[:4096]).decode(),
+                "worker": worker,
+                "at": time.time(),
+            },
+            maxlen=DEAD_LETTER_MAXLEN,
+            approximate=True,
+        )
+        pipe.hincrby(STATS, "dead_letters", 1)
+        pipe.hincrby(STATS, f"dead_letters:{reason}", 1)
+        pipe.execute()
+
+    def dead_letters(self, count: int = 20) -> list[dict[str, str]]:
+        out = []
+        for entry_id, fields in self.r.xrevrange(DEAD_LETTERS, count=count):
+            row = {k.decode(): v.decode() for k, v in fields.items()}
+            row["entry"] = entry_id.decode()
+            out.append(row)
+        return out
+
+    # ------------------------------------------------------------ devices
+
+    def add_device(self, device: str, owner: str, lat: float, lon: float) -> dict[str, str]:
+        info = {
+            "owner": owner,
+            "lat": str(lat),
+            "lon": str(lon),
+            "created": str(time.time()),
+            "revoked": "0",
+        }
+        if not self.r.sadd(DEVICES, device):
+            raise DeviceExists(device)
+        self.r.hset(dkey(device, "info"), mapping=info)
+        self.r.geoadd(GEO, (lon, lat, device))
+        return info
+
+    def revoke_device(self, device: str) -> None:
+        if not self.r.sismember(DEVICES, device):
+            raise UnknownDevice(device)
+        self.r.hset(dkey(device, "info"), "revoked", str(time.time()))
+        self.r.zrem(GEO, device)
+
+    def device(self, device: str) -> dict[str, Any] | None:
+        if not self.r.sismember(DEVICES, device):
+            return None
+        raw = self.r.hgetall(dkey(device, "info"))
+        stats = self.r.hgetall(dkey(device, "stats"))
+        info: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+        info["id"] = device
+        info["clips"] = int(self.r.zcard(dkey(device, "clips")))
+        info["stats"] = {k.decode(): int(v) for k, v in stats.items()}
+        return info
+
+    def device_ids(self) -> list[str]:
+        return sorted(m.decode() for m in self.r.smembers(DEVICES))
+
+    def devices(self) -> list[dict[str, Any]]:
+        return [d for d in (self.device(i) for i in self.device_ids()) if d is not None]
+
+    # ------------------------------------------------------------ queries
+
+    def clips(
+        self,
+        device: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        near: Near | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Clip records, oldest first, filtered by device, time and area."""
+        if near is not None:
+            found = self.r.geosearch(
+                GEO, longitude=near.lon, latitude=near.lat, radius=near.radius_m, unit="m"
+            )
+            ids: Iterable[str] = [m.decode() for m in found]
+            if device is not None:
+                ids = [i for i in ids if i == device]
+        elif device is not None:
+            ids = [device]
+        else:
+            ids = self.device_ids()
+        lo = "-inf" if since is None else since
+        hi = "+inf" if until is None else until
+        ids = list(ids)
+        pipe = self.r.pipeline(transaction=False)
+        for d in ids:
+            pipe.zrangebyscore(dkey(d, "clips"), lo, hi, start=0, num=limit)
+        per_device = pipe.execute()
+        out: list[dict[str, Any]] = []
+        for d, clip_ids in zip(ids, per_device, strict=True):
+            if not clip_ids:
+                continue
+            raw = self.r.mget([dkey(d, f"clip:{c.decode()}") for c in clip_ids])
+            out += [json.loads(x) for x in raw if x is not None]
+        out.sort(key=lambda c: (c["start"], c["device"], c["clip_id"]))
+        return out[:limit]
+
+    def counts(self) -> dict[str, int]:
+        ids = self.device_ids()
+        pipe = self.r.pipeline(transaction=False)
+        for d in ids:
+            pipe.zcard(dkey(d, "clips"))
+        clips = sum(pipe.execute()) if ids else 0
+        dead = int(self.r.hget(STATS, "dead_letters") or 0)
+        return {"devices": len(ids), "clips": clips, "dead_letters": dead}
+
+    # ------------------------------------------------------------ workers
+
+    def heartbeat(self, worker: str, stats: dict[str, Any]) -> None:
+        self.r.hset(WORKERS, worker, json.dumps({"at": time.time(), **stats}))
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        now = time.time()
+        out = {}
+        for name, raw in self.r.hgetall(WORKERS).items():
+            info = json.loads(raw)
+            info["alive"] = now - info["at"] < WORKER_ALIVE_S
+            out[name.decode()] = info
+        return out
+
+    def forget_worker(self, worker: str) -> None:
+        self.r.hdel(WORKERS, worker)

@@ -1,0 +1,177 @@
+"""Mosquitto and Redis on free loopback ports, for tests and ``make demo``.
+
+They run with the project's own configuration (``relay.broker.render_config``
+and ``deploy/mosquitto/acl``), each in a folder of its own, and stop with the
+object.  Nothing here touches the machine's own services.
+
+Example::
+
+    with LocalMosquitto(tmp / "mqtt") as broker, LocalRedis(tmp / "redis") as r:
+        broker.add_user("relay", "secret")
+        ...
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Self
+
+from relay.broker import ACL_FILE, render_config
+from relay.passwd import reload_broker, set_user
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _find(exe: str) -> str:
+    path = shutil.which(exe) or shutil.which(exe, path="/usr/sbin:/sbin:/usr/local/sbin")
+    if path is None:
+        raise RuntimeError(
+            f"{exe} is not installed (make test installs it as root; "
+            f"otherwise: sudo apt-get install {exe.replace('-server', '-server')})"
+        )
+    return path
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited at start: {log.read_text()[-2000:]}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"{what} did not listen on {port}: {log.read_text()[-2000:]}")
+
+
+class LocalMosquitto:
+    """A Mosquitto with the project's config, ACL and a password file of its own."""
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        self.dir = Path(folder)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.password_file = self.dir / "passwd"
+        self.password_file.touch()
+        self.pid_file = self.dir / "mosquitto.pid"
+        self.log = self.dir / "mosquitto.log"
+        (self.dir / "data").mkdir(exist_ok=True)
+        self.conf = self.dir / "mosquitto.conf"
+        self.conf.write_text(
+            render_config(
+                password_file=self.password_file,
+                acl_file=ACL_FILE,
+                persistence_dir=self.dir / "data",
+                pid_file=self.pid_file,
+                port=self.port,
+                # Run as whoever runs the tests: a root broker would drop to the
+                # mosquitto user, who cannot read a private temp folder.
+                user=getpass.getuser(),
+                log_dest=f"file {self.log}",
+            )
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def add_user(self, username: str, password: str) -> None:
+        set_user(self.password_file, username, password)
+        if self.proc is not None:
+            reload_broker(self.pid_file)
+            time.sleep(0.2)  # the reload is asynchronous
+
+    def start(self) -> Self:
+        self.proc = subprocess.Popen(
+            [_find("mosquitto"), "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        _wait_port(self.port, self.proc, "mosquitto", self.log)
+        return self
+
+    def stop(self) -> None:
+        """Stop as an operator would (SIGTERM: sessions are saved to disk)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalRedis:
+    """A Redis server on a free loopback port, data in its own folder."""
+
+    def __init__(self, folder: Path, port: int | None = None, appendonly: bool = False) -> None:
+        self.dir = Path(folder)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.appendonly = appendonly
+        self.log = self.dir / "redis.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> Self:
+        args = [
+            _find("redis-server"),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--logfile",
+            str(self.log),
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        _wait_port(self.port, self.proc, "redis-server", self.log)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
