@@ -15,6 +15,9 @@ test: setup
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q
 
+bench: setup
+	$(PY) -m bench
+
 lint: setup
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .

@@ -48,3 +48,10 @@ def test_file_errors_are_clear(tmp_path):
     bad.write_text("[clips\npre_roll_s = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_relay_example_config_is_valid():
+    from relay.config import load_relay_config
+
+    cfg = load_relay_config(EXAMPLE.parent.parent / "relay" / "relay.example.toml")
+    assert cfg.provisioning.broker_port == 8883

@@ -1,0 +1,1 @@
+"""Benchmarks: our figure beside a baseline's, measured in the same run.  Not tests."""

@@ -1,0 +1,43 @@
+"""``make bench``: run every benchmark, print its table, save results under bench/results/.
+
+python -m bench [--quick] [--only NAME ...] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from bench.report import RESULTS
+
+BENCHMARKS = {
+    "ringbuffer": "bench.ringbuffer",
+    "mqtt_latency": "bench.mqtt_latency",
+    "ingest_throughput": "bench.ingest_throughput",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="tiny inputs: checks the harness runs")
+    ap.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these")
+    ap.add_argument("--out", type=Path, default=RESULTS, help="where results go")
+    args = ap.parse_args(argv)
+    summary = []
+    for name in args.only or list(BENCHMARKS):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        report = importlib.import_module(BENCHMARKS[name]).run(quick=args.quick)
+        report.show()
+        report.save(args.out)
+        summary.append(report.table())
+        print(f"({name}: {time.monotonic() - t0:.1f} s)", file=sys.stderr)
+    (args.out / "SUMMARY.md").write_text("\n\n".join(summary) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

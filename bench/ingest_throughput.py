@@ -1,0 +1,178 @@
+"""Relay ingestion: clip records per second from broker to Redis, 1 and 2 workers.
+
+Baseline, in the same run: the broker's own QoS 1 throughput to one subscriber
+that does nothing but count.  Workers are separate processes (``relay ingest``),
+as in production; each count is the time from the first publish until the last
+record is in Redis (or, for the baseline, received).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+from bench.report import Report
+from protocol import Clip, encode, new_id, utcnow
+from protocol.mqtt import BrokerSettings, make_client
+from relay.index import RelayIndex
+from relay.localstack import LocalMosquitto, LocalRedis
+
+
+def _records(n: int, device: str) -> list[tuple[str, bytes]]:
+    now = utcnow()
+    return [
+        encode(
+            Clip(
+                id=new_id(),
+                ts=now,
+                device=device,
+                clip_id=f"clip-{i:07d}",
+                trigger="motion",
+                start=now,
+                end=now,
+                trigger_at=now,
+                duration_s=10.0,
+                preroll_s=5.0,
+                size=1_000_000,
+                codec="h264",
+                width=1280,
+                height=720,
+                fps=15.0,
+                sha256="0" * 64,
+            )
+        )
+        for i in range(n)
+    ]
+
+
+def _publish(
+    broker: LocalMosquitto, secret: Path, user: str, msgs: list[tuple[str, bytes]]
+) -> None:
+    c = make_client(
+        BrokerSettings(port=broker.port, password_file=secret), f"pub-{time.time_ns()}", user
+    )
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    infos = [c.publish(t, p, qos=1) for t, p in msgs]
+    for i in infos:
+        i.wait_for_publish(120)
+    c.disconnect()
+    c.loop_stop()
+
+
+def run(n: int = 20000, quick: bool = False) -> Report:
+    n = 1000 if quick else n
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    report = Report("ingest_throughput", f"Relay ingestion, {n} clip records")
+    with LocalMosquitto(tmp / "mqtt") as broker, LocalRedis(tmp / "redis") as rds:
+        for user in ("relay", "bench-bell"):
+            (tmp / f"{user}.pw").write_text(f"{user}-pw")
+            broker.add_user(user, f"{user}-pw")
+        cfg = tmp / "relay.toml"
+        base_cfg = (
+            f'[broker]\nport = {broker.port}\npassword_file = "{tmp / "relay.pw"}"\n'
+            f'[redis]\nurl = "{rds.url}"\n'
+        )
+
+        # Baseline: a subscriber that only counts.
+        count = 0
+        done = threading.Event()
+
+        def on_message(*_: object) -> None:
+            nonlocal count
+            count += 1
+            if count == n:
+                done.set()
+
+        sub = make_client(
+            BrokerSettings(port=broker.port, password_file=tmp / "relay.pw"), "bench-count", "relay"
+        )
+        sub.on_message = on_message
+        sub.connect("127.0.0.1", broker.port)
+        sub.subscribe("doorbell/+/clip", qos=1)
+        sub.loop_start()
+        time.sleep(0.3)
+        t0 = time.perf_counter()
+        _publish(broker, tmp / "bench-bell.pw", "bench-bell", _records(n, "bench-bell"))
+        done.wait(300)
+        raw_rate = n / (time.perf_counter() - t0)
+        sub.disconnect()
+        sub.loop_stop()
+
+        r = redis.Redis.from_url(rds.url)
+        index = RelayIndex(r)
+        rates = {}
+        for workers in (1, 2):
+            r.flushall()
+            index.add_device("bench-bell", "bench", 51.5, -0.12)
+            # A group of its own: the previous run's sessions keep their share.
+            group = f"g{workers}"
+            cfg.write_text(base_cfg + f'[ingest]\ngroup = "{group}"\n')
+            procs = [
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "relay.cli",
+                        "--config",
+                        str(cfg),
+                        "ingest",
+                        "--name",
+                        f"{group}-{i}",
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                for i in range(workers)
+            ]
+            deadline = time.monotonic() + 30
+            while len(index.workers()) < workers and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.5)
+            t0 = time.perf_counter()
+            _publish(broker, tmp / "bench-bell.pw", "bench-bell", _records(n, "bench-bell"))
+            while int(index.device("bench-bell")["stats"].get("clips_indexed", 0)) < n:
+                if time.perf_counter() - t0 > 300:
+                    raise RuntimeError("ingestion did not finish")
+                time.sleep(0.01)
+            rates[workers] = n / (time.perf_counter() - t0)
+            stats = index.device("bench-bell")["stats"]
+            assert stats["clips_indexed"] == n, "a record was lost or doubled"
+            for p in procs:
+                p.terminate()
+                p.wait()
+            r.delete("workers")
+
+    report.add(
+        "1 worker",
+        rates[1],
+        raw_rate,
+        "broker → counting subscriber",
+        "msg/s",
+        better="higher",
+        note="target ≥ 0.5",
+    )
+    report.add(
+        "2 workers",
+        rates[2],
+        raw_rate,
+        "broker → counting subscriber",
+        "msg/s",
+        better="higher",
+        note="target close to 1",
+    )
+    return report
+
+
+if __name__ == "__main__":
+    rep = run()
+    rep.show()
+    rep.save()
