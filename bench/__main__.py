@@ -14,6 +14,7 @@ from pathlib import Path
 from bench.report import RESULTS
 
 BENCHMARKS = {
+    "motion": "bench.motion",
     "ringbuffer": "bench.ringbuffer",
     "mqtt_latency": "bench.mqtt_latency",
     "ingest_throughput": "bench.ingest_throughput",

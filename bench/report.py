@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,9 @@ class Report:
     title: str
     rows: list[Row] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    extra_md: str = ""
+    # file name -> function that draws the figure into that path
+    figures: dict[str, Callable[[Path], None]] = field(default_factory=dict)
 
     def add(self, *args: Any, **kwargs: Any) -> None:
         self.rows.append(Row(*args, **kwargs))
@@ -48,6 +52,8 @@ class Report:
                 f"| {r.metric} | {r.ours:.4g} {r.unit} | {r.baseline_name} | "
                 f"{r.baseline:.4g} {r.unit} | {r.ratio:.2f} | {r.note} |"
             )
+        if self.extra_md:
+            lines += ["", self.extra_md]
         return "\n".join(lines)
 
     def save(self, out: Path = RESULTS) -> None:
@@ -66,6 +72,8 @@ class Report:
         }
         (out / f"{self.name}.json").write_text(json.dumps(data, indent=2) + "\n")
         (out / f"{self.name}.md").write_text(self.table() + "\n")
+        for name, draw in self.figures.items():
+            draw(out / name)
 
     def show(self) -> None:
         print()

@@ -134,20 +134,24 @@ class Person(Actor):
 
 @dataclass
 class HeadlightSweep(Actor):
-    """A bright band crossing the porch, as a car turning in the street at night."""
+    """A bright band crossing the porch, as a car turning in the street at night.
+
+    Light multiplies what surfaces reflect, so the band scales the picture
+    (brighter where it shines) instead of painting over it.
+    """
 
     at: float = 4.0
     duration: float = 1.5
-    strength: float = 90.0
+    strength: float = 1.2  # peak extra light, as a multiple of the ambient light
 
     def draw(self, img: np.ndarray, t: float) -> bool:
         if not self.at <= t < self.at + self.duration:
             return False
-        _h, w, _ = img.shape
+        w = img.shape[1]
         pos = (t - self.at) / self.duration * 1.6 - 0.3
         xs = np.arange(w, dtype=np.float32) / w
-        band = np.exp(-(((xs - pos) / 0.18) ** 2)) * self.strength
-        img += band[np.newaxis, :, np.newaxis]
+        band = 1.0 + np.exp(-(((xs - pos) / 0.18) ** 2)) * self.strength
+        img *= band[np.newaxis, :, np.newaxis]
         return False
 
 
@@ -177,6 +181,70 @@ class Foliage(Actor):
         img[y0:y1, x0:x1, 0] = leaves * 0.5
         img[y0:y1, x0:x1, 1] = leaves
         img[y0:y1, x0:x1, 2] = leaves * 0.4
+        return False
+
+
+@dataclass
+class Precipitation(Actor):
+    """Rain streaks or snowflakes: many small bright marks, new every frame."""
+
+    density: float = 0.0015  # marks per pixel per frame
+    snow: bool = False
+    seed: int = 0
+    _rng: np.random.Generator | None = field(default=None, repr=False)
+
+    def draw(self, img: np.ndarray, t: float) -> bool:
+        if self._rng is None:
+            self._rng = np.random.default_rng(self.seed + 99)
+        h, w, _ = img.shape
+        n = int(self.density * h * w / (1 if self.snow else 6))
+        ys = self._rng.integers(0, h, n)
+        xs = self._rng.integers(0, w, n)
+        if self.snow:
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    img[np.minimum(ys + dy, h - 1), np.minimum(xs + dx, w - 1)] += 70
+        else:
+            length = max(3, h // 40)
+            for k in range(length):
+                img[np.minimum(ys + k, h - 1), xs] += 45
+        return False
+
+
+@dataclass
+class Animal(Actor):
+    """A cat-sized animal trotting across the bottom of the frame (not a visitor)."""
+
+    at: float = 3.0
+    duration: float = 4.0
+    size_frac: float = 0.07
+    from_left: bool = True
+
+    def draw(self, img: np.ndarray, t: float) -> bool:
+        if not self.at <= t < self.at + self.duration:
+            return False
+        h, w, _ = img.shape
+        f = (t - self.at) / self.duration
+        x = f if self.from_left else 1 - f
+        bw, bh = int(w * self.size_frac * 1.3), int(h * self.size_frac)
+        cx, bottom = int(x * (w + bw)) - bw, int(h * 0.95)
+        x0, x1 = max(0, cx), min(w, cx + bw)
+        if x0 < x1:
+            img[bottom - bh : bottom, x0:x1] = (60, 50, 45)
+        return False
+
+
+@dataclass
+class Parcel(Actor):
+    """A box that appears on the step and stays (the courier's visit is a Person)."""
+
+    at: float = 6.0
+
+    def draw(self, img: np.ndarray, t: float) -> bool:
+        if t < self.at:
+            return False
+        h, w, _ = img.shape
+        img[int(h * 0.72) : int(h * 0.8), int(w * 0.45) : int(w * 0.55)] = (170, 130, 80)
         return False
 
 
@@ -330,6 +398,73 @@ def _foliage_scene(w: int, h: int, seed: int) -> Scene:
     )
 
 
+def _rain_scene(w: int, h: int, seed: int) -> Scene:
+    return ScriptedScene(
+        "rain",
+        "rain (or, for odd seeds, snow) falls in front of the porch",
+        w,
+        h,
+        actors=[Precipitation(snow=seed % 2 == 1, seed=seed)],
+        noise=4.0,
+        seed=seed,
+    )
+
+
+def _dim_person_scene(w: int, h: int, seed: int) -> Scene:
+    return ScriptedScene(
+        "dim_person",
+        "a person in dark clothes walks up at night: low contrast",
+        w,
+        h,
+        lighting=Lighting(gain=lambda t: 0.45),
+        actors=[
+            Person(
+                arrive_at=2.0 + seed % 3,
+                colour=(70, 65, 60),
+                contrast=0.55,
+                from_left=seed % 2 == 0,
+            )
+        ],
+        noise=5.0,
+        seed=seed,
+    )
+
+
+def _animal_scene(w: int, h: int, seed: int) -> Scene:
+    return ScriptedScene(
+        "animal",
+        "a cat crosses the bottom of the frame (not a visitor)",
+        w,
+        h,
+        actors=[Animal(at=2.0 + seed % 4, from_left=seed % 2 == 0)],
+        seed=seed,
+    )
+
+
+def _parcel_scene(w: int, h: int, seed: int) -> Scene:
+    courier = Person(arrive_at=2.0, walk_s=2.5, stand_s=3.0, colour=(150, 120, 40))
+    return ScriptedScene(
+        "parcel",
+        "a courier leaves a parcel on the step; it stays there",
+        w,
+        h,
+        actors=[Parcel(at=2.0 + 2.5 + 1.5), courier],
+        seed=seed,
+    )
+
+
+def _person_light_switch_scene(w: int, h: int, seed: int) -> Scene:
+    return ScriptedScene(
+        "person_light_switch",
+        "a person walks up as the porch light switches on",
+        w,
+        h,
+        lighting=Lighting(gain=_step(3.0 + seed % 2, 0.45, 1.1)),
+        actors=[Person(arrive_at=2.5)],
+        seed=seed,
+    )
+
+
 SCENES: dict[str, tuple[str, SceneFactory]] = {
     "porch": ("empty porch with sensor noise", _porch_scene),
     "person": ("a person walks up, stands at the door, and leaves", _person_scene),
@@ -338,6 +473,14 @@ SCENES: dict[str, tuple[str, SceneFactory]] = {
     "ir_cut": ("the IR-cut filter flips at 5 s: colour to grey and brighter", _ir_cut_scene),
     "headlights": ("a car's headlights sweep the porch at night", _headlights_scene),
     "foliage": ("leaves flicker in the top-right corner", _foliage_scene),
+    "rain": ("rain (or, for odd seeds, snow) falls in front of the porch", _rain_scene),
+    "dim_person": ("a person in dark clothes walks up at night: low contrast", _dim_person_scene),
+    "animal": ("a cat crosses the bottom of the frame (not a visitor)", _animal_scene),
+    "parcel": ("a courier leaves a parcel on the step; it stays there", _parcel_scene),
+    "person_light_switch": (
+        "a person walks up as the porch light switches on",
+        _person_light_switch_scene,
+    ),
 }
 
 
@@ -360,6 +503,29 @@ def make_scene(name: str, width: int, height: int, seed: int = 0) -> Scene:
 
 class VideoUnreadable(ValueError):
     pass
+
+
+def load_labels(path: str | Path) -> list[tuple[float, float]]:
+    """Intervals of motion that matters, from a CSV of ``start,end`` seconds.
+
+    A header line and ``#`` comments are allowed::
+
+        start,end
+        3.0,9.5
+    """
+    spans = []
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.split("#")[0].strip()
+        if not line or line.replace(" ", "").lower() == "start,end":
+            continue
+        try:
+            a, b = (float(x) for x in line.split(","))
+        except ValueError:
+            raise ValueError(f"{path}:{n}: expected 'start,end' in seconds, got {line!r}") from None
+        if b <= a:
+            raise ValueError(f"{path}:{n}: end {b} is not after start {a}")
+        spans.append((a, b))
+    return spans
 
 
 class VideoScene(Scene):

@@ -22,3 +22,45 @@ def test_bench_quick_writes_every_table(tmp_path):
             assert {"ours", "baseline", "baseline_name", "ratio"} <= row.keys()
         assert f"| {data['rows'][0]['metric']} |" in r.stdout
     assert (tmp_path / "SUMMARY.md").exists()
+
+
+def test_motion_scoring_counts_events_not_frames():
+    from bench.motion import Score
+
+    sc = Score()
+    truth = [False] * 30 + [True] * 30 + [False] * 240  # one visit
+    detected = [False] * 35 + [True] * 40 + [False] * 100 + [True] * 5 + [False] * 120
+    sc.add(truth, detected)
+    assert (sc.tp, sc.fp, sc.found, sc.visits) == (1, 1, 1, 1)
+    assert sc.precision == 0.5 and sc.recall == 1.0
+    assert sc.latency_frames == 5
+
+
+def test_a_labelled_video_can_be_scored(tmp_path):
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    from bench.motion import score_video
+
+    video = tmp_path / "v.mp4"
+    with av.open(str(video), "w") as c:
+        s = c.add_stream("libx264", rate=15)
+        s.width, s.height, s.pix_fmt = 320, 240, "yuv420p"
+        for i in range(150):
+            img = np.full((240, 320, 3), 140, np.uint8)
+            if 45 <= i < 90:  # a dark figure crosses between 3 s and 6 s
+                x = (i - 45) * 6
+                img[40:220, x : x + 40] = 30
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 15)
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("start,end\n3.0,6.0\n")
+    scores = score_video(video, labels)
+    assert scores["ours"].visits == 1
+    assert scores["ours"].found == 1 and scores["ours"].fp == 0

@@ -1,5 +1,6 @@
 """The first motion detector on the scripted scenes."""
 
+import numpy as np
 import pytest
 
 from firmware.masks import rasterize
@@ -8,8 +9,8 @@ from hw_sim.camera import rgb_to_luma
 from hw_sim.scenes import make_scene
 
 
-def run(scene_name: str, seconds: float = 20.0, fps: int = 15, mask=None, **kw):
-    scene = make_scene(scene_name, 320, 240, seed=1)
+def run(scene_name: str, seconds: float = 20.0, fps: int = 15, mask=None, seed=1, **kw):
+    scene = make_scene(scene_name, 320, 240, seed=seed)
     det = MotionDetector(mask=mask, **kw)
     out = []
     for i in range(int(seconds * fps)):
@@ -26,17 +27,32 @@ def test_person_is_detected_while_walking():
     assert all(0 <= b[0] < b[2] <= 1 and 0 <= b[1] < b[3] <= 1 for b in bboxes)
 
 
-@pytest.mark.parametrize("scene", ["porch", "dusk", "light_switch", "ir_cut"])
-def test_no_alerts_without_a_visitor(scene):
-    out = run(scene)
+@pytest.mark.parametrize(
+    "scene",
+    ["porch", "dusk", "light_switch", "ir_cut", "headlights", "foliage", "rain", "animal"],
+)
+@pytest.mark.parametrize("seed", [3, 4])  # seeds the benchmark does not use
+def test_no_alerts_without_a_visitor(scene, seed):
+    out = run(scene, seed=seed)
     assert not any(r.active for _, r in out)
+
+
+@pytest.mark.parametrize("scene", ["dim_person", "person_light_switch", "parcel"])
+def test_visitors_are_found_in_hard_conditions(scene):
+    out = run(scene, seed=3)
+    visiting = [r.active for truth, r in out if truth]
+    assert any(visiting)
+    # and the alert ends: a parcel left behind, or a light that stays on, is not motion
+    assert not any(r.active for _, r in out[-60:])
 
 
 def test_whole_frame_change_relearns_instead_of_alerting():
     """Something no gain explains (the camera knocked, a new scene): relearn, no alert."""
     a = make_scene("porch", 320, 240, seed=1).render(0).rgb
-    b = (255 - a).copy()
-    det = MotionDetector(min_frames=1)
+    # Another view altogether: edges everywhere, where the porch had few.
+    ys, xs = np.mgrid[0:240, 0:320]
+    b = np.repeat((((ys // 16 + xs // 16) % 2) * 200 + 30).astype(np.uint8)[..., None], 3, 2)
+    det = MotionDetector(min_frames=1, warmup_frames=0)
     for _ in range(5):
         det.update(rgb_to_luma(a, (160, 120)))
     results = [det.update(rgb_to_luma(b, (160, 120))) for _ in range(10)]
@@ -54,3 +70,15 @@ def test_sensitivity_is_monotonic():
     assert d1.min_area > d10.min_area
     with pytest.raises(ValueError):
         MotionDetector(sensitivity=0)
+
+
+def test_labels_csv(tmp_path):
+    from hw_sim.scenes import load_labels
+
+    good = tmp_path / "l.csv"
+    good.write_text("start,end\n# the postman\n3.0,9.5\n12,14\n")
+    assert load_labels(good) == [(3.0, 9.5), (12.0, 14.0)]
+    bad = tmp_path / "b.csv"
+    bad.write_text("3.0;9.5\n")
+    with pytest.raises(ValueError, match="b.csv:1"):
+        load_labels(bad)
