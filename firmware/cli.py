@@ -108,6 +108,17 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--data-dir", type=Path, help="the doorbell's data folder")
     cl.add_argument("--config", type=Path, help="read the data folder from this config")
     cl.add_argument("--json", action="store_true", help="machine-readable output")
+    ex = csub.add_parser("export", help="decrypt a clip for its owner, into an MP4 file")
+    ex.add_argument("id", help="the clip id (see clips list)")
+    ex.add_argument(
+        "--owner-key",
+        type=Path,
+        required=True,
+        help="the owner's key folder (from footage keys new), or its box.key file",
+    )
+    ex.add_argument("--out", type=Path, required=True, help="where to write the MP4")
+    ex.add_argument("--data-dir", type=Path, help="the doorbell's data folder")
+    ex.add_argument("--config", type=Path, help="read the data folder from this config")
 
     run = sub.add_parser(
         "run",
@@ -170,6 +181,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
     except (UnknownScene, VideoUnreadable) as err:
         raise UsageError(str(err)) from None
     bell = SimDoorbell(cfg, scene, emit=_print_event(0.0))
+    if bell.owner is not None and cfg.owner.box_public is None:
+        keys_dir = data_dir / "owner-keys"
+        bell.owner.save(keys_dir)
+        print(
+            f"doorbell: clips are encrypted to a made-up owner whose keys are in {keys_dir}; "
+            f"decrypt one with: doorbell clips export ID --data-dir {data_dir} "
+            f"--owner-key {keys_dir} --out clip.mp4",
+            file=sys.stderr,
+        )
     try:
         for t in args.press_at:
             bell.schedule_press(t)
@@ -181,7 +201,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_clips_list(args: argparse.Namespace) -> int:
+def _open_store(args: argparse.Namespace) -> Any:
     from firmware.store import ClipStore
 
     if args.data_dir is None and args.config is None:
@@ -190,7 +210,37 @@ def cmd_clips_list(args: argparse.Namespace) -> int:
     clips_dir = cfg.device.data_dir / "clips"
     if not clips_dir.is_dir():
         raise UsageError(f"no clips folder at {clips_dir}")
-    records = ClipStore(cfg.device.data_dir).list()
+    return ClipStore(cfg.device.data_dir)
+
+
+def cmd_clips_export(args: argparse.Namespace) -> int:
+    from protocol.crypto import CryptoFailure, OwnerKeys, unb64
+
+    store = _open_store(args)
+    try:
+        if args.owner_key.is_dir():
+            private = OwnerKeys.load(args.owner_key).box_private
+        else:
+            private = unb64(args.owner_key.read_text().strip())
+    except (OSError, CryptoFailure) as err:
+        raise UsageError(f"cannot read the owner key {args.owner_key}: {err}") from None
+    tmp = args.out.with_name(f".tmp-{args.out.name}")
+    try:
+        with open(tmp, "wb") as out:
+            size = store.export(args.id, private, out)
+        tmp.replace(args.out)
+    except KeyError:
+        raise UsageError(f"no clip {args.id!r} (see: doorbell clips list)") from None
+    except CryptoFailure as err:
+        raise UsageError(str(err)) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {args.out} ({size / 1e6:.2f} MB)")
+    return 0
+
+
+def cmd_clips_list(args: argparse.Namespace) -> int:
+    records = _open_store(args).list()
     if args.json:
         print(json.dumps([r.to_json() for r in records], indent=2))
         return 0
@@ -215,6 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from firmware.events import Stop
     from firmware.gpio import DoorbellIO
     from firmware.store import ClipStore
+    from protocol.crypto import unb64
 
     cfg = _load(args.config)
     clock = SystemClock()
@@ -256,8 +307,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
         except CameraUnavailable as err:
             raise UsageError(f"{err} (or use --sim)") from None
+    if cfg.owner.box_public is None or cfg.owner.sign_public is None:
+        raise UsageError(
+            "owner.box_public and owner.sign_public are not set: provisioning "
+            "writes the owner's public keys (make them with: footage keys new)"
+        )
     try:
-        store = ClipStore(cfg.device.data_dir)
+        store = ClipStore(cfg.device.data_dir, unb64(cfg.owner.box_public))
     except OSError as err:
         raise UsageError(f"cannot use data folder {cfg.device.data_dir}: {err}") from None
     events: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -328,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sim":
             return cmd_sim(args)
+        if args.command == "clips" and args.clips_command == "export":
+            return cmd_clips_export(args)
         if args.command == "clips":
             return cmd_clips_list(args)
         if args.command == "run":

@@ -124,6 +124,32 @@ class MqttConfig(BrokerSettings):
     acknowledged it (doubling each time, up to 64x)."""
 
 
+def _key32(v: str | None) -> str | None:
+    if v is None:
+        return v
+    import base64
+    import binascii
+
+    try:
+        raw = base64.b64decode(v, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("must be base64") from None
+    if len(raw) != 32:
+        raise ValueError(f"must be a 32-byte key in base64 (got {len(raw)} bytes)")
+    return v
+
+
+class OwnerConfig(_Section):
+    """The owner's public keys, written at provisioning; the relay cannot change them."""
+
+    sign_public: str | None = None
+    """Ed25519 key (base64) that must sign every release and deletion."""
+    box_public: str | None = None
+    """X25519 key (base64) every clip key is wrapped to."""
+
+    _check = field_validator("sign_public", "box_public")(classmethod(lambda cls, v: _key32(v)))
+
+
 class Config(_Section):
     device: DeviceConfig = DeviceConfig()
     gpio: GpioConfig = GpioConfig()
@@ -133,6 +159,7 @@ class Config(_Section):
     retention: RetentionConfig = RetentionConfig()
     masks: list[MaskConfig] = []
     mqtt: MqttConfig = MqttConfig()
+    owner: OwnerConfig = OwnerConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

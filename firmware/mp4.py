@@ -27,6 +27,9 @@ def write_mp4(packets: Sequence[EncodedPacket], out: io.BufferedIOBase | str) ->
     Timestamps are made relative to the first packet.  The last packet lasts as
     long as the one before it, so the file's duration is ``frames / fps``.
     Returns that duration in seconds.
+
+    A stream that cannot seek (the clip encryptor) gets a fragmented MP4, which is
+    written front to back and needs no rewrite of its header at the end.
     """
     if not packets:
         raise ValueError("a clip needs at least one packet")
@@ -41,7 +44,9 @@ def write_mp4(packets: Sequence[EncodedPacket], out: io.BufferedIOBase | str) ->
 
     with av.open(io.BytesIO(packets[0].data), format="h264") as probe:
         template = probe.streams.video[0]
-        with av.open(out, mode="w", format="mp4") as container:
+        seekable = isinstance(out, str) or getattr(out, "seekable", lambda: True)()
+        options = {} if seekable else {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+        with av.open(out, mode="w", format="mp4", options=options) as container:
             stream = container.add_stream_from_template(template)
             stream.time_base = TIME_BASE
             for i, (p, pts) in enumerate(zip(packets, ticks, strict=True)):

@@ -1,11 +1,17 @@
-"""The local clip store: finished clips on disk, a retention policy, nothing partial.
+"""The local clip store: encrypted clips on disk, a retention policy, nothing partial.
 
-Layout under ``<data_dir>/clips``: for each clip ``ID.mp4``, an optional ``ID.jpg``
-snapshot and ``ID.json``, its metadata.  Each file is written to a ``.tmp-``
-name, fsynced and renamed; the metadata goes last, so a clip exists (is listed,
-is announced) only once all of its files are whole.  At start-up, temp files
-and media without metadata — what a crash mid-write leaves — are removed, and
-the index is rebuilt from the metadata files.
+Layout under ``<data_dir>``: for each clip, ``clips/ID.mp4.enc`` (the MP4,
+encrypted as it is written: plaintext never touches the disk), an optional
+``clips/ID.jpg.enc`` snapshot, ``clips/ID.json`` (metadata, with the clip key
+wrapped to the owner) and ``keys/ID.key`` (the clip key, mode 0600, kept so the
+doorbell can re-wrap it for an approved release).
+
+Each file is written to a ``.tmp-`` name, fsynced and renamed; the metadata goes
+last, so a clip exists (is listed, is announced) only once all of its files are
+whole.  Deleting a clip destroys its key first (crypto-shredding): without it
+the ciphertext is noise, wherever a copy went.  At start-up, temp files, media
+without metadata and keys without clips — what a crash leaves — are removed,
+and the index is rebuilt from the metadata files.
 
 Example::
 
@@ -25,6 +31,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
+
+from protocol.crypto import (
+    EncryptingWriter,
+    b64,
+    decrypt_stream,
+    encrypt_bytes,
+    new_clip_key,
+    unb64,
+    unwrap_key,
+    wrap_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +69,8 @@ class ClipRecord:
     sha256: str  # of the video file as stored
     video: str  # file name inside the clips folder
     snapshot: str | None = None
+    wrapped_key: str = ""  # the clip key sealed to the owner's X25519 key, base64
+    encryption: str = "chacha20poly1305-stream-v1"
 
     @property
     def start_iso(self) -> str:
@@ -68,11 +88,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[object], None] | bytes) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], None] | bytes, mode: int = 0o644) -> None:
     """Write via a temp file in the same folder, fsync it, rename it over ``path``."""
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
     try:
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "wb") as f:
             if isinstance(write, bytes | bytearray):
                 f.write(write)
             else:
@@ -86,11 +107,14 @@ def atomic_write(path: Path, write: Callable[[object], None] | bytes) -> None:
 
 
 class ClipStore:
-    """Owns the clips folder: the only writer and deleter of clip files."""
+    """Owns the clips and keys folders: the only writer and deleter of clip files."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, owner_box_public: bytes | None = None) -> None:
         self.dir = Path(data_dir) / "clips"
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.keys = Path(data_dir) / "keys"
+        self.keys.mkdir(mode=0o700, exist_ok=True)
+        self.owner_box_public = owner_box_public
         self._lock = threading.Lock()
         self._index: dict[str, ClipRecord] = {}
         self._recover()
@@ -115,28 +139,43 @@ class ClipStore:
             r.snapshot for r in self._index.values() if r.snapshot
         }
         for p in self.dir.iterdir():
-            if p.suffix in (".mp4", ".jpg") and p.name not in known:
+            if p.suffix in (".mp4", ".jpg", ".enc") and p.name not in known:
                 log.warning("removing %s: no metadata, so it was never finished", p.name)
+                p.unlink()
+        for p in self.keys.iterdir():
+            if p.stem not in self._index or p.name.startswith(TMP_PREFIX):
+                log.warning("destroying key %s: its clip was never finished", p.name)
                 p.unlink()
 
     def save(
         self,
         meta: dict[str, object],
-        write_video: Callable[[object], None],
+        write_video: Callable[[BinaryIO], None],
         snapshot: bytes | None = None,
     ) -> ClipRecord:
-        """Store a clip: video, snapshot, then metadata; return its record.
+        """Encrypt and store a clip: key, video, snapshot, then metadata; return its record.
 
-        ``meta`` holds every :class:`ClipRecord` field except the file names,
-        ``size`` and ``sha256``, which are filled in here.
+        ``write_video`` writes the MP4 into the stream it is given (which encrypts;
+        it cannot seek).  ``meta`` holds every :class:`ClipRecord` field except the
+        file names, ``size``, ``sha256`` and the key fields, which are filled in here.
         """
+        if self.owner_box_public is None:
+            raise RuntimeError("the store needs the owner's public key to encrypt clips")
         clip_id = str(meta["id"])
-        video = self.dir / f"{clip_id}.mp4"
-        atomic_write(video, write_video)
+        key = new_clip_key()
+        atomic_write(self.keys / f"{clip_id}.key", key, mode=0o600)
+        video = self.dir / f"{clip_id}.mp4.enc"
+
+        def encrypt_video(f: BinaryIO) -> None:
+            writer = EncryptingWriter(f, key)
+            write_video(writer)  # type: ignore[arg-type]
+            writer.close()
+
+        atomic_write(video, encrypt_video)
         snap_name = None
         if snapshot is not None:
-            snap_name = f"{clip_id}.jpg"
-            atomic_write(self.dir / snap_name, snapshot)
+            snap_name = f"{clip_id}.jpg.enc"
+            atomic_write(self.dir / snap_name, encrypt_bytes(snapshot, key))
         digest = hashlib.sha256()
         with open(video, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -147,12 +186,29 @@ class ClipStore:
             sha256=digest.hexdigest(),
             video=video.name,
             snapshot=snap_name,
+            wrapped_key=b64(wrap_key(key, self.owner_box_public)),
         )
         atomic_write(self.dir / f"{clip_id}.json", json.dumps(record.to_json()).encode())
         _fsync_dir(self.dir)
         with self._lock:
             self._index[clip_id] = record
         return record
+
+    def export(self, clip_id: str, owner_box_private: bytes, out: BinaryIO) -> int:
+        """Decrypt a clip for its owner (the key unwrapped with their private key)."""
+        record = self.get(clip_id)
+        if record is None:
+            raise KeyError(clip_id)
+        key = unwrap_key(unb64(record.wrapped_key), owner_box_private)
+        with open(self.dir / record.video, "rb") as f:
+            return decrypt_stream(f, out, key)
+
+    def clip_key(self, clip_id: str) -> bytes:
+        """The clip's key, for re-wrapping to an approved requester.  KeyError if shredded."""
+        try:
+            return (self.keys / f"{clip_id}.key").read_bytes()
+        except FileNotFoundError:
+            raise KeyError(clip_id) from None
 
     def list(self) -> list[ClipRecord]:
         with self._lock:
@@ -174,11 +230,13 @@ class ClipStore:
         return r.size + (snap.stat().st_size if snap and snap.exists() else 0)
 
     def delete(self, clip_id: str) -> bool:
-        """Remove a clip's files, metadata first (so a crash never leaves it half-listed)."""
+        """Destroy the clip's key, then its metadata, then its files."""
         with self._lock:
             record = self._index.pop(clip_id, None)
         if record is None:
             return False
+        (self.keys / f"{clip_id}.key").unlink(missing_ok=True)
+        _fsync_dir(self.keys)
         (self.dir / f"{clip_id}.json").unlink(missing_ok=True)
         _fsync_dir(self.dir)
         (self.dir / record.video).unlink(missing_ok=True)

@@ -79,32 +79,29 @@ def main(argv: list[str] | None = None) -> int:
     if not clips:
         print("No clip was saved: something is wrong.", file=sys.stderr)
         return 1
-    print(f"Clips in {bell.store.dir}:")
+    keys_dir = args.data_dir / "owner-keys"
+    assert bell.owner is not None
+    bell.owner.save(keys_dir)
+    print(f"Clips in {bell.store.dir}, encrypted on the doorbell to the owner's key:")
     ffprobe = shutil.which("ffprobe")
     for r in clips:
+        plain = args.data_dir / f"{r.id}.owner-copy.mp4"
+        with open(plain, "wb") as f:
+            bell.store.export(r.id, bell.owner.box_private, f)
         checked = ""
         if ffprobe:
-            out = subprocess.run(
-                [
-                    ffprobe,
-                    "-v",
-                    "error",
-                    "-show_entries",
-                    "format=duration",
-                    "-of",
-                    "csv=p=0",
-                    str(bell.store.path(r)),
-                ],
-                capture_output=True,
-                text=True,
-            )
-            checked = f" (ffprobe: {out.stdout.strip()} s)" if out.returncode == 0 else ""
-        print(f"  {r.video}  {r.duration_s:.1f} s, {r.size / 1e6:.1f} MB{checked}")
+            probe = [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"]
+            out = subprocess.run([*probe, str(plain)], capture_output=True, text=True)
+            checked = f", ffprobe reads {out.stdout.strip()} s" if out.returncode == 0 else ""
+        print(f"  {r.video}  {r.duration_s:.1f} s, {r.size / 1e6:.1f} MB")
+        print(f"    decrypted with the owner's key: {plain}{checked}")
         if r.snapshot:
             print(f"  {r.snapshot}  snapshot at the ring")
     print(
         "\nTry next:\n"
         f"  .venv/bin/doorbell clips list --data-dir {args.data_dir}\n"
+        f"  .venv/bin/doorbell clips export ID --data-dir {args.data_dir} "
+        f"--owner-key {keys_dir} --out clip.mp4\n"
         "  .venv/bin/doorbell sim --list-scenes\n"
         "  .venv/bin/doorbell sim --scene headlights --seconds 20 --press-at 5\n"
     )

@@ -29,6 +29,7 @@ from firmware.store import ClipStore
 from hw_sim.bounce import bounce_edges, drive
 from hw_sim.camera import SimCamera
 from hw_sim.scenes import Scene
+from protocol.crypto import OwnerKeys, unb64
 
 
 class SimDoorbell:
@@ -40,11 +41,20 @@ class SimDoorbell:
         scene: Scene,
         emit: Callable[[DoorbellEvent], None],
         start_wall: float | None = None,
+        owner: OwnerKeys | None = None,
     ) -> None:
         self.config = config
         self.clock = SimClock(start_wall=start_wall)
         self.factory = MockFactory()
-        self.store = ClipStore(config.device.data_dir)
+        # Without provisioned owner keys, the simulation makes an owner up, so
+        # that its clips are encrypted exactly as a real doorbell's are.
+        if config.owner.box_public is not None:
+            box_public = unb64(config.owner.box_public)
+            self.owner = owner
+        else:
+            self.owner = owner or OwnerKeys.generate()
+            box_public = self.owner.box_public
+        self.store = ClipStore(config.device.data_dir, box_public)
         cam = config.camera
         self.camera = SimCamera(
             scene,

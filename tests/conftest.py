@@ -98,3 +98,21 @@ def stack(tmp_path: Path):
     s = Stack(tmp_path / "stack")
     yield s
     s.close()
+
+
+def plain_clip(bell: SimDoorbell, clip_id: str, out: Path) -> Path:
+    """Decrypt a clip as its owner would, into ``out``."""
+    assert bell.owner is not None
+    with open(out, "wb") as f:
+        bell.store.export(clip_id, bell.owner.box_private, f)
+    return out
+
+
+def plain_snapshot(bell: SimDoorbell, clip_id: str, out: Path) -> Path:
+    from protocol.crypto import decrypt_bytes, unb64, unwrap_key
+
+    assert bell.owner is not None
+    record = bell.store.get(clip_id)
+    key = unwrap_key(unb64(record.wrapped_key), bell.owner.box_private)
+    out.write_bytes(decrypt_bytes((bell.store.dir / record.snapshot).read_bytes(), key))
+    return out

@@ -59,7 +59,34 @@ def test_sim_prints_json_lines_and_saves_a_clip(tmp_path, small_toml):
     assert saved["trigger"] == "ring"
     assert 5.0 <= saved["preroll_s"] <= 6.0
     assert Path(saved["path"]).is_file() and Path(saved["path"]).parent == data / "clips"
-    assert ffprobe(Path(saved["path"]))["streams"][0]["codec_name"] == "h264"
+    assert saved["path"].endswith(".mp4.enc")
+    assert "owner-keys" in r.stderr
+    out = tmp_path / "exported.mp4"
+    doorbell(
+        "clips",
+        "export",
+        saved["clip"],
+        "--data-dir",
+        str(data),
+        "--owner-key",
+        str(data / "owner-keys"),
+        "--out",
+        str(out),
+        check=True,
+    )
+    assert ffprobe(out)["streams"][0]["codec_name"] == "h264"
+    wrong = doorbell(
+        "clips",
+        "export",
+        saved["clip"],
+        "--data-dir",
+        str(data),
+        "--owner-key",
+        str(data / "owner-keys" / "sign.key"),
+        "--out",
+        str(out),
+    )
+    assert wrong.returncode == 2 and "does not open" in wrong.stderr
     for key in ("start", "end", "trigger_at", "at"):
         assert saved[key].endswith("Z")
 
@@ -149,15 +176,54 @@ def test_sim_plays_a_video_file(tmp_path, small_toml):
 
 
 def test_run_sim_in_real_time(tmp_path):
+    from protocol.crypto import OwnerKeys, b64
+
+    owner = OwnerKeys.generate()
     cfg = tmp_path / "run.toml"
-    cfg.write_text(SMALL + f'\n[device]\ndata_dir = "{tmp_path / "d"}"\n')
+    cfg.write_text(
+        SMALL + f'\n[device]\ndata_dir = "{tmp_path / "d"}"\n'
+        f'[owner]\nsign_public = "{b64(owner.sign_public)}"\n'
+        f'box_public = "{b64(owner.box_public)}"\n'
+    )
     r = doorbell("run", "--config", str(cfg), "--sim", "--seconds", "1.5")
     assert r.returncode == 0, r.stderr
 
 
-def test_run_without_a_pi_says_what_to_install(tmp_path):
+def test_run_without_owner_keys_says_what_to_do(tmp_path):
     cfg = tmp_path / "run.toml"
     cfg.write_text(f'[device]\ndata_dir = "{tmp_path / "d"}"\n')
+    r = doorbell("run", "--config", str(cfg), "--sim", "--seconds", "1")
+    assert r.returncode == 2 and "owner.box_public" in r.stderr
+
+
+def test_run_without_a_pi_says_what_to_install(tmp_path):
+    from protocol.crypto import OwnerKeys, b64
+
+    owner = OwnerKeys.generate()
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        f'[device]\ndata_dir = "{tmp_path / "d"}"\n[owner]\n'
+        f'sign_public = "{b64(owner.sign_public)}"\nbox_public = "{b64(owner.box_public)}"\n'
+    )
     r = doorbell("run", "--config", str(cfg))
     assert r.returncode == 2
     assert "python3-picamera2" in r.stderr and "--sim" in r.stderr
+
+
+def test_make_demo_runs_in_a_short_mode(tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hw_sim.demo",
+            "--seconds",
+            "14",
+            "--data-dir",
+            str(tmp_path / "demo"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "ring" in r.stdout and "ffprobe reads" in r.stdout

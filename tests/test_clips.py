@@ -3,7 +3,7 @@
 import av
 import numpy as np
 import pytest
-from conftest import ffprobe, small_config
+from conftest import ffprobe, plain_clip, plain_snapshot, small_config
 
 from firmware.mp4 import write_mp4
 from firmware.packets import EncodedPacket
@@ -14,7 +14,7 @@ def decode_frames(path):
         return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
 
 
-def test_press_clip_has_exact_preroll_and_is_valid_h264(make_bell, recorder):
+def test_press_clip_has_exact_preroll_and_is_valid_h264(make_bell, recorder, tmp_path):
     bell = make_bell("porch", clips={"pre_roll_s": 5.0, "post_roll_s": 3.0})
     bell.schedule_press(10.0)
     bell.run(16.0)
@@ -28,7 +28,8 @@ def test_press_clip_has_exact_preroll_and_is_valid_h264(make_bell, recorder):
     assert start >= trigger - 5.0 - kf - 1e-6, "pre-roll longer than asked + one keyframe interval"
     assert record.preroll_s == pytest.approx(trigger - start)
 
-    info = ffprobe(bell.store.path(record))
+    mp4 = plain_clip(bell, record.id, tmp_path / "clip.mp4")
+    info = ffprobe(mp4)
     (stream,) = info["streams"]
     assert stream["codec_name"] == "h264"
     assert (stream["width"], stream["height"]) == (320, 240)
@@ -36,20 +37,19 @@ def test_press_clip_has_exact_preroll_and_is_valid_h264(make_bell, recorder):
     # It ends post-roll seconds after the last activity (the press).
     assert record.duration_s == pytest.approx(trigger - start + 3.0, abs=2 / 15)
 
-    with av.open(str(bell.store.path(record))) as c:
+    with av.open(str(mp4)) as c:
         first = next(c.demux(video=0))
         assert first.is_keyframe, "a clip begins with a keyframe"
 
 
-def test_snapshot_is_a_jpeg_of_the_press(make_bell, recorder):
+def test_snapshot_is_a_jpeg_of_the_press(make_bell, recorder, tmp_path):
     bell = make_bell("porch")
     bell.schedule_press(2.0)
     bell.run(9.0)
     (saved,) = recorder.of("clip_saved")
-    with open(saved.data["snapshot"], "rb") as f:
-        data = f.read()
-    assert data[:2] == b"\xff\xd8"
-    with av.open(saved.data["snapshot"]) as c:
+    jpg = plain_snapshot(bell, saved.data["clip"], tmp_path / "snap.jpg")
+    assert jpg.read_bytes()[:2] == b"\xff\xd8"
+    with av.open(str(jpg)) as c:
         img = next(c.decode(video=0))
         assert (img.width, img.height) == (320, 240)
 
@@ -63,14 +63,15 @@ def test_masked_region_is_black_in_clip_and_snapshot(make_bell, recorder, tmp_pa
     bell.close()
     saved = recorder.of("clip_saved")
     assert saved
-    frames = decode_frames(saved[0].data["path"])
+    frames = decode_frames(plain_clip(bell, saved[0].data["clip"], tmp_path / "c.mp4"))
     assert len(frames) > 30
     for img in frames:
         left = img[:, :150].astype(int)  # a margin for chroma bleeding at the edge
         right = img[:, 170:].astype(int)
         assert left.max() <= 24, "masked pixels must decode as black"
         assert right.mean() > 60, "unmasked pixels are kept"
-    with av.open(saved[0].data["snapshot"]) as c:
+    jpg = plain_snapshot(bell, saved[0].data["clip"], tmp_path / "s.jpg")
+    with av.open(str(jpg)) as c:
         snap = next(c.decode(video=0)).to_ndarray(format="rgb24")
     assert snap[:, :150].max() <= 24
 
@@ -161,3 +162,36 @@ def test_remux_keeps_exact_timestamps(tmp_path):
     with av.open(str(tmp_path / "c.mp4")) as c:
         times = [f.time for f in c.decode(video=0)]
     assert times == pytest.approx([i / 25 for i in range(50)], abs=1e-4)
+
+
+def test_nothing_on_disk_is_plaintext(make_bell, recorder, tmp_path):
+    """Clips and snapshots are encrypted as written; only the owner's key opens them."""
+    from protocol.crypto import CryptoFailure, OwnerKeys
+
+    bell = make_bell("porch")
+    bell.schedule_press(2.0)
+    bell.run(8.0)
+    (saved,) = recorder.of("clip_saved")
+    record = bell.store.get(saved.data["clip"])
+    for name in (record.video, record.snapshot):
+        data = (bell.store.dir / name).read_bytes()
+        assert data[:4] == b"ODB1"
+        assert b"ftyp" not in data and b"avc1" not in data and b"JFIF" not in data
+    assert not list(bell.config.device.data_dir.rglob("*.mp4"))
+    stranger = OwnerKeys.generate()
+    with pytest.raises(CryptoFailure), open(tmp_path / "x.mp4", "wb") as f:
+        bell.store.export(record.id, stranger.box_private, f)
+
+
+def test_deleting_destroys_the_key_first(make_bell, recorder):
+    bell = make_bell("porch")
+    bell.schedule_press(2.0)
+    bell.run(8.0)
+    (saved,) = recorder.of("clip_saved")
+    clip_id = saved.data["clip"]
+    assert bell.store.clip_key(clip_id)
+    bell.store.delete(clip_id)
+    with pytest.raises(KeyError):
+        bell.store.clip_key(clip_id)
+    assert list(bell.store.keys.iterdir()) == []
+    assert list(bell.store.dir.iterdir()) == []

@@ -80,5 +80,5 @@ def test_labels_csv(tmp_path):
     assert load_labels(good) == [(3.0, 9.5), (12.0, 14.0)]
     bad = tmp_path / "b.csv"
     bad.write_text("3.0;9.5\n")
-    with pytest.raises(ValueError, match="b.csv:1"):
+    with pytest.raises(ValueError, match=r"b\.csv:1"):
         load_labels(bad)

@@ -6,6 +6,13 @@ import os
 import pytest
 
 from firmware.store import TMP_PREFIX, ClipStore
+from protocol.crypto import OwnerKeys
+
+OWNER = OwnerKeys.generate()
+
+
+def Store(path):
+    return ClipStore(path, OWNER.box_public)
 
 
 def meta(i: int, start: float, **kw):
@@ -32,30 +39,32 @@ def put(store: ClipStore, i: int, start: float, size: int = 1000, snapshot: byte
 
 
 def test_save_list_and_rebuild_after_restart(tmp_path):
-    store = ClipStore(tmp_path)
+    store = Store(tmp_path)
     put(store, 2, 2000.0, snapshot=b"\xff\xd8jpeg")
     put(store, 1, 1000.0)
     assert [r.id for r in store.list()] == ["clip-001", "clip-002"]
     rec = store.get("clip-002")
-    assert rec.snapshot == "clip-002.jpg" and rec.size == 1000 and len(rec.sha256) == 64
-    again = ClipStore(tmp_path)
+    assert rec.snapshot == "clip-002.jpg.enc" and len(rec.sha256) == 64
+    assert rec.size > 1000  # ciphertext: a header and a tag per chunk
+    again = Store(tmp_path)
     assert again.list() == store.list()
 
 
 def test_retention_by_bytes_deletes_oldest_first(tmp_path):
-    store = ClipStore(tmp_path)
+    store = Store(tmp_path)
     for i in range(6):
         put(store, i, 1000.0 + i * 100, size=1000)
     deleted = store.enforce_retention(now_wall=2000.0, max_age_s=1e9, max_bytes=3500)
     assert deleted == ["clip-000", "clip-001", "clip-002"]
     assert [r.id for r in store.list()] == ["clip-003", "clip-004", "clip-005"]
     assert sorted(p.name for p in store.dir.iterdir()) == [
-        f"clip-00{i}.{ext}" for i in (3, 4, 5) for ext in ("json", "mp4")
+        f"clip-00{i}.{ext}" for i in (3, 4, 5) for ext in ("json", "mp4.enc")
     ]
+    assert sorted(p.name for p in store.keys.iterdir()) == [f"clip-00{i}.key" for i in (3, 4, 5)]
 
 
 def test_retention_by_age(tmp_path):
-    store = ClipStore(tmp_path)
+    store = Store(tmp_path)
     for i in range(4):
         put(store, i, i * 1000.0)
     # Clip i ends at i*1000 + 10; keep what ended within the last 1500 s.
@@ -64,21 +73,23 @@ def test_retention_by_age(tmp_path):
 
 
 def test_partial_files_are_never_listed_and_are_removed_at_start(tmp_path):
-    store = ClipStore(tmp_path)
+    store = Store(tmp_path)
     put(store, 1, 1000.0)
     d = store.dir
     # What a crash leaves: a temp video, a finished video without metadata,
     # and a temp metadata file.
-    (d / f"{TMP_PREFIX}clip-009.mp4").write_bytes(b"half a clip")
-    (d / "clip-008.mp4").write_bytes(b"whole video, no metadata")
+    (d / f"{TMP_PREFIX}clip-009.mp4.enc").write_bytes(b"half a clip")
+    (d / "clip-008.mp4.enc").write_bytes(b"whole video, no metadata")
     (d / f"{TMP_PREFIX}clip-008.json").write_text("{")
-    again = ClipStore(tmp_path)
+    (store.keys / "clip-008.key").write_bytes(b"k" * 32)
+    again = Store(tmp_path)
     assert [r.id for r in again.list()] == ["clip-001"]
-    assert sorted(p.name for p in d.iterdir()) == ["clip-001.json", "clip-001.mp4"]
+    assert sorted(p.name for p in d.iterdir()) == ["clip-001.json", "clip-001.mp4.enc"]
+    assert [p.name for p in store.keys.iterdir()] == ["clip-001.key"]
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):
-    store = ClipStore(tmp_path)
+    store = Store(tmp_path)
 
     def boom(f):
         f.write(b"partial")
@@ -88,20 +99,22 @@ def test_a_failed_write_leaves_nothing(tmp_path):
         store.save(meta(1, 1.0), boom)
     assert store.list() == []
     assert list(store.dir.iterdir()) == []
+    assert len(list(store.keys.iterdir())) <= 1  # a key for nothing: removed at next start
+    assert list(Store(tmp_path).keys.iterdir()) == []
 
 
 def test_metadata_without_video_is_dropped(tmp_path):
-    store = ClipStore(tmp_path)
+    store = Store(tmp_path)
     put(store, 1, 1.0)
-    os.unlink(store.dir / "clip-001.mp4")
-    assert ClipStore(tmp_path).list() == []
+    os.unlink(store.dir / "clip-001.mp4.enc")
+    assert Store(tmp_path).list() == []
 
 
 def test_unreadable_metadata_is_skipped(tmp_path):
-    store = ClipStore(tmp_path)
+    store = Store(tmp_path)
     put(store, 1, 1.0)
     (store.dir / "junk.json").write_text(json.dumps({"what": 1}))
-    assert [r.id for r in ClipStore(tmp_path).list()] == ["clip-001"]
+    assert [r.id for r in Store(tmp_path).list()] == ["clip-001"]
 
 
 def test_retention_runs_in_the_doorbell(make_bell, recorder):
