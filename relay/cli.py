@@ -177,6 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--count", type=int, default=20)
     dl.add_argument("--json", action="store_true")
 
+    au = sub.add_parser("audit", help="the tamper-evident log of everything the relay did")
+    asub = au.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    av = asub.add_parser("verify", help="recompute the whole log; name the first bad entry")
+    av.add_argument("--json", action="store_true")
+    ap_ = asub.add_parser("proof", help="an inclusion proof of one entry (JSON)")
+    ap_.add_argument("entry", type=int, help="the entry's index (0 is the first)")
+    al = asub.add_parser("list", help="show entries")
+    al.add_argument("--last", type=int, default=20, help="how many of the newest (default 20)")
+    al.add_argument("--json", action="store_true")
+    asub.add_parser("key", help="print the relay's public key that signs tree heads")
+
     st = sub.add_parser("status", help="is everything up: broker, Redis, workers, counts")
     st.add_argument("--json", action="store_true")
     return p
@@ -255,6 +266,11 @@ def cmd_devices(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int
         except DeviceExists:
             raise UsageError(f"device {args.id!r} already exists") from None
         reloaded = reload_broker(cfg.mosquitto.pid_file)
+        _audit(cfg).append(
+            "device_registered",
+            "operator",
+            {"device": args.id, "owner": args.owner, "lat": args.lat, "lon": args.lon},
+        )
         result = {"device": args.id, "bundle": str(bundle_path), "broker_reloaded": reloaded}
         if args.json:
             _print_json(result)
@@ -304,6 +320,7 @@ def cmd_devices(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int
             raise UsageError(f"no device {args.id!r}") from None
         removed = remove_user(cfg.mosquitto.password_file, args.id)
         reloaded = reload_broker(cfg.mosquitto.pid_file)
+        _audit(cfg).append("device_revoked", "operator", {"device": args.id})
         out.print(
             f"revoked {args.id}"
             + ("" if removed else " (it had no broker account)")
@@ -351,6 +368,56 @@ def cmd_deadletters(cfg: RelayConfig, args: argparse.Namespace, out: Console) ->
         table.add_row(_iso(r["at"]), r["topic"], r["reason"], r["detail"][:60], r["size"])
     out.print(table if rows else "no dead letters")
     return 0
+
+
+def _audit(cfg: RelayConfig) -> Any:
+    from relay.audit import AuditLog, load_or_create_key
+
+    try:
+        key = load_or_create_key(cfg.audit.key_file)
+    except (OSError, ValueError) as err:
+        raise Unavailable(f"audit key {cfg.audit.key_file}: {err}") from None
+    return AuditLog(_index(cfg).r, key)
+
+
+def cmd_audit(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+    from protocol.crypto import b64
+
+    log = _audit(cfg)
+    if args.audit_command == "verify":
+        result = log.verify()
+        if args.json:
+            _print_json(result.__dict__)
+        else:
+            print(("ok: " if result.ok else "FAILED: ") + result.message)
+        return 0 if result.ok else EXIT_UNAVAILABLE
+    if args.audit_command == "proof":
+        try:
+            _print_json(log.proof(args.entry))
+        except IndexError as err:
+            raise UsageError(str(err)) from None
+        return 0
+    if args.audit_command == "list":
+        n = log.size()
+        entries = log.entries(max(0, n - args.last), -1)
+        if args.json:
+            _print_json(entries)
+            return 0
+        table = Table("#", "at (UTC)", "kind", "actor", "data")
+        for e in entries:
+            table.add_row(
+                str(e["index"]),
+                _iso(e["at"]),
+                e["kind"],
+                e["actor"],
+                json.dumps(e["data"], sort_keys=True)[:80],
+            )
+        out.print(table if entries else "the log is empty")
+        return 0
+    if args.audit_command == "key":
+        print(b64(log.public))
+        return 0
+    raise AssertionError(args.audit_command)
 
 
 def broker_reachable(cfg: RelayConfig, timeout: float = 3.0) -> tuple[bool, str]:
@@ -492,6 +559,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_deadletters(cfg, args, out)
         if args.command == "status":
             return cmd_status(cfg, args, out)
+        if args.command == "audit":
+            return cmd_audit(cfg, args, out)
     except UsageError as err:
         print(f"relay: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -54,12 +54,18 @@ class IngestConfig(_Section):
     """Messages written to Redis per round trip at most."""
 
 
+class AuditConfig(_Section):
+    key_file: Path = Path("/var/lib/doorbell-relay/audit.key")
+    """The relay's Ed25519 key that signs audit-log tree heads (created on first use, 0600)."""
+
+
 class RelayConfig(_Section):
     broker: RelayBroker = RelayBroker()
     redis: RedisConfig = RedisConfig()
     mosquitto: MosquittoConfig = MosquittoConfig()
     provisioning: ProvisioningConfig = ProvisioningConfig()
     ingest: IngestConfig = IngestConfig()
+    audit: AuditConfig = AuditConfig()
 
 
 class RelayConfigError(ValueError):

@@ -55,6 +55,9 @@ url = "{self.redis.url}"
 password_file = "{self.broker.password_file}"
 pid_file = "{self.broker.pid_file}"
 
+[audit]
+key_file = "{folder / "audit.key"}"
+
 [provisioning]
 bundles_dir = "{folder / "bundles"}"
 broker_port = {self.broker.port}

@@ -159,3 +159,60 @@ def test_invalid_relay_config_names_the_key(tmp_path):
         timeout=30,
     )
     assert r.returncode == 2 and "ingest.batch" in r.stderr
+
+
+def test_operator_actions_are_audited_and_provable(stack, tmp_path):
+    r = relay(
+        stack, "devices", "add", "porch-cam", "--owner", "Alice", "--lat", "51.5", "--lon", "-0.12"
+    )
+    assert r.returncode == 0, r.stderr
+    assert relay(stack, "devices", "revoke", "porch-cam").returncode == 0
+    entries = json.loads(relay(stack, "audit", "list", "--json").stdout)
+    assert [e["kind"] for e in entries] == ["device_registered", "device_revoked"]
+    ok = relay(stack, "audit", "verify")
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: 2 entries")
+
+    proof = tmp_path / "proof.json"
+    proof.write_text(relay(stack, "audit", "proof", "0").stdout)
+    key = tmp_path / "relay.pub"
+    key.write_text(relay(stack, "audit", "key").stdout)
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "relay.footage",
+            "verify-proof",
+            str(proof),
+            "--relay-key",
+            str(key),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0 and check.stdout.startswith("ok: entry #0")
+
+    # An operator edits history behind the relay's back: verify names the entry.
+    import redis
+
+    r = redis.Redis.from_url(stack.redis.url)
+    entry = json.loads(r.lindex("audit:entries", 0))
+    entry["data"]["owner"] = "Mallory"
+    r.lset("audit:entries", 0, json.dumps(entry, sort_keys=True, separators=(",", ":")))
+    bad = relay(stack, "audit", "verify")
+    assert bad.returncode == 1 and "entry #0" in bad.stdout
+
+
+def test_footage_keys_new(tmp_path):
+    r = subprocess.run(
+        [sys.executable, "-m", "relay.footage", "keys", "new", "--out", str(tmp_path / "k")],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0
+    assert stat.S_IMODE((tmp_path / "k" / "sign.key").stat().st_mode) == 0o600
+    again = subprocess.run(
+        [sys.executable, "-m", "relay.footage", "keys", "new", "--out", str(tmp_path / "k")],
+        capture_output=True,
+        text=True,
+    )
+    assert again.returncode == 2 and "never overwritten" in again.stderr

@@ -1,0 +1,109 @@
+"""RFC 6962 (Certificate Transparency) Merkle trees: roots, inclusion proofs, checks.
+
+Leaves are ``SHA-256(0x00 || entry)``, interior nodes ``SHA-256(0x01 || left || right)``.
+Anyone holding an entry, its proof and a signed tree head can check the entry is
+in the log without trusting whoever served them (:func:`verify_inclusion`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+
+def leaf_hash(entry: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + entry).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+
+
+def _split(n: int) -> int:
+    """The largest power of two smaller than n (n > 1)."""
+    k = 1
+    while k << 1 < n:
+        k <<= 1
+    return k
+
+
+def root(leaves: Sequence[bytes]) -> bytes:
+    """The Merkle tree hash of leaf hashes ``leaves``."""
+    n = len(leaves)
+    if n == 0:
+        return EMPTY_ROOT
+    if n == 1:
+        return leaves[0]
+    k = _split(n)
+    return node_hash(root(leaves[:k]), root(leaves[k:]))
+
+
+class CompactTree:
+    """Appends leaves one at a time and gives the root of every prefix, in O(log n).
+
+    It keeps only the roots of the perfect subtrees the tree is made of; that is
+    what lets a verifier check a signed head for every size as it reads the log.
+    """
+
+    def __init__(self, size: int = 0, stack: list[bytes] | None = None) -> None:
+        self.size = size
+        self.stack: list[bytes] = list(stack or [])
+
+    def append(self, leaf: bytes) -> None:
+        self.stack.append(leaf)
+        self.size += 1
+        n = self.size
+        # Merge equal-height subtrees: one merge per trailing 1 bit of the old size.
+        while n % 2 == 0:
+            right = self.stack.pop()
+            left = self.stack.pop()
+            self.stack.append(node_hash(left, right))
+            n //= 2
+
+    def root(self) -> bytes:
+        if not self.stack:
+            return EMPTY_ROOT
+        r = self.stack[-1]
+        for s in reversed(self.stack[:-1]):
+            r = node_hash(s, r)
+        return r
+
+
+def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """The audit path for leaf ``index`` in the tree of ``leaves`` (RFC 6962 §2.1.1)."""
+    n = len(leaves)
+    if not 0 <= index < n:
+        raise IndexError(f"leaf {index} is not in a tree of {n}")
+    if n == 1:
+        return []
+    k = _split(n)
+    if index < k:
+        return [*inclusion_proof(index, leaves[:k]), root(leaves[k:])]
+    return [*inclusion_proof(index - k, leaves[k:]), root(leaves[:k])]
+
+
+def verify_inclusion(
+    leaf: bytes, index: int, size: int, path: Sequence[bytes], want: bytes
+) -> bool:
+    """RFC 9162 §2.1.3.2: does ``path`` prove ``leaf`` at ``index`` under root ``want``?"""
+    if not 0 <= index < size:
+        return False
+    fn, sn = index, size - 1
+    r = leaf
+    for p in path:
+        if sn == 0:
+            return False
+        if fn % 2 == 1 or fn == sn:
+            r = node_hash(p, r)
+            if fn % 2 == 0:
+                while fn % 2 == 0 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == want
