@@ -54,7 +54,10 @@ class Announcer:
 
     def __call__(self, ev: DoorbellEvent) -> None:
         msg = to_message(self.device, ev)
-        if msg is None:
-            return
+        if msg is not None:
+            self.message(msg, URGENT if ev.kind == "ring" else NORMAL)
+
+    def message(self, msg: Message, lane: int = NORMAL) -> None:
+        """Put any wire message in the outbox (releases and deletions use this)."""
         topic, payload = encode(msg)
-        self.outbox.put(topic, payload, msg.id, URGENT if ev.kind == "ring" else NORMAL)
+        self.outbox.put(topic, payload, msg.id, lane)

@@ -323,18 +323,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     link = None
     if cfg.mqtt.enabled:
         from firmware.announce import Announcer
-        from firmware.events import CommandReceived
+        from firmware.consent import CommandHandler, NonceLedger
         from firmware.mqtt_link import MqttLink
         from firmware.outbox import Outbox
 
         try:
             outbox = Outbox(cfg.device.data_dir / "outbox.sqlite", cfg.mqtt.confirm_timeout_s)
-            link = MqttLink(
-                cfg.device.id, cfg.mqtt, outbox, on_command=lambda m: events.put(CommandReceived(m))
-            )
+            announcer = Announcer(cfg.device.id, outbox)
+            ledger = NonceLedger(cfg.device.data_dir / "approvals.sqlite")
         except OSError as err:
-            raise UsageError(f"mqtt: {err}") from None
-        announcer = Announcer(cfg.device.id, outbox)
+            raise UsageError(f"cannot use data folder {cfg.device.data_dir}: {err}") from None
+        commands = CommandHandler(
+            cfg.device.id, unb64(cfg.owner.sign_public), store, announcer.message, ledger
+        )
+        link = MqttLink(cfg.device.id, cfg.mqtt, outbox, on_command=commands.submit)
+        commands.start()
 
         def emit(ev: Any) -> None:
             announcer(ev)

@@ -36,7 +36,6 @@ from firmware.events import (
     ButtonEdge,
     ClipFailed,
     ClipWritten,
-    CommandReceived,
     PirEdge,
     Stop,
 )
@@ -148,7 +147,6 @@ class Controller:
             "clips_saved": 0,
             "clips_failed": 0,
             "clips_deleted": 0,
-            "commands_refused": 0,
         }
 
     # ---------------------------------------------------------------- plumbing
@@ -224,8 +222,6 @@ class Controller:
             self._finalising -= 1
             self.counters["clips_failed"] += 1
             self.emit("clip_failed", self.clock.monotonic(), clip=event.clip_id, error=event.error)
-        elif isinstance(event, CommandReceived):
-            self._on_command(event)
         elif isinstance(event, Stop):
             self.shutdown()
         else:
@@ -252,16 +248,6 @@ class Controller:
         else:
             self.counters["presses_cooled_down"] += 1
             self._start_or_extend("ring", ev.t, None)
-
-    def _on_command(self, ev: CommandReceived) -> None:
-        # Releasing and deleting footage need the owner's verified signature;
-        # until that check exists, every command is refused and counted.
-        self.counters["commands_refused"] += 1
-        log.warning(
-            "refusing %s command %s: owner-signed commands are not supported yet",
-            ev.message.kind,
-            ev.message.id,
-        )
 
     def _snapshot(self) -> bytes | None:
         try:

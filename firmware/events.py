@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from firmware.store import ClipRecord
-from protocol import Message
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +33,6 @@ class ClipWritten:
 class ClipFailed:
     clip_id: str
     error: str
-
-
-@dataclass(frozen=True, slots=True)
-class CommandReceived:
-    """A validated command from the relay (release or delete)."""
-
-    message: Message
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,7 +128,7 @@ class DeleteCommand(Message):
 
     kind: Literal["delete"] = "delete"
     clip_id: ClipId
-    signature: Annotated[str, Field(max_length=512)]
+    signature: Annotated[str, Field(max_length=4096)]  # base64 of the signed deletion
 
 
 class Released(Message):

@@ -1,0 +1,196 @@
+"""The doorbell enforces the owner's decisions; the relay only forwards them.
+
+A release command carries an approval signed with the owner's Ed25519 key, which
+was written onto the doorbell at provisioning; the relay cannot forge one.  The
+doorbell checks that the approval is signed by its owner, names this doorbell
+and this request, has not expired and has not been used before, and that the
+relay asks to upload exactly the approved clips.  Only then does it wrap each
+clip's key to the requester named *in the approval* (so a relay cannot redirect
+it), upload the ciphertext to the given URL and announce ``released``.
+
+A delete command works the same way, with a signed deletion; the clip and its
+key are destroyed and ``deleted`` is announced.
+
+Commands are handled on a thread of their own: uploads never hold up a ring.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from firmware.store import ClipStore
+from protocol import DeleteCommand, Deleted, Message, ReleaseCommand, Released, new_id, utcnow
+from protocol.crypto import CryptoFailure, b64, unb64, verify_payload, wrap_key
+
+log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """A command the doorbell will not carry out; the message says why."""
+
+
+class NonceLedger:
+    """Approvals and deletions already used, so none can be replayed (kept on disk)."""
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS used (nonce TEXT PRIMARY KEY, expires REAL)")
+        self._lock = threading.Lock()
+
+    def use(self, nonce: str, expires: float) -> bool:
+        """Record ``nonce``; False if it was used before."""
+        with self._lock:
+            self._db.execute("DELETE FROM used WHERE expires < ?", (time.time() - 86400,))
+            try:
+                self._db.execute("INSERT INTO used VALUES (?, ?)", (nonce, expires))
+            except sqlite3.IntegrityError:
+                return False
+            return True
+
+
+def http_put(url: str, path: Path, timeout: float = 60.0) -> None:
+    """Upload a file with HTTP PUT (to a presigned S3 URL or the relay's own store)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        req = urllib.request.Request(url, data=f, method="PUT")
+        req.add_header("Content-Length", str(size))
+        req.add_header("Content-Type", "application/octet-stream")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            if resp.status >= 300:
+                raise OSError(f"upload refused: HTTP {resp.status}")
+
+
+class CommandHandler:
+    """Verifies and carries out owner-signed commands; see the module doc."""
+
+    def __init__(
+        self,
+        device: str,
+        owner_sign_public: bytes,
+        store: ClipStore,
+        announce: Callable[[Message], None],
+        ledger: NonceLedger,
+        upload: Callable[[str, Path], None] = http_put,
+        now: Callable[[], float] = time.time,
+    ) -> None:
+        self.device = device
+        self.owner_sign_public = owner_sign_public
+        self.store = store
+        self.announce = announce
+        self.ledger = ledger
+        self.upload = upload
+        self.now = now
+        self.queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
+        self.counters = {"released": 0, "deleted": 0, "refused": 0, "failed": 0}
+        self.refusals: list[str] = []
+        self._thread: threading.Thread | None = None
+
+    # ---------------------------------------------------------- thread plumbing
+
+    def submit(self, msg: Message) -> None:
+        self.queue.put(msg)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="commands", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self.queue.put(None)
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while (msg := self.queue.get()) is not None:
+            self.handle(msg)
+
+    # ---------------------------------------------------------- the checks
+
+    def handle(self, msg: Message) -> None:
+        try:
+            if isinstance(msg, ReleaseCommand):
+                self._release(msg)
+            elif isinstance(msg, DeleteCommand):
+                self._delete(msg)
+            else:
+                raise Refused(f"{msg.kind} is not a command")
+        except Refused as err:
+            self.counters["refused"] += 1
+            self.refusals.append(str(err))
+            log.warning("refused %s command %s: %s", msg.kind, msg.id, err)
+        except Exception:
+            self.counters["failed"] += 1
+            log.exception("command %s failed", msg.id)
+
+    def _verified(self, signed_b64: str, kind: str) -> dict:
+        try:
+            signed = json.loads(unb64(signed_b64))
+            payload = verify_payload(signed, self.owner_sign_public)
+        except (CryptoFailure, ValueError, TypeError) as err:
+            raise Refused(f"not signed by this doorbell's owner ({err})") from None
+        if payload.get("type") != kind:
+            raise Refused(f"signed for {payload.get('type')!r}, not {kind!r}")
+        if payload.get("device") != self.device:
+            raise Refused(f"signed for doorbell {payload.get('device')!r}, not this one")
+        expires = payload.get("expires")
+        if not isinstance(expires, int) or expires < self.now():
+            raise Refused("the owner's signature has expired")
+        nonce = payload.get("nonce")
+        if not isinstance(nonce, str) or not self.ledger.use(nonce, expires):
+            raise Refused("this signed decision was used before (replay)")
+        return payload
+
+    def _release(self, cmd: ReleaseCommand) -> None:
+        approval = self._verified(cmd.approval, "approval")
+        if approval.get("request_id") != cmd.request_id:
+            raise Refused("the approval is for another request")
+        clip_ids = approval.get("clip_ids")
+        if not isinstance(clip_ids, list) or sorted(cmd.upload_urls) != sorted(clip_ids):
+            raise Refused("the relay asks for other clips than the owner approved")
+        requester_key = unb64(str(approval.get("requester_key")))
+        if len(requester_key) != 32:
+            raise Refused("the approval names no valid requester key")
+        for clip_id in clip_ids:
+            record = self.store.get(clip_id)
+            if record is None:
+                raise Refused(f"no clip {clip_id} on this doorbell (deleted?)")
+        for clip_id in clip_ids:
+            record = self.store.get(clip_id)
+            assert record is not None
+            wrapped = wrap_key(self.store.clip_key(clip_id), requester_key)
+            self.upload(cmd.upload_urls[clip_id], self.store.path(record))
+            self.announce(
+                Released(
+                    id=new_id(),
+                    ts=utcnow(),
+                    device=self.device,
+                    request_id=cmd.request_id,
+                    clip_id=clip_id,
+                    wrapped_key=b64(wrapped),
+                    sha256=record.sha256,
+                )
+            )
+            self.counters["released"] += 1
+            log.info("released clip %s for request %s", clip_id, cmd.request_id)
+
+    def _delete(self, cmd: DeleteCommand) -> None:
+        payload = self._verified(cmd.signature, "delete")
+        if payload.get("clip_id") != cmd.clip_id:
+            raise Refused("the signed deletion is for another clip")
+        if self.store.delete(cmd.clip_id):
+            self.counters["deleted"] += 1
+        # Announce even if it was gone already: the relay must forget it either way.
+        self.announce(
+            Deleted(
+                id=new_id(), ts=utcnow(), device=self.device, clip_id=cmd.clip_id, reason="owner"
+            )
+        )
