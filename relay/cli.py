@@ -420,6 +420,112 @@ def cmd_audit(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
     raise AssertionError(args.audit_command)
 
 
+def _engine(cfg: RelayConfig) -> Any:
+    from relay.consent import ConsentEngine
+
+    return ConsentEngine(_index(cfg), _audit(cfg))
+
+
+def cmd_registry(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+    from protocol.crypto import CryptoFailure, read_public_key
+
+    engine = _engine(cfg)
+    try:
+        if args.command == "owners":
+            folder = args.keys
+            sign = read_public_key(folder / "sign.pub")
+            box = read_public_key(folder / "box.pub")
+            token = engine.add_owner(args.name, sign, box)
+        else:
+            token = engine.add_requester(args.name, args.kind, read_public_key(args.pubkey))
+    except (CryptoFailure, ValueError) as err:
+        raise UsageError(str(err)) from None
+    print(token)
+    print(f"(the API token of {args.name}: shown once, keep it secret)", file=sys.stderr)
+    return 0
+
+
+def cmd_policy(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+    engine = _engine(cfg)
+    if args.policy_command == "set":
+        changes = {
+            k: v
+            for k, v in (
+                ("max_radius_m", args.max_radius_m),
+                ("max_window_s", args.max_window_h and args.max_window_h * 3600),
+                ("max_per_day", args.max_per_day),
+            )
+            if v
+        }
+        if not changes:
+            raise UsageError(
+                "nothing to change: give --max-radius-m, --max-window-h or --max-per-day"
+            )
+        engine.set_policy("operator", **changes)
+    _print_json(engine.policy())
+    return 0
+
+
+def cmd_legal_demand(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+    from relay.consent import NotFound
+
+    try:
+        demand = _engine(cfg).record_legal_demand(
+            args.request, args.docket, args.authority, "operator"
+        )
+    except NotFound:
+        raise UsageError(f"no request {args.request!r}") from None
+    _print_json(demand)
+    return 0
+
+
+def cmd_serve(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+    import uvicorn
+
+    from protocol.mqtt import make_client
+    from relay.api import create_app
+    from relay.blobs import LocalBlobStore, S3BlobStore
+
+    engine = _engine(cfg)
+    if cfg.api.s3_bucket:
+        blobs: Any = S3BlobStore(cfg.api.s3_bucket, cfg.api.s3_endpoint)
+    else:
+        blobs = LocalBlobStore(cfg.api.blobs_dir, engine.r, cfg.api.public_url)
+    client = make_client(
+        cfg.broker, client_id=f"relay-api-{os.getpid()}", username=cfg.broker.username or "relay"
+    )
+    client.connect_async(cfg.broker.host, cfg.broker.port, keepalive=cfg.broker.keepalive_s)
+    client.loop_start()
+
+    def publish(topic: str, payload: bytes) -> None:
+        client.publish(topic, payload, qos=1)
+
+    app = create_app(engine, blobs, publish)
+    config_path = str(args.config) if args.config else None
+    ctx = multiprocessing.get_context("spawn")
+    base = f"{os.uname().nodename}-serve"
+    procs = [
+        ctx.Process(target=_worker_main, args=(config_path, f"{base}-{i}", None))
+        for i in range(args.workers)
+    ]
+    for p in procs:
+        p.start()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning")
+    )
+    if args.seconds:
+        threading.Timer(args.seconds, lambda: setattr(server, "should_exit", True)).start()
+    out.print(f"relay serving {cfg.api.public_url} with {len(procs)} ingestion worker(s)")
+    try:
+        server.run()
+    finally:
+        for p in procs:
+            p.terminate()
+            p.join(10)
+        client.loop_stop()
+    return 0
+
+
 def broker_reachable(cfg: RelayConfig, timeout: float = 3.0) -> tuple[bool, str]:
     from protocol.mqtt import make_client
 
@@ -499,8 +605,12 @@ def _worker_main(config_path: str | None, name: str, seconds: float | None) -> N
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     if seconds:
         threading.Timer(seconds, stop.set).start()
+    from relay.audit import AuditLog, load_or_create_key
+
+    r = _redis(cfg)
+    audit = AuditLog(r, load_or_create_key(cfg.audit.key_file))
     worker = IngestWorker(
-        cfg.broker, RelayIndex(_redis(cfg)), name, cfg.ingest.group, cfg.ingest.batch
+        cfg.broker, RelayIndex(r), name, cfg.ingest.group, cfg.ingest.batch, audit=audit
     )
     worker.run(stop)
 
@@ -549,8 +659,16 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_relay_config(args.config)
         except RelayConfigError as err:
             raise UsageError(f"invalid config: {err}") from None
-        if args.command in ("ingest", "serve"):
+        if args.command == "ingest":
             return cmd_ingest(cfg, args, out)
+        if args.command == "serve":
+            return cmd_serve(cfg, args, out)
+        if args.command in ("owners", "requesters"):
+            return cmd_registry(cfg, args, out)
+        if args.command == "policy":
+            return cmd_policy(cfg, args, out)
+        if args.command == "legal-demand":
+            return cmd_legal_demand(cfg, args, out)
         if args.command == "devices":
             return cmd_devices(cfg, args, out)
         if args.command == "clips":

@@ -59,6 +59,18 @@ class AuditConfig(_Section):
     """The relay's Ed25519 key that signs audit-log tree heads (created on first use, 0600)."""
 
 
+class ApiConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    public_url: str = "http://127.0.0.1:8080"
+    """The address doorbells and requesters reach the API at (behind the reverse proxy)."""
+    blobs_dir: Path = Path("/var/lib/doorbell-relay/blobs")
+    """Released ciphertext waits here for its requester (with the local blob store)."""
+    s3_bucket: str | None = None
+    """Use this S3 bucket instead of blobs_dir (boto3 reads credentials as usual)."""
+    s3_endpoint: str | None = None
+
+
 class RelayConfig(_Section):
     broker: RelayBroker = RelayBroker()
     redis: RedisConfig = RedisConfig()
@@ -66,6 +78,7 @@ class RelayConfig(_Section):
     provisioning: ProvisioningConfig = ProvisioningConfig()
     ingest: IngestConfig = IngestConfig()
     audit: AuditConfig = AuditConfig()
+    api: ApiConfig = ApiConfig()
 
 
 class RelayConfigError(ValueError):

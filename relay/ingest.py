@@ -32,7 +32,18 @@ import redis
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from protocol import Ack, Message, ProtocolError, Status, decode, encode, new_id, utcnow
+from protocol import (
+    Ack,
+    Deleted,
+    Message,
+    ProtocolError,
+    Released,
+    Status,
+    decode,
+    encode,
+    new_id,
+    utcnow,
+)
 from protocol.mqtt import BrokerSettings, backoff_delays, make_client
 from protocol.topics import relay_filters
 from relay.index import RelayIndex
@@ -54,8 +65,10 @@ class IngestWorker:
         name: str,
         group: str = "relay",
         batch: int = 500,
+        audit: Any = None,
     ) -> None:
         self.name = name
+        self.audit = audit  # releases and deletions go on the record
         self.index = index
         self.broker = broker
         self.group = group
@@ -131,6 +144,18 @@ class IngestWorker:
             )
             return False
         self._redis_delays = backoff_delays(0.2, 10.0)
+        if self.audit is not None:
+            for (_m, msg), new in zip(good, results, strict=True):
+                if new and isinstance(msg, Released):
+                    self.audit.append(
+                        "release",
+                        msg.device,
+                        {"request": msg.request_id, "clip": msg.clip_id, "sha256": msg.sha256},
+                    )
+                elif new and isinstance(msg, Deleted):
+                    self.audit.append(
+                        "deletion", msg.device, {"clip": msg.clip_id, "reason": msg.reason}
+                    )
         self.stats["indexed"] += sum(results)
         self.stats["duplicates"] += len(results) - sum(results)
         self.stats["dead_letters"] += len(batch) - len(good)

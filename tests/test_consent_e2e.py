@@ -1,0 +1,270 @@
+"""Request → ask → signed approval → release → fetch, through a real broker, Redis and HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import redis
+import uvicorn
+from conftest import ffprobe, small_config
+from stack import wait_for
+
+from firmware.announce import Announcer
+from firmware.consent import CommandHandler, NonceLedger
+from firmware.mqtt_link import MqttLink
+from firmware.outbox import Outbox
+from hw_sim.runner import SimDoorbell
+from hw_sim.scenes import make_scene
+from protocol.crypto import OwnerKeys, b64
+from protocol.mqtt import make_client
+from relay import footage
+from relay.api import create_app
+from relay.audit import AuditLog
+from relay.blobs import LocalBlobStore
+from relay.consent import ConsentEngine
+from relay.index import RelayIndex
+from relay.ingest import IngestWorker
+from relay.localstack import free_port
+
+
+class Relay:
+    def __init__(self, stack, tmp: Path) -> None:
+        r = redis.Redis.from_url(stack.redis.url)
+        self.audit = AuditLog(r, OwnerKeys.generate().sign_private)
+        self.engine = ConsentEngine(RelayIndex(r), self.audit)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.blobs = LocalBlobStore(tmp / "blobs", r, self.url)
+        pub = make_client(stack.relay_settings(), "relay-api-test", "relay")
+        pub.connect("127.0.0.1", stack.broker.port)
+        pub.loop_start()
+        self.pub = pub
+        app = create_app(self.engine, self.blobs, lambda t, p: pub.publish(t, p, qos=1))
+        self.server = uvicorn.Server(uvicorn.Config(app, port=self.port, log_level="warning"))
+        threading.Thread(target=self.server.run, daemon=True).start()
+        wait_for(lambda: self.server.started, 10, "the API")
+        self.stop = threading.Event()
+        self.worker = IngestWorker(stack.relay_settings(), RelayIndex(r), "e2e", audit=self.audit)
+        threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True).start()
+        wait_for(self.worker.connected.is_set, 10, "the worker")
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.should_exit = True
+        self.pub.loop_stop()
+
+
+class Home:
+    """A doorbell with its owner, connected to the relay's broker."""
+
+    def __init__(self, stack, relay: Relay, tmp: Path, device: str, lat: float, lon: float):
+        self.owner = OwnerKeys.generate()
+        self.keys = tmp / f"{device}-owner-keys"
+        self.owner.save(self.keys)
+        name = f"owner-of-{device}"
+        (tmp / f"{name}.token").write_text(
+            relay.engine.add_owner(name, self.owner.sign_public, self.owner.box_public)
+        )
+        self.token = tmp / f"{name}.token"
+        mqtt_cfg = stack.add_device(device, lat, lon)
+        relay.engine.r.hset(f"dev:{{{device}}}:info", "owner", name)
+        cfg = small_config(
+            tmp / device,
+            device={"id": device, "data_dir": str(tmp / device)},
+            owner={
+                "sign_public": b64(self.owner.sign_public),
+                "box_public": b64(self.owner.box_public),
+            },
+        )
+        self.outbox = Outbox(tmp / device / "outbox.sqlite", confirm_timeout_s=5)
+        announcer = Announcer(device, self.outbox)
+        self.events: list = []
+
+        def emit(ev):
+            self.events.append(ev)
+            announcer(ev)
+
+        self.bell = SimDoorbell(cfg, make_scene("porch", 320, 240), emit, owner=self.owner)
+        self.commands = CommandHandler(
+            device,
+            self.owner.sign_public,
+            self.bell.store,
+            announcer.message,
+            NonceLedger(tmp / device / "n.sqlite"),
+        )
+        self.commands.start()
+        self.link = MqttLink(device, mqtt_cfg, self.outbox, on_command=self.commands.submit)
+        self.link.start()
+        wait_for(self.link.connected.is_set, 10, f"{device} to connect")
+
+    def close(self) -> None:
+        self.link.stop()
+        self.commands.stop()
+
+
+def run_footage(relay: Relay, token: Path, *args: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = footage.main(["--relay", relay.url, "--token", str(token), *args])
+    return code, out.getvalue()
+
+
+@pytest.fixture
+def world(stack, tmp_path):
+    relay = Relay(stack, tmp_path)
+    homes = [
+        Home(stack, relay, tmp_path, "alice-door", 51.5000, -0.1200),
+        Home(stack, relay, tmp_path, "bob-door", 51.5004, -0.1200),
+    ]
+    yield relay, homes
+    for h in homes:
+        h.close()
+    relay.close()
+
+
+def redis_contents(r: redis.Redis) -> bytes:
+    """Every key and value in Redis, uncompressed (DUMP would compress)."""
+    out = []
+    for k in r.scan_iter("*"):
+        t = r.type(k).decode()
+        out.append(k)
+        if t == "string":
+            out.append(r.get(k) or b"")
+        elif t == "hash":
+            out += [x for kv in r.hgetall(k).items() for x in kv]
+        elif t == "list":
+            out += r.lrange(k, 0, -1)
+        elif t == "set":
+            out += list(r.smembers(k))
+        elif t == "zset":
+            out += r.zrange(k, 0, -1)
+        elif t == "stream":
+            out += [v for _, fields in r.xrange(k) for kv in fields.items() for v in kv]
+    return b"\n".join(out)
+
+
+def test_the_whole_consent_cycle(world, tmp_path, caplog):
+    caplog.set_level("DEBUG")
+    relay, (alice, bob) = world
+    for home in (alice, bob):
+        home.bell.schedule_press(2.0)
+        home.bell.run(9.0)
+        home.bell.controller.shutdown()
+    clips = {h: [e for e in h.events if e.kind == "clip_saved"] for h in (alice, bob)}
+    assert all(len(c) == 1 for c in clips.values())
+    wait_for(lambda: relay.engine.index.counts()["clips"] == 2, 30, "both clips indexed")
+
+    police = OwnerKeys.generate()
+    police.save(tmp_path / "police-keys")
+    (tmp_path / "police.token").write_text(
+        relay.engine.add_requester("city-police", "agency", police.box_public)
+    )
+    token = tmp_path / "police.token"
+    t0 = clips[alice][0].data["start"] - 60
+    code, out = run_footage(
+        relay,
+        token,
+        "request",
+        "--lat",
+        "51.5002",
+        "--lon",
+        "-0.12",
+        "--radius",
+        "150",
+        "--from",
+        str(t0),
+        "--to",
+        str(t0 + 3600),
+        "--reason",
+        "burglary on the street",
+        "--case",
+        "CASE-42",
+    )
+    assert code == 0, out
+    request_id = out.strip()
+
+    # Each owner sees one ask with only their own clip.
+    code, out = run_footage(relay, alice.token, "asks", "--json")
+    (ask_a,) = json.loads(out)
+    assert ask_a["clip_ids"] == [clips[alice][0].data["clip"]]
+    code, out = run_footage(relay, bob.token, "asks", "--json")
+    (ask_b,) = json.loads(out)
+
+    assert run_footage(relay, bob.token, "deny", ask_b["id"])[0] == 0
+    code, out = run_footage(relay, alice.token, "approve", ask_a["id"], "--keys", str(alice.keys))
+    assert code == 0, out
+
+    wait_for(lambda: alice.commands.counters["released"] == 1, 30, "the doorbell to release")
+    wait_for(
+        lambda: run_footage(relay, token, "status", request_id)[1].count("clip_id") == 1,
+        30,
+        "the relay to index the release",
+    )
+    code, out = run_footage(
+        relay,
+        token,
+        "fetch",
+        request_id,
+        "--key",
+        str(tmp_path / "police-keys"),
+        "--out",
+        str(tmp_path / "got"),
+    )
+    assert code == 0, out
+    (mp4,) = (tmp_path / "got").glob("*.mp4")
+    assert mp4.name.startswith("alice-door-")
+    assert ffprobe(mp4)["streams"][0]["codec_name"] == "h264"
+    assert bob.commands.counters["released"] == 0
+
+    # The relay never saw plaintext or a clip key.
+    plain = mp4.read_bytes()
+    key = alice.bell.store.clip_key(clips[alice][0].data["clip"])
+    r = relay.engine.r
+    stored = b"".join((r.dump(k) or b"") for k in r.scan_iter("*")) + b"".join(
+        p.read_bytes() for p in (tmp_path / "blobs").rglob("*") if p.is_file()
+    )
+    for needle in (plain[100:164], plain[-64:], key, b64(key).encode()):
+        assert needle not in stored
+
+    result = relay.audit.verify()
+    assert result.ok, result.message
+    kinds = [e["kind"] for e in relay.audit.entries()]
+    for k in ("request", "ask", "decision", "release"):
+        assert k in kinds
+
+
+def test_requests_outside_policy_are_refused_and_logged(world, tmp_path):
+    relay, _ = world
+    req = OwnerKeys.generate()
+    (tmp_path / "n.token").write_text(
+        relay.engine.add_requester("nosy", "neighbour", req.box_public)
+    )
+    now = time.time()
+    code, _ = run_footage(
+        relay,
+        tmp_path / "n.token",
+        "request",
+        "--lat",
+        "51.5",
+        "--lon",
+        "-0.12",
+        "--radius",
+        "5000",
+        "--from",
+        str(now - 600),
+        "--to",
+        str(now),
+        "--reason",
+        "curious",
+        "--case",
+        "none",
+    )
+    assert code == 1
+    assert [e["kind"] for e in relay.audit.entries()][-1] == "request_refused"
