@@ -160,7 +160,8 @@ def cmd_fetch(client: Client, args: argparse.Namespace) -> int:
                 f"clip {item['clip_id']} was not released to this key", EXIT_FAILED
             ) from None
         enc = args.out / f".{item['clip_id']}.enc"
-        with client.http.stream("GET", item["download_url"]) as resp:
+        # A plain client: the blob may live on S3, which must never see our relay token.
+        with httpx.Client(timeout=120) as plain, plain.stream("GET", item["download_url"]) as resp:
             if resp.status_code >= 400:
                 raise Failure(
                     f"download of {item['clip_id']} refused ({resp.status_code})", EXIT_FAILED

@@ -24,7 +24,7 @@ from protocol.mqtt import make_client
 from relay import footage
 from relay.api import create_app
 from relay.audit import AuditLog
-from relay.blobs import LocalBlobStore
+from relay.blobs import LocalBlobStore, S3BlobStore
 from relay.consent import ConsentEngine
 from relay.index import RelayIndex
 from relay.ingest import IngestWorker
@@ -32,13 +32,28 @@ from relay.localstack import free_port
 
 
 class Relay:
-    def __init__(self, stack, tmp: Path) -> None:
+    def __init__(self, stack, tmp: Path, blobs: str = "local") -> None:
         r = redis.Redis.from_url(stack.redis.url)
         self.audit = AuditLog(r, OwnerKeys.generate().sign_private)
         self.engine = ConsentEngine(RelayIndex(r), self.audit)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.blobs = LocalBlobStore(tmp / "blobs", r, self.url)
+        self.moto = None
+        if blobs == "s3":
+            from moto.server import ThreadedMotoServer
+
+            s3_port = free_port()
+            self.moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
+            self.moto.start()
+            creds = {
+                "aws_access_key_id": "test",
+                "aws_secret_access_key": "test",
+                "region_name": "us-east-1",
+            }
+            self.blobs = S3BlobStore("released", f"http://127.0.0.1:{s3_port}", **creds)
+            self.blobs.s3.create_bucket(Bucket="released")
+        else:
+            self.blobs = LocalBlobStore(tmp / "blobs", r, self.url)
         pub = make_client(stack.relay_settings(), "relay-api-test", "relay")
         pub.connect("127.0.0.1", stack.broker.port)
         pub.loop_start()
@@ -56,6 +71,15 @@ class Relay:
         self.stop.set()
         self.server.should_exit = True
         self.pub.loop_stop()
+        if self.moto is not None:
+            self.moto.stop()
+
+    def stored_blobs(self, tmp: Path) -> bytes:
+        if self.moto is not None:
+            s3 = self.blobs.s3
+            keys = [o["Key"] for o in s3.list_objects_v2(Bucket="released").get("Contents", [])]
+            return b"".join(s3.get_object(Bucket="released", Key=k)["Body"].read() for k in keys)
+        return b"".join(p.read_bytes() for p in (tmp / "blobs").rglob("*") if p.is_file())
 
 
 class Home:
@@ -116,9 +140,9 @@ def run_footage(relay: Relay, token: Path, *args: str) -> tuple[int, str]:
     return code, out.getvalue()
 
 
-@pytest.fixture
-def world(stack, tmp_path):
-    relay = Relay(stack, tmp_path)
+@pytest.fixture(params=["local"])
+def world(stack, tmp_path, request):
+    relay = Relay(stack, tmp_path, blobs=request.param)
     homes = [
         Home(stack, relay, tmp_path, "alice-door", 51.5000, -0.1200),
         Home(stack, relay, tmp_path, "bob-door", 51.5004, -0.1200),
@@ -150,6 +174,7 @@ def redis_contents(r: redis.Redis) -> bytes:
     return b"\n".join(out)
 
 
+@pytest.mark.parametrize("world", ["local", "s3"], indirect=True)
 def test_the_whole_consent_cycle(world, tmp_path, caplog):
     caplog.set_level("DEBUG")
     relay, (alice, bob) = world

@@ -1,0 +1,152 @@
+"""The relay's consent engine on fakeredis: policy, asks, decisions, expiry, legal demands."""
+
+import json
+import time
+from datetime import timedelta
+
+import fakeredis
+import pytest
+from test_protocol import clip
+
+from protocol import utcnow
+from protocol.crypto import OwnerKeys, approval_payload, b64
+from relay.audit import AuditLog
+from relay.consent import ConsentEngine, NotFound, PolicyRefusal
+
+
+@pytest.fixture
+def world():
+    r = fakeredis.FakeRedis()
+    from relay.index import RelayIndex
+
+    engine = ConsentEngine(RelayIndex(r), AuditLog(r, OwnerKeys.generate().sign_private))
+    alice = OwnerKeys.generate()
+    engine.add_owner("alice", alice.sign_public, alice.box_public)
+    engine.index.add_device("front-door", "alice", 51.5, -0.12)
+    now = utcnow()
+    engine.index.index(
+        [
+            clip(
+                device="front-door",
+                clip_id=f"clip-{i}",
+                start=now - timedelta(minutes=10 * i),
+                end=now - timedelta(minutes=10 * i - 1),
+            )
+            for i in range(3)
+        ]
+    )
+    police = OwnerKeys.generate()
+    engine.add_requester("police", "agency", police.box_public)
+    return engine, alice, police
+
+
+def file(engine, **kw):
+    now = time.time()
+    args = dict(
+        requester="police",
+        lat=51.5001,
+        lon=-0.12,
+        radius_m=100,
+        start=now - 3600,
+        end=now,
+        reason="burglary",
+        case_ref="C-1",
+        basis="consent",
+    )
+    args.update(kw)
+    return engine.file_request(**args)
+
+
+@pytest.mark.parametrize(
+    "change, why",
+    [
+        ({"radius_m": 251}, "radius"),
+        ({"start": time.time() - 7 * 3600}, "window"),
+        ({"case_ref": " "}, "case reference"),
+        ({"basis": "curiosity"}, "legal basis"),
+    ],
+)
+def test_requests_outside_policy_are_refused_and_logged(world, change, why):
+    engine, _, _ = world
+    result = file(engine, **change)
+    assert result["status"] == "refused" and why in result["reason"]
+    assert engine.audit.entries()[-1]["kind"] == "request_refused"
+    assert engine.r.zcard("owner_asks:alice") == 0
+
+
+def test_rate_limit_per_requester_per_day(world):
+    engine, _, _ = world
+    results = [file(engine)["status"] for _ in range(6)]
+    assert results == ["accepted"] * 5 + ["refused"]
+
+
+def test_policy_changes_are_audited(world):
+    engine, _, _ = world
+    engine.set_policy("operator", max_radius_m=500)
+    assert file(engine, radius_m=400)["status"] == "accepted"
+    change = next(e for e in engine.audit.entries() if e["kind"] == "policy_change")
+    assert change["data"]["after"]["max_radius_m"] == 500
+
+
+def test_the_requester_learns_nothing_about_homes(world):
+    engine, _, _ = world
+    result = file(engine)
+    assert set(result) == {"id", "status"}
+    (ask,) = engine.asks_for("alice")
+    assert ask.clip_ids == ["clip-0", "clip-1", "clip-2"]
+
+
+def test_the_relay_checks_the_owner_signature_and_the_requester(world):
+    engine, alice, police = world
+    rid = file(engine)["id"]
+    (ask,) = engine.asks_for("alice")
+
+    def signed(keys, requester_key, clips=("clip-0",)):
+        p = approval_payload(rid, "front-door", list(clips), requester_key, time.time() + 60)
+        return b64(json.dumps(keys.sign(p)).encode())
+
+    with pytest.raises(PolicyRefusal, match="signature"):
+        engine.approve("alice", ask.id, signed(OwnerKeys.generate(), police.box_public))
+    with pytest.raises(PolicyRefusal, match="another requester"):
+        engine.approve("alice", ask.id, signed(alice, OwnerKeys.generate().box_public))
+    with pytest.raises(PolicyRefusal, match="clips not asked for"):
+        engine.approve("alice", ask.id, signed(alice, police.box_public, ["clip-9"]))
+    with pytest.raises(NotFound):
+        engine.approve("mallory", ask.id, signed(alice, police.box_public))
+    ask2, payload = engine.approve("alice", ask.id, signed(alice, police.box_public))
+    assert ask2.status == "approved" and payload["clip_ids"] == ["clip-0"]
+
+
+def test_unanswered_asks_expire_as_no(world):
+    engine, alice, police = world
+    rid = file(engine)["id"]
+    (ask,) = engine.asks_for("alice")
+    raw = json.loads(engine.r.get(f"ask:{ask.id}"))
+    raw["expires"] = time.time() - 1  # 72 h have passed
+    engine.r.set(f"ask:{ask.id}", json.dumps(raw))
+    assert engine.ask(ask.id).status == "expired"
+    p = approval_payload(rid, "front-door", ["clip-0"], police.box_public, time.time() + 60)
+    with pytest.raises(PolicyRefusal, match="expired"):
+        engine.approve("alice", ask.id, b64(json.dumps(alice.sign(p)).encode()))
+    assert engine.released(rid) == []
+    assert "ask_expired" in [e["kind"] for e in engine.audit.entries()]
+
+
+def test_denied_asks_release_nothing(world):
+    engine, _, _ = world
+    rid = file(engine)["id"]
+    (ask,) = engine.asks_for("alice")
+    engine.deny("alice", ask.id)
+    assert engine.released(rid) == []
+    with pytest.raises(PolicyRefusal, match="denied"):
+        engine.deny("alice", ask.id)
+
+
+def test_legal_demands_are_recorded_and_shown_to_owners(world):
+    engine, _, _ = world
+    rid = file(engine, basis="legal-demand")["id"]
+    engine.record_legal_demand(rid, "DOCKET-7", "District Court", "operator")
+    (ask,) = engine.asks_for("alice")
+    assert ask.legal_demands[0]["docket"] == "DOCKET-7"
+    assert "metadata and ciphertext only" in ask.legal_demands[0]["note"]
+    assert engine.audit.entries()[-1]["kind"] == "legal_demand"
