@@ -15,8 +15,8 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from protocol import ReleaseCommand, encode, new_id, utcnow
-from relay.blobs import BlobStore, LocalBlobStore, TokenError
+from protocol import DeleteCommand, ReleaseCommand, encode, new_id, utcnow
+from relay.blobs import BlobStore, LocalBlobStore, TokenError, blob_key
 from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal
 
 
@@ -35,6 +35,11 @@ class RequestIn(BaseModel):
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
     case_ref: Annotated[str, Field(max_length=200)]
     basis: str
+
+
+class DeletionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signature: Annotated[str, Field(max_length=4096)]
 
 
 class ApprovalIn(BaseModel):
@@ -185,12 +190,17 @@ def create_app(
 
             return StreamingResponse(stream(), media_type="application/octet-stream")
 
+    @app.post("/v1/clips/{device}/{clip_id}/delete")
+    def delete_clip(device: str, clip_id: str, body: DeletionIn, owner: Owner) -> dict[str, Any]:
+        engine.check_deletion(owner, device, clip_id, body.signature)
+        cmd = DeleteCommand(
+            id=new_id(), ts=utcnow(), device=device, clip_id=clip_id, signature=body.signature
+        )
+        publish(*encode(cmd))
+        return {"clip": clip_id, "status": "sent to the doorbell"}
+
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
         return {"ok": True, "audit_entries": engine.audit.size()}
 
     return app
-
-
-def blob_key(request_id: str, device: str, clip_id: str) -> str:
-    return f"{request_id}/{device}/{clip_id}.enc"

@@ -147,3 +147,8 @@ class S3BlobStore:
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def blob_key(request_id: str, device: str, clip_id: str) -> str:
+    """Where a released clip's ciphertext is kept."""
+    return f"{request_id}/{device}/{clip_id}.enc"

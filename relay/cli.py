@@ -188,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     al.add_argument("--json", action="store_true")
     asub.add_parser("key", help="print the relay's public key that signs tree heads")
 
+    rep = sub.add_parser("report", help="the transparency report for a period")
+    rep.add_argument("--from", dest="start", type=parse_time, required=True)
+    rep.add_argument("--to", dest="end", type=parse_time, required=True)
+    fmt = rep.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true")
+    fmt.add_argument("--md", action="store_true", help="Markdown (the default)")
+
     st = sub.add_parser("status", help="is everything up: broker, Redis, workers, counts")
     st.add_argument("--json", action="store_true")
     return p
@@ -466,6 +473,21 @@ def cmd_policy(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+def cmd_report(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+    from relay.report import build_report, to_markdown
+
+    if args.start >= args.end:
+        raise UsageError("--from must be before --to")
+    engine = _engine(cfg)
+    engine.expire_due()
+    report = build_report(engine.audit.entries(), args.start, args.end, engine.policy())
+    if args.json:
+        _print_json(report)
+    else:
+        print(to_markdown(report), end="")
+    return 0
+
+
 def cmd_legal_demand(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
     from relay.consent import NotFound
 
@@ -479,18 +501,22 @@ def cmd_legal_demand(cfg: RelayConfig, args: argparse.Namespace, out: Console) -
     return 0
 
 
+def _blobs(cfg: RelayConfig, r: Any) -> Any:
+    from relay.blobs import LocalBlobStore, S3BlobStore
+
+    if cfg.api.s3_bucket:
+        return S3BlobStore(cfg.api.s3_bucket, cfg.api.s3_endpoint)
+    return LocalBlobStore(cfg.api.blobs_dir, r, cfg.api.public_url)
+
+
 def cmd_serve(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
     import uvicorn
 
     from protocol.mqtt import make_client
     from relay.api import create_app
-    from relay.blobs import LocalBlobStore, S3BlobStore
 
     engine = _engine(cfg)
-    if cfg.api.s3_bucket:
-        blobs: Any = S3BlobStore(cfg.api.s3_bucket, cfg.api.s3_endpoint)
-    else:
-        blobs = LocalBlobStore(cfg.api.blobs_dir, engine.r, cfg.api.public_url)
+    blobs = _blobs(cfg, engine.r)
     client = make_client(
         cfg.broker, client_id=f"relay-api-{os.getpid()}", username=cfg.broker.username or "relay"
     )
@@ -610,7 +636,13 @@ def _worker_main(config_path: str | None, name: str, seconds: float | None) -> N
     r = _redis(cfg)
     audit = AuditLog(r, load_or_create_key(cfg.audit.key_file))
     worker = IngestWorker(
-        cfg.broker, RelayIndex(r), name, cfg.ingest.group, cfg.ingest.batch, audit=audit
+        cfg.broker,
+        RelayIndex(r),
+        name,
+        cfg.ingest.group,
+        cfg.ingest.batch,
+        audit=audit,
+        blobs=_blobs(cfg, r),
     )
     worker.run(stop)
 
@@ -667,6 +699,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_registry(cfg, args, out)
         if args.command == "policy":
             return cmd_policy(cfg, args, out)
+        if args.command == "report":
+            return cmd_report(cfg, args, out)
         if args.command == "legal-demand":
             return cmd_legal_demand(cfg, args, out)
         if args.command == "devices":

@@ -234,6 +234,7 @@ class ConsentEngine:
             )
             self._save_ask(ask)
             self.r.zadd(f"owner_asks:{owner}", {ask.id: now})
+            self.r.zadd("asks_pending", {ask.id: ask.expires})
             self.r.rpush(f"request_asks:{request_id}", ask.id)
             self.audit.append(
                 "ask",
@@ -280,7 +281,7 @@ class ConsentEngine:
         if raw is None:
             raise NotFound(ask_id)
         ask = Ask(**json.loads(raw))
-        if ask.status == "pending" and ask.expires < time.time():
+        if ask.status == "pending" and ask.expires <= time.time():
             ask.status = "expired"
             self._save_ask(ask)
             self.audit.append("ask_expired", "relay", {"ask": ask.id, "request": ask.request_id})
@@ -294,6 +295,7 @@ class ConsentEngine:
         ask = self._pending(owner, ask_id)
         ask.status = "denied"
         self._save_ask(ask)
+        self.r.zrem("asks_pending", ask.id)
         self.audit.append(
             "decision", owner, {"ask": ask.id, "request": ask.request_id, "decision": "deny"}
         )
@@ -332,6 +334,7 @@ class ConsentEngine:
                 raise PolicyRefusal(f"the approval is {why}")
         ask.status = "approved"
         self._save_ask(ask)
+        self.r.zrem("asks_pending", ask.id)
         self.audit.append(
             "decision",
             owner,
@@ -372,6 +375,40 @@ class ConsentEngine:
                     }
                 )
         return out
+
+    def check_deletion(self, owner: str, device: str, clip_id: str, signed_b64: str) -> None:
+        """An owner may delete only their own doorbell's clips, with a valid signed deletion."""
+        info = self.index.device(device)
+        if info is None or info.get("owner") != owner:
+            raise NotFound(device)
+        try:
+            payload = verify_payload(
+                json.loads(unb64(signed_b64)), unb64(self.owner(owner)["sign_public"])
+            )
+        except (CryptoFailure, ValueError, TypeError) as err:
+            raise PolicyRefusal(f"the deletion's signature does not verify: {err}") from None
+        if (payload.get("type"), payload.get("device"), payload.get("clip_id")) != (
+            "delete",
+            device,
+            clip_id,
+        ):
+            raise PolicyRefusal("the signed deletion is for another clip")
+        self.audit.append(
+            "operator_action",
+            owner,
+            {"action": "deletion_requested", "device": device, "clip": clip_id},
+        )
+
+    def expire_due(self, now: float | None = None) -> int:
+        """Mark every pending ask past its 72 h as expired (audited); return how many."""
+        now = time.time() if now is None else now
+        due = [a.decode() for a in self.r.zrangebyscore("asks_pending", "-inf", now)]
+        n = 0
+        for ask_id in due:
+            if self.ask(ask_id).status == "expired":
+                n += 1
+            self.r.zrem("asks_pending", ask_id)
+        return n
 
     def record_legal_demand(
         self, request_id: str, docket: str, authority: str, actor: str

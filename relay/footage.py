@@ -7,6 +7,7 @@
     footage asks [--json]                         (owners) pending asks
     footage approve ASK --keys DIR [--clips ID ...] [--valid-hours H]
     footage deny ASK
+    footage delete CLIP --device ID --keys DIR    (owners) destroy a clip on the doorbell
     footage verify-proof FILE [--relay-key KEY]   check an audit-log inclusion proof offline
 
 The relay and your token come from --relay URL and --token FILE, or from
@@ -33,6 +34,7 @@ from protocol.crypto import (
     approval_payload,
     b64,
     decrypt_stream,
+    deletion_payload,
     read_public_key,
     unb64,
     unwrap_key,
@@ -107,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     dn = sub.add_parser("deny", help="(owners) say no")
     dn.add_argument("ask")
 
+    de = sub.add_parser("delete", help="(owners) delete a clip on your doorbell, for good")
+    de.add_argument("clip")
+    de.add_argument("--device", required=True, help="your doorbell's id")
+    de.add_argument("--keys", type=Path, required=True, help="your key folder")
     vp = sub.add_parser("verify-proof", help="check an audit-log inclusion proof offline")
     vp.add_argument("proof", type=Path, help="a proof from: relay audit proof N")
     vp.add_argument("--relay-key", type=Path, help="the relay's public key, to pin it")
@@ -244,6 +250,15 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"    legal demand {d['docket']} by {d['authority']}")
             if not pending:
                 print("no pending asks")
+            return 0
+        if args.command == "delete":
+            try:
+                keys = OwnerKeys.load(args.keys)
+            except CryptoFailure as err:
+                raise Failure(str(err)) from None
+            signed = b64(json.dumps(keys.sign(deletion_payload(args.device, args.clip))).encode())
+            path = f"/v1/clips/{args.device}/{args.clip}/delete"
+            print(client.call("POST", path, json={"signature": signed})["status"])
             return 0
         if args.command == "deny":
             print(client.call("POST", f"/v1/asks/{args.ask}/deny")["status"])

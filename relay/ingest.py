@@ -66,8 +66,10 @@ class IngestWorker:
         group: str = "relay",
         batch: int = 500,
         audit: Any = None,
+        blobs: Any = None,
     ) -> None:
         self.name = name
+        self.blobs = blobs  # released ciphertext to forget when a clip is deleted
         self.audit = audit  # releases and deletions go on the record
         self.index = index
         self.broker = broker
@@ -144,18 +146,21 @@ class IngestWorker:
             )
             return False
         self._redis_delays = backoff_delays(0.2, 10.0)
-        if self.audit is not None:
-            for (_m, msg), new in zip(good, results, strict=True):
-                if new and isinstance(msg, Released):
-                    self.audit.append(
-                        "release",
-                        msg.device,
-                        {"request": msg.request_id, "clip": msg.clip_id, "sha256": msg.sha256},
-                    )
-                elif new and isinstance(msg, Deleted):
-                    self.audit.append(
-                        "deletion", msg.device, {"clip": msg.clip_id, "reason": msg.reason}
-                    )
+        for (_m, msg), new in zip(good, results, strict=True):
+            if new and isinstance(msg, Deleted):
+                self._forget_released(msg.device, msg.clip_id)
+            if self.audit is None or not new:
+                continue
+            if isinstance(msg, Released):
+                self.audit.append(
+                    "release",
+                    msg.device,
+                    {"request": msg.request_id, "clip": msg.clip_id, "sha256": msg.sha256},
+                )
+            elif isinstance(msg, Deleted):
+                self.audit.append(
+                    "deletion", msg.device, {"clip": msg.clip_id, "reason": msg.reason}
+                )
         self.stats["indexed"] += sum(results)
         self.stats["duplicates"] += len(results) - sum(results)
         self.stats["dead_letters"] += len(batch) - len(good)
@@ -164,6 +169,18 @@ class IngestWorker:
         for m, _msg, _err in batch:
             self.client.ack(m.mid, m.qos)
         return True
+
+    def _forget_released(self, device: str, clip_id: str) -> None:
+        """Deleted means deleted: drop released copies of the clip and their records."""
+        from relay.blobs import blob_key
+        from relay.index import dkey
+
+        key = dkey(device, "released")
+        for field_, _ in list(self.index.r.hscan_iter(key, match=f"*:{clip_id}")):
+            request_id = field_.decode().rsplit(":", 1)[0]
+            if self.blobs is not None:
+                self.blobs.delete(blob_key(request_id, device, clip_id))
+            self.index.r.hdel(key, field_)
 
     def _confirm(self, messages: list[Message]) -> None:
         """Tell each doorbell which of its messages are indexed, so it may drop them."""

@@ -63,7 +63,9 @@ class Relay:
         threading.Thread(target=self.server.run, daemon=True).start()
         wait_for(lambda: self.server.started, 10, "the API")
         self.stop = threading.Event()
-        self.worker = IngestWorker(stack.relay_settings(), RelayIndex(r), "e2e", audit=self.audit)
+        self.worker = IngestWorker(
+            stack.relay_settings(), RelayIndex(r), "e2e", audit=self.audit, blobs=self.blobs
+        )
         threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True).start()
         wait_for(self.worker.connected.is_set, 10, "the worker")
 
@@ -258,11 +260,37 @@ def test_the_whole_consent_cycle(world, tmp_path, caplog):
     for needle in (plain[100:164], plain[-64:], key, b64(key).encode()):
         assert needle not in stored
 
+    # Alice deletes her clip: the doorbell shreds it, the relay forgets it and its copy.
+    clip_id = clips[alice][0].data["clip"]
+    code, out = run_footage(
+        relay, alice.token, "delete", clip_id, "--device", "alice-door", "--keys", str(alice.keys)
+    )
+    assert code == 0, out
+    wait_for(lambda: alice.bell.store.get(clip_id) is None, 30, "the doorbell to delete")
+    wait_for(lambda: relay.engine.index.clips(device="alice-door") == [], 30, "the relay to forget")
+    wait_for(lambda: relay.engine.released(request_id) == [], 30, "the release to be forgotten")
+    assert relay.stored_blobs(tmp_path) == b"", "the released ciphertext is gone too"
+    with pytest.raises(KeyError):
+        alice.bell.store.clip_key(clip_id)
+
     result = relay.audit.verify()
     assert result.ok, result.message
     kinds = [e["kind"] for e in relay.audit.entries()]
-    for k in ("request", "ask", "decision", "release"):
+    for k in ("request", "ask", "decision", "release", "deletion"):
         assert k in kinds
+
+    from relay.report import build_report
+
+    report = build_report(relay.audit.entries(), 0, time.time() + 1, relay.engine.policy())
+    assert (
+        report["requests"],
+        report["asks"],
+        report["approvals"],
+        report["denials"],
+        report["clips_released"],
+        report["deletions"],
+    ) == (1, 2, 1, 1, 1, 1)
+    assert report["requests_by_requester"] == {"city-police": 1}
 
 
 def test_requests_outside_policy_are_refused_and_logged(world, tmp_path):
