@@ -18,6 +18,8 @@ BENCHMARKS = {
     "ringbuffer": "bench.ringbuffer",
     "mqtt_latency": "bench.mqtt_latency",
     "ingest_throughput": "bench.ingest_throughput",
+    "crypto_throughput": "bench.crypto_throughput",
+    "request_matching": "bench.request_matching",
 }
 
 

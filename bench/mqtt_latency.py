@@ -31,6 +31,7 @@ from firmware.outbox import Outbox
 from firmware.store import ClipStore
 from hw_sim.camera import SimCamera
 from hw_sim.scenes import make_scene
+from protocol.crypto import OwnerKeys
 from protocol.mqtt import BrokerSettings, make_client
 from relay.localstack import LocalMosquitto
 
@@ -113,7 +114,7 @@ def run(presses: int = 1000, quick: bool = False) -> Report:
                 clock,
                 cam,
                 io,
-                ClipStore(cfg.device.data_dir),
+                ClipStore(cfg.device.data_dir, OwnerKeys.generate().box_public),
                 Announcer("bench-bell", outbox),
                 finaliser=fin,
                 events=events,

@@ -20,6 +20,7 @@ dead-letter stream with the reason, acknowledged, and never stops the worker.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -45,7 +46,7 @@ from protocol import (
     utcnow,
 )
 from protocol.mqtt import BrokerSettings, backoff_delays, make_client
-from protocol.topics import relay_filters
+from protocol.topics import LOG_HEAD, relay_filters
 from relay.index import RelayIndex
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class IngestWorker:
     ) -> None:
         self.name = name
         self.blobs = blobs  # released ciphertext to forget when a clip is deleted
+        self._last_head: dict[str, str] | None = None
         self.audit = audit  # releases and deletions go on the record
         self.index = index
         self.broker = broker
@@ -229,8 +231,18 @@ class IngestWorker:
             self.flush()
             self.client.disconnect()
 
+    def _publish_head(self) -> None:
+        """Publish the audit log's signed head, retained, so a rewritten log can be noticed."""
+        if self.audit is None:
+            return
+        head = self.audit.head()
+        if head is not None and head != self._last_head:
+            self.client.publish(LOG_HEAD, json.dumps(head).encode(), qos=1, retain=True)
+            self._last_head = head
+
     def _beat(self) -> None:
         try:
+            self._publish_head()
             self.index.heartbeat(
                 self.name, {"pid": os.getpid(), "host": socket.gethostname(), **self.stats}
             )

@@ -186,3 +186,27 @@ def test_malformed_payloads_are_dead_lettered_and_the_worker_goes_on(stack):
     assert {"not_json", "invalid", "unknown_version", "device_mismatch"} <= reasons
     assert worker.connected.is_set(), "the worker is still alive"
     device.loop_stop()
+
+
+def test_the_audit_head_is_published_retained(stack):
+    from protocol.crypto import OwnerKeys, verify_payload
+    from relay.audit import AuditLog
+    from relay.index import RelayIndex
+    from relay.ingest import IngestWorker
+
+    audit = AuditLog(stack.index.r, OwnerKeys.generate().sign_private)
+    audit.append("operator_action", "operator", {"action": "test"})
+    stop = threading.Event()
+    w = IngestWorker(stack.relay_settings(), RelayIndex(stack.index.r), "heads", audit=audit)
+    threading.Thread(target=w.run, args=(stop,), daemon=True).start()
+    wait_for(w.connected.is_set, 10, "the worker")
+    stack.add_device("test-bell")
+    got: list[bytes] = []
+    c = stack.client("test-bell")
+    c.on_message = lambda _c, _u, m: got.append(m.payload)
+    c.subscribe("relay/log/head", qos=1)
+    wait_for(lambda: got, 10, "the retained head")
+    head = verify_payload(json.loads(got[0]), audit.public)
+    assert head["size"] == 1
+    stop.set()
+    c.loop_stop()
