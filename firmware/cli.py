@@ -21,21 +21,17 @@ import tempfile
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from firmware import __version__
 from firmware.config import Config, ConfigError, load_config
+from protocol.cliutil import UsageParser
 
 EXIT_USAGE = 2
 
 
 class UsageError(Exception):
     """A problem with what the user asked for: one line, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def _iso(ts: float) -> str:
@@ -63,14 +59,14 @@ def _non_negative_float(s: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = UsageParser(
         prog="doorbell",
         description="The open camera doorbell's firmware: a Raspberry Pi doorbell that rings, "
         "records clips that start before the event, and keeps them on the device.",
     )
     p.add_argument("--version", action="version", version=f"doorbell {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log what the firmware does")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=UsageParser)
 
     sim = sub.add_parser(
         "sim",
@@ -103,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--config", type=Path, help="a doorbell TOML config (default: built-in)")
 
     clips = sub.add_parser("clips", help="the clips stored on this doorbell")
-    csub = clips.add_subparsers(dest="clips_command", required=True, parser_class=_Parser)
+    csub = clips.add_subparsers(dest="clips_command", required=True, parser_class=UsageParser)
     cl = csub.add_parser("list", help="list stored clips, oldest first")
     cl.add_argument("--data-dir", type=Path, help="the doorbell's data folder")
     cl.add_argument("--config", type=Path, help="read the data folder from this config")

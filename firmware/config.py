@@ -10,13 +10,12 @@ See ``deploy/pi/doorbell.example.toml`` for a commented file.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from protocol.errors import format_validation_error
+from protocol.errors import format_validation_error, load_toml
 from protocol.mqtt import BrokerSettings
 
 # BCM numbers that exist on the 40-pin header.
@@ -199,17 +198,7 @@ def load_config(path: Path | str | None, **overrides: Any) -> Config:
     """Read ``path`` (or use all defaults when ``None``) and validate it."""
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{p}: no such file") from None
-        except PermissionError:
-            raise ConfigError(f"{p}: not readable (permission denied)") from None
-        except tomllib.TOMLDecodeError as err:
-            raise ConfigError(f"{p}: not valid TOML: {err}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{p}: not a text file") from None
+        data = load_toml(path, ConfigError)
     for dotted, value in overrides.items():
         section, _, key = dotted.partition("__")
         data.setdefault(section, {})[key] = value

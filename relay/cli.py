@@ -25,12 +25,13 @@ import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import redis
 from rich.console import Console
 from rich.table import Table
 
+from protocol.cliutil import UsageParser, parse_time
 from relay.config import RelayConfig, RelayConfigError, load_relay_config
 from relay.index import DeviceExists, Near, RelayIndex, UnknownDevice
 
@@ -45,28 +46,6 @@ class UsageError(Exception):
 
 class Unavailable(Exception):
     pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def parse_time(s: str) -> float:
-    """ISO 8601 (``2026-11-27T10:00:00Z``, a date alone is midnight UTC) or Unix seconds."""
-    try:
-        return float(s)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a time: {s!r} (use ISO 8601 like 2026-11-27T10:00:00Z, or Unix seconds)"
-        ) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
 
 
 def parse_latlon(s: str) -> tuple[float, float]:
@@ -121,7 +100,7 @@ def _iso(ts: float | str | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = UsageParser(
         prog="relay",
         description="The open doorbell relay: indexes clip metadata from doorbells and lets "
         "operators manage the fleet. It never holds footage keys.",
@@ -133,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="relay TOML config (default: $RELAY_CONFIG, else built-in defaults)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log what the relay does")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=UsageParser)
 
     ing = sub.add_parser("ingest", help="run ingestion workers (MQTT → Redis)")
     ing.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
@@ -146,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--seconds", type=_positive, help="stop after this many seconds")
 
     dev = sub.add_parser("devices", help="register, list and revoke doorbells")
-    dsub = dev.add_subparsers(dest="devices_command", required=True, parser_class=_Parser)
+    dsub = dev.add_subparsers(dest="devices_command", required=True, parser_class=UsageParser)
     add = dsub.add_parser("add", help="register a doorbell: broker account + provisioning bundle")
     add.add_argument("id", help="device id: lower-case letters, digits, dashes")
     add.add_argument("--owner", required=True, help="the owner's name")
@@ -163,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     rev.add_argument("id")
 
     clips = sub.add_parser("clips", help="clip metadata the relay has indexed")
-    csub = clips.add_subparsers(dest="clips_command", required=True, parser_class=_Parser)
+    csub = clips.add_subparsers(dest="clips_command", required=True, parser_class=UsageParser)
     cl = csub.add_parser("list", help="list clips, oldest first")
     cl.add_argument("--device")
     cl.add_argument("--since", type=parse_time, help="ISO 8601 time or Unix seconds")
@@ -178,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--json", action="store_true")
 
     au = sub.add_parser("audit", help="the tamper-evident log of everything the relay did")
-    asub = au.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    asub = au.add_subparsers(dest="audit_command", required=True, parser_class=UsageParser)
     av = asub.add_parser("verify", help="recompute the whole log; name the first bad entry")
     av.add_argument("--json", action="store_true")
     ap_ = asub.add_parser("proof", help="an inclusion proof of one entry (JSON)")

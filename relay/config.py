@@ -9,13 +9,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from protocol.errors import format_validation_error
+from protocol.errors import format_validation_error, load_toml
 from protocol.mqtt import BrokerSettings
 
 
@@ -88,15 +87,7 @@ class RelayConfigError(ValueError):
 def load_relay_config(path: Path | str | None) -> RelayConfig:
     data: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise RelayConfigError(f"{p}: no such file") from None
-        except PermissionError:
-            raise RelayConfigError(f"{p}: not readable (permission denied)") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-            raise RelayConfigError(f"{p}: not valid TOML: {err}") from None
+        data = load_toml(path, RelayConfigError)
     try:
         return RelayConfig.model_validate(data)
     except ValidationError as err:

@@ -22,12 +22,12 @@ import json
 import os
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import httpx
 
+from protocol.cliutil import UsageParser, parse_time
 from protocol.crypto import (
     CryptoFailure,
     OwnerKeys,
@@ -51,25 +51,8 @@ class Failure(Exception):
         self.code = code
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
-
-
-def _time(s: str) -> float:
-    try:
-        return float(s)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a time: {s!r} (ISO 8601 or Unix seconds)") from None
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="footage", description="Ask for, approve and fetch doorbell footage.")
+    p = UsageParser(prog="footage", description="Ask for, approve and fetch doorbell footage.")
     p.add_argument("--relay", default=os.environ.get("FOOTAGE_RELAY"), help="relay URL")
     p.add_argument(
         "--token",
@@ -77,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("FOOTAGE_TOKEN_FILE"),
         help="a file holding your API token",
     )
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     keys = sub.add_parser("keys", help="make keys")
-    ksub = keys.add_subparsers(dest="keys_command", required=True, parser_class=_Parser)
+    ksub = keys.add_subparsers(dest="keys_command", required=True, parser_class=UsageParser)
     new = ksub.add_parser("new", help="make a signing key and a receiving key")
     new.add_argument("--out", type=Path, required=True, help="a new folder for the keys")
 
@@ -87,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     rq.add_argument("--lat", type=float, required=True)
     rq.add_argument("--lon", type=float, required=True)
     rq.add_argument("--radius", type=float, required=True, help="metres")
-    rq.add_argument("--from", dest="start", type=_time, required=True)
-    rq.add_argument("--to", dest="end", type=_time, required=True)
+    rq.add_argument("--from", dest="start", type=parse_time, required=True)
+    rq.add_argument("--to", dest="end", type=parse_time, required=True)
     rq.add_argument("--reason", required=True)
     rq.add_argument("--case", required=True, help="your case reference")
     rq.add_argument("--basis", choices=("consent", "legal-demand"), default="consent")

@@ -1,0 +1,31 @@
+"""What every command line of the project shares: one-line errors with exit 2, times."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from typing import NoReturn
+
+EXIT_USAGE = 2
+
+
+class UsageParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def parse_time(s: str) -> float:
+    """ISO 8601 (``2026-11-27T10:00:00Z``, a date alone is midnight UTC) or Unix seconds."""
+    try:
+        return float(s)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a time: {s!r} (use ISO 8601 like 2026-11-27T10:00:00Z, or Unix seconds)"
+        ) from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
