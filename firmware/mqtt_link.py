@@ -71,6 +71,7 @@ class MqttLink:
         self.client.on_message = self._on_message
         self.connected = threading.Event()
         self._stop = threading.Event()
+        self._closing = False
         self._wake = outbox.changed  # set by outbox.put, by acks and by connects
         self._acks: queue.SimpleQueue[tuple[int, int]] = queue.SimpleQueue()
         self._inflight: dict[int, int] = {}  # mid -> outbox seq; sender thread only
@@ -104,6 +105,7 @@ class MqttLink:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Say ``offline`` (retained), disconnect cleanly, stop the threads."""
+        self._closing = True
         if self.connected.is_set():
             info = self.client.publish(
                 self.status_topic, self._status("offline"), qos=1, retain=True
@@ -207,7 +209,7 @@ class MqttLink:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self.connected.clear()
-        if not self._stop.is_set():
+        if not self._stop.is_set() and not self._closing:
             log.warning("disconnected from broker: %s", rc)
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: Any, _p: Any) -> None:

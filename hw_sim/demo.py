@@ -1,111 +1,422 @@
-"""``make demo``: the doorbell firmware on simulated hardware, end to end.
+"""``make demo``: three simulated doorbells and a relay, end to end, in about a minute.
 
-A visitor walks up to a simulated porch, rings, waits and leaves; the doorbell
-chimes, records a clip that starts before the visitor appeared, takes a
-snapshot, and keeps both under its retention policy.  Everything runs on real
-components (gpiozero mock pins, libx264, MP4 remuxing, the clip store) on a
-simulated clock.
+It starts its own Mosquitto (the project's config and ACL) and Redis on free
+loopback ports, ``relay serve`` (HTTP API + ingestion worker), and three
+simulated doorbells with their owners' keys.  Then the story: visitors ring and
+move, clips are recorded, encrypted and indexed; the police ask for footage of
+the street; one owner approves, one denies; the police fetch and decrypt what
+was released; the audit log verifies; the transparency report is printed.
+Everything it started is stopped at the end, on Ctrl-C, or on a failure.
 
-    python -m hw_sim.demo [--data-dir DIR] [--seconds N]
+    python -m hw_sim.demo [--data-dir DIR] [--short]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import queue
 import shutil
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
+import httpx
+
+from firmware.announce import Announcer
 from firmware.config import parse_config
-from firmware.controller import DoorbellEvent
+from firmware.consent import CommandHandler, NonceLedger
+from firmware.mqtt_link import MqttLink
+from firmware.outbox import Outbox
 from hw_sim.runner import SimDoorbell
 from hw_sim.scenes import make_scene
+from protocol.crypto import OwnerKeys, b64
+from relay.localstack import LocalMosquitto, LocalRedis, free_port
 
-DESCRIBE = {
-    "ring": "the button was pressed: chime and ring notification",
-    "motion_start": "motion seen on the porch",
-    "motion_end": "the porch is quiet again",
-    "clip_saved": "clip saved",
-    "clip_deleted": "clip deleted by the retention policy",
-    "clip_failed": "a clip could not be saved",
-}
+HOMES = [  # device, owner, lat, lon, scene, ring at
+    ("alice-door", "alice", 51.50070, -0.12460, "person", 6.0),
+    ("bob-door", "bob", 51.50085, -0.12430, "dim_person", 7.0),
+    ("carol-door", "carol", 51.50110, -0.12500, "porch", 4.0),
+]
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def say(step: str, text: str = "") -> None:
+    print(f"\n== {step}" if not text else f"   {text}", flush=True)
+
+
+def run(cmd: list[str], what: str, show: bool = True) -> str:
+    """Run one of the project's commands as a user would, and show it."""
+    shown = " ".join(
+        ("footage" if c == "relay.footage" else "relay" if c == "relay.cli" else c)
+        for c in cmd
+        if c not in (sys.executable, "-m")
+    )
+    if show:
+        print(f"   $ {shown}", flush=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise DemoError(f"{what} failed: {r.stderr.strip() or r.stdout.strip()}")
+    return r.stdout
+
+
+def relay_cmd(config: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "relay.cli", "--config", str(config), *args]
+
+
+def footage_cmd(api: str, token: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "relay.footage", "--relay", api, "--token", str(token), *args]
+
+
+def wait(pred: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise DemoError(f"timed out waiting for {what}")
+
+
+class Home:
+    """One simulated doorbell, provisioned from the relay's bundle, online."""
+
+    def __init__(
+        self, root: Path, bundle: dict[str, Any], owner: OwnerKeys, scene: str, short: bool
+    ) -> None:
+        device = bundle["device"]
+        self.device = device
+        data = root / "doorbells" / device
+        secret = data / "broker-password"
+        data.mkdir(parents=True, exist_ok=True)
+        secret.write_text(bundle["broker"]["password"])
+        secret.chmod(0o600)
+        self.config = parse_config(
+            {
+                "device": {"id": device, "data_dir": str(data)},
+                "camera": {
+                    "main_size": [320, 240] if short else [640, 480],
+                    "lores_size": [160, 120] if short else [320, 240],
+                    "fps": 15,
+                },
+                "clips": {"pre_roll_s": 3.0, "post_roll_s": 3.0},
+                "mqtt": {
+                    "enabled": True,
+                    "host": bundle["broker"]["host"],
+                    "port": bundle["broker"]["port"],
+                    "password_file": str(secret),
+                    "confirm_timeout_s": 5.0,
+                    "backoff_max_s": 2.0,
+                },
+                "owner": {
+                    "sign_public": b64(owner.sign_public),
+                    "box_public": b64(owner.box_public),
+                },
+            }
+        )
+        self.outbox = Outbox(data / "outbox.sqlite", self.config.mqtt.confirm_timeout_s)
+        announcer = Announcer(device, self.outbox)
+        self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+        def emit(ev: Any) -> None:
+            announcer(ev)
+            self.events.put(ev)
+
+        w, h = self.config.camera.main_size
+        # The story happened a minute ago, so its clips fall in the request's window.
+        self.bell = SimDoorbell(
+            self.config,
+            make_scene(scene, w, h, seed=2),
+            emit,
+            start_wall=time.time() - 60,
+            owner=owner,
+        )
+        self.commands = CommandHandler(
+            device,
+            owner.sign_public,
+            self.bell.store,
+            announcer.message,
+            NonceLedger(data / "approvals.sqlite"),
+        )
+        self.link = MqttLink(device, self.config.mqtt, self.outbox, self.commands.submit)
+
+    def start(self) -> None:
+        self.commands.start()
+        self.link.start()
+        if not self.link.connected.wait(10):
+            raise DemoError(f"{self.device} could not connect to the broker")
+
+    def stop(self) -> None:
+        self.link.stop()
+        self.commands.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", type=Path, default=Path("demo-data"))
-    ap.add_argument("--seconds", type=float, default=30.0, help="simulated seconds")
+    ap.add_argument("--short", action="store_true", help="smaller video, shorter story (tests)")
     args = ap.parse_args(argv)
-
-    if args.data_dir.exists():
-        shutil.rmtree(args.data_dir)
-    cfg = parse_config(
-        {
-            "device": {"id": "demo-front-door", "data_dir": str(args.data_dir.resolve())},
-            "camera": {"main_size": [640, 480], "lores_size": [320, 240], "fps": 15},
-            "clips": {"pre_roll_s": 5.0, "post_roll_s": 4.0},
-            # The street at the bottom of the frame is never recorded.
-            "masks": [{"name": "street", "polygon": [[0, 0.88], [1, 0.88], [1, 1], [0, 1]]}],
-        }
-    )
-    events: list[DoorbellEvent] = []
-
-    def show(ev: DoorbellEvent) -> None:
-        events.append(ev)
-        extra = ""
-        if ev.kind == "clip_saved":
-            d = ev.data
-            extra = (
-                f": {d['duration_s']:.1f} s, starting {d['preroll_s']:.1f} s before its "
-                f"{d['trigger']} trigger"
-            )
-        print(f"  t={ev.t:5.1f}s  {ev.kind:13} {DESCRIBE.get(ev.kind, '')}{extra}", flush=True)
-
-    print("Simulated doorbell: a visitor walks up, rings at t=9 s, waits, and leaves.\n")
-    w, h = cfg.camera.main_size
-    bell = SimDoorbell(cfg, make_scene("person", w, h, seed=1), emit=show)
+    root = args.data_dir.resolve()
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
     started = time.monotonic()
     try:
-        bell.schedule_press(9.0)
-        bell.run(args.seconds)
-    finally:
-        bell.close()
-    took = time.monotonic() - started
-
-    clips = bell.store.list()
-    print(f"\n{args.seconds:.0f} simulated seconds in {took:.1f} s of real time.")
-    if not clips:
-        print("No clip was saved: something is wrong.", file=sys.stderr)
+        with ExitStack() as stack:
+            summary = story(root, args.short, stack)
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything the demo started has been stopped", file=sys.stderr)
+        return 130
+    except DemoError as err:
+        print(
+            f"\ndemo failed: {err}\n(everything it started has been stopped; files are in {root})",
+            file=sys.stderr,
+        )
         return 1
-    keys_dir = args.data_dir / "owner-keys"
-    assert bell.owner is not None
-    bell.owner.save(keys_dir)
-    print(f"Clips in {bell.store.dir}, encrypted on the doorbell to the owner's key:")
-    ffprobe = shutil.which("ffprobe")
-    for r in clips:
-        plain = args.data_dir / f"{r.id}.owner-copy.mp4"
-        with open(plain, "wb") as f:
-            bell.store.export(r.id, bell.owner.box_private, f)
-        checked = ""
-        if ffprobe:
-            probe = [ffprobe, "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"]
-            out = subprocess.run([*probe, str(plain)], capture_output=True, text=True)
-            checked = f", ffprobe reads {out.stdout.strip()} s" if out.returncode == 0 else ""
-        print(f"  {r.video}  {r.duration_s:.1f} s, {r.size / 1e6:.1f} MB")
-        print(f"    decrypted with the owner's key: {plain}{checked}")
-        if r.snapshot:
-            print(f"  {r.snapshot}  snapshot at the ring")
-    print(
-        "\nTry next:\n"
-        f"  .venv/bin/doorbell clips list --data-dir {args.data_dir}\n"
-        f"  .venv/bin/doorbell clips export ID --data-dir {args.data_dir} "
-        f"--owner-key {keys_dir} --out clip.mp4\n"
-        "  .venv/bin/doorbell sim --list-scenes\n"
-        "  .venv/bin/doorbell sim --scene headlights --seconds 20 --press-at 5\n"
-    )
+    print(f"\n== Done in {time.monotonic() - started:.0f} s\n{summary}")
     return 0
+
+
+def story(root: Path, short: bool, stack: ExitStack) -> str:
+    say("1. Starting a broker, Redis and the relay (all on loopback, all stopped at the end)")
+    broker = stack.enter_context(LocalMosquitto(root / "mosquitto"))
+    rds = stack.enter_context(LocalRedis(root / "redis"))
+    (root / "relay").mkdir()
+    relay_secret = root / "relay" / "broker-password"
+    relay_secret.write_text("relay-demo-password")
+    broker.add_user("relay", "relay-demo-password")
+    api_port = free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    config = root / "relay" / "relay.toml"
+    config.write_text(f"""
+[broker]
+port = {broker.port}
+password_file = "{relay_secret}"
+backoff_max_s = 2.0
+[redis]
+url = "{rds.url}"
+[mosquitto]
+password_file = "{broker.password_file}"
+pid_file = "{broker.pid_file}"
+[provisioning]
+bundles_dir = "{root / "relay" / "bundles"}"
+broker_port = {broker.port}
+[audit]
+key_file = "{root / "relay" / "audit.key"}"
+[api]
+port = {api_port}
+public_url = "{api}"
+blobs_dir = "{root / "relay" / "blobs"}"
+""")
+    say("", f"Mosquitto on 127.0.0.1:{broker.port}, Redis on {rds.url}, relay API on {api}")
+    serve_log = stack.enter_context(open(root / "relay" / "serve.log", "w"))  # noqa: SIM115
+    serve = subprocess.Popen(
+        relay_cmd(config, "serve", "--workers", "1"), stdout=subprocess.DEVNULL, stderr=serve_log
+    )
+    stack.callback(lambda: (serve.terminate(), serve.wait(15)))
+    wait(lambda: _healthy(api), 30, "the relay API")
+    wait(
+        lambda: subprocess.run(relay_cmd(config, "status"), capture_output=True).returncode == 0,
+        30,
+        "an ingestion worker",
+    )
+
+    say("2. Three homes: each owner makes keys; the operator registers them and their doorbells")
+    homes: list[Home] = []
+    for device, owner, lat, lon, scene, _ in HOMES:
+        keys_dir = root / "owners" / owner
+        keys = OwnerKeys.generate()
+        keys.save(keys_dir)
+        token = run(
+            relay_cmd(config, "owners", "add", owner, "--keys", str(keys_dir)), "owners add"
+        ).strip()
+        (keys_dir / "token").write_text(token)
+        out = run(
+            relay_cmd(
+                config,
+                "devices",
+                "add",
+                device,
+                "--owner",
+                owner,
+                "--lat",
+                str(lat),
+                "--lon",
+                str(lon),
+                "--json",
+            ),
+            "devices add",
+        )
+        bundle = json.loads(Path(json.loads(out)["bundle"]).read_text())
+        home = Home(root, bundle, keys, scene, short)
+        home.start()
+        stack.callback(home.stop)
+        homes.append(home)
+
+    say("3. Life at the door (simulated cameras and buttons, faster than real time)")
+    seconds = 14.0 if short else 24.0
+    for home, (_, _, _, _, _, ring_at) in zip(homes, HOMES, strict=True):
+        home.bell.schedule_press(ring_at)
+        home.bell.run(seconds)
+        home.bell.controller.shutdown()
+        while not home.events.empty():
+            ev = home.events.get()
+            extra = ""
+            if ev.kind == "clip_saved":
+                extra = (
+                    f" {ev.data['duration_s']:.1f} s, starts {ev.data['preroll_s']:.1f} s "
+                    "before its trigger, encrypted to the owner"
+                )
+            say("", f"{home.device:11} t={ev.t:5.1f}s {ev.kind}{extra}")
+    total = sum(len(h.bell.store.list()) for h in homes)
+    wait(
+        lambda: (
+            len(json.loads(run(relay_cmd(config, "clips", "list", "--json"), "clips list", False)))
+            == total
+        ),
+        60,
+        "the relay to index every clip",
+    )
+    print(run(relay_cmd(config, "clips", "list"), "clips list"), end="")
+
+    say("4. The police ask for footage of the street (the relay checks its policy and asks owners)")
+    police = root / "requesters" / "city-police"
+    OwnerKeys.generate().save(police)
+    token = run(
+        relay_cmd(
+            config,
+            "requesters",
+            "add",
+            "city-police",
+            "--kind",
+            "agency",
+            "--pubkey",
+            str(police / "box.pub"),
+        ),
+        "requesters add",
+    ).strip()
+    (police / "token").write_text(token)
+    now = time.time()
+    request_id = run(
+        footage_cmd(
+            api,
+            police / "token",
+            "request",
+            "--lat",
+            "51.5008",
+            "--lon",
+            "-0.1245",
+            "--radius",
+            "100",
+            "--from",
+            str(int(now - 3600)),
+            "--to",
+            str(int(now)),
+            "--reason",
+            "a bicycle was stolen",
+            "--case",
+            "CASE-2026-0042",
+        ),
+        "request",
+    ).strip()
+    say("", f"request {request_id} accepted; the police are not told who has cameras")
+
+    say("5. Owners decide: Alice approves, Bob denies")
+    alice, bob = root / "owners" / "alice", root / "owners" / "bob"
+    asks_a = json.loads(run(footage_cmd(api, alice / "token", "asks", "--json"), "asks"))
+    print(run(footage_cmd(api, alice / "token", "asks"), "asks", False), end="")
+    ask_b = json.loads(run(footage_cmd(api, bob / "token", "asks", "--json"), "asks", False))
+    if not asks_a or not ask_b:
+        raise DemoError("an owner was not asked")
+    print(
+        run(
+            footage_cmd(api, alice / "token", "approve", asks_a[0]["id"], "--keys", str(alice)),
+            "approve",
+        ),
+        end="",
+    )
+    print(run(footage_cmd(api, bob / "token", "deny", ask_b[0]["id"]), "deny"), end="")
+    wait(
+        lambda: homes[0].commands.counters["released"] > 0,
+        60,
+        "Alice's doorbell to verify the approval and upload",
+    )
+    say(
+        "",
+        "Alice's doorbell checked her signature itself, re-wrapped the clip key to the "
+        "police's key and uploaded ciphertext",
+    )
+
+    say("6. The police fetch and decrypt what was released")
+    out_dir = root / "released-to-police"
+    wait(
+        lambda: (
+            '"clip_id"'
+            in run(footage_cmd(api, police / "token", "status", request_id), "status", False)
+        ),
+        60,
+        "the release to reach the relay",
+    )
+    fetched = run(
+        footage_cmd(
+            api, police / "token", "fetch", request_id, "--key", str(police), "--out", str(out_dir)
+        ),
+        "fetch",
+    ).split()
+    for f in fetched:
+        probe = subprocess.run(
+            ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", f],
+            capture_output=True,
+            text=True,
+        )
+        say("", f"{f}: a {probe.stdout.strip() or '?'} s MP4 (ffprobe)")
+
+    say("7. The record: verify the audit log, print the transparency report")
+    print(run(relay_cmd(config, "audit", "verify"), "audit verify"), end="")
+    print(
+        run(
+            relay_cmd(
+                config,
+                "report",
+                "--from",
+                str(int(now - 86400)),
+                "--to",
+                str(int(time.time() + 60)),
+            ),
+            "report",
+        ),
+        end="",
+    )
+
+    return f"""What happened: three doorbells recorded {total} clips, each encrypted on the doorbell
+to its owner. The police asked for footage of the street; the relay asked the three owners.
+Alice said yes, Bob said no, Carol did not answer (in 72 h that counts as no). Only Alice's
+clips left her home, re-encrypted by her own doorbell to the police's key. The relay never
+held a key: it saw metadata and ciphertext. Every step is in a verified, signed audit log.
+
+Files: {root}
+  doorbells/*/clips     encrypted clips and snapshots      owners/*   owners' keys and tokens
+  released-to-police/   what the police could decrypt      relay/     relay config, audit key, logs
+
+Try next:
+  .venv/bin/doorbell clips export ID --data-dir {root}/doorbells/alice-door \\
+        --owner-key {alice} --out clip.mp4
+  .venv/bin/doorbell sim --scene headlights --seconds 20 --press-at 5
+  .venv/bin/python -m bench.motion        # the motion detector against the field
+  make bench                              # every benchmark"""
+
+
+def _healthy(api: str) -> bool:
+    try:
+        return httpx.get(f"{api}/v1/health", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 if __name__ == "__main__":

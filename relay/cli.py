@@ -118,11 +118,44 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     ing.add_argument("--name", default=None, help="worker name (default: host-pid)")
     ing.add_argument("--seconds", type=_positive, help="stop after this many seconds")
-    srv = sub.add_parser(
-        "serve", help="run the relay: ingestion workers (the HTTP API comes later)"
-    )
-    srv.add_argument("--workers", type=int, default=1)
+    srv = sub.add_parser("serve", help="run the relay: the HTTP API and ingestion workers")
+    srv.add_argument("--workers", type=int, default=1, help="ingestion worker processes")
     srv.add_argument("--seconds", type=_positive, help="stop after this many seconds")
+
+    own = sub.add_parser("owners", help="register doorbell owners")
+    osub = own.add_subparsers(dest="owners_command", required=True, parser_class=UsageParser)
+    oadd = osub.add_parser("add", help="register an owner; prints their API token once")
+    oadd.add_argument("name")
+    oadd.add_argument(
+        "--keys",
+        type=Path,
+        required=True,
+        help="the owner's key folder (from footage keys new); only sign.pub and box.pub are read",
+    )
+    req = sub.add_parser("requesters", help="register who may ask for footage")
+    rsub = req.add_subparsers(dest="requesters_command", required=True, parser_class=UsageParser)
+    radd = rsub.add_parser("add", help="register a requester; prints its API token once")
+    radd.add_argument("name")
+    radd.add_argument("--kind", choices=("agency", "neighbour", "owner"), required=True)
+    radd.add_argument(
+        "--pubkey",
+        type=Path,
+        required=True,
+        help="the requester's X25519 public key (box.pub from footage keys new)",
+    )
+    pol = sub.add_parser("policy", help="the bounds every request must stay within")
+    psub = pol.add_subparsers(dest="policy_command", required=True, parser_class=UsageParser)
+    psub.add_parser("show", help="print the policy (JSON)")
+    pset = psub.add_parser("set", help="change bounds (audited)")
+    pset.add_argument("--max-radius-m", type=_positive)
+    pset.add_argument("--max-window-h", type=_positive)
+    pset.add_argument("--max-per-day", type=_positive)
+    ld = sub.add_parser("legal-demand", help="record a legal demand (the owners are told)")
+    ldsub = ld.add_subparsers(dest="ld_command", required=True, parser_class=UsageParser)
+    ldr = ldsub.add_parser("record", help="record a demand against a request")
+    ldr.add_argument("--request", required=True)
+    ldr.add_argument("--docket", required=True)
+    ldr.add_argument("--authority", required=True)
 
     dev = sub.add_parser("devices", help="register, list and revoke doorbells")
     dsub = dev.add_subparsers(dest="devices_command", required=True, parser_class=UsageParser)

@@ -210,14 +210,13 @@ def test_run_without_a_pi_says_what_to_install(tmp_path):
     assert "python3-picamera2" in r.stderr and "--sim" in r.stderr
 
 
-def test_make_demo_runs_in_a_short_mode(tmp_path):
+def test_make_demo_runs_end_to_end_in_a_short_mode(tmp_path):
     r = subprocess.run(
         [
             sys.executable,
             "-m",
             "hw_sim.demo",
-            "--seconds",
-            "14",
+            "--short",
             "--data-dir",
             str(tmp_path / "demo"),
         ],
@@ -225,5 +224,27 @@ def test_make_demo_runs_in_a_short_mode(tmp_path):
         text=True,
         timeout=120,
     )
-    assert r.returncode == 0, r.stderr
-    assert "ring" in r.stdout and "ffprobe reads" in r.stdout
+    assert r.returncode == 0, r.stderr + r.stdout[-3000:]
+    out = r.stdout
+    for expected in (
+        "ring",
+        "approved; sent to doorbell alice-door",
+        "denied",
+        "(ffprobe)",
+        "ok: ",
+        "| footage requests | 1 |",
+        "| approved by owners | 1 |",
+    ):
+        assert expected in out, expected
+    released = list((tmp_path / "demo" / "released-to-police").glob("alice-door-*.mp4"))
+    assert released and not list((tmp_path / "demo" / "released-to-police").glob("bob-*"))
+    # Everything it started is stopped: no broker, Redis or relay left behind.
+    needle = str(tmp_path / "demo").encode()
+    leftovers = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if needle in (proc / "cmdline").read_bytes():
+                leftovers.append(proc.name)
+        except OSError:
+            continue
+    assert leftovers == [], "the demo left processes running"
