@@ -124,6 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--sim", action="store_true", help="use simulated camera and pins")
     run.add_argument("--scene", default="porch", help="with --sim: the scene to show")
     run.add_argument("--seconds", type=_positive_float, help="stop after this many seconds")
+    run.add_argument("--data-dir", type=Path, help="use this data folder instead of the config's")
+
+    prov = sub.add_parser(
+        "provision",
+        help="write a doorbell's identity onto a Raspberry Pi OS boot partition",
+        description="Writes the config, broker password, owner's public keys, systemd unit and a "
+        "first-boot installer onto a mounted boot partition (see deploy/pi/README.md).",
+    )
+    prov.add_argument("--bundle", type=Path, required=True, help="from: relay devices add")
+    prov.add_argument("--boot", type=Path, required=True, help="the mounted boot partition")
+    prov.add_argument(
+        "--owner-keys",
+        type=Path,
+        required=True,
+        help="the owner's key folder (only sign.pub and box.pub are read)",
+    )
+    prov.add_argument("--ca", type=Path, help="the broker's CA certificate, for TLS")
     return p
 
 
@@ -260,10 +277,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from firmware.controller import Controller
     from firmware.events import Stop
     from firmware.gpio import DoorbellIO
+    from firmware.sdnotify import Notifier
     from firmware.store import ClipStore
     from protocol.crypto import unb64
 
-    cfg = _load(args.config)
+    notifier = Notifier()
+
+    cfg = _load(args.config, args.data_dir)
     clock = SystemClock()
     masks = [m.polygon for m in cfg.masks]
     cam_cfg = cfg.camera
@@ -364,12 +384,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.sim:
             camera.start_thread()
         try:
-            ctl.run_forever()
+            notifier.ready()
+            ctl.run_forever(heartbeat=notifier.heartbeat)
+            notifier.stopping()
         finally:
             camera.stop()
             io.close()
             if link is not None:
                 link.stop()
+    return 0
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from firmware.provision import ProvisionError, provision
+    from protocol.crypto import CryptoFailure
+
+    try:
+        files = provision(args.bundle, args.boot, args.owner_keys, args.ca)
+    except (ProvisionError, CryptoFailure, OSError) as err:
+        raise UsageError(str(err)) from None
+    for f in files:
+        print(f)
+    print("doorbell: provisioned; put the card in the Pi and power it on", file=sys.stderr)
     return 0
 
 
@@ -389,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_clips_list(args)
         if args.command == "run":
             return cmd_run(args)
+        if args.command == "provision":
+            return cmd_provision(args)
     except UsageError as err:
         print(f"doorbell: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -202,4 +202,25 @@ def load_config(path: Path | str | None, **overrides: Any) -> Config:
     for dotted, value in overrides.items():
         section, _, key = dotted.partition("__")
         data.setdefault(section, {})[key] = value
-    return parse_config(data)
+    cfg = parse_config(data)
+    if path is not None:
+        cfg = _relative_to(cfg, Path(path).resolve().parent)
+    return cfg
+
+
+def _relative_to(cfg: Config, folder: Path) -> Config:
+    """Files named relative to the config file live beside it (provisioning relies on it)."""
+    m = cfg.mqtt
+    fixed = {
+        k: folder / v
+        for k, v in (
+            ("password_file", m.password_file),
+            ("tls_ca", m.tls_ca),
+            ("tls_cert", m.tls_cert),
+            ("tls_key", m.tls_key),
+        )
+        if v is not None and not v.is_absolute()
+    }
+    if not fixed:
+        return cfg
+    return cfg.model_copy(update={"mqtt": m.model_copy(update=fixed)})

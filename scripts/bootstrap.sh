@@ -11,6 +11,7 @@ declare -A DEB_PACKAGES=(
     [ffmpeg]=ffprobe
     [mosquitto]=mosquitto
     [redis-server]=redis-server
+    [systemd]=systemd-analyze
 )
 
 missing=()

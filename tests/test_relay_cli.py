@@ -216,3 +216,50 @@ def test_footage_keys_new(tmp_path):
         text=True,
     )
     assert again.returncode == 2 and "never overwritten" in again.stderr
+
+
+def test_policy_and_legal_demand_commands(stack, tmp_path):
+    shown = json.loads(relay(stack, "policy", "show").stdout)
+    assert shown["max_radius_m"] == 250
+    r = relay(stack, "policy", "set", "--max-radius-m", "400", "--max-window-h", "2")
+    assert r.returncode == 0, r.stderr
+    changed = json.loads(r.stdout)
+    assert changed["max_radius_m"] == 400 and changed["max_window_s"] == 7200
+    assert relay(stack, "policy", "set").returncode == 2
+    entries = json.loads(relay(stack, "audit", "list", "--json").stdout)
+    assert entries[-1]["kind"] == "policy_change"
+    bad = relay(
+        stack,
+        "legal-demand",
+        "record",
+        "--request",
+        "req-nope",
+        "--docket",
+        "D",
+        "--authority",
+        "Court",
+    )
+    assert bad.returncode == 2 and "no request" in bad.stderr
+
+
+def test_owner_and_requester_registration(stack, tmp_path):
+    from protocol.crypto import OwnerKeys
+
+    OwnerKeys.generate().save(tmp_path / "alice")
+    r = relay(stack, "owners", "add", "alice", "--keys", str(tmp_path / "alice"))
+    assert r.returncode == 0 and len(r.stdout.strip()) > 30
+    again = relay(stack, "owners", "add", "alice", "--keys", str(tmp_path / "alice"))
+    assert again.returncode == 2 and "exists" in again.stderr
+    r = relay(
+        stack,
+        "requesters",
+        "add",
+        "pd",
+        "--kind",
+        "agency",
+        "--pubkey",
+        str(tmp_path / "alice" / "box.pub"),
+    )
+    assert r.returncode == 0
+    bad = relay(stack, "requesters", "add", "x", "--kind", "spy", "--pubkey", "/dev/null")
+    assert bad.returncode == 2
