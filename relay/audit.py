@@ -7,10 +7,10 @@ head (size, root, time) signed with the relay's Ed25519 key, so that
 entry that was changed, removed, inserted or moved, and so that anyone given an
 inclusion proof can check an entry without trusting the relay.
 
-Storage is Redis: ``audit:entries`` (a list of canonical JSON entries),
-``audit:heads`` (a list of signed heads, one per size), ``audit:state`` (the
-compact tree, for O(log n) appends).  Appends are optimistic transactions, so
-several relay processes can append at once.
+Storage is Redis: ``{audit}:entries`` (a list of canonical JSON entries),
+``{audit}:heads`` (a list of signed heads, one per size), ``{audit}:state`` (the
+compact tree, for O(log n) appends), all in one Redis Cluster slot.  Appends
+are optimistic transactions, so several relay processes can append at once.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ from protocol.transparency import check_proof
 
 __all__ = ["AuditLog", "VerifyResult", "check_proof", "load_or_create_key"]
 
-ENTRIES = "audit:entries"
-HEADS = "audit:heads"
-STATE = "audit:state"
+# One hash tag: the append transaction stays in one Redis Cluster slot.
+ENTRIES = "{audit}:entries"
+HEADS = "{audit}:heads"
+STATE = "{audit}:state"
 KINDS = frozenset(
     {
         "device_registered",
@@ -81,7 +82,9 @@ class VerifyResult:
 
 class AuditLog:
     def __init__(self, client: redis.Redis, signing_key: bytes) -> None:
-        self.r = client
+        from relay.index import node_client
+
+        self.r = node_client(client, STATE)
         self.key = signing_key
         self.public = public_key(signing_key)
 

@@ -136,6 +136,24 @@ def _script_args(msg: Message) -> tuple[list[str], list[Any]]:
     raise TypeError(f"the relay does not index {msg.kind} messages")
 
 
+def is_cluster(client: object) -> bool:
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
+def node_client(client: redis.Redis, key: str) -> redis.Redis:
+    """A plain client for the server that holds ``key``: itself, or its Redis Cluster node.
+
+    Scripts and WATCH/MULTI transactions run there; every key they touch shares
+    ``key``'s hash tag, so they never span slots.
+    """
+    if not is_cluster(client):
+        return client
+    node = client.get_node_from_key(key)  # type: ignore[attr-defined]
+    return client.get_redis_connection(node)  # type: ignore[attr-defined,no-any-return]
+
+
 class RelayIndex:
     """All the relay's reads and writes of Redis go through here."""
 
@@ -149,13 +167,27 @@ class RelayIndex:
         """Index ``messages`` in one round trip; True for each that was new."""
         if not messages:
             return []
-        pipe = self.r.pipeline(transaction=False)
-        for msg in messages:
+        # Redis Cluster pipelines refuse scripts, so batch per node with a plain
+        # pipeline on that node (all of a message's keys share its device's slot).
+        batches: dict[int, tuple[redis.Redis, list[int]]] = {}
+        calls = []
+        for i, msg in enumerate(messages):
             keys, args = _script_args(msg)
             # Empty placeholder keys stay in this device's slot.
             keys = [k or dkey(msg.device, "_") for k in keys]
-            self._index(keys=keys, args=args, client=pipe)
-        return [bool(x) for x in pipe.execute()]
+            calls.append((keys, args))
+            conn = node_client(self.r, keys[0])
+            batches.setdefault(id(conn), (conn, []))[1].append(i)
+        results: list[bool] = [False] * len(messages)
+        for conn, indices in batches.values():
+            conn.script_load(_INDEX_LUA)  # a no-op when the node has it already
+            pipe = conn.pipeline(transaction=False)
+            for i in indices:
+                keys, args = calls[i]
+                pipe.evalsha(self._index.sha, len(keys), *keys, *args)
+            for i, x in zip(indices, pipe.execute(), strict=True):
+                results[i] = bool(x)
+        return results
 
     def dead_letter(
         self, topic: str, payload: bytes, reason: str, detail: str, worker: str

@@ -167,6 +167,112 @@ class LocalRedis:
         self.stop()
 
 
+def free_cluster_port() -> int:
+    """A port whose cluster bus port (+10000) is free and valid too."""
+    import random
+
+    while True:
+        port = random.randint(20000, 50000)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+
+
+class LocalRedisCluster:
+    """A Redis Cluster of ``nodes`` masters on loopback (no replicas), for tests."""
+
+    def __init__(self, folder: Path, nodes: int = 3) -> None:
+        self.dir = Path(folder)
+        self.ports = [free_cluster_port() for _ in range(nodes)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> Self:
+        for port in self.ports:
+            d = self.dir / str(port)
+            d.mkdir(parents=True, exist_ok=True)
+            log = d / "redis.log"
+            proc = subprocess.Popen(
+                [
+                    _find("redis-server"),
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    str(d / "nodes.conf"),
+                    "--dir",
+                    str(d),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--logfile",
+                    str(log),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            self.procs.append(proc)
+            _wait_port(port, proc, "redis-server (cluster node)", log)
+        cli = shutil.which("redis-cli") or "redis-cli"
+        r = subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *[f"127.0.0.1:{p}" for p in self.ports],
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if r.returncode != 0:
+            self.stop()
+            raise RuntimeError(f"redis-cli --cluster create failed: {r.stdout[-500:]}{r.stderr}")
+        self._wait_ok()
+        return self
+
+    def _wait_ok(self) -> None:
+        import redis
+
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            infos = [redis.Redis(port=p).cluster("info") for p in self.ports]
+            if all(i.get("cluster_state") == "ok" for i in infos):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not become ready")
+
+    def client(self) -> object:
+        from redis.cluster import RedisCluster
+
+        return RedisCluster(host="127.0.0.1", port=self.ports[0])
+
+    def stop(self) -> None:
+        for p in self.procs:
+            _terminate(p)
+        self.procs = []
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -32,8 +32,8 @@ from relay.localstack import free_port
 
 
 class Relay:
-    def __init__(self, stack, tmp: Path, blobs: str = "local") -> None:
-        r = redis.Redis.from_url(stack.redis.url)
+    def __init__(self, stack, tmp: Path, blobs: str = "local", r=None, workers: int = 1) -> None:
+        r = r if r is not None else redis.Redis.from_url(stack.redis.url)
         self.audit = AuditLog(r, OwnerKeys.generate().sign_private)
         self.engine = ConsentEngine(RelayIndex(r), self.audit)
         self.port = free_port()
@@ -63,11 +63,20 @@ class Relay:
         threading.Thread(target=self.server.run, daemon=True).start()
         wait_for(lambda: self.server.started, 10, "the API")
         self.stop = threading.Event()
-        self.worker = IngestWorker(
-            stack.relay_settings(), RelayIndex(r), "e2e", audit=self.audit, blobs=self.blobs
-        )
-        threading.Thread(target=self.worker.run, args=(self.stop,), daemon=True).start()
-        wait_for(self.worker.connected.is_set, 10, "the worker")
+        # Workers of one group share one shared subscription.
+        self.workers = [
+            IngestWorker(
+                stack.relay_settings(),
+                RelayIndex(r),
+                f"e2e-{i}",
+                audit=self.audit,
+                blobs=self.blobs,
+            )
+            for i in range(workers)
+        ]
+        for w in self.workers:
+            threading.Thread(target=w.run, args=(self.stop,), daemon=True).start()
+            wait_for(w.connected.is_set, 10, "a worker")
 
     def close(self) -> None:
         self.stop.set()
@@ -144,7 +153,16 @@ def run_footage(relay: Relay, token: Path, *args: str) -> tuple[int, str]:
 
 @pytest.fixture(params=["local"])
 def world(stack, tmp_path, request):
-    relay = Relay(stack, tmp_path, blobs=request.param)
+    if request.param == "cluster":
+        from relay.localstack import LocalRedisCluster
+
+        cluster = LocalRedisCluster(tmp_path / "cluster").start()
+        rc = cluster.client()
+        stack.index = RelayIndex(rc)  # doorbells are registered in the cluster
+        relay = Relay(stack, tmp_path, r=rc, workers=2)
+    else:
+        cluster = None
+        relay = Relay(stack, tmp_path, blobs=request.param)
     homes = [
         Home(stack, relay, tmp_path, "alice-door", 51.5000, -0.1200),
         Home(stack, relay, tmp_path, "bob-door", 51.5004, -0.1200),
@@ -153,6 +171,8 @@ def world(stack, tmp_path, request):
     for h in homes:
         h.close()
     relay.close()
+    if cluster is not None:
+        cluster.stop()
 
 
 def redis_contents(r: redis.Redis) -> bytes:
@@ -176,7 +196,7 @@ def redis_contents(r: redis.Redis) -> bytes:
     return b"\n".join(out)
 
 
-@pytest.mark.parametrize("world", ["local", "s3"], indirect=True)
+@pytest.mark.parametrize("world", ["local", "s3", "cluster"], indirect=True)
 def test_the_whole_consent_cycle(world, tmp_path, caplog):
     caplog.set_level("DEBUG")
     relay, (alice, bob) = world
@@ -275,6 +295,10 @@ def test_the_whole_consent_cycle(world, tmp_path, caplog):
 
     result = relay.audit.verify()
     assert result.ok, result.message
+    if len(relay.workers) > 1:
+        received = [w.stats["received"] for w in relay.workers]
+        assert all(received), f"both workers share the subscription: {received}"
+        assert sum(w.stats["duplicates"] for w in relay.workers) == 0
     kinds = [e["kind"] for e in relay.audit.entries()]
     for k in ("request", "ask", "decision", "release", "deletion"):
         assert k in kinds

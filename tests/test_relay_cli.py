@@ -195,9 +195,11 @@ def test_operator_actions_are_audited_and_provable(stack, tmp_path):
     import redis
 
     r = redis.Redis.from_url(stack.redis.url)
-    entry = json.loads(r.lindex("audit:entries", 0))
+    from relay.audit import ENTRIES
+
+    entry = json.loads(r.lindex(ENTRIES, 0))
     entry["data"]["owner"] = "Mallory"
-    r.lset("audit:entries", 0, json.dumps(entry, sort_keys=True, separators=(",", ":")))
+    r.lset(ENTRIES, 0, json.dumps(entry, sort_keys=True, separators=(",", ":")))
     bad = relay(stack, "audit", "verify")
     assert bad.returncode == 1 and "entry #0" in bad.stdout
 
