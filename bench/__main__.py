@@ -20,6 +20,8 @@ BENCHMARKS = {
     "ingest_throughput": "bench.ingest_throughput",
     "crypto_throughput": "bench.crypto_throughput",
     "request_matching": "bench.request_matching",
+    "clip_finalise": "bench.clip_finalise",
+    "release_cycle": "bench.release_cycle",
 }
 
 

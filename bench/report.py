@@ -50,7 +50,7 @@ class Report:
         for r in self.rows:
             lines.append(
                 f"| {r.metric} | {r.ours:.4g} {r.unit} | {r.baseline_name} | "
-                f"{r.baseline:.4g} {r.unit} | {r.ratio:.2f} | {r.note} |"
+                f"{r.baseline:.4g} {r.unit} | {r.ratio:.3g} | {r.note} |"
             )
         if self.extra_md:
             lines += ["", self.extra_md]

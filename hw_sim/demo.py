@@ -183,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def story(root: Path, short: bool, stack: ExitStack) -> str:
+def story(
+    root: Path, short: bool, stack: ExitStack, timings: dict[str, float] | None = None
+) -> str:
+    """Run the whole story; ``timings`` (if given) receives how long the release took."""
+    timings = {} if timings is None else timings
     say("1. Starting a broker, Redis and the relay (all on loopback, all stopped at the end)")
     broker = stack.enter_context(LocalMosquitto(root / "mosquitto"))
     rds = stack.enter_context(LocalRedis(root / "redis"))
@@ -334,6 +338,7 @@ blobs_dir = "{root / "relay" / "blobs"}"
     ask_b = json.loads(run(footage_cmd(api, bob / "token", "asks", "--json"), "asks", False))
     if not asks_a or not ask_b:
         raise DemoError("an owner was not asked")
+    approved_at = time.monotonic()
     print(
         run(
             footage_cmd(api, alice / "token", "approve", asks_a[0]["id"], "--keys", str(alice)),
@@ -369,6 +374,7 @@ blobs_dir = "{root / "relay" / "blobs"}"
         ),
         "fetch",
     ).split()
+    timings["approved_to_fetched"] = time.monotonic() - approved_at
     for f in fetched:
         probe = subprocess.run(
             ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", f],
