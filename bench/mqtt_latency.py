@@ -19,7 +19,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from gpiozero.pins.mock import MockFactory
 
-from bench.report import Report
+from bench.report import Report, pct
 from firmware.announce import Announcer
 from firmware.clock import SystemClock
 from firmware.config import MqttConfig, parse_config
@@ -34,11 +34,6 @@ from hw_sim.scenes import make_scene
 from protocol.crypto import OwnerKeys
 from protocol.mqtt import BrokerSettings, make_client
 from relay.localstack import LocalMosquitto
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def _subscriber(

@@ -13,6 +13,12 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def pct(values: list[float], p: float) -> float:
+    """The p-th percentile (nearest rank) of ``values``."""
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
 @dataclass
 class Row:
     metric: str

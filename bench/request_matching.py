@@ -18,7 +18,7 @@ from pathlib import Path
 
 import redis
 
-from bench.report import Report
+from bench.report import Report, pct
 from relay.index import DEVICES, GEO, Near, RelayIndex, dkey
 from relay.localstack import LocalRedis
 
@@ -70,11 +70,6 @@ def _metres(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 6_371_000 * 2 * math.asin(math.sqrt(a))
-
-
-def pct(values: list[float], p: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
 
 
 def run(quick: bool = False) -> Report:

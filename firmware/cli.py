@@ -25,7 +25,7 @@ from typing import Any
 
 from firmware import __version__
 from firmware.config import Config, ConfigError, load_config
-from protocol.cliutil import UsageParser
+from protocol.cliutil import UsageParser, non_negative, positive
 
 EXIT_USAGE = 2
 
@@ -36,26 +36,6 @@ class UsageError(Exception):
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0: {s}")
-    return v
-
-
-def _non_negative_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {s}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--scene", help="a scripted scene (see --list-scenes)")
     src.add_argument("--video", type=Path, help="a video file to play as the camera")
     src.add_argument("--list-scenes", action="store_true", help="name the scenes and exit")
-    sim.add_argument("--seconds", type=_positive_float, help="simulated seconds to run")
+    sim.add_argument("--seconds", type=positive, help="simulated seconds to run")
     sim.add_argument(
         "--press-at",
-        type=_non_negative_float,
+        type=non_negative,
         action="append",
         default=[],
         metavar="T",
@@ -89,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument(
         "--pir-at",
-        type=_non_negative_float,
+        type=non_negative,
         action="append",
         default=[],
         metavar="T",
@@ -123,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", type=Path, required=True, help="the doorbell's TOML config")
     run.add_argument("--sim", action="store_true", help="use simulated camera and pins")
     run.add_argument("--scene", default="porch", help="with --sim: the scene to show")
-    run.add_argument("--seconds", type=_positive_float, help="stop after this many seconds")
+    run.add_argument("--seconds", type=positive, help="stop after this many seconds")
     run.add_argument("--data-dir", type=Path, help="use this data folder instead of the config's")
 
     prov = sub.add_parser(

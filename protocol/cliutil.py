@@ -29,3 +29,25 @@ def parse_time(s: str) -> float:
             f"not a time: {s!r} (use ISO 8601 like 2026-11-27T10:00:00Z, or Unix seconds)"
         ) from None
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+def number(s: str) -> float:
+    """An argparse type: a number, or a one-line error."""
+    try:
+        return float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+
+
+def positive(s: str) -> float:
+    v = number(s)
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0: {s}")
+    return v
+
+
+def non_negative(s: str) -> float:
+    v = number(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {s}")
+    return v

@@ -31,7 +31,7 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from protocol.cliutil import UsageParser, parse_time
+from protocol.cliutil import UsageParser, number, parse_time, positive
 from relay.config import RelayConfig, RelayConfigError, load_relay_config
 from relay.index import DeviceExists, Near, RelayIndex, UnknownDevice
 
@@ -66,30 +66,14 @@ def _check_latlon(lat: float, lon: float) -> None:
 
 
 def _lat(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    v = number(s)
     _check_latlon(v, 0)
     return v
 
 
 def _lon(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    v = number(s)
     _check_latlon(0, v)
-    return v
-
-
-def _positive(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0: {s}")
     return v
 
 
@@ -117,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     ing = sub.add_parser("ingest", help="run ingestion workers (MQTT → Redis)")
     ing.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     ing.add_argument("--name", default=None, help="worker name (default: host-pid)")
-    ing.add_argument("--seconds", type=_positive, help="stop after this many seconds")
+    ing.add_argument("--seconds", type=positive, help="stop after this many seconds")
     srv = sub.add_parser("serve", help="run the relay: the HTTP API and ingestion workers")
     srv.add_argument("--workers", type=int, default=1, help="ingestion worker processes")
-    srv.add_argument("--seconds", type=_positive, help="stop after this many seconds")
+    srv.add_argument("--seconds", type=positive, help="stop after this many seconds")
 
     own = sub.add_parser("owners", help="register doorbell owners")
     osub = own.add_subparsers(dest="owners_command", required=True, parser_class=UsageParser)
@@ -147,9 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     psub = pol.add_subparsers(dest="policy_command", required=True, parser_class=UsageParser)
     psub.add_parser("show", help="print the policy (JSON)")
     pset = psub.add_parser("set", help="change bounds (audited)")
-    pset.add_argument("--max-radius-m", type=_positive)
-    pset.add_argument("--max-window-h", type=_positive)
-    pset.add_argument("--max-per-day", type=_positive)
+    pset.add_argument("--max-radius-m", type=positive)
+    pset.add_argument("--max-window-h", type=positive)
+    pset.add_argument("--max-per-day", type=positive)
     ld = sub.add_parser("legal-demand", help="record a legal demand (the owners are told)")
     ldsub = ld.add_subparsers(dest="ld_command", required=True, parser_class=UsageParser)
     ldr = ldsub.add_parser("record", help="record a demand against a request")
@@ -181,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--since", type=parse_time, help="ISO 8601 time or Unix seconds")
     cl.add_argument("--until", type=parse_time, help="ISO 8601 time or Unix seconds")
     cl.add_argument("--near", type=parse_latlon, metavar="LAT,LON")
-    cl.add_argument("--radius", type=_positive, metavar="M", help="metres, with --near")
+    cl.add_argument("--radius", type=positive, metavar="M", help="metres, with --near")
     cl.add_argument("--limit", type=int, default=1000)
     cl.add_argument("--json", action="store_true")
 
