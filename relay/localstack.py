@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from relay.broker import ACL_FILE, render_config
+from relay.broker import ACL_FILE, TlsListener, render_config
 from relay.passwd import reload_broker, set_user
 
 
@@ -59,7 +59,9 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -
 class LocalMosquitto:
     """A Mosquitto with the project's config, ACL and a password file of its own."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(
+        self, folder: Path, port: int | None = None, tls: TlsListener | None = None
+    ) -> None:
         self.dir = Path(folder)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
@@ -80,6 +82,7 @@ class LocalMosquitto:
                 # mosquitto user, who cannot read a private temp folder.
                 user=getpass.getuser(),
                 log_dest=f"file {self.log}",
+                tls=tls,
             )
         )
         self.proc: subprocess.Popen[bytes] | None = None
