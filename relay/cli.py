@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     ing.add_argument("--name", default=None, help="worker name (default: host-pid)")
     ing.add_argument("--seconds", type=positive, help="stop after this many seconds")
+    ing.add_argument(
+        "--retire",
+        action="store_true",
+        help="when stopped, end this worker's broker session so the others take its share "
+        "(scaling down; without it the session waits for the worker to restart)",
+    )
     srv = sub.add_parser("serve", help="run the relay: the HTTP API and ingestion workers")
     srv.add_argument("--workers", type=int, default=1, help="ingestion worker processes")
     srv.add_argument("--seconds", type=positive, help="stop after this many seconds")
@@ -618,7 +624,9 @@ def cmd_status(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
     return 0 if status["healthy"] else EXIT_UNAVAILABLE
 
 
-def _worker_main(config_path: str | None, name: str, seconds: float | None) -> None:
+def _worker_main(
+    config_path: str | None, name: str, seconds: float | None, retire: bool = False
+) -> None:
     from relay.ingest import IngestWorker
 
     cfg = load_relay_config(config_path)
@@ -639,6 +647,7 @@ def _worker_main(config_path: str | None, name: str, seconds: float | None) -> N
         cfg.ingest.batch,
         audit=audit,
         blobs=_blobs(cfg, r),
+        retire=retire,
     )
     worker.run(stop)
 
@@ -651,12 +660,14 @@ def cmd_ingest(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
     config_path = str(args.config) if args.config else None
     if args.workers == 1:
         out.print(f"ingest worker {base} running (Ctrl-C stops it)", highlight=False)
-        _worker_main(config_path, base, args.seconds)
+        _worker_main(config_path, base, args.seconds, args.retire)
         return 0
     # Separate processes: Python threads would share one core.
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker_main, args=(config_path, f"{base}-{i}", args.seconds))
+        ctx.Process(
+            target=_worker_main, args=(config_path, f"{base}-{i}", args.seconds, args.retire)
+        )
         for i in range(args.workers)
     ]
     for p in procs:

@@ -68,9 +68,11 @@ class IngestWorker:
         batch: int = 500,
         audit: Any = None,
         blobs: Any = None,
+        retire: bool = False,
     ) -> None:
         self.name = name
         self.blobs = blobs  # released ciphertext to forget when a clip is deleted
+        self.retire = retire
         self._last_head: dict[str, str] | None = None
         self.audit = audit  # releases and deletions go on the record
         self.index = index
@@ -226,10 +228,28 @@ class IngestWorker:
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + HEARTBEAT_S
                     self._beat()
+            if stop.is_set() and self.connected.is_set():
+                self._leave()
             self.connected.clear()
-        if self.connected.is_set():
-            self.flush()
-            self.client.disconnect()
+
+    def _leave(self) -> None:
+        """A clean stop: index and acknowledge what is held, then disconnect.
+
+        With ``retire``, the worker also unsubscribes and ends its session, so the
+        broker stops keeping a share of the stream for it (scaling down); without,
+        the session waits for the worker to come back (a restart).
+        """
+        self.flush()
+        props = None
+        if self.retire:
+            self.client.unsubscribe(relay_filters(self.group))
+            props = Properties(PacketTypes.DISCONNECT)
+            props.SessionExpiryInterval = 0
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and self.client.want_write():
+            self.client.loop(timeout=0.05)
+        self.client.disconnect(properties=props)
+        self.client.loop(timeout=0.2)
 
     def _publish_head(self) -> None:
         """Publish the audit log's signed head, retained, so a rewritten log can be noticed."""

@@ -210,3 +210,31 @@ def test_the_audit_head_is_published_retained(stack):
     assert head["size"] == 1
     stop.set()
     c.loop_stop()
+
+
+def test_a_retired_worker_hands_its_share_to_the_others(stack):
+    """Scaling down: a worker stopped with retire ends its session; the rest get everything."""
+    from relay.index import RelayIndex
+    from relay.ingest import IngestWorker
+
+    stack.add_device("test-bell")
+    stops, workers = [], []
+    for name, retire in (("leaving", True), ("staying", False)):
+        stop = threading.Event()
+        w = IngestWorker(stack.relay_settings(), RelayIndex(stack.index.r), name, retire=retire)
+        threading.Thread(target=w.run, args=(stop,), daemon=True).start()
+        wait_for(w.connected.is_set, 10, f"worker {name}")
+        stops.append(stop)
+        workers.append(w)
+    time.sleep(0.3)
+    stops[0].set()
+    wait_for(lambda: not workers[0].connected.is_set(), 10, "the retiring worker to leave")
+    time.sleep(0.3)
+    device = stack.client("test-bell")
+    _publish_all(
+        device, [encode(clip(device="test-bell", clip_id=f"clip-{i:03d}")) for i in range(40)]
+    )
+    wait_for(lambda: stack.index.device("test-bell")["clips"] == 40, 20, "all 40 by the stayer")
+    assert workers[0].stats["received"] == 0
+    stops[1].set()
+    device.loop_stop()
