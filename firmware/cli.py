@@ -316,27 +316,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     io = DoorbellIO(cfg.gpio, events.put, clock, pin_factory=pin_factory)
     printer = _print_event(clock.monotonic())
     emit: Any = printer
-    link = None
+    uplink = None
     if cfg.mqtt.enabled:
-        from firmware.announce import Announcer
-        from firmware.consent import CommandHandler, NonceLedger
-        from firmware.mqtt_link import MqttLink
-        from firmware.outbox import Outbox
+        from firmware.uplink import Uplink
 
         try:
-            outbox = Outbox(cfg.device.data_dir / "outbox.sqlite", cfg.mqtt.confirm_timeout_s)
-            announcer = Announcer(cfg.device.id, outbox)
-            ledger = NonceLedger(cfg.device.data_dir / "approvals.sqlite")
+            uplink = Uplink(cfg)
         except OSError as err:
             raise UsageError(f"cannot use data folder {cfg.device.data_dir}: {err}") from None
-        commands = CommandHandler(
-            cfg.device.id, unb64(cfg.owner.sign_public), store, announcer.message, ledger
-        )
-        link = MqttLink(cfg.device.id, cfg.mqtt, outbox, on_command=commands.submit)
-        commands.start()
+        announce = uplink.announce
 
         def emit(ev: Any) -> None:
-            announcer(ev)
+            announce(ev)
             printer(ev)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finaliser") as finaliser:
@@ -350,8 +341,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             finaliser=finaliser,
             events=events,
         )
-        if link is not None:
-            link.start()
+        if uplink is not None:
+            uplink.start(store)
 
         def stop(*_: Any) -> None:
             ctl.submit(Stop())
@@ -370,8 +361,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             camera.stop()
             io.close()
-            if link is not None:
-                link.stop()
+            if uplink is not None:
+                uplink.stop()
     return 0
 
 

@@ -26,11 +26,9 @@ from typing import Any
 
 import httpx
 
-from firmware.announce import Announcer
 from firmware.config import parse_config
-from firmware.consent import CommandHandler, NonceLedger
-from firmware.mqtt_link import MqttLink
-from firmware.outbox import Outbox
+from firmware.consent import CommandHandler
+from firmware.uplink import Uplink
 from hw_sim.runner import SimDoorbell
 from hw_sim.scenes import make_scene
 from protocol.crypto import OwnerKeys, b64
@@ -120,12 +118,11 @@ class Home:
                 },
             }
         )
-        self.outbox = Outbox(data / "outbox.sqlite", self.config.mqtt.confirm_timeout_s)
-        announcer = Announcer(device, self.outbox)
+        self.uplink = Uplink(self.config)
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
         def emit(ev: Any) -> None:
-            announcer(ev)
+            self.uplink.announce(ev)
             self.events.put(ev)
 
         w, h = self.config.camera.main_size
@@ -137,24 +134,20 @@ class Home:
             start_wall=time.time() - 60,
             owner=owner,
         )
-        self.commands = CommandHandler(
-            device,
-            owner.sign_public,
-            self.bell.store,
-            announcer.message,
-            NonceLedger(data / "approvals.sqlite"),
-        )
-        self.link = MqttLink(device, self.config.mqtt, self.outbox, self.commands.submit)
+
+    @property
+    def commands(self) -> CommandHandler:
+        assert self.uplink.commands is not None, "start() first"
+        return self.uplink.commands
 
     def start(self) -> None:
-        self.commands.start()
-        self.link.start()
-        if not self.link.connected.wait(10):
+        self.uplink.start(self.bell.store)
+        assert self.uplink.link is not None
+        if not self.uplink.link.connected.wait(10):
             raise DemoError(f"{self.device} could not connect to the broker")
 
     def stop(self) -> None:
-        self.link.stop()
-        self.commands.stop()
+        self.uplink.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,10 +13,7 @@ import uvicorn
 from conftest import ffprobe, small_config
 from stack import wait_for
 
-from firmware.announce import Announcer
-from firmware.consent import CommandHandler, NonceLedger
-from firmware.mqtt_link import MqttLink
-from firmware.outbox import Outbox
+from firmware.uplink import Uplink
 from hw_sim.runner import SimDoorbell
 from hw_sim.scenes import make_scene
 from protocol.crypto import OwnerKeys, b64
@@ -114,31 +111,22 @@ class Home:
                 "sign_public": b64(self.owner.sign_public),
                 "box_public": b64(self.owner.box_public),
             },
+            mqtt={**mqtt_cfg.model_dump(mode="json"), "confirm_timeout_s": 5},
         )
-        self.outbox = Outbox(tmp / device / "outbox.sqlite", confirm_timeout_s=5)
-        announcer = Announcer(device, self.outbox)
+        self.uplink = Uplink(cfg)
         self.events: list = []
 
         def emit(ev):
             self.events.append(ev)
-            announcer(ev)
+            self.uplink.announce(ev)
 
         self.bell = SimDoorbell(cfg, make_scene("porch", 320, 240), emit, owner=self.owner)
-        self.commands = CommandHandler(
-            device,
-            self.owner.sign_public,
-            self.bell.store,
-            announcer.message,
-            NonceLedger(tmp / device / "n.sqlite"),
-        )
-        self.commands.start()
-        self.link = MqttLink(device, mqtt_cfg, self.outbox, on_command=self.commands.submit)
-        self.link.start()
-        wait_for(self.link.connected.is_set, 10, f"{device} to connect")
+        self.uplink.start(self.bell.store)
+        self.commands = self.uplink.commands
+        wait_for(self.uplink.link.connected.is_set, 10, f"{device} to connect")
 
     def close(self) -> None:
-        self.link.stop()
-        self.commands.stop()
+        self.uplink.stop()
 
 
 def run_footage(relay: Relay, token: Path, *args: str) -> tuple[int, str]:

@@ -1,0 +1,53 @@
+"""A doorbell's connection to its relay: outbox, announcer, MQTT link and command handler.
+
+One object wires them the same way for ``doorbell run``, the demo and the tests::
+
+    uplink = Uplink(config)                 # config.mqtt and config.owner must be set
+    controller = Controller(..., emit=uplink.announce, ...)
+    uplink.start(store)                     # commands need the store that holds the clips
+"""
+
+from __future__ import annotations
+
+from firmware.announce import Announcer
+from firmware.config import Config
+from firmware.consent import CommandHandler, NonceLedger
+from firmware.controller import DoorbellEvent
+from firmware.mqtt_link import MqttLink
+from firmware.outbox import Outbox
+from firmware.store import ClipStore
+from protocol.crypto import unb64
+
+
+class Uplink:
+    def __init__(self, config: Config) -> None:
+        if config.owner.sign_public is None:
+            raise ValueError("owner.sign_public is needed to check the owner's commands")
+        self.config = config
+        data = config.device.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(data / "outbox.sqlite", config.mqtt.confirm_timeout_s)
+        self.announcer = Announcer(config.device.id, self.outbox)
+        self._ledger = NonceLedger(data / "approvals.sqlite")
+        self.commands: CommandHandler | None = None
+        self.link: MqttLink | None = None
+
+    def announce(self, ev: DoorbellEvent) -> None:
+        """The controller's event sink: durable in the outbox, then sent."""
+        self.announcer(ev)
+
+    def start(self, store: ClipStore) -> None:
+        cfg = self.config
+        assert cfg.owner.sign_public is not None
+        self.commands = CommandHandler(
+            cfg.device.id, unb64(cfg.owner.sign_public), store, self.announcer.message, self._ledger
+        )
+        self.link = MqttLink(cfg.device.id, cfg.mqtt, self.outbox, self.commands.submit)
+        self.commands.start()
+        self.link.start()
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.stop()
+        if self.commands is not None:
+            self.commands.stop()
