@@ -106,6 +106,17 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None] | bytes, mode: in
         raise
 
 
+class _Hashing:
+    """A write-through file wrapper that hashes what passes."""
+
+    def __init__(self, f: BinaryIO, digest: hashlib._Hash) -> None:
+        self._f, self._digest = f, digest
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        return self._f.write(data)
+
+
 class ClipStore:
     """Owns the clips and keys folders: the only writer and deleter of clip files."""
 
@@ -165,21 +176,19 @@ class ClipStore:
         key = new_clip_key()
         atomic_write(self.keys / f"{clip_id}.key", key, mode=0o600)
         video = self.dir / f"{clip_id}.mp4.enc"
+        digest = hashlib.sha256()
 
         def encrypt_video(f: BinaryIO) -> None:
-            writer = EncryptingWriter(f, key)
+            writer = EncryptingWriter(_Hashing(f, digest), key)  # type: ignore[arg-type]
             write_video(writer)  # type: ignore[arg-type]
             writer.close()
 
+        # The record's sha256 is of the ciphertext: hashed on its way to disk.
         atomic_write(video, encrypt_video)
         snap_name = None
         if snapshot is not None:
             snap_name = f"{clip_id}.jpg.enc"
             atomic_write(self.dir / snap_name, encrypt_bytes(snapshot, key))
-        digest = hashlib.sha256()
-        with open(video, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
         record = ClipRecord(
             **meta,  # type: ignore[arg-type]
             size=video.stat().st_size,

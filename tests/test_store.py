@@ -46,6 +46,9 @@ def test_save_list_and_rebuild_after_restart(tmp_path):
     rec = store.get("clip-002")
     assert rec.snapshot == "clip-002.jpg.enc" and len(rec.sha256) == 64
     assert rec.size > 1000  # ciphertext: a header and a tag per chunk
+    ciphertext = (store.dir / rec.video).read_bytes()
+    assert rec.size == len(ciphertext)
+    assert rec.sha256 == __import__("hashlib").sha256(ciphertext).hexdigest()
     again = Store(tmp_path)
     assert again.list() == store.list()
 
