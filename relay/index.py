@@ -180,14 +180,27 @@ class RelayIndex:
             batches.setdefault(id(conn), (conn, []))[1].append(i)
         results: list[bool] = [False] * len(messages)
         for conn, indices in batches.values():
-            conn.script_load(_INDEX_LUA)  # a no-op when the node has it already
-            pipe = conn.pipeline(transaction=False)
-            for i in indices:
-                keys, args = calls[i]
-                pipe.evalsha(self._index.sha, len(keys), *keys, *args)
-            for i, x in zip(indices, pipe.execute(), strict=True):
+            for i, x in zip(
+                indices, self._run_scripts(conn, [calls[i] for i in indices]), strict=True
+            ):
                 results[i] = bool(x)
         return results
+
+    def _run_scripts(self, conn: redis.Redis, calls: list[tuple[list[str], list[Any]]]) -> list:
+        """EVALSHA each call on one pipeline; load the script only when the server lacks it."""
+
+        def attempt() -> list:
+            pipe = conn.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(self._index.sha, len(keys), *keys, *args)
+            return pipe.execute()
+
+        try:
+            return attempt()
+        except redis.exceptions.NoScriptError:
+            # A new or restarted server: load once, then again (indexing is idempotent).
+            conn.script_load(_INDEX_LUA)
+            return attempt()
 
     def dead_letter(
         self, topic: str, payload: bytes, reason: str, detail: str, worker: str

@@ -113,3 +113,10 @@ def test_devices_register_once(index):
         index.add_device("front-door", "mallory", 0, 0)
     index.revoke_device("front-door")
     assert index.device("front-door")["revoked"] != "0"
+
+
+def test_a_server_that_lost_its_scripts_is_reloaded(index):
+    index.add_device("front-door", "alice", 51.5, -0.12)
+    assert index.index([clip()]) == [True]
+    index.r.script_flush()  # as after a Redis restart
+    assert index.index([clip()]) == [True]
