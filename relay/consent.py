@@ -204,9 +204,8 @@ class ConsentEngine:
         self.audit.append("request", requester, record)
         clips = self.index.clips(since=start, until=end, near=Near(lat, lon, radius_m))
         by_device: dict[str, list[str]] = {}
-        for c in clips:
-            if c["start"] and _ts(c["start"]) <= end:
-                by_device.setdefault(c["device"], []).append(c["clip_id"])
+        for c in clips:  # already in the window: the index is by start time
+            by_device.setdefault(c["device"], []).append(c["clip_id"])
         for device, clip_ids in sorted(by_device.items()):
             info = self.index.device(device) or {}
             owner = info.get("owner")
@@ -427,9 +426,3 @@ class ConsentEngine:
             self._save_ask(ask)
         self.audit.append("legal_demand", actor, demand)
         return demand
-
-
-def _ts(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
