@@ -10,6 +10,8 @@ See ``deploy/pi/doorbell.example.toml`` for a commented file.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -126,9 +128,6 @@ class MqttConfig(BrokerSettings):
 def _key32(v: str | None) -> str | None:
     if v is None:
         return v
-    import base64
-    import binascii
-
     try:
         raw = base64.b64decode(v, validate=True)
     except (binascii.Error, ValueError):
@@ -146,7 +145,10 @@ class OwnerConfig(_Section):
     box_public: str | None = None
     """X25519 key (base64) every clip key is wrapped to."""
 
-    _check = field_validator("sign_public", "box_public")(classmethod(lambda cls, v: _key32(v)))
+    @field_validator("sign_public", "box_public")
+    @classmethod
+    def _is_key(cls, v: str | None) -> str | None:
+        return _key32(v)
 
 
 class Config(_Section):

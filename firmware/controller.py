@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from firmware.camera.base import CameraBackend
 from firmware.clock import Clock
@@ -74,8 +74,8 @@ class InlineExecutor(Executor):
         return fut
 
 
-class Chime:
-    """The chime output as the controller sees it: on, off."""
+class Chime(Protocol):
+    """The chime output as the controller sees it: on, off (DoorbellIO is one)."""
 
     def chime_on(self) -> None: ...
     def chime_off(self) -> None: ...

@@ -698,28 +698,13 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_relay_config(args.config)
         except RelayConfigError as err:
             raise UsageError(f"invalid config: {err}") from None
-        if args.command == "ingest":
-            return cmd_ingest(cfg, args, out)
-        if args.command == "serve":
-            return cmd_serve(cfg, args, out)
-        if args.command in ("owners", "requesters"):
-            return cmd_registry(cfg, args, out)
-        if args.command == "policy":
-            return cmd_policy(cfg, args, out)
-        if args.command == "report":
-            return cmd_report(cfg, args, out)
-        if args.command == "legal-demand":
-            return cmd_legal_demand(cfg, args, out)
-        if args.command == "devices":
-            return cmd_devices(cfg, args, out)
-        if args.command == "clips":
-            return cmd_clips(cfg, args, out)
-        if args.command == "deadletters":
-            return cmd_deadletters(cfg, args, out)
-        if args.command == "status":
-            return cmd_status(cfg, args, out)
-        if args.command == "audit":
-            return cmd_audit(cfg, args, out)
+        commands = {
+            "ingest": cmd_ingest, "serve": cmd_serve, "owners": cmd_registry,
+            "requesters": cmd_registry, "policy": cmd_policy, "report": cmd_report,
+            "legal-demand": cmd_legal_demand, "devices": cmd_devices, "clips": cmd_clips,
+            "deadletters": cmd_deadletters, "status": cmd_status, "audit": cmd_audit,
+        }  # fmt: skip
+        return commands[args.command](cfg, args, out)
     except UsageError as err:
         print(f"relay: error: {err}", file=sys.stderr)
         return EXIT_USAGE
@@ -731,7 +716,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
-    raise AssertionError(args.command)
 
 
 if __name__ == "__main__":

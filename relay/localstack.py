@@ -14,7 +14,6 @@ Example::
 from __future__ import annotations
 
 import getpass
-import os
 import shutil
 import signal
 import socket
@@ -56,7 +55,23 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path) -
     raise RuntimeError(f"{what} did not listen on {port}: {log.read_text()[-2000:]}")
 
 
-class LocalMosquitto:
+class _Service:
+    """start() on entering a ``with`` block, stop() on leaving it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalMosquitto(_Service):
     """A Mosquitto with the project's config, ACL and a password file of its own."""
 
     def __init__(
@@ -107,12 +122,6 @@ class LocalMosquitto:
         _terminate(self.proc)
         self.proc = None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
     if proc is not None and proc.poll() is None:
@@ -124,7 +133,7 @@ def _terminate(proc: subprocess.Popen[bytes] | None) -> None:
             proc.wait()
 
 
-class LocalRedis:
+class LocalRedis(_Service):
     """A Redis server on a free loopback port, data in its own folder."""
 
     def __init__(self, folder: Path, port: int | None = None, appendonly: bool = False) -> None:
@@ -163,12 +172,6 @@ class LocalRedis:
         _terminate(self.proc)
         self.proc = None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def free_cluster_port() -> int:
     """A port whose cluster bus port (+10000) is free and valid too."""
@@ -185,7 +188,7 @@ def free_cluster_port() -> int:
         return port
 
 
-class LocalRedisCluster:
+class LocalRedisCluster(_Service):
     """A Redis Cluster of ``nodes`` masters on loopback (no replicas), for tests."""
 
     def __init__(self, folder: Path, nodes: int = 3) -> None:
@@ -268,17 +271,3 @@ class LocalRedisCluster:
         for p in self.procs:
             _terminate(p)
         self.procs = []
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
