@@ -8,7 +8,7 @@ setup:
 	@./scripts/bootstrap.sh
 
 demo: setup
-	$(PY) -m hw_sim.demo
+	$(PY) -m demo
 
 test: setup
 	$(PY) -m ruff check .

@@ -18,10 +18,10 @@ from pathlib import Path
 import redis
 
 from bench.report import Report
+from common.mqtt import BrokerSettings, make_client
 from protocol import Clip, encode, new_id, utcnow
-from protocol.mqtt import BrokerSettings, make_client
 from relay.index import RelayIndex
-from relay.localstack import LocalMosquitto, LocalRedis
+from testing.localstack import LocalMosquitto, LocalRedis
 
 
 def _records(n: int, device: str) -> list[tuple[str, bytes]]:

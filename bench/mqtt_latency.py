@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 from gpiozero.pins.mock import MockFactory
 
 from bench.report import Report, pct
+from common.mqtt import BrokerSettings, make_client
 from firmware.announce import Announcer
 from firmware.clock import SystemClock
 from firmware.config import MqttConfig, parse_config
@@ -32,8 +33,7 @@ from firmware.store import ClipStore
 from hw_sim.camera import SimCamera
 from hw_sim.scenes import make_scene
 from protocol.crypto import OwnerKeys
-from protocol.mqtt import BrokerSettings, make_client
-from relay.localstack import LocalMosquitto
+from testing.localstack import LocalMosquitto
 
 
 def _subscriber(

@@ -22,9 +22,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import ClassVar
 
+import demo.__main__ as demo
 from bench.report import Report
-from hw_sim import demo
-from relay.localstack import free_port
+from testing.localstack import free_port
 
 
 class _Store(http.server.BaseHTTPRequestHandler):

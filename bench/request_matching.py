@@ -20,7 +20,7 @@ import redis
 
 from bench.report import Report, pct
 from relay.index import DEVICES, GEO, Near, RelayIndex, dkey
-from relay.localstack import LocalRedis
+from testing.localstack import LocalRedis
 
 CENTRE = (51.50, -0.12)
 SPAN_DEG = 0.18  # about 20 km

@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from protocol.errors import format_validation_error, load_toml
-from protocol.mqtt import BrokerSettings
+from common.config import format_validation_error, load_toml
+from common.mqtt import BrokerSettings
 
 # BCM numbers that exist on the 40-pin header.
 _BCM = Annotated[int, Field(ge=2, le=27)]

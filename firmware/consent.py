@@ -16,7 +16,6 @@ Commands are handled on a thread of their own: uploads never hold up a ring.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import sqlite3
@@ -29,7 +28,8 @@ from pathlib import Path
 
 from firmware.store import ClipStore
 from protocol import DeleteCommand, Deleted, Message, ReleaseCommand, Released, new_id, utcnow
-from protocol.crypto import CryptoFailure, b64, unb64, verify_payload, wrap_key
+from protocol.crypto import b64, unb64, wrap_key
+from protocol.decisions import Approval, D, DecisionRefused, Deletion, verify_decision
 
 log = logging.getLogger(__name__)
 
@@ -131,34 +131,25 @@ class CommandHandler:
             self.counters["failed"] += 1
             log.exception("command %s failed", msg.id)
 
-    def _verified(self, signed_b64: str, kind: str) -> dict:
+    def _verified(self, signed_b64: str, kind: type[D]) -> D:
         try:
-            signed = json.loads(unb64(signed_b64))
-            payload = verify_payload(signed, self.owner_sign_public)
-        except (CryptoFailure, ValueError, TypeError) as err:
-            raise Refused(f"not signed by this doorbell's owner ({err})") from None
-        if payload.get("type") != kind:
-            raise Refused(f"signed for {payload.get('type')!r}, not {kind!r}")
-        if payload.get("device") != self.device:
-            raise Refused(f"signed for doorbell {payload.get('device')!r}, not this one")
-        expires = payload.get("expires")
-        if not isinstance(expires, int) or expires < self.now():
-            raise Refused("the owner's signature has expired")
-        nonce = payload.get("nonce")
-        if not isinstance(nonce, str) or not self.ledger.use(nonce, expires):
+            decision = verify_decision(
+                signed_b64, self.owner_sign_public, kind, now=self.now(), device=self.device
+            )
+        except DecisionRefused as err:
+            raise Refused(str(err).replace("by the owner", "by this doorbell's owner")) from None
+        if not self.ledger.use(decision.nonce, decision.expires):
             raise Refused("this signed decision was used before (replay)")
-        return payload
+        return decision
 
     def _release(self, cmd: ReleaseCommand) -> None:
-        approval = self._verified(cmd.approval, "approval")
-        if approval.get("request_id") != cmd.request_id:
+        approval = self._verified(cmd.approval, Approval)
+        if approval.request_id != cmd.request_id:
             raise Refused("the approval is for another request")
-        clip_ids = approval.get("clip_ids")
-        if not isinstance(clip_ids, list) or sorted(cmd.upload_urls) != sorted(clip_ids):
+        clip_ids = approval.clip_ids
+        if sorted(cmd.upload_urls) != sorted(clip_ids):
             raise Refused("the relay asks for other clips than the owner approved")
-        requester_key = unb64(str(approval.get("requester_key")))
-        if len(requester_key) != 32:
-            raise Refused("the approval names no valid requester key")
+        requester_key = unb64(approval.requester_key)
         for clip_id in clip_ids:
             record = self.store.get(clip_id)
             if record is None:
@@ -183,8 +174,8 @@ class CommandHandler:
             log.info("released clip %s for request %s", clip_id, cmd.request_id)
 
     def _delete(self, cmd: DeleteCommand) -> None:
-        payload = self._verified(cmd.signature, "delete")
-        if payload.get("clip_id") != cmd.clip_id:
+        deletion = self._verified(cmd.signature, Deletion)
+        if deletion.clip_id != cmd.clip_id:
             raise Refused("the signed deletion is for another clip")
         if self.store.delete(cmd.clip_id):
             self.counters["deleted"] += 1

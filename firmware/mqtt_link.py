@@ -33,11 +33,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from common.mqtt import backoff_delays, make_client
 from firmware import __version__
 from firmware.config import MqttConfig
 from firmware.outbox import Outbox
 from protocol import Ack, Message, ProtocolError, Status, decode, encode, new_id, utcnow
-from protocol.mqtt import backoff_delays, make_client
 from protocol.topics import commands_filter, topic_for
 
 log = logging.getLogger(__name__)

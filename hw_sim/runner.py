@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import queue
 from collections.abc import Callable
 
 from gpiozero.pins.mock import MockFactory
 
+from firmware.app import Doorbell, build
 from firmware.clock import SimClock
 from firmware.config import Config
-from firmware.controller import Controller, DoorbellEvent
-from firmware.gpio import DoorbellIO
-from firmware.store import ClipStore
+from firmware.controller import DoorbellEvent
 from hw_sim.bounce import bounce_edges, drive
 from hw_sim.camera import SimCamera
 from hw_sim.scenes import Scene
-from protocol.crypto import OwnerKeys, unb64
+from protocol.crypto import OwnerKeys
 
 
 class SimDoorbell:
@@ -48,13 +46,11 @@ class SimDoorbell:
         self.factory = MockFactory()
         # Without provisioned owner keys, the simulation makes an owner up, so
         # that its clips are encrypted exactly as a real doorbell's are.
-        if config.owner.box_public is not None:
-            box_public = unb64(config.owner.box_public)
-            self.owner = owner
-        else:
+        box_public = None
+        self.owner = owner
+        if config.owner.box_public is None:
             self.owner = owner or OwnerKeys.generate()
             box_public = self.owner.box_public
-        self.store = ClipStore(config.device.data_dir, box_public)
         cam = config.camera
         self.camera = SimCamera(
             scene,
@@ -65,11 +61,13 @@ class SimDoorbell:
             keyframe_interval_s=cam.keyframe_interval_s,
             masks=[m.polygon for m in config.masks],
         )
-        events: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self.io = DoorbellIO(config.gpio, events.put, self.clock, pin_factory=self.factory)
-        self.controller = Controller(
-            config, self.clock, self.camera, self.io, self.store, emit, events=events
+        self.doorbell: Doorbell = build(
+            config, self.camera, self.factory, self.clock, emit, owner_box_public=box_public
         )
+        self.store = self.doorbell.store
+        self.io = self.doorbell.io
+        self.controller = self.doorbell.controller
+        self.uplink = self.doorbell.uplink
         self.button_pin = self.factory.pin(config.gpio.button_pin)
         self.chime_pin = self.factory.pin(config.gpio.chime_pin)
         self.pir_pin = (
@@ -79,7 +77,7 @@ class SimDoorbell:
         self._edges: list[tuple[float, int, object, bool]] = []
         self._order = itertools.count()
         self._frame = 0
-        self.controller.start()
+        self.doorbell.start()
 
     def schedule_press(self, at: float, hold_s: float = 0.25, bounces: int = 4) -> None:
         """A bouncing press at ``at`` seconds of simulated time."""
@@ -114,7 +112,5 @@ class SimDoorbell:
 
     def close(self) -> None:
         """Finish any clip in progress, then release pins and the camera."""
-        self.controller.shutdown()
-        self.io.close()
-        self.camera.stop()
+        self.doorbell.close()
         self.factory.close()

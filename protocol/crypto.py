@@ -28,7 +28,6 @@ import io
 import json
 import os
 import struct
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -252,33 +251,3 @@ def verify_payload(signed: dict[str, str], public: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CryptoFailure("signed payload is not an object")
     return data
-
-
-def approval_payload(
-    request_id: str,
-    device: str,
-    clip_ids: list[str],
-    requester_box_public: bytes,
-    expires: float,
-    nonce: str | None = None,
-) -> dict[str, Any]:
-    """What an owner signs to release ``clip_ids`` of ``device`` to one requester."""
-    return {
-        "type": "approval",
-        "request_id": request_id,
-        "device": device,
-        "clip_ids": sorted(clip_ids),
-        "requester_key": b64(requester_box_public),
-        "expires": int(expires),
-        "nonce": nonce or b64(os.urandom(16)),
-    }
-
-
-def deletion_payload(device: str, clip_id: str, expires: float | None = None) -> dict[str, Any]:
-    return {
-        "type": "delete",
-        "device": device,
-        "clip_id": clip_id,
-        "expires": int(expires or time.time() + 3600),
-        "nonce": b64(os.urandom(16)),
-    }

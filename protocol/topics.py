@@ -9,6 +9,14 @@ SHARE_GROUP = "relay"
 LOG_HEAD = "relay/log/head"
 _DEVICE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 DEVICE_TO_RELAY = ("status", "event", "clip", "deleted", "released")
+"""What a doorbell publishes under ``doorbell/{its id}/``; the relay reads all of them."""
+RELAY_TO_DEVICE = ("cmd/#",)
+"""What the relay sends a doorbell under ``doorbell/{id}/``; each doorbell reads only its own."""
+RELAY_ACCOUNT = "relay"
+"""The relay's broker account; no doorbell may take this id."""
+RESERVED_IDS = frozenset({RELAY_ACCOUNT})
+PUBLIC_TOPICS = (LOG_HEAD,)
+"""Retained topics every account may read."""
 
 
 class TopicError(ValueError):

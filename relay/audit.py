@@ -31,10 +31,10 @@ from protocol.transparency import check_proof
 
 __all__ = ["AuditLog", "VerifyResult", "check_proof", "load_or_create_key"]
 
-# One hash tag: the append transaction stays in one Redis Cluster slot.
-ENTRIES = "{audit}:entries"
-HEADS = "{audit}:heads"
-STATE = "{audit}:state"
+from relay.keyspace import AUDIT_ENTRIES as ENTRIES
+from relay.keyspace import AUDIT_HEADS as HEADS
+from relay.keyspace import AUDIT_STATE as STATE
+
 KINDS = frozenset(
     {
         "device_registered",

@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 import redis
 
+from relay import keyspace as ks
+
 URL_TTL_S = 600
 
 
@@ -53,7 +55,7 @@ class LocalBlobStore:
     def _mint(self, key: str, mode: str) -> str:
         token = secrets.token_urlsafe(32)
         record = json.dumps({"key": key, "mode": mode, "expires": time.time() + self.ttl_s})
-        self.r.set(f"blobtoken:{_hash(token)}", record, ex=int(self.ttl_s) + 60)
+        self.r.set(ks.blob_token(_hash(token)), record, ex=int(self.ttl_s) + 60)
         return f"{self.base_url}/v1/blobs/{token}"
 
     def upload_url(self, key: str) -> str:
@@ -64,7 +66,7 @@ class LocalBlobStore:
 
     def redeem(self, token: str, mode: str) -> str:
         """Use a token once: its blob key, or TokenError."""
-        raw = self.r.getdel(f"blobtoken:{_hash(token)}")
+        raw = self.r.getdel(ks.blob_token(_hash(token)))
         if raw is None:
             raise TokenError("unknown or already used link")
         record = json.loads(raw)

@@ -3,13 +3,26 @@
 :func:`render_config` is the one source: ``deploy/mosquitto/mosquitto.conf`` is its
 production rendering (a test keeps them in step), and the tests and ``make demo``
 start Mosquitto with a rendering for a loopback port and a temporary folder.
-The ACL is ``deploy/mosquitto/acl``, used as it is.
+:func:`render_acl` derives the ACL from the topic table in :mod:`protocol.topics`;
+``deploy/mosquitto/acl`` is its rendering, kept in step by a test.
+
+    python -m relay.broker            # the production mosquitto.conf
+    python -m relay.broker --acl      # the ACL
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from protocol.topics import (
+    DEVICE_TO_RELAY,
+    PUBLIC_TOPICS,
+    RELAY_ACCOUNT,
+    RELAY_TO_DEVICE,
+    ROOT,
+)
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto"
 ACL_FILE = DEPLOY / "acl"
@@ -82,6 +95,32 @@ def render_config(
     return "\n".join(lines)
 
 
+def render_acl() -> str:
+    """Who may publish and subscribe where, from the topic table of the wire contract."""
+    lines = [
+        "# Who may publish and subscribe where (rendered by relay/broker.py from",
+        "# protocol/topics.py).  No anonymous access (see mosquitto.conf).",
+        "# A doorbell's broker user name is its device id (or its certificate's CN).",
+        "",
+        "# The relay's own account: reads every doorbell's announcements, sends commands,",
+        "# and publishes the audit log's signed tree head.",
+        f"user {RELAY_ACCOUNT}",
+        *(f"topic read {ROOT}/+/{what}" for what in DEVICE_TO_RELAY),
+        *(f"topic write {ROOT}/+/{what}" for what in RELAY_TO_DEVICE),
+        f"topic readwrite {RELAY_ACCOUNT}/#",
+        "",
+        "# Every doorbell: write only its own announcements, read only its own commands.",
+        f"# (Patterns apply to every user; for the relay they name {ROOT}/{RELAY_ACCOUNT}/...,",
+        f'# and no doorbell may be called "{RELAY_ACCOUNT}".)',
+        *(f"pattern write {ROOT}/%u/{what}" for what in DEVICE_TO_RELAY),
+        *(f"pattern read {ROOT}/%u/{what}" for what in RELAY_TO_DEVICE),
+        "# Everyone may read the audit log's signed tree head (mosquitto warns that this",
+        "# pattern has no %u or %c; that is intended).",
+        *(f"pattern read {topic}" for topic in PUBLIC_TOPICS),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def production_config() -> str:
     etc = Path("/etc/mosquitto/doorbell")
     return render_config(
@@ -96,4 +135,4 @@ def production_config() -> str:
 
 
 if __name__ == "__main__":
-    print(production_config(), end="")
+    print(render_acl() if "--acl" in sys.argv[1:] else production_config(), end="")

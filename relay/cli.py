@@ -17,35 +17,27 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import multiprocessing
 import os
-import secrets
-import signal
 import sys
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
-from rich.console import Console
-from rich.table import Table
+try:
+    import redis
+    from rich.console import Console
+    from rich.table import Table
+except ModuleNotFoundError as err:  # the relay part is not installed here
+    sys.exit(f"relay: {err.name} is missing: install the relay with: pip install '.[relay]'")
 
-from protocol.cliutil import UsageParser, number, parse_time, positive
-from relay.config import RelayConfig, RelayConfigError, load_relay_config
-from relay.index import DeviceExists, Near, RelayIndex, UnknownDevice
+from common.cli import UsageParser, number, parse_time, positive
+from relay.config import RelayConfigError, load_relay_config
+from relay.index import Near
+from relay.services import BadSetting as UsageError
+from relay.services import Relay, Unavailable
 
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 1
-RESERVED_IDS = {"relay"}
-
-
-class UsageError(Exception):
-    pass
-
-
-class Unavailable(Exception):
-    pass
 
 
 def parse_latlon(s: str) -> tuple[float, float]:
@@ -205,26 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
 # ---------------------------------------------------------------- helpers
 
 
-def _redis(cfg: RelayConfig) -> redis.Redis:
-    try:
-        if cfg.redis.cluster:
-            from redis.cluster import RedisCluster
-
-            return RedisCluster.from_url(cfg.redis.url)  # type: ignore[return-value]
-        return redis.Redis.from_url(cfg.redis.url, socket_connect_timeout=3)
-    except ValueError as err:
-        raise UsageError(f"redis.url: {err}") from None
-
-
-def _index(cfg: RelayConfig) -> RelayIndex:
-    r = _redis(cfg)
-    try:
-        r.ping()
-    except redis.RedisError as err:
-        raise Unavailable(f"cannot reach Redis at {cfg.redis.url}: {err}") from None
-    return RelayIndex(r)
-
-
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True, default=str))
 
@@ -232,67 +204,27 @@ def _print_json(data: Any) -> None:
 # ---------------------------------------------------------------- commands
 
 
-def cmd_devices(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
-    from protocol.topics import _DEVICE
-    from relay.passwd import reload_broker, remove_user, set_user
-
+def cmd_devices(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     if args.devices_command == "add":
-        if not _DEVICE.match(args.id) or args.id in RESERVED_IDS:
-            raise UsageError(
-                f"device id {args.id!r} must be 2-63 lower-case letters, digits or "
-                "dashes, starting with a letter or digit, and not 'relay'"
-            )
-        index = _index(cfg)
-        if index.device(args.id) is not None:
-            raise UsageError(f"device {args.id!r} already exists (revoke it first)")
-        bundle_path = args.out or cfg.provisioning.bundles_dir / f"{args.id}.json"
-        password = secrets.token_urlsafe(24)
-        try:
-            bundle_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(bundle_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(
-                    {
-                        "device": args.id,
-                        "owner": args.owner,
-                        "lat": args.lat,
-                        "lon": args.lon,
-                        "broker": {
-                            "host": cfg.provisioning.broker_host,
-                            "port": cfg.provisioning.broker_port,
-                            "username": args.id,
-                            "password": password,
-                        },
-                    },
-                    f,
-                    indent=2,
-                )
-            set_user(cfg.mosquitto.password_file, args.id, password)
-        except OSError as err:
-            raise Unavailable(f"cannot write credentials: {err}") from None
-        try:
-            index.add_device(args.id, args.owner, args.lat, args.lon)
-        except DeviceExists:
-            raise UsageError(f"device {args.id!r} already exists") from None
-        reloaded = reload_broker(cfg.mosquitto.pid_file)
-        _audit(cfg).append(
-            "device_registered",
-            "operator",
-            {"device": args.id, "owner": args.owner, "lat": args.lat, "lon": args.lon},
-        )
-        result = {"device": args.id, "bundle": str(bundle_path), "broker_reloaded": reloaded}
+        relay.registry.check_id(args.id)
+        done = relay.registry.add(args.id, args.owner, args.lat, args.lon, args.out)
+        result = {
+            "device": done.device,
+            "bundle": str(done.bundle),
+            "broker_reloaded": done.broker_reloaded,
+        }
         if args.json:
             _print_json(result)
         else:
             out.print(
-                f"registered [bold]{args.id}[/] for {args.owner}; bundle: {bundle_path} "
+                f"registered [bold]{done.device}[/] for {args.owner}; bundle: {done.bundle} "
                 "(secret: copy it to the doorbell, then delete it)"
             )
-            if not reloaded:
+            if not done.broker_reloaded:
                 out.print("[yellow]broker not reloaded[/]: send it SIGHUP so the account works")
         return 0
 
-    index = _index(cfg)
+    index = relay.index
     if args.devices_command == "list":
         devices = index.devices()
         if args.json:
@@ -323,29 +255,23 @@ def cmd_devices(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int
                 out.print(f"{k:10} {_iso(v) if k in ('created', 'last_seen', 'status_ts') else v}")
         return 0
     if args.devices_command == "revoke":
-        try:
-            index.revoke_device(args.id)
-        except UnknownDevice:
-            raise UsageError(f"no device {args.id!r}") from None
-        removed = remove_user(cfg.mosquitto.password_file, args.id)
-        reloaded = reload_broker(cfg.mosquitto.pid_file)
-        _audit(cfg).append("device_revoked", "operator", {"device": args.id})
+        gone = relay.registry.revoke(args.id)
         out.print(
             f"revoked {args.id}"
-            + ("" if removed else " (it had no broker account)")
-            + ("" if reloaded else "; send the broker SIGHUP")
+            + ("" if gone.had_account else " (it had no broker account)")
+            + ("" if gone.broker_reloaded else "; send the broker SIGHUP")
         )
         return 0
     raise AssertionError(args.devices_command)
 
 
-def cmd_clips(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+def cmd_clips(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     if (args.near is None) != (args.radius is None):
         raise UsageError("--near and --radius go together")
     if args.since is not None and args.until is not None and args.since > args.until:
         raise UsageError("--since is after --until")
     near = Near(args.near[0], args.near[1], args.radius) if args.near else None
-    clips = _index(cfg).clips(args.device, args.since, args.until, near, args.limit)
+    clips = relay.index.clips(args.device, args.since, args.until, near, args.limit)
     if args.json:
         _print_json(clips)
         return 0
@@ -367,8 +293,8 @@ def cmd_clips(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def cmd_deadletters(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
-    rows = _index(cfg).dead_letters(args.count)
+def cmd_deadletters(relay: Relay, args: argparse.Namespace, out: Console) -> int:
+    rows = relay.index.dead_letters(args.count)
     if args.json:
         _print_json(rows)
         return 0
@@ -379,20 +305,10 @@ def cmd_deadletters(cfg: RelayConfig, args: argparse.Namespace, out: Console) ->
     return 0
 
 
-def _audit(cfg: RelayConfig) -> Any:
-    from relay.audit import AuditLog, load_or_create_key
-
-    try:
-        key = load_or_create_key(cfg.audit.key_file)
-    except (OSError, ValueError) as err:
-        raise Unavailable(f"audit key {cfg.audit.key_file}: {err}") from None
-    return AuditLog(_index(cfg).r, key)
-
-
-def cmd_audit(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+def cmd_audit(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     from protocol.crypto import b64
 
-    log = _audit(cfg)
+    log = relay.audit
     if args.audit_command == "verify":
         result = log.verify()
         if args.json:
@@ -429,16 +345,10 @@ def cmd_audit(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
     raise AssertionError(args.audit_command)
 
 
-def _engine(cfg: RelayConfig) -> Any:
-    from relay.consent import ConsentEngine
-
-    return ConsentEngine(_index(cfg), _audit(cfg))
-
-
-def cmd_registry(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+def cmd_registry(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     from protocol.crypto import CryptoFailure, read_public_key
 
-    engine = _engine(cfg)
+    engine = relay.engine
     try:
         if args.command == "owners":
             folder = args.keys
@@ -454,8 +364,8 @@ def cmd_registry(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> in
     return 0
 
 
-def cmd_policy(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
-    engine = _engine(cfg)
+def cmd_policy(relay: Relay, args: argparse.Namespace, out: Console) -> int:
+    engine = relay.engine
     if args.policy_command == "set":
         changes = {
             k: v
@@ -475,12 +385,12 @@ def cmd_policy(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def cmd_report(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+def cmd_report(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     from relay.report import build_report, to_markdown
 
     if args.start >= args.end:
         raise UsageError("--from must be before --to")
-    engine = _engine(cfg)
+    engine = relay.engine
     engine.expire_due()
     report = build_report(engine.audit.entries(), args.start, args.end, engine.policy())
     if args.json:
@@ -490,11 +400,11 @@ def cmd_report(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
-def cmd_legal_demand(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
+def cmd_legal_demand(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     from relay.consent import NotFound
 
     try:
-        demand = _engine(cfg).record_legal_demand(
+        demand = relay.engine.record_legal_demand(
             args.request, args.docket, args.authority, "operator"
         )
     except NotFound:
@@ -503,104 +413,21 @@ def cmd_legal_demand(cfg: RelayConfig, args: argparse.Namespace, out: Console) -
     return 0
 
 
-def _blobs(cfg: RelayConfig, r: Any) -> Any:
-    from relay.blobs import LocalBlobStore, S3BlobStore
+def cmd_serve(relay: Relay, args: argparse.Namespace, out: Console) -> int:
+    from relay.supervisor import serve
 
-    if cfg.api.s3_bucket:
-        return S3BlobStore(cfg.api.s3_bucket, cfg.api.s3_endpoint)
-    return LocalBlobStore(cfg.api.blobs_dir, r, cfg.api.public_url)
-
-
-def cmd_serve(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
-    import uvicorn
-
-    from protocol.mqtt import make_client
-    from relay.api import create_app
-
-    engine = _engine(cfg)
-    blobs = _blobs(cfg, engine.r)
-    client = make_client(
-        cfg.broker, client_id=f"relay-api-{os.getpid()}", username=cfg.broker.username or "relay"
-    )
-    client.connect_async(cfg.broker.host, cfg.broker.port, keepalive=cfg.broker.keepalive_s)
-    client.loop_start()
-
-    def publish(topic: str, payload: bytes) -> None:
-        client.publish(topic, payload, qos=1)
-
-    app = create_app(engine, blobs, publish)
     config_path = str(args.config) if args.config else None
-    ctx = multiprocessing.get_context("spawn")
-    base = f"{os.uname().nodename}-serve"
-    procs = [
-        ctx.Process(target=_worker_main, args=(config_path, f"{base}-{i}", None))
-        for i in range(args.workers)
-    ]
-    for p in procs:
-        p.start()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning")
-    )
-    if args.seconds:
-        threading.Timer(args.seconds, lambda: setattr(server, "should_exit", True)).start()
-    out.print(f"relay serving {cfg.api.public_url} with {len(procs)} ingestion worker(s)")
-    try:
-        server.run()
-    finally:
-        for p in procs:
-            p.terminate()
-            p.join(10)
-        client.loop_stop()
+    _ = relay.engine  # fail early, with one line, if Redis or the audit key is not there
+    serve(relay, config_path, args.workers, args.seconds, on_ready=out.print)
     return 0
 
 
-def broker_reachable(cfg: RelayConfig, timeout: float = 3.0) -> tuple[bool, str]:
-    from protocol.mqtt import make_client
+def cmd_status(relay: Relay, args: argparse.Namespace, out: Console) -> int:
+    from relay.health import probe
 
-    result: dict[str, str] = {}
-    done = threading.Event()
-    client = make_client(
-        cfg.broker, client_id=f"relay-status-{os.getpid()}", username=cfg.broker.username or "relay"
-    )
-
-    def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        result["rc"] = str(rc)
-        done.set()
-
-    client.on_connect = on_connect
-    try:
-        client.connect(cfg.broker.host, cfg.broker.port, keepalive=10)
-    except OSError as err:
-        return False, str(err)
-    client.loop_start()
-    ok = done.wait(timeout)
-    client.disconnect()
-    client.loop_stop()
-    if not ok:
-        return False, "no answer"
-    return result["rc"] == "Success", result["rc"]
-
-
-def cmd_status(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
-    ok_broker, broker_detail = broker_reachable(cfg)
-    status: dict[str, Any] = {
-        "broker": {
-            "ok": ok_broker,
-            "detail": broker_detail,
-            "address": f"{cfg.broker.host}:{cfg.broker.port}",
-        },
-        "redis": {"ok": False, "address": cfg.redis.url},
-    }
-    try:
-        index = _index(cfg)
-        status["redis"]["ok"] = True
-        status["counts"] = index.counts()
-        status["workers"] = index.workers()
-    except Unavailable as err:
-        status["redis"]["detail"] = str(err)
-    healthy = ok_broker and status["redis"]["ok"]
-    alive = [n for n, w in status.get("workers", {}).items() if w["alive"]]
-    status["healthy"] = healthy and bool(alive)
+    cfg = relay.cfg
+    status = probe(relay)
+    ok_broker, broker_detail = status["broker"]["ok"], status["broker"]["detail"]
     if args.json:
         _print_json(status)
     else:
@@ -624,65 +451,22 @@ def cmd_status(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
     return 0 if status["healthy"] else EXIT_UNAVAILABLE
 
 
-def _worker_main(
-    config_path: str | None, name: str, seconds: float | None, retire: bool = False
-) -> None:
-    from relay.ingest import IngestWorker
+def cmd_ingest(relay: Relay, args: argparse.Namespace, out: Console) -> int:
+    from relay.supervisor import spawn_workers, wait_workers, worker_main
 
-    cfg = load_relay_config(config_path)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    if seconds:
-        threading.Timer(seconds, stop.set).start()
-    from relay.audit import AuditLog, load_or_create_key
-
-    r = _redis(cfg)
-    audit = AuditLog(r, load_or_create_key(cfg.audit.key_file))
-    worker = IngestWorker(
-        cfg.broker,
-        RelayIndex(r),
-        name,
-        cfg.ingest.group,
-        cfg.ingest.batch,
-        audit=audit,
-        blobs=_blobs(cfg, r),
-        retire=retire,
-    )
-    worker.run(stop)
-
-
-def cmd_ingest(cfg: RelayConfig, args: argparse.Namespace, out: Console) -> int:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
-    _index(cfg)  # fail early, with one line, if Redis is not there
+    _ = relay.index  # fail early, with one line, if Redis is not there
     base = getattr(args, "name", None) or f"{os.uname().nodename}-{os.getpid()}"
     config_path = str(args.config) if args.config else None
     if args.workers == 1:
         out.print(f"ingest worker {base} running (Ctrl-C stops it)", highlight=False)
-        _worker_main(config_path, base, args.seconds, args.retire)
+        worker_main(config_path, base, args.seconds, args.retire)
         return 0
-    # Separate processes: Python threads would share one core.
-    ctx = multiprocessing.get_context("spawn")
-    procs = [
-        ctx.Process(
-            target=_worker_main, args=(config_path, f"{base}-{i}", args.seconds, args.retire)
-        )
-        for i in range(args.workers)
-    ]
-    for p in procs:
-        p.start()
+    names = [f"{base}-{i}" for i in range(args.workers)]
+    procs = spawn_workers(config_path, names, args.seconds, args.retire)
     out.print(f"{len(procs)} ingest workers running (Ctrl-C stops them)")
-
-    def stop_all(*_: Any) -> None:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-
-    signal.signal(signal.SIGTERM, stop_all)
-    signal.signal(signal.SIGINT, stop_all)
-    for p in procs:
-        p.join()
+    wait_workers(procs)
     return 0
 
 
@@ -704,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             "legal-demand": cmd_legal_demand, "devices": cmd_devices, "clips": cmd_clips,
             "deadletters": cmd_deadletters, "status": cmd_status, "audit": cmd_audit,
         }  # fmt: skip
-        return commands[args.command](cfg, args, out)
+        return commands[args.command](Relay(cfg), args, out)
     except UsageError as err:
         print(f"relay: error: {err}", file=sys.stderr)
         return EXIT_USAGE

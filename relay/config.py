@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from protocol.errors import format_validation_error, load_toml
-from protocol.mqtt import BrokerSettings
+from common.config import format_validation_error, load_toml
+from common.mqtt import BrokerSettings
 
 
 class _Section(BaseModel):

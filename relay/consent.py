@@ -20,12 +20,15 @@ import json
 import math
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
 
-from protocol.crypto import CryptoFailure, b64, unb64, verify_payload
+from protocol.crypto import b64, unb64
+from protocol.decisions import Approval, DecisionRefused, Deletion, verify_decision
+from relay import keyspace as ks
 from relay.audit import AuditLog
 from relay.index import Near, RelayIndex, dkey
 
@@ -75,7 +78,11 @@ class Ask:
 
 
 class ConsentEngine:
-    def __init__(self, index: RelayIndex, audit: AuditLog) -> None:
+    def __init__(
+        self, index: RelayIndex, audit: AuditLog, clock: Callable[[], float] = time.time
+    ) -> None:
+        # Injected so that tests can let 72 h pass without touching stored data.
+        self.clock = clock
         self.index = index
         self.r: redis.Redis = index.r
         self.audit = audit
@@ -83,16 +90,16 @@ class ConsentEngine:
     # ------------------------------------------------------------ identities
 
     def add_owner(self, name: str, sign_public: bytes, box_public: bytes) -> str:
-        if self.r.hexists("owners", name):
+        if self.r.hexists(ks.OWNERS, name):
             raise ValueError(f"owner {name!r} exists already")
         self.r.hset(
-            "owners",
+            ks.OWNERS,
             name,
             json.dumps(
                 {
                     "sign_public": b64(sign_public),
                     "box_public": b64(box_public),
-                    "created": time.time(),
+                    "created": self.clock(),
                 }
             ),
         )
@@ -103,12 +110,12 @@ class ConsentEngine:
     def add_requester(self, name: str, kind: str, box_public: bytes) -> str:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
-        if self.r.hexists("requesters", name):
+        if self.r.hexists(ks.REQUESTERS, name):
             raise ValueError(f"requester {name!r} exists already")
         self.r.hset(
-            "requesters",
+            ks.REQUESTERS,
             name,
-            json.dumps({"kind": kind, "box_public": b64(box_public), "created": time.time()}),
+            json.dumps({"kind": kind, "box_public": b64(box_public), "created": self.clock()}),
         )
         token = self._token("requester", name)
         self.audit.append(
@@ -120,24 +127,24 @@ class ConsentEngine:
 
     def _token(self, role: str, name: str) -> str:
         token = secrets.token_urlsafe(32)
-        self.r.hset("tokens", token_hash(token), json.dumps({"role": role, "name": name}))
+        self.r.hset(ks.TOKENS, token_hash(token), json.dumps({"role": role, "name": name}))
         return token
 
     def who(self, token: str) -> tuple[str, str]:
-        raw = self.r.hget("tokens", token_hash(token))
+        raw = self.r.hget(ks.TOKENS, token_hash(token))
         if raw is None:
             raise Forbidden("unknown token")
         d = json.loads(raw)
         return d["role"], d["name"]
 
     def owner(self, name: str) -> dict[str, Any]:
-        raw = self.r.hget("owners", name)
+        raw = self.r.hget(ks.OWNERS, name)
         if raw is None:
             raise NotFound(name)
         return json.loads(raw)
 
     def requester(self, name: str) -> dict[str, Any]:
-        raw = self.r.hget("requesters", name)
+        raw = self.r.hget(ks.REQUESTERS, name)
         if raw is None:
             raise NotFound(name)
         return json.loads(raw)
@@ -145,7 +152,7 @@ class ConsentEngine:
     # ------------------------------------------------------------ policy
 
     def policy(self) -> dict[str, float]:
-        raw = self.r.hgetall("policy")
+        raw = self.r.hgetall(ks.POLICY)
         p = dict(DEFAULT_POLICY)
         p.update({k.decode(): float(v) for k, v in raw.items()})
         return p
@@ -155,7 +162,7 @@ class ConsentEngine:
         if unknown:
             raise ValueError(f"unknown policy keys: {', '.join(sorted(unknown))}")
         before = self.policy()
-        self.r.hset("policy", mapping={k: str(v) for k, v in changes.items()})
+        self.r.hset(ks.POLICY, mapping={k: str(v) for k, v in changes.items()})
         self.audit.append("policy_change", actor, {"before": before, "after": self.policy()})
         return self.policy()
 
@@ -187,18 +194,18 @@ class ConsentEngine:
             "reason": reason,
             "case_ref": case_ref,
             "basis": basis,
-            "created": time.time(),
+            "created": self.clock(),
         }
         try:
             self._check_policy(requester, record)
         except PolicyRefusal as err:
             record.update(status="refused", refusal=str(err))
-            self.r.set(f"request:{request_id}", json.dumps(record))
+            self.r.set(ks.request(request_id), json.dumps(record))
             self.audit.append("request_refused", requester, record)
             return {"id": request_id, "status": "refused", "reason": str(err)}
         record["status"] = "accepted"
-        self.r.set(f"request:{request_id}", json.dumps(record))
-        self.r.zadd("requests", {request_id: record["created"]})
+        self.r.set(ks.request(request_id), json.dumps(record))
+        self.r.zadd(ks.REQUESTS, {request_id: record["created"]})
         self.r.incr(self._day_key(requester))
         self.r.expire(self._day_key(requester), 2 * 86400)
         self.audit.append("request", requester, record)
@@ -211,7 +218,7 @@ class ConsentEngine:
             owner = info.get("owner")
             if not owner or info.get("revoked", "0") != "0":
                 continue
-            now = time.time()
+            now = self.clock()
             ask = Ask(
                 id="ask-" + secrets.token_hex(8),
                 request_id=request_id,
@@ -232,9 +239,9 @@ class ConsentEngine:
                 expires=now + ASK_TTL_S,
             )
             self._save_ask(ask)
-            self.r.zadd(f"owner_asks:{owner}", {ask.id: now})
-            self.r.zadd("asks_pending", {ask.id: ask.expires})
-            self.r.rpush(f"request_asks:{request_id}", ask.id)
+            self.r.zadd(ks.owner_asks(owner), {ask.id: now})
+            self.r.zadd(ks.ASKS_PENDING, {ask.id: ask.expires})
+            self.r.rpush(ks.request_asks(request_id), ask.id)
             self.audit.append(
                 "ask",
                 "relay",
@@ -250,7 +257,7 @@ class ConsentEngine:
         return {"id": request_id, "status": "accepted"}
 
     def _day_key(self, requester: str) -> str:
-        return f"requests_today:{requester}:{time.strftime('%Y-%m-%d', time.gmtime())}"
+        return ks.requests_today(requester, time.strftime("%Y-%m-%d", time.gmtime(self.clock())))
 
     def _check_policy(self, requester: str, r: dict[str, Any]) -> None:
         p = self.policy()
@@ -273,28 +280,28 @@ class ConsentEngine:
     # ------------------------------------------------------------ asks
 
     def _save_ask(self, ask: Ask) -> None:
-        self.r.set(f"ask:{ask.id}", json.dumps(asdict(ask)))
+        self.r.set(ks.ask(ask.id), json.dumps(asdict(ask)))
 
     def ask(self, ask_id: str) -> Ask:
-        raw = self.r.get(f"ask:{ask_id}")
+        raw = self.r.get(ks.ask(ask_id))
         if raw is None:
             raise NotFound(ask_id)
         ask = Ask(**json.loads(raw))
-        if ask.status == "pending" and ask.expires <= time.time():
+        if ask.status == "pending" and ask.expires <= self.clock():
             ask.status = "expired"
             self._save_ask(ask)
             self.audit.append("ask_expired", "relay", {"ask": ask.id, "request": ask.request_id})
         return ask
 
     def asks_for(self, owner: str) -> list[Ask]:
-        ids = [i.decode() for i in self.r.zrange(f"owner_asks:{owner}", 0, -1)]
+        ids = [i.decode() for i in self.r.zrange(ks.owner_asks(owner), 0, -1)]
         return [self.ask(i) for i in ids]
 
     def deny(self, owner: str, ask_id: str) -> Ask:
         ask = self._pending(owner, ask_id)
         ask.status = "denied"
         self._save_ask(ask)
-        self.r.zrem("asks_pending", ask.id)
+        self.r.zrem(ks.ASKS_PENDING, ask.id)
         self.audit.append(
             "decision", owner, {"ask": ask.id, "request": ask.request_id, "decision": "deny"}
         )
@@ -312,28 +319,27 @@ class ConsentEngine:
         """Check the owner's signed approval; return the ask and the approval payload."""
         ask = self._pending(owner, ask_id)
         try:
-            signed = json.loads(unb64(signed_b64))
-            payload = verify_payload(signed, unb64(self.owner(owner)["sign_public"]))
-        except (CryptoFailure, ValueError, TypeError) as err:
-            raise PolicyRefusal(f"the approval's signature does not verify: {err}") from None
+            approval = verify_decision(
+                signed_b64,
+                unb64(self.owner(owner)["sign_public"]),
+                Approval,
+                now=self.clock(),
+                device=ask.device,
+            )
+        except DecisionRefused as err:
+            raise PolicyRefusal(f"the approval is refused: {err}") from None
         checks = [
-            (payload.get("type") == "approval", "not an approval"),
-            (payload.get("request_id") == ask.request_id, "for another request"),
-            (payload.get("device") == ask.device, "for another doorbell"),
-            (payload.get("requester_key") == ask.requester_key, "for another requester"),
-            (set(payload.get("clip_ids") or []) <= set(ask.clip_ids), "names clips not asked for"),
-            (bool(payload.get("clip_ids")), "names no clip"),
-            (
-                isinstance(payload.get("expires"), int) and payload["expires"] > time.time(),
-                "expired",
-            ),
+            (approval.request_id == ask.request_id, "for another request"),
+            (approval.requester_key == ask.requester_key, "for another requester"),
+            (set(approval.clip_ids) <= set(ask.clip_ids), "names clips not asked for"),
         ]
         for ok, why in checks:
             if not ok:
                 raise PolicyRefusal(f"the approval is {why}")
+        payload = approval.payload()
         ask.status = "approved"
         self._save_ask(ask)
-        self.r.zrem("asks_pending", ask.id)
+        self.r.zrem(ks.ASKS_PENDING, ask.id)
         self.audit.append(
             "decision",
             owner,
@@ -349,7 +355,7 @@ class ConsentEngine:
     # ------------------------------------------------------------ releases
 
     def request(self, request_id: str) -> dict[str, Any]:
-        raw = self.r.get(f"request:{request_id}")
+        raw = self.r.get(ks.request(request_id))
         if raw is None:
             raise NotFound(request_id)
         return json.loads(raw)
@@ -357,7 +363,7 @@ class ConsentEngine:
     def released(self, request_id: str) -> list[dict[str, Any]]:
         """What doorbells released for a request (from their ``released`` messages)."""
         out = []
-        for ask_id in self.r.lrange(f"request_asks:{request_id}", 0, -1):
+        for ask_id in self.r.lrange(ks.request_asks(request_id), 0, -1):
             ask = self.ask(ask_id.decode())
             if ask.status != "approved":
                 continue
@@ -381,16 +387,16 @@ class ConsentEngine:
         if info is None or info.get("owner") != owner:
             raise NotFound(device)
         try:
-            payload = verify_payload(
-                json.loads(unb64(signed_b64)), unb64(self.owner(owner)["sign_public"])
+            deletion = verify_decision(
+                signed_b64,
+                unb64(self.owner(owner)["sign_public"]),
+                Deletion,
+                now=self.clock(),
+                device=device,
             )
-        except (CryptoFailure, ValueError, TypeError) as err:
-            raise PolicyRefusal(f"the deletion's signature does not verify: {err}") from None
-        if (payload.get("type"), payload.get("device"), payload.get("clip_id")) != (
-            "delete",
-            device,
-            clip_id,
-        ):
+        except DecisionRefused as err:
+            raise PolicyRefusal(f"the deletion is refused: {err}") from None
+        if deletion.clip_id != clip_id:
             raise PolicyRefusal("the signed deletion is for another clip")
         self.audit.append(
             "operator_action",
@@ -400,13 +406,13 @@ class ConsentEngine:
 
     def expire_due(self, now: float | None = None) -> int:
         """Mark every pending ask past its 72 h as expired (audited); return how many."""
-        now = time.time() if now is None else now
-        due = [a.decode() for a in self.r.zrangebyscore("asks_pending", "-inf", now)]
+        now = self.clock() if now is None else now
+        due = [a.decode() for a in self.r.zrangebyscore(ks.ASKS_PENDING, "-inf", now)]
         n = 0
         for ask_id in due:
             if self.ask(ask_id).status == "expired":
                 n += 1
-            self.r.zrem("asks_pending", ask_id)
+            self.r.zrem(ks.ASKS_PENDING, ask_id)
         return n
 
     def record_legal_demand(
@@ -417,10 +423,10 @@ class ConsentEngine:
             "request": request_id,
             "docket": docket,
             "authority": authority,
-            "at": time.time(),
+            "at": self.clock(),
             "note": "the relay holds no keys: it can hand over metadata and ciphertext only",
         }
-        for ask_id in self.r.lrange(f"request_asks:{request_id}", 0, -1):
+        for ask_id in self.r.lrange(ks.request_asks(request_id), 0, -1):
             ask = self.ask(ask_id.decode())
             ask.legal_demands.append(demand)
             self._save_ask(ask)

@@ -21,55 +21,14 @@ from typing import Any
 import redis
 
 from protocol import Clip, Deleted, Event, Message, Released, Status
+from relay.keyspace import DEAD_LETTERS, DEVICES, GEO, INDEX_LUA, STATS, WORKERS, dkey
 
 SEEN_TTL_S = 14 * 86400  # far longer than any redelivery can take
 DEAD_LETTER_MAXLEN = 100_000
 WORKER_ALIVE_S = 15.0
 
-_INDEX_LUA = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
-  redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
-  return 0
-end
-local kind = ARGV[1]
-local score = tonumber(ARGV[3])
-if kind == 'clip' then
-  redis.call('SET', KEYS[5], ARGV[4])
-  redis.call('ZADD', KEYS[4], score, ARGV[5])
-  redis.call('HINCRBY', KEYS[2], 'clips_indexed', 1)
-elseif kind == 'event' then
-  redis.call('ZADD', KEYS[4], score, ARGV[4])
-  redis.call('HINCRBY', KEYS[2], 'events_indexed', 1)
-elseif kind == 'status' then
-  local prev = tonumber(redis.call('HGET', KEYS[3], 'status_ts') or '0')
-  if score >= prev then
-    redis.call('HSET', KEYS[3], 'status_ts', ARGV[3], 'online', ARGV[6], 'firmware', ARGV[7])
-  end
-  redis.call('HINCRBY', KEYS[2], 'status', 1)
-elseif kind == 'deleted' then
-  redis.call('DEL', KEYS[5])
-  redis.call('ZREM', KEYS[4], ARGV[5])
-  redis.call('HINCRBY', KEYS[2], 'deleted', 1)
-elseif kind == 'released' then
-  redis.call('HSET', KEYS[4], ARGV[5], ARGV[4])
-  redis.call('HINCRBY', KEYS[2], 'released', 1)
-end
-local seen = tonumber(redis.call('HGET', KEYS[3], 'last_seen') or '0')
-if score > seen then redis.call('HSET', KEYS[3], 'last_seen', ARGV[3]) end
-return 1
-"""
-
-
-def dkey(device: str, what: str) -> str:
-    """A per-device key; ``{device}`` is the Redis Cluster hash tag."""
-    return f"dev:{{{device}}}:{what}"
-
-
-DEVICES = "devices"
-GEO = "devices:geo"
-DEAD_LETTERS = "deadletter"
-STATS = "stats"
-WORKERS = "workers"
+# Re-exported: callers that only need a key name get it from the keyspace.
+__all__ = ["DEAD_LETTERS", "DEVICES", "GEO", "STATS", "WORKERS", "dkey"]
 
 
 class DeviceExists(ValueError):
@@ -159,7 +118,7 @@ class RelayIndex:
 
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
-        self._index = client.register_script(_INDEX_LUA)
+        self._index = client.register_script(INDEX_LUA)
 
     # ------------------------------------------------------------ ingestion
 
@@ -199,7 +158,7 @@ class RelayIndex:
             return attempt()
         except redis.exceptions.NoScriptError:
             # A new or restarted server: load once, then again (indexing is idempotent).
-            conn.script_load(_INDEX_LUA)
+            conn.script_load(INDEX_LUA)
             return attempt()
 
     def dead_letter(

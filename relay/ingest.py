@@ -33,6 +33,7 @@ import redis
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from common.mqtt import BrokerSettings, backoff_delays, make_client
 from protocol import (
     Ack,
     Deleted,
@@ -45,7 +46,6 @@ from protocol import (
     new_id,
     utcnow,
 )
-from protocol.mqtt import BrokerSettings, backoff_delays, make_client
 from protocol.topics import LOG_HEAD, relay_filters
 from relay.index import RelayIndex
 

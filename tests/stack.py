@@ -13,12 +13,12 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import redis
 
+from common.mqtt import BrokerSettings, make_client
 from firmware.config import MqttConfig
-from protocol.mqtt import BrokerSettings, make_client
 from relay.config import RelayBroker
 from relay.index import RelayIndex
 from relay.ingest import IngestWorker
-from relay.localstack import LocalMosquitto, LocalRedis
+from testing.localstack import LocalMosquitto, LocalRedis
 
 
 def wait_for(pred: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:

@@ -215,7 +215,7 @@ def test_make_demo_runs_end_to_end_in_a_short_mode(tmp_path):
         [
             sys.executable,
             "-m",
-            "hw_sim.demo",
+            "demo",
             "--short",
             "--data-dir",
             str(tmp_path / "demo"),

@@ -12,13 +12,12 @@ from firmware.consent import CommandHandler, NonceLedger
 from protocol import DeleteCommand, Deleted, ReleaseCommand, Released, new_id, utcnow
 from protocol.crypto import (
     OwnerKeys,
-    approval_payload,
     b64,
     decrypt_bytes,
-    deletion_payload,
     unb64,
     unwrap_key,
 )
+from protocol.decisions import approval_payload, deletion_payload
 
 
 class Harness:

@@ -13,19 +13,18 @@ import uvicorn
 from conftest import ffprobe, small_config
 from stack import wait_for
 
-from firmware.uplink import Uplink
+from common.mqtt import make_client
+from footage import cli as footage
 from hw_sim.runner import SimDoorbell
 from hw_sim.scenes import make_scene
 from protocol.crypto import OwnerKeys, b64
-from protocol.mqtt import make_client
-from relay import footage
 from relay.api import create_app
 from relay.audit import AuditLog
 from relay.blobs import LocalBlobStore, S3BlobStore
 from relay.consent import ConsentEngine
 from relay.index import RelayIndex
 from relay.ingest import IngestWorker
-from relay.localstack import free_port
+from testing.localstack import free_port
 
 
 class Relay:
@@ -113,15 +112,11 @@ class Home:
             },
             mqtt={**mqtt_cfg.model_dump(mode="json"), "confirm_timeout_s": 5},
         )
-        self.uplink = Uplink(cfg)
         self.events: list = []
-
-        def emit(ev):
-            self.events.append(ev)
-            self.uplink.announce(ev)
-
-        self.bell = SimDoorbell(cfg, make_scene("porch", 320, 240), emit, owner=self.owner)
-        self.uplink.start(self.bell.store)
+        self.bell = SimDoorbell(
+            cfg, make_scene("porch", 320, 240), self.events.append, owner=self.owner
+        )
+        self.uplink = self.bell.uplink
         self.commands = self.uplink.commands
         wait_for(self.uplink.link.connected.is_set, 10, f"{device} to connect")
 
@@ -142,7 +137,7 @@ def run_footage(relay: Relay, token: Path, *args: str) -> tuple[int, str]:
 @pytest.fixture(params=["local"])
 def world(stack, tmp_path, request):
     if request.param == "cluster":
-        from relay.localstack import LocalRedisCluster
+        from testing.localstack import LocalRedisCluster
 
         cluster = LocalRedisCluster(tmp_path / "cluster").start()
         rc = cluster.client()

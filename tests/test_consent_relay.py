@@ -9,9 +9,20 @@ import pytest
 from test_protocol import clip
 
 from protocol import utcnow
-from protocol.crypto import OwnerKeys, approval_payload, b64
+from protocol.crypto import OwnerKeys, b64
+from protocol.decisions import approval_payload
 from relay.audit import AuditLog
 from relay.consent import ConsentEngine, NotFound, PolicyRefusal
+
+
+class FakeClock:
+    """The consent engine's clock, moved by the test."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 @pytest.fixture
@@ -19,7 +30,10 @@ def world():
     r = fakeredis.FakeRedis()
     from relay.index import RelayIndex
 
-    engine = ConsentEngine(RelayIndex(r), AuditLog(r, OwnerKeys.generate().sign_private))
+    clock = FakeClock(time.time())
+    engine = ConsentEngine(
+        RelayIndex(r), AuditLog(r, OwnerKeys.generate().sign_private), clock=clock
+    )
     alice = OwnerKeys.generate()
     engine.add_owner("alice", alice.sign_public, alice.box_public)
     engine.index.add_device("front-door", "alice", 51.5, -0.12)
@@ -121,11 +135,12 @@ def test_unanswered_asks_expire_as_no(world):
     engine, alice, police = world
     rid = file(engine)["id"]
     (ask,) = engine.asks_for("alice")
-    raw = json.loads(engine.r.get(f"ask:{ask.id}"))
-    raw["expires"] = time.time() - 1  # 72 h have passed
-    engine.r.set(f"ask:{ask.id}", json.dumps(raw))
+    assert engine.ask(ask.id).status == "pending"
+    engine.clock.now += 72 * 3600 - 1
+    assert engine.ask(ask.id).status == "pending", "72 h are not over yet"
+    engine.clock.now += 1
     assert engine.ask(ask.id).status == "expired"
-    p = approval_payload(rid, "front-door", ["clip-0"], police.box_public, time.time() + 60)
+    p = approval_payload(rid, "front-door", ["clip-0"], police.box_public, engine.clock() + 60)
     with pytest.raises(PolicyRefusal, match="expired"):
         engine.approve("alice", ask.id, b64(json.dumps(alice.sign(p)).encode()))
     assert engine.released(rid) == []

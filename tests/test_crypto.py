@@ -11,7 +11,6 @@ from protocol.crypto import (
     CryptoFailure,
     EncryptingWriter,
     OwnerKeys,
-    approval_payload,
     decrypt_bytes,
     decrypt_stream,
     encrypt_bytes,
@@ -20,6 +19,7 @@ from protocol.crypto import (
     verify_payload,
     wrap_key,
 )
+from protocol.decisions import approval_payload
 
 
 @pytest.mark.parametrize("size", [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 7])

@@ -118,3 +118,20 @@ def test_deployed_mosquitto_conf_is_the_rendered_one():
     conf = (ROOT / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
     assert conf == production_config(), "run: .venv/bin/python -m relay.broker > deploy/..."
     assert "allow_anonymous false" in conf and "use_identity_as_username true" in conf
+
+
+def test_deployed_acl_is_rendered_from_the_topic_table(monkeypatch):
+    import protocol.topics
+    import relay.broker
+
+    acl = (ROOT / "deploy" / "mosquitto" / "acl").read_text()
+    assert acl == relay.broker.render_acl(), "run: .venv/bin/python -m relay.broker --acl > ..."
+    for what in protocol.topics.DEVICE_TO_RELAY:
+        assert f"pattern write doorbell/%u/{what}\n" in acl
+        assert f"topic read doorbell/+/{what}\n" in acl
+    # A topic added to the contract changes the ACL, so the file above goes stale.
+    monkeypatch.setattr(
+        relay.broker, "DEVICE_TO_RELAY", (*protocol.topics.DEVICE_TO_RELAY, "refused")
+    )
+    assert "pattern write doorbell/%u/refused" in relay.broker.render_acl()
+    assert relay.broker.render_acl() != acl

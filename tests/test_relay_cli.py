@@ -180,7 +180,7 @@ def test_operator_actions_are_audited_and_provable(stack, tmp_path):
         [
             sys.executable,
             "-m",
-            "relay.footage",
+            "footage.cli",
             "verify-proof",
             str(proof),
             "--relay-key",
@@ -206,14 +206,14 @@ def test_operator_actions_are_audited_and_provable(stack, tmp_path):
 
 def test_footage_keys_new(tmp_path):
     r = subprocess.run(
-        [sys.executable, "-m", "relay.footage", "keys", "new", "--out", str(tmp_path / "k")],
+        [sys.executable, "-m", "footage.cli", "keys", "new", "--out", str(tmp_path / "k")],
         capture_output=True,
         text=True,
     )
     assert r.returncode == 0
     assert stat.S_IMODE((tmp_path / "k" / "sign.key").stat().st_mode) == 0o600
     again = subprocess.run(
-        [sys.executable, "-m", "relay.footage", "keys", "new", "--out", str(tmp_path / "k")],
+        [sys.executable, "-m", "footage.cli", "keys", "new", "--out", str(tmp_path / "k")],
         capture_output=True,
         text=True,
     )

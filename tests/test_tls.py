@@ -22,7 +22,7 @@ from firmware.mqtt_link import MqttLink
 from firmware.outbox import Outbox
 from protocol import Event, encode, new_id, utcnow
 from relay.broker import TlsListener
-from relay.localstack import LocalMosquitto, free_port
+from testing.localstack import LocalMosquitto, free_port
 
 
 def _cert(folder: Path, cn: str, ca: tuple | None, san_ip: str | None = None) -> tuple:

@@ -9,6 +9,10 @@ from typing import NoReturn
 EXIT_USAGE = 2
 
 
+class UsageError(Exception):
+    """A problem with what the user asked for: one line on stderr, exit 2."""
+
+
 class UsageParser(argparse.ArgumentParser):
     """argparse, but a bad argument is one line on stderr and exit status 2."""
 

@@ -8,7 +8,7 @@ the street; one owner approves, one denies; the police fetch and decrypt what
 was released; the audit log verifies; the transparency report is printed.
 Everything it started is stopped at the end, on Ctrl-C, or on a failure.
 
-    python -m hw_sim.demo [--data-dir DIR] [--short]
+    python -m demo [--data-dir DIR] [--short]
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from firmware.uplink import Uplink
 from hw_sim.runner import SimDoorbell
 from hw_sim.scenes import make_scene
 from protocol.crypto import OwnerKeys, b64
-from relay.localstack import LocalMosquitto, LocalRedis, free_port
+from testing.localstack import LocalMosquitto, LocalRedis, free_port
 
 HOMES = [  # device, owner, lat, lon, scene, ring at
     ("alice-door", "alice", 51.50070, -0.12460, "person", 6.0),
@@ -52,7 +52,7 @@ def say(step: str, text: str = "") -> None:
 def run(cmd: list[str], what: str, show: bool = True) -> str:
     """Run one of the project's commands as a user would, and show it."""
     shown = " ".join(
-        ("footage" if c == "relay.footage" else "relay" if c == "relay.cli" else c)
+        ("footage" if c == "footage.cli" else "relay" if c == "relay.cli" else c)
         for c in cmd
         if c not in (sys.executable, "-m")
     )
@@ -69,7 +69,7 @@ def relay_cmd(config: Path, *args: str) -> list[str]:
 
 
 def footage_cmd(api: str, token: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "relay.footage", "--relay", api, "--token", str(token), *args]
+    return [sys.executable, "-m", "footage.cli", "--relay", api, "--token", str(token), *args]
 
 
 def wait(pred: Any, timeout: float, what: str) -> Any:
@@ -118,22 +118,18 @@ class Home:
                 },
             }
         )
-        self.uplink = Uplink(self.config)
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-
-        def emit(ev: Any) -> None:
-            self.uplink.announce(ev)
-            self.events.put(ev)
-
         w, h = self.config.camera.main_size
         # The story happened a minute ago, so its clips fall in the request's window.
         self.bell = SimDoorbell(
             self.config,
             make_scene(scene, w, h, seed=2),
-            emit,
+            self.events.put,
             start_wall=time.time() - 60,
             owner=owner,
         )
+        assert self.bell.uplink is not None, "mqtt.enabled: the uplink is wired by build()"
+        self.uplink: Uplink = self.bell.uplink
 
     @property
     def commands(self) -> CommandHandler:
@@ -141,7 +137,6 @@ class Home:
         return self.uplink.commands
 
     def start(self) -> None:
-        self.uplink.start(self.bell.store)
         assert self.uplink.link is not None
         if not self.uplink.link.connected.wait(10):
             raise DemoError(f"{self.device} could not connect to the broker")

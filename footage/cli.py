@@ -25,20 +25,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+try:
+    import httpx
+except ModuleNotFoundError as err:  # the client part is not installed here
+    sys.exit(f"footage: {err.name} is missing: install the client with: pip install '.[footage]'")
 
-from protocol.cliutil import UsageParser, parse_time
+from common.cli import UsageParser, parse_time
 from protocol.crypto import (
     CryptoFailure,
     OwnerKeys,
-    approval_payload,
-    b64,
     decrypt_stream,
-    deletion_payload,
     read_public_key,
     unb64,
     unwrap_key,
 )
+from protocol.decisions import Approval, Deletion, sign_decision
 from protocol.transparency import check_proof
 
 EXIT_USAGE = 2
@@ -239,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                 keys = OwnerKeys.load(args.keys)
             except CryptoFailure as err:
                 raise Failure(str(err)) from None
-            signed = b64(json.dumps(keys.sign(deletion_payload(args.device, args.clip))).encode())
+            signed = sign_decision(Deletion.create(args.device, args.clip), keys.sign_private)
             path = f"/v1/clips/{args.device}/{args.clip}/delete"
             print(client.call("POST", path, json={"signature": signed})["status"])
             return 0
@@ -258,14 +259,14 @@ def main(argv: list[str] | None = None) -> int:
             unknown = set(clips) - set(ask["clip_ids"])
             if unknown:
                 raise Failure(f"not in the ask: {', '.join(sorted(unknown))}")
-            payload = approval_payload(
+            approval = Approval.create(
                 ask["request_id"],
                 ask["device"],
                 clips,
                 unb64(ask["requester_key"]),
                 time.time() + args.valid_hours * 3600,
             )
-            signed = b64(json.dumps(keys.sign(payload)).encode())
+            signed = sign_decision(approval, keys.sign_private)
             result = client.call("POST", f"/v1/asks/{args.ask}/approve", json={"approval": signed})
             print(f"approved; sent to doorbell {result['forwarded_to']}")
             return 0

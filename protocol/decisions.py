@@ -1,0 +1,168 @@
+"""The owner's signed decisions: an :class:`Approval` releases clips to one requester,
+a :class:`Deletion` destroys a clip.  One model each, and one check, used by both
+the relay (before it forwards) and the doorbell (before it acts).
+
+On the wire a decision is ``base64(JSON {"payload": base64(body), "signature":
+base64(Ed25519(body))})`` where ``body`` is the decision's canonical JSON (keys
+sorted, no spaces).  :func:`verify_decision` checks the signature with the owner's
+key, the shape (strict types, no unknown fields), the kind, the doorbell and the
+expiry; what only one side can check (the relay: that the ask matches; the doorbell:
+that the nonce is new and the clips are the approved ones) stays with that side.
+
+Example::
+
+    approval = Approval.create("req-1", "front-door", ["c1"], requester_box_public, expires)
+    wire = sign_decision(approval, owner.sign_private)
+    same = verify_decision(wire, owner.sign_public, Approval, now=time.time(), device="front-door")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from protocol.crypto import CryptoFailure, b64, sign_payload, unb64, verify_payload
+
+_ID = r"^[A-Za-z0-9._:-]{1,128}$"
+
+
+class DecisionRefused(ValueError):
+    """A signed decision that must not be acted on; the message says why."""
+
+
+class _Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    device: str = Field(pattern=_ID)
+    expires: int = Field(ge=0)
+    """Unix seconds after which the decision is void."""
+    nonce: str = Field(min_length=16, max_length=64)
+    """Random, base64; the doorbell refuses a nonce it has seen (replay)."""
+
+    def payload(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Approval(_Decision):
+    """The owner releases ``clip_ids`` of ``device`` for one request to one requester."""
+
+    type: Literal["approval"] = "approval"
+    request_id: str = Field(pattern=_ID)
+    clip_ids: list[str] = Field(min_length=1, max_length=1000)
+    """Sorted; every id one of this doorbell's clips that the ask listed."""
+    requester_key: str
+    """The approved requester's X25519 public key (base64): the only one who can open it."""
+
+    @field_validator("requester_key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        try:
+            ok = len(unb64(v)) == 32
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError("requester_key must be a 32-byte X25519 key in base64")
+        return v
+
+    @classmethod
+    def create(
+        cls,
+        request_id: str,
+        device: str,
+        clip_ids: list[str],
+        requester_box_public: bytes,
+        expires: float,
+        nonce: str | None = None,
+    ) -> Approval:
+        return cls(
+            request_id=request_id,
+            device=device,
+            clip_ids=sorted(clip_ids),
+            requester_key=b64(requester_box_public),
+            expires=int(expires),
+            nonce=nonce or _nonce(),
+        )
+
+
+class Deletion(_Decision):
+    """The owner destroys ``clip_id`` of ``device``, on the doorbell and at the relay."""
+
+    type: Literal["delete"] = "delete"
+    clip_id: str = Field(pattern=_ID)
+
+    @classmethod
+    def create(cls, device: str, clip_id: str, expires: float | None = None) -> Deletion:
+        return cls(
+            device=device,
+            clip_id=clip_id,
+            expires=int(expires or time.time() + 3600),
+            nonce=_nonce(),
+        )
+
+
+D = TypeVar("D", Approval, Deletion)
+
+
+def _nonce() -> str:
+    return b64(os.urandom(16))
+
+
+def sign_decision(decision: Approval | Deletion, sign_private: bytes) -> str:
+    """The wire form of ``decision`` signed with the owner's Ed25519 key."""
+    return b64(json.dumps(sign_payload(decision.payload(), sign_private)).encode())
+
+
+def verify_decision(
+    signed_b64: str,
+    owner_sign_public: bytes,
+    kind: type[D],
+    *,
+    now: float,
+    device: str | None = None,
+) -> D:
+    """The decision if the owner signed it, it is a ``kind``, for ``device`` and not
+    expired at ``now``; else :class:`DecisionRefused` saying which."""
+    try:
+        envelope = json.loads(unb64(signed_b64))
+        if not isinstance(envelope, dict):
+            raise ValueError("not an object")
+        payload = verify_payload(envelope, owner_sign_public)
+    except (CryptoFailure, ValueError, TypeError) as err:
+        raise DecisionRefused(f"not signed by the owner ({err})") from None
+    expected = kind.model_fields["type"].default
+    if payload.get("type") != expected:
+        raise DecisionRefused(f"signed for {payload.get('type')!r}, not {expected!r}")
+    try:
+        decision = kind.model_validate(payload)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DecisionRefused(f"malformed {expected}: {where}: {first['msg']}") from None
+    if device is not None and decision.device != device:
+        raise DecisionRefused(f"signed for doorbell {decision.device!r}, not {device!r}")
+    if decision.expires <= now:
+        raise DecisionRefused("the owner's signature has expired")
+    return decision
+
+
+def approval_payload(
+    request_id: str,
+    device: str,
+    clip_ids: list[str],
+    requester_box_public: bytes,
+    expires: float,
+    nonce: str | None = None,
+) -> dict[str, Any]:
+    """What an owner signs to release ``clip_ids`` of ``device`` to one requester."""
+    return Approval.create(
+        request_id, device, clip_ids, requester_box_public, expires, nonce
+    ).payload()
+
+
+def deletion_payload(device: str, clip_id: str, expires: float | None = None) -> dict[str, Any]:
+    """What an owner signs to delete one clip."""
+    return Deletion.create(device, clip_id, expires).payload()

@@ -1,0 +1,119 @@
+"""Every Redis key the relay uses, and its Lua scripts: the one place they are named.
+
+Per-device keys carry the device id as a Redis Cluster hash tag (``dev:{front-door}:…``)
+so one message's writes stay in one slot; the audit log's keys share the ``{audit}``
+tag so its append transaction does too.  Nothing outside this module spells a key.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------- the index
+
+DEVICES = "devices"
+"""Set of registered device ids."""
+GEO = "devices:geo"
+"""GEO set: where each doorbell is, for request matching."""
+DEAD_LETTERS = "deadletter"
+"""Stream of messages that could not be indexed, with the reason."""
+STATS = "stats"
+"""Hash of relay-wide counters (dead letters by reason)."""
+WORKERS = "workers"
+"""Hash: ingestion worker name → its last heartbeat and counters (JSON)."""
+
+
+def dkey(device: str, what: str) -> str:
+    """A per-device key; ``{device}`` is the Redis Cluster hash tag.
+
+    ``what`` is one of: ``info`` (hash), ``stats`` (hash), ``clips`` (zset by start),
+    ``clip:<id>`` (JSON), ``events`` (zset), ``released`` (hash), ``seen:<message id>``.
+    """
+    return f"dev:{{{device}}}:{what}"
+
+
+# ---------------------------------------------------------------- consent
+
+OWNERS = "owners"
+"""Hash: owner name → their public keys (JSON)."""
+REQUESTERS = "requesters"
+"""Hash: requester name → kind and public key (JSON)."""
+TOKENS = "tokens"
+"""Hash: SHA-256 of an API token → role and name (JSON); tokens are never stored."""
+POLICY = "policy"
+"""Hash of the published request bounds."""
+REQUESTS = "requests"
+"""Zset of request ids by creation time."""
+ASKS_PENDING = "asks_pending"
+"""Zset of pending ask ids by expiry time."""
+
+
+def request(request_id: str) -> str:
+    return f"request:{request_id}"
+
+
+def request_asks(request_id: str) -> str:
+    return f"request_asks:{request_id}"
+
+
+def ask(ask_id: str) -> str:
+    return f"ask:{ask_id}"
+
+
+def owner_asks(owner: str) -> str:
+    return f"owner_asks:{owner}"
+
+
+def requests_today(requester: str, day: str) -> str:
+    return f"requests_today:{requester}:{day}"
+
+
+# ---------------------------------------------------------------- blobs
+
+
+def blob_token(token_hash: str) -> str:
+    """A single-use download or upload link, by the SHA-256 of its token."""
+    return f"blobtoken:{token_hash}"
+
+
+# ---------------------------------------------------------------- audit log
+
+AUDIT_ENTRIES = "{audit}:entries"
+AUDIT_HEADS = "{audit}:heads"
+AUDIT_STATE = "{audit}:state"
+
+
+# ---------------------------------------------------------------- scripts
+
+INDEX_LUA = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+  redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
+  return 0
+end
+local kind = ARGV[1]
+local score = tonumber(ARGV[3])
+if kind == 'clip' then
+  redis.call('SET', KEYS[5], ARGV[4])
+  redis.call('ZADD', KEYS[4], score, ARGV[5])
+  redis.call('HINCRBY', KEYS[2], 'clips_indexed', 1)
+elseif kind == 'event' then
+  redis.call('ZADD', KEYS[4], score, ARGV[4])
+  redis.call('HINCRBY', KEYS[2], 'events_indexed', 1)
+elseif kind == 'status' then
+  local prev = tonumber(redis.call('HGET', KEYS[3], 'status_ts') or '0')
+  if score >= prev then
+    redis.call('HSET', KEYS[3], 'status_ts', ARGV[3], 'online', ARGV[6], 'firmware', ARGV[7])
+  end
+  redis.call('HINCRBY', KEYS[2], 'status', 1)
+elseif kind == 'deleted' then
+  redis.call('DEL', KEYS[5])
+  redis.call('ZREM', KEYS[4], ARGV[5])
+  redis.call('HINCRBY', KEYS[2], 'deleted', 1)
+elseif kind == 'released' then
+  redis.call('HSET', KEYS[4], ARGV[5], ARGV[4])
+  redis.call('HINCRBY', KEYS[2], 'released', 1)
+end
+local seen = tonumber(redis.call('HGET', KEYS[3], 'last_seen') or '0')
+if score > seen then redis.call('HSET', KEYS[3], 'last_seen', ARGV[3]) end
+return 1
+"""
+"""Index one message, idempotent on its id.  KEYS: seen, stats, info, target, item.
+ARGV: kind, seen TTL, score, value, member, online flag, firmware."""
