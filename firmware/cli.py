@@ -23,6 +23,15 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+try:  # what the doorbell part installs; without it, say so in one line
+    import gpiozero  # noqa: F401
+    import numpy  # noqa: F401
+    import paho.mqtt  # noqa: F401
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"doorbell: {err.name} is missing: install the doorbell with: pip install '.[doorbell]'"
+    )
+
 from common.cli import UsageError, UsageParser, positive
 from firmware import __version__
 from firmware.config import Config, ConfigError, load_config
@@ -103,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     for ep in entry_points(group="open_doorbell.commands"):
         try:
             add_command = ep.load()
-        except ImportError:
+        except ImportError as err:
+            print(f"doorbell: the {ep.name!r} command cannot load: {err}", file=sys.stderr)
             continue
         add_command(sub)
     return p
@@ -205,11 +215,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             "owner.box_public and owner.sign_public are not set: provisioning "
             "writes the owner's public keys (make them with: footage keys new)"
         )
+    if options and name != "sim":
+        raise UsageError("--scene goes with --sim")
     try:
         hardware = load_hardware(name, **options)
         camera = hardware.camera(cfg, clock)
-    except (HardwareUnavailable, TypeError) as err:
-        raise UsageError(f"{err} (or use --sim)") from None
+    except HardwareUnavailable as err:
+        raise UsageError(f"{err} (or try it with --sim)" if name == "pi" else str(err)) from None
     printer = print_event(clock.monotonic())
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finaliser") as finaliser:
         try:

@@ -28,13 +28,13 @@ from pydantic import (
     ValidationError,
 )
 
-from protocol.topics import TopicError, parse_topic, topic_for
+from protocol.topics import DEVICE_ID_PATTERN, TopicError, parse_topic, topic_for
 
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 MAX_PAYLOAD_BYTES = 64 * 1024
 
-DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
 MessageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 ClipId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{4,64}$")]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]

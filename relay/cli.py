@@ -1,11 +1,18 @@
-"""``relay``: run the relay and operate it.
+"""``relay``: run the relay and operate it.  This module only parses and prints;
+the work is done by the services in :mod:`relay.services`.
 
-    relay ingest [--workers N]                 run ingestion workers
-    relay serve                                run the relay (ingestion workers for now)
+    relay serve [--workers N]                  the HTTP API and ingestion workers
+    relay ingest [--workers N] [--name N]      ingestion workers only
     relay devices add ID --owner NAME --lat LAT --lon LON
     relay devices list|show ID|revoke ID       [--json]
+    relay owners add NAME --keys DIR           prints the owner's API token once
+    relay requesters add NAME --kind K --pubkey FILE
+    relay policy show|set                      the bounds every request must stay within
+    relay legal-demand record --request R --docket D --authority A
     relay clips list [--device ID] [--since T] [--until T] [--near LAT,LON --radius M] [--json]
     relay deadletters [--count N] [--json]
+    relay audit verify|proof N|list|key        the tamper-evident log
+    relay report --from T --to T [--json]      the transparency report
     relay status [--json]
 
 Every command reads ``--config FILE`` (or $RELAY_CONFIG).  Bad arguments print one
@@ -206,7 +213,6 @@ def _print_json(data: Any) -> None:
 
 def cmd_devices(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     if args.devices_command == "add":
-        relay.registry.check_id(args.id)
         done = relay.registry.add(args.id, args.owner, args.lat, args.lon, args.out)
         result = {
             "device": done.device,

@@ -17,7 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.topics import _DEVICE, RESERVED_IDS
+from protocol.topics import is_device_id
 from relay.audit import AuditLog
 from relay.config import RelayConfig
 from relay.index import DeviceExists, RelayIndex, UnknownDevice
@@ -47,7 +47,7 @@ class DeviceRegistry:
 
     @staticmethod
     def check_id(device: str) -> None:
-        if not _DEVICE.match(device) or device in RESERVED_IDS:
+        if not is_device_id(device):
             raise BadSetting(
                 f"device id {device!r} must be 2-63 lower-case letters, digits or "
                 "dashes, starting with a letter or digit, and not 'relay'"
