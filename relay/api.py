@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from protocol import DeleteCommand, ReleaseCommand, encode, new_id, utcnow
 from relay.blobs import BlobStore, LocalBlobStore, TokenError, blob_key
 from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal
+from relay.log_api import log_router
 
 
 class ApiError(Exception):
@@ -198,6 +199,8 @@ def create_app(
         )
         publish(*encode(cmd))
         return {"clip": clip_id, "status": "sent to the doorbell"}
+
+    app.include_router(log_router(engine.audit))  # public, no token: relay/log_api.py
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:
