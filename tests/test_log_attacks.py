@@ -182,7 +182,12 @@ def test_the_operator_cannot_rewrite_history_unseen(world, tmp_path, attack):
     (event,) = bell.alarms()[:1]
     assert head_size(event.data["earlier"]) == before and head_size(event.data["later"]) == after
     assert ("rollback" if attack == "truncate" else "rewritten") in bell.witness.alarm["why"]
-    assert json.loads((bell.witness.state_file).read_text())["alarm"] is not None  # on disk
+    # The flag is on disk, and the owner's command says so (exit 1).
+    from firmware import cli as doorbell
+
+    with contextlib.redirect_stdout(io.StringIO()) as shown:
+        code = doorbell.main(["log-status", "--data-dir", str(bell.witness.state_file.parent)])
+    assert code == 1 and json.loads(shown.getvalue())["alarm"]["why"] == bell.witness.alarm["why"]
 
     # The client that saw the earlier head refuses, loudly, with both heads.
     code, out, err = run("--relay", relay.url, "log", "head")
