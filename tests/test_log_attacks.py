@@ -178,8 +178,8 @@ def test_the_operator_cannot_rewrite_history_unseen(world, tmp_path, attack):
     after = relay.audit.size()
 
     # The doorbell sees the new head (the worker publishes it retained) and raises its flag.
-    wait_for(lambda: bell.witness.alarm is not None, 30, "the doorbell's alarm")
-    (event,) = bell.alarms()[:1]
+    wait_for(lambda: bell.alarms() and bell.witness.alarm, 30, "the doorbell's alarm")
+    event = bell.alarms()[0]
     assert head_size(event.data["earlier"]) == before and head_size(event.data["later"]) == after
     assert ("rollback" if attack == "truncate" else "rewritten") in bell.witness.alarm["why"]
     # The flag is on disk, and the owner's command says so (exit 1).
@@ -196,9 +196,17 @@ def test_the_operator_cannot_rewrite_history_unseen(world, tmp_path, attack):
     # Every call checks, not only `log head`.
     code, _, err = run("--relay", relay.url, "--token", str(tmp_path / "none"), "asks")
     assert code in (footage.EXIT_LOG_ALARM, footage.EXIT_USAGE)
-    # An old proof is not silently accepted against the new history.
+    # An old proof is not silently accepted against the new history: not by this client,
+    # and not by one that never saw the old log but holds the key from provisioning.
     code, out, err = run("--relay", relay.url, "verify-proof", str(old_proof))
     assert code == footage.EXIT_LOG_ALARM, (out, err)
+    key_file = tmp_path / "relay-log.pub"
+    key_file.write_text(b64(relay.audit.public))
+    code, out, err = run(
+        "--state", str(tmp_path / "newcomer"), "--log-key", str(key_file),
+        "--relay", relay.url, "verify-proof", str(old_proof),
+    )  # fmt: skip
+    assert code == footage.EXIT_LOG_ALARM and "earlier head" in err, (out, err)
 
     # Someone who only saw the new history can prove the two differ: compare heads.
     fresh = tmp_path / "fresh-state"
