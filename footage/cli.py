@@ -11,6 +11,7 @@
     footage verify-proof FILE [--relay-key KEY]   check an audit-log inclusion proof
     footage log head [--json]                     the relay's signed log head, checked
     footage log check-consistency A B             do two exported heads share one history?
+    footage log verify                            every public entry: the signed root, and sense
 
 The relay and your token come from --relay URL and --token FILE, or from
 $FOOTAGE_RELAY and $FOOTAGE_TOKEN_FILE.  Bad arguments print one line and exit 2.
@@ -58,7 +59,14 @@ from protocol.crypto import (
     unwrap_key,
 )
 from protocol.decisions import Approval, Deletion, sign_decision
-from protocol.transparency import Inconsistent, NoPinnedKey, check_proof, open_head
+from protocol.merkle import CompactTree, leaf_hash
+from protocol.transparency import (
+    Inconsistent,
+    NoPinnedKey,
+    check_meaning,
+    check_proof,
+    open_head,
+)
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
@@ -134,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     lsub = lg.add_subparsers(dest="log_command", required=True, parser_class=UsageParser)
     lh = lsub.add_parser("head", help="print the relay's current signed head (checked)")
     lh.add_argument("--json", action="store_true", help="the exported form (the default)")
+    lsub.add_parser(
+        "verify", help="fetch every public entry: do they make the signed head, and sense?"
+    )
     lc = lsub.add_parser("check-consistency", help="compare two exported heads")
     lc.add_argument("a", type=Path, help="a head from: footage log head")
     lc.add_argument("b", type=Path)
@@ -293,6 +304,8 @@ def cmd_log(client: Client, args: argparse.Namespace) -> int:
             raise Failure("the relay's log is empty", EXIT_FAILED)
         print(json.dumps(export_head(client.relay, key, head), indent=2))
         return 0
+    if args.log_command == "verify":
+        return log_verify(client, w.last(key))
     heads = []
     for path in (args.a, args.b):
         exported = _read_json(path, "head")
@@ -305,6 +318,36 @@ def cmd_log(client: Client, args: argparse.Namespace) -> int:
     compare(client.public, heads[0], heads[1])
     a, b = heads
     print(f"ok: one history: {a.describe()} and {b.describe()}")
+    return 0
+
+
+def log_verify(client: Client, head: Any) -> int:
+    """Recompute the signed root from the public entries and check their meaning."""
+    if head is None:
+        print("ok: the log is empty")
+        return 0
+    tree, entries = CompactTree(), []
+    while tree.size < head.size:
+        page = client.public(f"/v1/log/entries?start={tree.size}&end={head.size - 1}")
+        got = (page or {}).get("entries") or []
+        if not got:
+            raise Failure(f"the relay served {tree.size} of {head.size} entries", EXIT_FAILED)
+        for item in got:
+            raw = unb64(item["entry"])
+            tree.append(leaf_hash(raw))
+            try:
+                entries.append(json.loads(raw))
+            except ValueError:
+                entries.append({})
+    if tree.root() != head.root:
+        print(f"FAILED: the {head.size} public entries do not make the root the relay signed")
+        return EXIT_FAILED
+    problems = check_meaning(entries)
+    for index, why in problems:
+        print(f"FAILED: entry #{index}: {why}")
+    if problems:
+        return EXIT_FAILED
+    print(f"ok: {head.size} public entries make the signed head and make sense")
     return 0
 
 

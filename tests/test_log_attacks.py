@@ -265,3 +265,17 @@ def test_an_honest_log_raises_no_alarm_and_proofs_need_a_pinned_key(world, tmp_p
     other.write_text(b64(mallory.sign_public))
     code, _, err = run("--relay", relay.url, "--log-key", str(other), "log", "head")
     assert code == footage.EXIT_LOG_ALARM and "pinned" in err
+
+    # Anyone can recheck the whole public log against the signed head, and its sense.
+    code, out, err = run("--relay", relay.url, "log", "verify")
+    assert code == 0 and out.startswith(f"ok: {size} public entries"), (out, err)
+    # An entry changed behind the signed heads, or a release with no decision: named.
+    relay.audit.append("release", "front-door", {"request": "req-x", "clip": "c", "sha256": "0"})
+    code, out, _ = run("--relay", relay.url, "log", "verify")
+    assert code == footage.EXIT_FAILED and "no approving decision" in out, out
+    r = relay.audit.r
+    entry = json.loads(r.lindex(ENTRIES, 1))
+    entry["data"]["radius_m"] = 1
+    r.lset(ENTRIES, 1, json.dumps(entry, sort_keys=True, separators=(",", ":")))
+    code, out, _ = run("--relay", relay.url, "log", "verify")
+    assert code == footage.EXIT_FAILED and "do not make the root" in out, out
