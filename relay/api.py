@@ -1,6 +1,7 @@
 """The relay's HTTP API for owners and requesters (FastAPI; OpenAPI at /openapi.json).
 
-Every call but the blob links needs ``Authorization: Bearer TOKEN`` (tokens are
+Every call but the blob links and the public log (``/v1/log/…``, see
+:mod:`relay.log_api`) needs ``Authorization: Bearer TOKEN`` (tokens are
 made by ``relay owners add`` and ``relay requesters add``).  Every error is a
 JSON body ``{"error": ..., "reason": ...}``.
 
