@@ -188,7 +188,7 @@ class LogWitness:
             "why": why,
             "earlier": None if old is None else old.signed,
             "later": None if new is None else new.signed,
-            "at": time.time(),
+            "seen_at": time.time(),
         }
         log.error("THE RELAY'S PUBLIC LOG IS INCONSISTENT: %s", why)
         if self.state.get("alarm") is None:
