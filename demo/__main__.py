@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import shutil
 import subprocess
@@ -177,6 +178,7 @@ def story(
     """Run the whole story; ``timings`` (if given) receives how long the release took."""
     timings = {} if timings is None else timings
     say("1. Starting a broker, Redis and the relay (all on loopback, all stopped at the end)")
+    os.environ["FOOTAGE_STATE"] = str(root / "footage-state")  # pinned log keys, last heads
     broker = stack.enter_context(LocalMosquitto(root / "mosquitto"))
     rds = stack.enter_context(LocalRedis(root / "redis"))
     (root / "relay").mkdir()

@@ -27,7 +27,9 @@ from firmware.controller import Controller, DoorbellEvent
 from firmware.gpio import DoorbellIO
 from firmware.store import ClipStore
 from firmware.uplink import Uplink
+from firmware.witness import LogWitness
 from protocol.crypto import unb64
+from protocol.topics import LOG_HEAD
 
 Sink = Callable[[DoorbellEvent], None]
 
@@ -47,11 +49,14 @@ class Doorbell:
     store: ClipStore
     controller: Controller
     uplink: Uplink | None
+    witness: LogWitness | None = None
     _closed: bool = field(default=False, repr=False)
 
     def start(self) -> None:
         """Start the camera's callbacks, then the relay link (commands need the store)."""
         self.controller.start()
+        if self.witness is not None:
+            self.witness.start()
         if self.uplink is not None:
             self.uplink.start(self.store)
 
@@ -69,6 +74,8 @@ class Doorbell:
         self.io.close()
         if self.uplink is not None:
             self.uplink.stop()
+        if self.witness is not None:
+            self.witness.stop()
 
 
 def build(
@@ -111,4 +118,10 @@ def build(
     controller = Controller(
         config, clock, camera, io, store, emit, finaliser=finaliser, events=events
     )
-    return Doorbell(config, clock, camera, io, store, controller, uplink)
+    witness = None
+    if uplink is not None and config.log.relay_url:
+        key = unb64(config.log.key) if config.log.key else None
+        state = config.device.data_dir / "witness.json"
+        witness = LogWitness(state, config.log.relay_url, key, sink)
+        uplink.taps[LOG_HEAD] = witness.on_head
+    return Doorbell(config, clock, camera, io, store, controller, uplink, witness)

@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--config", type=Path, help="read the data folder from this config")
     ex.set_defaults(func=cmd_clips_export)
 
+    ls = sub.add_parser(
+        "log-status", help="the relay log as this doorbell witnessed it; exit 1 on an alarm"
+    )
+    ls.add_argument("--data-dir", type=Path, help="the doorbell's data folder")
+    ls.add_argument("--config", type=Path, help="read the data folder from this config")
+    ls.set_defaults(func=cmd_log_status)
+
     run = sub.add_parser(
         "run",
         help="run the doorbell (on a Pi, or with --sim on simulated hardware in real time)",
@@ -194,6 +201,22 @@ def cmd_clips_list(args: argparse.Namespace) -> int:
             f"{r.size / 1e6:8.2f}MB"
         )
     return 0
+
+
+def cmd_log_status(args: argparse.Namespace) -> int:
+    """Print the witness state (``data_dir/witness.json``) as JSON; 1 if the flag is up."""
+    if args.data_dir is None and args.config is None:
+        raise UsageError("give --data-dir DIR or --config FILE")
+    path = load(args.config, args.data_dir).device.data_dir / "witness.json"
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(json.dumps({"witnessed": False}))
+        return 0
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read {path}: {err}") from None
+    print(json.dumps({"witnessed": True, **state}, indent=2))
+    return 1 if state.get("alarm") else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

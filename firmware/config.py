@@ -151,6 +151,20 @@ class OwnerConfig(_Section):
         return _key32(v)
 
 
+class LogConfig(_Section):
+    """The relay's public audit log, which the doorbell witnesses (``firmware/witness.py``)."""
+
+    relay_url: str | None = Field(None, pattern=r"^https?://")
+    """The relay's HTTP API, for consistency proofs; unset: the doorbell does not witness."""
+    key: str | None = None
+    """The relay's log key (base64), written at provisioning; unset: pinned on first use."""
+
+    @field_validator("key")
+    @classmethod
+    def _is_key(cls, v: str | None) -> str | None:
+        return _key32(v)
+
+
 class Config(_Section):
     device: DeviceConfig = DeviceConfig()
     gpio: GpioConfig = GpioConfig()
@@ -161,6 +175,7 @@ class Config(_Section):
     masks: list[MaskConfig] = []
     mqtt: MqttConfig = MqttConfig()
     owner: OwnerConfig = OwnerConfig()
+    log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:

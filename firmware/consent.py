@@ -27,7 +27,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware.store import ClipStore
-from protocol import DeleteCommand, Deleted, Message, ReleaseCommand, Released, new_id, utcnow
+from protocol import (
+    CommandRefused,
+    DeleteCommand,
+    Deleted,
+    Message,
+    ReleaseCommand,
+    Released,
+    new_id,
+    utcnow,
+)
 from protocol.crypto import b64, unb64, wrap_key
 from protocol.decisions import Approval, D, DecisionRefused, Deletion, verify_decision
 
@@ -127,9 +136,25 @@ class CommandHandler:
             self.counters["refused"] += 1
             self.refusals.append(str(err))
             log.warning("refused %s command %s: %s", msg.kind, msg.id, err)
+            self._announce_refusal(msg, str(err))
         except Exception:
             self.counters["failed"] += 1
             log.exception("command %s failed", msg.id)
+
+    def _announce_refusal(self, msg: Message, why: str) -> None:
+        """Put the refusal on the record: the relay logs it publicly (protocol CommandRefused)."""
+        self.announce(
+            CommandRefused(
+                id=new_id(),
+                ts=utcnow(),
+                device=self.device,
+                command_id=msg.id,
+                command=msg.kind if msg.kind in ("release", "delete") else "other",
+                request_id=getattr(msg, "request_id", None),
+                clip_id=getattr(msg, "clip_id", None),
+                reason=why[:500],
+            )
+        )
 
     def _verified(self, signed_b64: str, kind: type[D]) -> D:
         try:

@@ -141,6 +141,23 @@ class Released(Message):
     sha256: Sha256
 
 
+class CommandRefused(Message):
+    """``doorbell/{device}/refused``: the doorbell refused a command the relay sent it.
+
+    A forged, altered, expired or replayed approval or deletion, or a release of other
+    clips than approved, ends here; the relay writes it into the public audit log, so
+    a relay that tries to forge the owner's word leaves a trace it cannot hide from
+    the doorbell's owner (the doorbell keeps it in its outbox until the relay confirms).
+    """
+
+    kind: Literal["refused"] = "refused"
+    command_id: MessageId
+    command: Literal["release", "delete", "other"]
+    request_id: MessageId | None = None
+    clip_id: ClipId | None = None
+    reason: Annotated[str, Field(max_length=500)]
+
+
 class Ack(Message):
     """``doorbell/{device}/cmd/ack``: the relay has indexed these messages of the device.
 
@@ -158,6 +175,7 @@ MODELS: dict[str, type[Message]] = {
     "clip": Clip,
     "deleted": Deleted,
     "released": Released,
+    "refused": CommandRefused,
     "cmd/release": ReleaseCommand,
     "cmd/delete": DeleteCommand,
     "cmd/ack": Ack,

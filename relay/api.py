@@ -1,6 +1,7 @@
 """The relay's HTTP API for owners and requesters (FastAPI; OpenAPI at /openapi.json).
 
-Every call but the blob links needs ``Authorization: Bearer TOKEN`` (tokens are
+Every call but the blob links and the public log (``/v1/log/…``, see
+:mod:`relay.log_api`) needs ``Authorization: Bearer TOKEN`` (tokens are
 made by ``relay owners add`` and ``relay requesters add``).  Every error is a
 JSON body ``{"error": ..., "reason": ...}``.
 
@@ -18,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from protocol import DeleteCommand, ReleaseCommand, encode, new_id, utcnow
 from relay.blobs import BlobStore, LocalBlobStore, TokenError, blob_key
 from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal
+from relay.log_api import log_router
 
 
 class ApiError(Exception):
@@ -198,6 +200,8 @@ def create_app(
         )
         publish(*encode(cmd))
         return {"clip": clip_id, "status": "sent to the doorbell"}
+
+    app.include_router(log_router(engine.audit))  # public, no token: relay/log_api.py
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:

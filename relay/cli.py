@@ -323,10 +323,15 @@ def cmd_audit(relay: Relay, args: argparse.Namespace, out: Console) -> int:
             print(("ok: " if result.ok else "FAILED: ") + result.message)
         return 0 if result.ok else EXIT_UNAVAILABLE
     if args.audit_command == "proof":
+        from relay.audit import LogDamaged
+
         try:
             _print_json(log.proof(args.entry))
         except IndexError as err:
             raise UsageError(str(err)) from None
+        except (LogDamaged, ValueError, TypeError) as err:
+            print(f"FAILED: the log is damaged, no proof can be given: {err}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
         return 0
     if args.audit_command == "list":
         n = log.size()

@@ -316,7 +316,21 @@ class ConsentEngine:
         return ask
 
     def approve(self, owner: str, ask_id: str, signed_b64: str) -> tuple[Ask, dict[str, Any]]:
-        """Check the owner's signed approval; return the ask and the approval payload."""
+        """Check the owner's signed approval; return the ask and the approval payload.
+
+        A refused approval (forged, altered, replayed, for another ask) is on the record.
+        """
+        try:
+            return self._approve(owner, ask_id, signed_b64)
+        except (PolicyRefusal, NotFound) as err:
+            self._refused("approval_refused", owner, {"ask": ask_id[:100]}, err)
+            raise
+
+    def _refused(self, kind: str, owner: str, data: dict[str, Any], err: Exception) -> None:
+        why = str(err) if isinstance(err, PolicyRefusal) else "no such ask for this owner"
+        self.audit.append(kind, owner, {**data, "why": why[:300]})
+
+    def _approve(self, owner: str, ask_id: str, signed_b64: str) -> tuple[Ask, dict[str, Any]]:
         ask = self._pending(owner, ask_id)
         try:
             approval = verify_decision(
@@ -382,7 +396,17 @@ class ConsentEngine:
         return out
 
     def check_deletion(self, owner: str, device: str, clip_id: str, signed_b64: str) -> None:
-        """An owner may delete only their own doorbell's clips, with a valid signed deletion."""
+        """An owner may delete only their own doorbell's clips, with a valid signed deletion.
+
+        A refused deletion is on the record (the doorbell's name sealed)."""
+        try:
+            self._check_deletion(owner, device, clip_id, signed_b64)
+        except (PolicyRefusal, NotFound) as err:
+            data = {"device": device[:100], "clip": clip_id[:100]}
+            self._refused("deletion_refused", owner, data, err)
+            raise
+
+    def _check_deletion(self, owner: str, device: str, clip_id: str, signed_b64: str) -> None:
         info = self.index.device(device)
         if info is None or info.get("owner") != owner:
             raise NotFound(device)

@@ -79,6 +79,11 @@ def blob_token(token_hash: str) -> str:
 AUDIT_ENTRIES = "{audit}:entries"
 AUDIT_HEADS = "{audit}:heads"
 AUDIT_STATE = "{audit}:state"
+AUDIT_SEALED = "{audit}:sealed"
+"""Hash: entry index → the opening of its sealed part (salt, actor, private fields).
+
+The public entries carry only a salted SHA-256 commitment to it; only the operator holds
+this, and ``relay audit verify`` checks every opening against its commitment."""
 
 
 # ---------------------------------------------------------------- scripts

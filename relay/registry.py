@@ -17,6 +17,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.crypto import b64
 from protocol.topics import is_device_id
 from relay.audit import AuditLog
 from relay.config import RelayConfig
@@ -77,6 +78,11 @@ class DeviceRegistry:
                             "port": prov.broker_port,
                             "username": device,
                             "password": password,
+                        },
+                        # The doorbell witnesses the public log with this key pinned.
+                        "log": {
+                            "relay_url": self.cfg.api.public_url,
+                            "key": b64(self.audit.public),
                         },
                     },
                     f,

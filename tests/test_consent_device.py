@@ -119,8 +119,9 @@ def test_bad_approvals_are_refused_even_when_the_relay_forwards_them(h, case, me
     elif case == "unknown_clip":
         h.release(h.approval(clip_ids=["no-such-clip"]), urls={"no-such-clip": "https://a"})
     assert h.handler.counters["released"] == 0
-    assert h.uploads == {} and h.announced == []
-    assert message in h.handler.refusals[-1]
+    # Nothing released; the refusal itself is announced, for the public log.
+    assert h.uploads == {} and [m.kind for m in h.announced] == ["refused"]
+    assert message in h.handler.refusals[-1] and message in h.announced[0].reason
 
 
 def test_a_replayed_approval_is_refused(h):

@@ -129,6 +129,14 @@ def test_the_relay_checks_the_owner_signature_and_the_requester(world):
         engine.approve("mallory", ask.id, signed(alice, police.box_public))
     ask2, payload = engine.approve("alice", ask.id, signed(alice, police.box_public))
     assert ask2.status == "approved" and payload["clip_ids"] == ["clip-0"]
+    with pytest.raises(PolicyRefusal, match="approved"):  # a replay
+        engine.approve("alice", ask.id, signed(alice, police.box_public))
+    # Every refusal is on the record; in public, no owner is named.
+    refused = [e for e in engine.audit.entries() if e["kind"] == "approval_refused"]
+    assert [e["actor"] for e in refused] == ["alice", "alice", "alice", "mallory", "alice"]
+    assert "signature" in refused[0]["data"]["why"] and "approved" in refused[-1]["data"]["why"]
+    public = b"".join(engine.audit.public_entries(0, -1))
+    assert b"alice" not in public and b"mallory" not in public
 
 
 def test_unanswered_asks_expire_as_no(world):

@@ -59,6 +59,8 @@ def test_devices_add_list_show_revoke(stack):
     assert stat.S_IMODE(bundle_path.stat().st_mode) == 0o600
     bundle = json.loads(bundle_path.read_text())
     assert bundle["device"] == "porch-cam" and bundle["broker"]["username"] == "porch-cam"
+    # The doorbell gets the relay's log key to pin, and where to ask for proofs.
+    assert bundle["log"]["key"] == relay(stack, "audit", "key").stdout.strip()
     password = bundle["broker"]["password"]
     wait_for(lambda: can_connect(stack.broker.port, "porch-cam", password), 5, "the new account")
     assert password not in stack.broker.password_file.read_text(), "only a hash is stored"
