@@ -19,7 +19,7 @@ from testing.localstack import LocalMosquitto
 
 
 class HomeMosquitto(LocalMosquitto):
-    """Password logins, no ACL, no persistence, on a free loopback port."""
+    """Password logins, no ACL, sessions kept over a restart, on a free loopback port."""
 
     def __init__(self, folder: Path, port: int | None = None) -> None:
         super().__init__(folder, port)
@@ -31,6 +31,8 @@ class HomeMosquitto(LocalMosquitto):
                     "allow_anonymous false",
                     f"password_file {self.password_file}",
                     f"pid_file {self.pid_file}",
+                    "persistence true",
+                    f"persistence_location {self.dir / 'data'}/",
                     f"log_dest file {self.log}",
                     "log_type error",
                     "log_type warning",
