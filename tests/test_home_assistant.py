@@ -25,6 +25,7 @@ import pytest
 from conftest import small_config
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 from PIL import Image
 from stack import wait_for
 
@@ -312,8 +313,11 @@ class Subscriber:
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 600  # what it missed while the broker was down
 
+        # Retain-as-published: the retain flag arrives as the doorbell set it.
+        options = SubscribeOptions(qos=1, retainAsPublished=True)
+
         def on_connect(c: mqtt.Client, *_: Any) -> None:
-            c.subscribe([(t, 1) for t in topics])
+            c.subscribe([(t, options) for t in topics])
 
         def on_message(_c: mqtt.Client, _u: Any, m: mqtt.MQTTMessage) -> None:
             with self._lock:
@@ -500,7 +504,7 @@ def test_discovery_is_sent_again_when_home_assistant_restarts(home, ha, tmp_path
         ha.publish(f"{PREFIX}/status", "online")  # HA's birth message
         wait_for(lambda: ha.on(DISCOVERY), 10, "discovery again after the birth message")
         wait_for(lambda: ha.on(f"{BASE}/motion") == [b"OFF"], 10, "the states again")
-        assert ha.retained(DISCOVERY) == [False], "a live re-send, not the retained copy"
+        assert ha.retained(DISCOVERY) == [True], "kept for HA's next start too"
         assert bell.doorbell.home.counters["births"] == 1
     finally:
         bell.close()
@@ -531,7 +535,7 @@ def test_the_snapshot_image_is_the_masked_press_picture_when_enabled(home, ha, t
         right = img.crop((w // 2 + 8, 4, w - 4, h - 4)).getextrema()
         assert left[1] < 24, "the masked half is black"
         assert right[1] > 60, "the rest of the picture is there"
-        assert ha.retained(image_topic)[-1] is False
+        assert ha.retained(image_topic)[-1] is True, "the latest picture stays on the broker"
     finally:
         bell.close()
 
