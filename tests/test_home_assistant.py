@@ -30,7 +30,7 @@ from PIL import Image
 from stack import wait_for
 
 from common.mqtt import BrokerSettings, make_client
-from firmware.config import HomeAssistantConfig
+from firmware.config import ConfigError, HomeAssistantConfig, load_config, parse_config
 from firmware.local_link import HomeAssistantLink, discovery
 from hw_sim.runner import SimDoorbell
 from hw_sim.scenes import make_scene
@@ -744,3 +744,33 @@ def test_with_both_down_the_doorbell_rings_keeps_clips_and_sends_all_later(
     finally:
         bell.close()
         watcher.close()
+
+
+# ----------------------------------------------------------------- configuration
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"pending_presses": 0}, "home_assistant.pending_presses"),
+        ({"discovery_prefix": "home/#"}, "home_assistant.discovery_prefix"),
+        ({"discovery_prefix": "/ha"}, "home_assistant.discovery_prefix"),
+        ({"port": 0}, "home_assistant.port"),
+        ({"snapshot": True}, "home_assistant.snapshot: unknown key"),
+        ({"tls_ca": "ca.crt", "tls_cert": "c.crt"}, "home_assistant.tls_cert needs"),
+    ],
+)
+def test_bad_home_assistant_settings_name_the_key(section, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"home_assistant": section})
+    assert message in str(err.value)
+
+
+def test_the_link_is_off_unless_enabled_and_files_live_beside_the_config(tmp_path):
+    assert parse_config({}).home_assistant.enabled is False
+    assert parse_config({}).home_assistant.snapshot_image is False
+    conf = tmp_path / "d.toml"
+    conf.write_text('[home_assistant]\nenabled = true\npassword_file = "pw"\ntls_ca = "/ca"\n')
+    cfg = load_config(conf)
+    assert cfg.home_assistant.password_file == tmp_path / "pw"
+    assert cfg.home_assistant.tls_ca == Path("/ca")
