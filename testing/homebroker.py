@@ -19,7 +19,7 @@ from testing.localstack import LocalMosquitto
 
 
 class HomeMosquitto(LocalMosquitto):
-    """Password logins, no ACL, sessions kept over a restart, on a free loopback port."""
+    """Password logins, no ACL, retained messages kept over a restart, on a free loopback port."""
 
     def __init__(self, folder: Path, port: int | None = None) -> None:
         super().__init__(folder, port)
