@@ -201,6 +201,8 @@ class Config(_Section):
             raise ValueError("mqtt.backoff_max_s must not be below mqtt.backoff_min_s")
         if self.home_assistant.tls_cert is not None and self.home_assistant.tls_key is None:
             raise ValueError("home_assistant.tls_cert needs home_assistant.tls_key")
+        if self.home_assistant.backoff_max_s < self.home_assistant.backoff_min_s:
+            raise ValueError("home_assistant.backoff_max_s must not be below its backoff_min_s")
         if self.gpio.button_pin == self.gpio.chime_pin:
             raise ValueError("gpio.button_pin and gpio.chime_pin must differ")
         return self

@@ -530,6 +530,13 @@ def test_discovery_is_sent_again_when_home_assistant_restarts(home, ha, tmp_path
         wait_for(lambda: ha.on(f"{BASE}/motion") == [b"OFF"], 10, "the states again")
         assert ha.retained(DISCOVERY) == [True], "kept for HA's next start too"
         assert bell.doorbell.home.counters["births"] == 1
+        # Anyone on the broker can send "online": a flood must not become one of ours.
+        ha.clear()
+        for _ in range(50):
+            ha.client.publish(f"{PREFIX}/status", "online", qos=1)
+        ha.publish(f"{BASE}/snooze/set", "OFF")  # a barrier, as above
+        wait_for(lambda: ha.on(f"{BASE}/snooze")[-1:] == [b"OFF"], 10, "the barrier")
+        assert len(ha.on(DISCOVERY)) <= 1, "at most one re-send per flood"
     finally:
         bell.close()
 
@@ -782,6 +789,7 @@ def test_with_both_down_the_doorbell_rings_keeps_clips_and_sends_all_later(
         ({"port": 0}, "home_assistant.port"),
         ({"snapshot": True}, "home_assistant.snapshot: unknown key"),
         ({"tls_ca": "ca.crt", "tls_cert": "c.crt"}, "home_assistant.tls_cert needs"),
+        ({"backoff_min_s": 5, "backoff_max_s": 1}, "home_assistant.backoff_max_s"),
     ],
 )
 def test_bad_home_assistant_settings_name_the_key(section, message):
