@@ -19,10 +19,15 @@ from testing.localstack import LocalMosquitto
 
 
 class HomeMosquitto(LocalMosquitto):
-    """Password logins, no ACL, retained messages kept over a restart, on a free loopback port."""
+    """Password logins, no ACL unless given, retained messages kept over a restart, on a
+    free loopback port."""
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    def __init__(self, folder: Path, port: int | None = None, acl: str | None = None) -> None:
         super().__init__(folder, port)
+        acl_lines = []
+        if acl is not None:  # the owner's own rules, e.g. docs/home-assistant.md's
+            (self.dir / "acl").write_text(acl)
+            acl_lines = [f"acl_file {self.dir / 'acl'}"]
         self.conf.write_text(
             "\n".join(
                 [
@@ -37,6 +42,7 @@ class HomeMosquitto(LocalMosquitto):
                     "log_type error",
                     "log_type warning",
                     f"listener {self.port} 127.0.0.1",
+                    *acl_lines,
                     "",
                 ]
             )

@@ -806,3 +806,51 @@ def test_the_link_is_off_unless_enabled_and_files_live_beside_the_config(tmp_pat
     cfg = load_config(conf)
     assert cfg.home_assistant.password_file == tmp_path / "pw"
     assert cfg.home_assistant.tls_ca == Path("/ca")
+
+
+def test_the_documented_acl_is_enough_and_keeps_fake_rings_out(tmp_path, recorder):
+    """docs/home-assistant.md's ACL for a shared broker: the doorbell works under it, and
+    another account cannot publish a ring in its name (the broker answers "not authorized")."""
+    docs = (Path(__file__).parent.parent / "docs" / "home-assistant.md").read_text()
+    acl = docs.split("```\nuser doorbell\n", 1)[1].split("```", 1)[0]
+    acl = (
+        "user test-bell\n"
+        + acl.replace("front-door", "test-bell")
+        + "\nuser ha\ntopic readwrite #\n"
+    )
+    with HomeMosquitto(tmp_path / "home", acl=acl) as home:
+        for user in ("ha", "test-bell", "mallory"):
+            home.add_user(user, f"pw-{user}")
+            (tmp_path / f"home-{user}.pw").write_text(f"pw-{user}")
+        ha = Subscriber(
+            home.port, "ha", tmp_path / "home-ha.pw", [f"{PREFIX}/#", "open-doorbell/#"]
+        )
+        cfg = small_config(tmp_path / "bell", home_assistant=ha_section(tmp_path, home.port))
+        bell = SimDoorbell(cfg, make_scene("porch", 320, 240), emit=recorder)
+        try:
+            wait_for(lambda: ha.on(DISCOVERY), 10, "discovery under the ACL")
+            ha.publish(f"{PREFIX}/status", "online")
+            ha.publish(f"{BASE}/snooze/set", "ON")
+            wait_for(lambda: ha.on(f"{BASE}/snooze")[-1:] == [b"ON"], 10, "commands under the ACL")
+            assert bell.doorbell.home.counters["births"] == 1, "HA's birth message under the ACL"
+            bell.schedule_press(1.0)
+            bell.run(2.0)
+            wait_for(lambda: rings(ha), 10, "the press under the ACL")
+
+            codes: list[int] = []
+            settings = BrokerSettings(port=home.port, password_file=tmp_path / "home-mallory.pw")
+            mallory = make_client(settings, client_id="mallory", username="mallory")
+            mallory.on_publish = lambda _c, _u, _m, rc, _p: codes.append(rc.value)
+            mallory.connect("127.0.0.1", home.port)
+            mallory.loop_start()
+            fake = json.dumps({"event_type": "ring", "id": "x", "at": "now"})
+            mallory.publish(f"{BASE}/ring", fake, qos=1)
+            mallory.publish(f"{BASE}/snooze/set", "OFF", qos=1)
+            wait_for(lambda: len(codes) == 2, 10, "the broker's answers")
+            assert codes == [135, 135], "not authorized"
+            assert len(rings(ha)) == 1
+            mallory.disconnect()
+            mallory.loop_stop()
+        finally:
+            bell.close()
+            ha.close()
