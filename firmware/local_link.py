@@ -40,6 +40,7 @@ import json
 import logging
 import shutil
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 ON, OFF = "ON", "OFF"
 ONLINE, OFFLINE = "online", "offline"
+BIRTH_MIN_INTERVAL_S = 2.0
 
 
 def discovery(
@@ -190,6 +192,7 @@ class HomeAssistantLink:
         self._states: dict[str, str | bytes] = {}  # retained topic -> latest payload
         self._motion = False
         self._snoozed = False
+        self._last_birth = -BIRTH_MIN_INTERVAL_S
         self._stop = threading.Event()
         self._status_thread: threading.Thread | None = None
         self.counters = {"rings": 0, "queued": 0, "dropped": 0, "births": 0, "bad_commands": 0}
@@ -224,7 +227,14 @@ class HomeAssistantLink:
     # ------------------------------------------------------------ the controller's sink
 
     def on_event(self, ev: DoorbellEvent) -> None:
-        """Called on the controller's thread for every event; never blocks on the network."""
+        """Called on the controller's thread for every event; never blocks on the network,
+        never raises (the relay's announcer comes after it in the same sink)."""
+        try:
+            self._on_event(ev)
+        except Exception:
+            log.exception("home link failed on %s", ev.kind)
+
+    def _on_event(self, ev: DoorbellEvent) -> None:
         if ev.kind == "ring":
             self._ring(ev)
         elif ev.kind in ("motion_start", "motion_end"):
@@ -333,7 +343,11 @@ class HomeAssistantLink:
 
     def _handle(self, topic: str, payload: bytes) -> None:
         if topic == self.t_birth:
-            if payload == ONLINE.encode():
+            now = time.monotonic()
+            # Anyone on the broker can say "online": answering each at once would let a
+            # flood of them make the doorbell re-send its picture in a loop.
+            if payload == ONLINE.encode() and now - self._last_birth >= BIRTH_MIN_INTERVAL_S:
+                self._last_birth = now
                 self.counters["births"] += 1
                 with self._lock:
                     self._publish_all()
