@@ -854,3 +854,28 @@ def test_the_documented_acl_is_enough_and_keeps_fake_rings_out(tmp_path, recorde
         finally:
             bell.close()
             ha.close()
+
+
+def test_a_failing_home_link_costs_the_relay_nothing(tmp_path, recorder, monkeypatch):
+    for name in ("home-test-bell.pw", "relay-test-bell.pw"):
+        (tmp_path / name).write_text("x")
+    cfg = small_config(
+        tmp_path / "bell",
+        home_assistant=ha_section(tmp_path, free_port()),
+        mqtt=relay_section(tmp_path, free_port()),
+        owner=owner_section(OwnerKeys.generate()),
+    )
+    bell = SimDoorbell(cfg, make_scene("porch", 320, 240), emit=recorder)
+    try:
+
+        def broken(ev: object) -> None:
+            raise RuntimeError("the home link is broken")
+
+        monkeypatch.setattr(bell.doorbell.home, "_ring", broken)
+        bell.schedule_press(1.0)
+        bell.run(2.0)
+        assert recorder.kinds().count("ring") == 1, "the sink after it still saw the ring"
+        topics = [row.topic for row in bell.doorbell.uplink.outbox.due(10, exclude=set())]
+        assert "doorbell/test-bell/event" in topics, "the relay's copy is in its outbox"
+    finally:
+        bell.close()
