@@ -8,17 +8,15 @@ What Home Assistant sees, through MQTT device discovery (one retained config on
 ``<prefix>/device/<device>/config`` holding ``dev``, ``o`` and ``cmps``; sent again
 whenever Home Assistant's birth message ``online`` arrives on ``<prefix>/status``):
 
-======================  ==========================  =================================
-component               topic (under ``open-doorbell/<device>/``)  payload
-======================  ==========================  =================================
-event ``doorbell``      ``ring``                    ``{"event_type": "ring", ...}``, not retained
-binary_sensor motion    ``motion``                  ``ON`` / ``OFF``, retained
-image (opt-in)          ``snapshot``                the press's JPEG, masks applied
-sensor data_size        ``storage``                 free MB in the data folder
-binary_sensor connect.  ``relay``                   ``ON`` / ``OFF``: the relay link's state
-switch                  ``snooze`` / ``snooze/set`` ``ON`` / ``OFF``: motion alerts snoozed
-(availability)          ``availability``            ``online``; the last will says ``offline``
-======================  ==========================  =================================
+* ``ring``: an ``event`` (``doorbell``): ``{"event_type": "ring", "id", "at"}``, never retained;
+* ``motion``: a ``binary_sensor`` (``motion``): ``ON`` / ``OFF``, retained;
+* ``snapshot``: an ``image``, only if enabled: the press's JPEG, masks applied;
+* ``storage``: a ``sensor`` (``data_size``): free MB where the data folder is;
+* ``relay``: a ``binary_sensor`` (``connectivity``): the relay link's state, read only;
+* ``snooze`` / ``snooze/set``: a ``switch``: motion alerts snoozed, ``ON`` / ``OFF``;
+* ``availability``: ``online``; ``offline`` on a clean stop and as the last will.
+
+Topics are under ``open-doorbell/<device>/``; see docs/home-assistant.md.
 
 A press is published from the controller's thread straight to paho (no disk on the
 way: this broker is in the house and the press is wanted now).  While the broker is
