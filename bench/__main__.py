@@ -17,6 +17,7 @@ BENCHMARKS = {
     "motion": "bench.motion",
     "ringbuffer": "bench.ringbuffer",
     "mqtt_latency": "bench.mqtt_latency",
+    "home_latency": "bench.home_latency",
     "ingest_throughput": "bench.ingest_throughput",
     "crypto_throughput": "bench.crypto_throughput",
     "request_matching": "bench.request_matching",
