@@ -296,6 +296,31 @@ def cmd_verify_proof(args: argparse.Namespace) -> int:
     return 0 if ok else EXIT_FAILED
 
 
+def _open_exported(path: Path, key: bytes) -> Any:
+    exported = _read_json(path, "head")
+    try:
+        if exported.get("key") not in (None, b64(key)):
+            raise WitnessError(f"{path} is a head signed by another key than the pinned one")
+        return open_head(exported.get("signed", exported), key)
+    except (AttributeError, ValueError) as err:
+        raise WitnessError(f"{path}: {err}") from None
+
+
+def cmd_log_offline(args: argparse.Namespace) -> int:
+    """check-consistency without a relay: two heads of one size are enough to prove a fork."""
+    if args.log_command != "check-consistency":
+        raise Failure("no relay: give --relay URL or set FOOTAGE_RELAY")
+    if args.log_key is None:
+        raise Failure("no pinned relay key: give --log-key FILE (or --relay URL)")
+    key = _key_file(args.log_key)
+    a, b = (_open_exported(p, key) for p in (args.a, args.b))
+    if a.size != b.size:
+        raise Failure("heads of different sizes need the relay's consistency proof: give --relay")
+    compare(lambda _path: None, a, b)
+    print(f"ok: one history: {a.describe()} and {b.describe()}")
+    return 0
+
+
 def cmd_log(client: Client, args: argparse.Namespace) -> int:
     w, key = witness_for(client, args)
     if args.log_command == "head":
@@ -306,17 +331,8 @@ def cmd_log(client: Client, args: argparse.Namespace) -> int:
         return 0
     if args.log_command == "verify":
         return log_verify(client, w.last(key))
-    heads = []
-    for path in (args.a, args.b):
-        exported = _read_json(path, "head")
-        try:
-            if exported.get("key") not in (None, b64(key)):
-                raise WitnessError(f"{path} is a head signed by another key than the pinned one")
-            heads.append(open_head(exported.get("signed", exported), key))
-        except ValueError as err:
-            raise WitnessError(f"{path}: {err}") from None
-    compare(client.public, heads[0], heads[1])
-    a, b = heads
+    a, b = (_open_exported(p, key) for p in (args.a, args.b))
+    compare(client.public, a, b)
     print(f"ok: one history: {a.describe()} and {b.describe()}")
     return 0
 
@@ -366,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "verify-proof":
             return cmd_verify_proof(args)
         if args.command == "log":
+            if not args.relay:
+                return cmd_log_offline(args)
             return cmd_log(Client(args.relay, args.token, need_token=False), args)
         client = Client(args.relay, args.token)
         witness_for(client, args)

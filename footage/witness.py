@@ -97,7 +97,11 @@ class Witness:
     def pin(self, get: Any) -> bytes:
         """The pinned key; on first use, the relay's own, announced on stderr (TOFU)."""
         key = self.pinned()
-        served = unb64(get("/v1/log/key")["key"])
+        answer = get("/v1/log/key")
+        try:
+            served = unb64(answer["key"])
+        except (KeyError, TypeError, ValueError):
+            raise WitnessError(f"{self.relay} publishes no log key (GET /v1/log/key)") from None
         if key is None:
             self.pin_key(served)
             print(

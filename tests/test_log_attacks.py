@@ -218,6 +218,20 @@ def test_the_operator_cannot_rewrite_history_unseen(world, tmp_path, attack):
         str(tmp_path / "a.json"), str(tmp_path / "b.json"),
     )  # fmt: skip
     assert code == footage.EXIT_LOG_ALARM and "earlier head" in err, (out, err)
+    if attack == "rewrite":
+        return
+    # Truncated, then regrown to the old size: two signed heads of one size, two roots.
+    # That proves the fork offline, with no help from the relay.
+    for i in range(before - after):
+        relay.audit.append("operator_action", "operator", {"action": f"regrow {i}"})
+    code, head_c, err = run("--state", str(fresh), "--relay", relay.url, "log", "head")
+    assert code == 0 and json.loads(head_c)["size"] == before, err
+    (tmp_path / "c.json").write_text(head_c)
+    code, out, err = run(
+        "--log-key", str(key_file), "log", "check-consistency",
+        str(tmp_path / "a.json"), str(tmp_path / "c.json"),
+    )  # fmt: skip
+    assert code == footage.EXIT_LOG_ALARM and f"two different logs of {before}" in err, err
 
 
 def test_an_honest_log_raises_no_alarm_and_proofs_need_a_pinned_key(world, tmp_path):
