@@ -175,6 +175,22 @@ def cmd_fetch(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def open_clip_keys(ask: dict[str, Any], clips: list[str], box_private: bytes) -> dict[str, bytes]:
+    """Open each clip's key, sealed to the owner by the doorbell, to re-seal it in the approval."""
+    sealed = {c["clip_id"]: c.get("owner_key") for c in ask.get("clips", [])}
+    out = {}
+    for clip_id in clips:
+        if not sealed.get(clip_id):
+            raise Failure(f"the relay has no sealed key for clip {clip_id}", EXIT_FAILED)
+        try:
+            out[clip_id] = unwrap_key(unb64(sealed[clip_id]), box_private)
+        except CryptoFailure:
+            raise Failure(
+                f"the key of clip {clip_id} is not sealed to your key", EXIT_FAILED
+            ) from None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -265,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                 clips,
                 unb64(ask["requester_key"]),
                 time.time() + args.valid_hours * 3600,
+                open_clip_keys(ask, clips, keys.box_private),
             )
             signed = sign_decision(approval, keys.sign_private)
             result = client.call("POST", f"/v1/asks/{args.ask}/approve", json={"approval": signed})

@@ -9,7 +9,7 @@ import pytest
 from test_protocol import clip
 
 from protocol import utcnow
-from protocol.crypto import OwnerKeys, b64
+from protocol.crypto import OwnerKeys, b64, new_clip_key
 from protocol.decisions import approval_payload
 from relay.audit import AuditLog
 from relay.consent import ConsentEngine, NotFound, PolicyRefusal
@@ -116,7 +116,10 @@ def test_the_relay_checks_the_owner_signature_and_the_requester(world):
     (ask,) = engine.asks_for("alice")
 
     def signed(keys, requester_key, clips=("clip-0",)):
-        p = approval_payload(rid, "front-door", list(clips), requester_key, time.time() + 60)
+        sealed = {c: new_clip_key() for c in clips}
+        p = approval_payload(
+            rid, "front-door", list(clips), requester_key, time.time() + 60, sealed
+        )
         return b64(json.dumps(keys.sign(p)).encode())
 
     with pytest.raises(PolicyRefusal, match="signature"):
@@ -140,7 +143,9 @@ def test_unanswered_asks_expire_as_no(world):
     assert engine.ask(ask.id).status == "pending", "72 h are not over yet"
     engine.clock.now += 1
     assert engine.ask(ask.id).status == "expired"
-    p = approval_payload(rid, "front-door", ["clip-0"], police.box_public, engine.clock() + 60)
+    p = approval_payload(
+        rid, "front-door", ["clip-0"], police.box_public, engine.clock() + 60, {"clip-0": b"k" * 32}
+    )
     with pytest.raises(PolicyRefusal, match="expired"):
         engine.approve("alice", ask.id, b64(json.dumps(alice.sign(p)).encode()))
     assert engine.released(rid) == []
