@@ -321,6 +321,13 @@ blobs_dir = "{root / "relay" / "blobs"}"
 
     say("5. Owners decide: Alice approves, Bob denies")
     alice, bob = root / "owners" / "alice", root / "owners" / "bob"
+    # Owners are asked just after the police get their answer (which must not depend on
+    # how many homes the area holds).
+    wait(
+        lambda: json.loads(run(footage_cmd(api, bob / "token", "asks", "--json"), "asks", False)),
+        30,
+        "the owners to be asked",
+    )
     asks_a = json.loads(run(footage_cmd(api, alice / "token", "asks", "--json"), "asks"))
     print(run(footage_cmd(api, alice / "token", "asks"), "asks", False), end="")
     ask_b = json.loads(run(footage_cmd(api, bob / "token", "asks", "--json"), "asks", False))

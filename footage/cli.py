@@ -2,6 +2,7 @@
 
     footage keys new --out DIR                    Ed25519 + X25519 keys (private halves 0600)
     footage request --lat --lon --radius M --from T --to T --reason R --case C --basis B
+                    [--demand DOCKET]
     footage status REQUEST                        what has been released so far
     footage fetch REQUEST --key DIR --out DIR     download, unwrap, decrypt, check sha256
     footage asks [--json]                         (owners) pending asks
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     rq.add_argument("--reason", required=True)
     rq.add_argument("--case", required=True, help="your case reference")
     rq.add_argument("--basis", choices=("consent", "legal-demand"), default="consent")
+    rq.add_argument("--demand", help="with --basis legal-demand: the docket the relay has on file")
     st = sub.add_parser("status", help="a request's status and what was released")
     st.add_argument("request")
     fe = sub.add_parser("fetch", help="download and decrypt what was released to you")
@@ -227,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                 "case_ref": args.case,
                 "basis": args.basis,
             }
+            if args.demand:
+                body["demand"] = args.demand
             print(client.call("POST", "/v1/requests", json=body)["id"])
             return 0
         if args.command == "status":

@@ -37,7 +37,9 @@ def build_report(
         "requests_by_requester": dict(by_requester),
         "requests_by_basis": dict(by_basis),
         "refused_by_policy": dict(refusals),
-        "asks": kinds["ask"],
+        # Asks are not on the record one by one (that would say how many homes a
+        # request reached); those that concluded are: a decision or an expiry each.
+        "asks": kinds["ask"] + kinds["decision"] + kinds["ask_expired"],
         "approvals": decisions["approve"],
         "denials": decisions["deny"],
         "expired": kinds["ask_expired"],
