@@ -349,8 +349,8 @@ blobs_dir = "{root / "relay" / "blobs"}"
     )
     say(
         "",
-        "Alice's doorbell checked her signature itself, re-wrapped the clip key to the "
-        "police's key and uploaded ciphertext",
+        "Alice's client sealed the clip key to the police's key inside her signed approval; "
+        "her doorbell checked the signature itself and uploaded ciphertext only",
     )
 
     say("6. The police fetch and decrypt what was released")
@@ -398,7 +398,7 @@ blobs_dir = "{root / "relay" / "blobs"}"
     return f"""What happened: three doorbells recorded {total} clips, each encrypted on the doorbell
 to its owner. The police asked for footage of the street; the relay asked the three owners.
 Alice said yes, Bob said no, Carol did not answer (in 72 h that counts as no). Only Alice's
-clips left her home, re-encrypted by her own doorbell to the police's key. The relay never
+clips left her home, their keys sealed to the police's key by her own client. The relay never
 held a key: it saw metadata and ciphertext. Every step is in a verified, signed audit log.
 
 Files: {root}

@@ -319,6 +319,40 @@ def create_app(
 
             return StreamingResponse(stream(), media_type="application/octet-stream")
 
+    def _forward(approval_b64: str, device: str, request_id: str, clip_ids: list[str]) -> None:
+        urls = {c: blobs.upload_url(blob_key(request_id, device, c)) for c in clip_ids}
+        cmd = ReleaseCommand(
+            id=new_id(),
+            ts=utcnow(),
+            device=device,
+            request_id=request_id,
+            approval=approval_b64,
+            upload_urls=urls,
+        )
+        publish(*encode(cmd))
+
+    @app.get("/v1/devices/{device}/clips", responses=_errors(401, 403, 404))
+    def device_clips(device: str, owner: Owner) -> list[ClipOut]:
+        """Your doorbell's clips, each with its key sealed to you (``owner_key``)."""
+        return [ClipOut(**c) for c in engine.owner_clips(owner, device)]
+
+    @app.post("/v1/views", status_code=201, responses=_errors(400, 401, 403, 404, 422))
+    def view(body: ApprovalIn, owner: Owner) -> DecisionOut:
+        """Release clips of your own doorbell to yourself: an Approval whose
+        ``requester_key`` is your own ``box.pub`` and ``request_id`` starts with view-."""
+        approval = engine.view(owner, body.approval)
+        _forward(body.approval, approval.device, approval.request_id, approval.clip_ids)
+        return DecisionOut(id=approval.request_id, status="approved", forwarded_to=approval.device)
+
+    @app.get("/v1/views/{view_id}", responses=_errors(401, 403, 404))
+    def get_view(view_id: str, owner: Owner) -> RequestStatusOut:
+        released = engine.view_released(owner, view_id)
+        for item in released:
+            item["download_url"] = blobs.download_url(
+                blob_key(view_id, item["device"], item["clip_id"])
+            )
+        return RequestStatusOut(id=view_id, status="accepted", released=released)
+
     @app.post("/v1/clips/{device}/{clip_id}/delete", responses=_errors(400, 401, 403, 404, 422))
     def delete_clip(device: str, clip_id: str, body: DeletionIn, owner: Owner) -> DeleteOut:
         engine.check_deletion(owner, device, clip_id, body.signature)

@@ -499,6 +499,67 @@ class ConsentEngine:
                 )
         return out
 
+    # ------------------------------------------------------------ owner's own viewing
+
+    def owner_clips(self, owner: str, device: str) -> list[dict[str, Any]]:
+        """The clips of ``owner``'s doorbell ``device`` (NotFound if it is not theirs)."""
+        info = self.index.device(device)
+        if info is None or info.get("owner") != owner:
+            raise NotFound(device)
+        return self.index.clips(device=device)
+
+    def view(self, owner: str, signed_b64: str) -> Approval:
+        """An owner's release to themselves: the same signed approval and the same
+        doorbell path as for a requester, with the owner's own key as recipient."""
+        try:
+            approval = verify_decision(
+                signed_b64, unb64(self.owner(owner)["sign_public"]), Approval, now=self.clock()
+            )
+        except DecisionRefused as err:
+            raise PolicyRefusal(f"the approval is refused: {err}") from None
+        self.owner_clips(owner, approval.device)
+        if approval.requester_key != self.owner(owner)["box_public"]:
+            raise PolicyRefusal("a view is released to the owner's own key only")
+        if not approval.request_id.startswith("view-"):
+            raise PolicyRefusal("a view's request id starts with view-")
+        known = {c["clip_id"] for c in self.index.clips(device=approval.device)}
+        if not set(approval.clip_ids) <= known:
+            raise PolicyRefusal("the approval names clips this doorbell does not have")
+        record = {
+            "id": approval.request_id,
+            "requester": owner,
+            "kind": "view",
+            "device": approval.device,
+            "status": "accepted",
+            "created": self.clock(),
+        }
+        if not self.r.set(ks.request(approval.request_id), json.dumps(record), nx=True):
+            raise PolicyRefusal("this request id is taken")
+        self.audit.append(
+            "operator_action",
+            owner,
+            {"action": "owner_view", "device": approval.device, "clips": approval.clip_ids},
+        )
+        return approval
+
+    def view_released(self, owner: str, request_id: str) -> list[dict[str, Any]]:
+        record = self.request(request_id)
+        if record.get("kind") != "view" or record["requester"] != owner:
+            raise NotFound(request_id)
+        device = record["device"]
+        out = []
+        for _field, raw in self.r.hscan_iter(dkey(device, "released"), match=f"{request_id}:*"):
+            msg = json.loads(raw)
+            out.append(
+                {
+                    "device": device,
+                    "clip_id": msg["clip_id"],
+                    "wrapped_key": msg["wrapped_key"],
+                    "sha256": msg["sha256"],
+                }
+            )
+        return out
+
     def check_deletion(self, owner: str, device: str, clip_id: str, signed_b64: str) -> None:
         """An owner may delete only their own doorbell's clips, with a valid signed deletion."""
         info = self.index.device(device)

@@ -81,6 +81,6 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         f"Policy: radius at most {r['policy']['max_radius_m']:g} m, window at most "
         f"{r['policy']['max_window_s'] / 3600:g} h, at most {r['policy']['max_per_day']:g} "
-        "requests per requester per day.",
+        "requests per requester organisation per day.",
     ]
     return "\n".join(lines) + "\n"

@@ -379,3 +379,31 @@ def test_requests_outside_policy_are_refused_and_logged(world, tmp_path):
     )
     assert code == 1
     assert [e["kind"] for e in relay.audit.entries()][-1] == "request_refused"
+
+
+def test_an_owner_views_their_own_clip_by_the_same_signed_path(world, tmp_path):
+    relay, (alice, bob) = world
+    alice.bell.schedule_press(2.0)
+    alice.bell.run(9.0)
+    alice.bell.controller.shutdown()
+    (saved,) = [e for e in alice.events if e.kind == "clip_saved"]
+    wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
+    clip_id = saved.data["clip"]
+    # Bob cannot view Alice's doorbell, even naming it.
+    code, _ = run_footage(
+        relay, bob.token, "view", clip_id, "--device", "alice-door", "--keys", str(bob.keys),
+        "--out", str(tmp_path / "bob"),
+    )  # fmt: skip
+    assert code == 1
+    code, out = run_footage(
+        relay, alice.token, "view", clip_id, "--device", "alice-door", "--keys", str(alice.keys),
+        "--out", str(tmp_path / "mine"), "--wait", "30",
+    )  # fmt: skip
+    assert code == 0, out
+    (mp4,) = (tmp_path / "mine").glob("*.mp4")
+    from conftest import plain_clip
+
+    assert mp4.read_bytes() == plain_clip(alice.bell, clip_id, tmp_path / "x.mp4").read_bytes()
+    assert alice.commands.counters["released"] == 1, "the doorbell checked a signed approval"
+    actions = [e["data"].get("action") for e in relay.audit.entries()]
+    assert "owner_view" in actions
