@@ -138,7 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     pset = psub.add_parser("set", help="change bounds (audited)")
     pset.add_argument("--max-radius-m", type=positive)
     pset.add_argument("--max-window-h", type=positive)
-    pset.add_argument("--max-per-day", type=positive)
+    pset.add_argument("--max-per-day", type=positive, help="per requester organisation")
+    pset.add_argument("--min-radius-m", type=positive)
+    pset.add_argument(
+        "--retention-days", type=positive, help="how far back a request's window may start"
+    )
     ld = sub.add_parser("legal-demand", help="record a legal demand (the owners are told)")
     ldsub = ld.add_subparsers(dest="ld_command", required=True, parser_class=UsageParser)
     ldr = ldsub.add_parser(
@@ -420,12 +424,15 @@ def cmd_policy(relay: Relay, args: argparse.Namespace, out: Console) -> int:
                 ("max_radius_m", args.max_radius_m),
                 ("max_window_s", args.max_window_h and args.max_window_h * 3600),
                 ("max_per_day", args.max_per_day),
+                ("min_radius_m", args.min_radius_m),
+                ("retention_s", args.retention_days and args.retention_days * 86400),
             )
             if v
         }
         if not changes:
             raise UsageError(
-                "nothing to change: give --max-radius-m, --max-window-h or --max-per-day"
+                "nothing to change: give --max-radius-m, --min-radius-m, --max-window-h, "
+                "--max-per-day or --retention-days"
             )
         engine.set_policy("operator", **changes)
     _print_json(engine.policy())

@@ -241,6 +241,9 @@ def test_policy_and_legal_demand_commands(stack, tmp_path):
     assert r.returncode == 0, r.stderr
     changed = json.loads(r.stdout)
     assert changed["max_radius_m"] == 400 and changed["max_window_s"] == 7200
+    r = relay(stack, "policy", "set", "--min-radius-m", "20", "--retention-days", "7")
+    changed = json.loads(r.stdout)
+    assert changed["min_radius_m"] == 20 and changed["retention_s"] == 7 * 86400
     assert relay(stack, "policy", "set").returncode == 2
     entries = json.loads(relay(stack, "audit", "list", "--json").stdout)
     assert entries[-1]["kind"] == "policy_change"
