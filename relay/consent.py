@@ -408,7 +408,9 @@ class ConsentEngine:
         if ask.status == "pending" and ask.expires <= self.clock():
             ask.status = "expired"
             self._save_ask(ask)
-            self.audit.append("ask_expired", "relay", {"ask": ask.id, "request": ask.request_id})
+            # No request id on the record: counting an id's decisions and expiries would
+            # say how many homes it reached.  The ask id is random and public nowhere else.
+            self.audit.append("ask_expired", "relay", {"ask": ask.id})
         return ask
 
     def asks_for(self, owner: str) -> list[Ask]:
@@ -421,7 +423,7 @@ class ConsentEngine:
         self._save_ask(ask)
         self.r.zrem(ks.ASKS_PENDING, ask.id)
         self.audit.append(
-            "decision", owner, {"ask": ask.id, "request": ask.request_id, "decision": "deny"}
+            "decision", owner, {"ask": ask.id, "decision": "deny"}
         )
         return ask
 
@@ -463,7 +465,6 @@ class ConsentEngine:
             owner,
             {
                 "ask": ask.id,
-                "request": ask.request_id,
                 "decision": "approve",
                 "clips": payload["clip_ids"],
             },

@@ -143,6 +143,14 @@ def test_answers_and_the_public_record_are_the_same_for_0_1_and_4_doorbells(api)
         assert not askset.check(ask.commitment, entry["data"]["asks_root"], {"owner": "else"})
         forged = dict(ask.commitment, index=(ask.commitment["index"] + 1) % 64)
         assert not askset.check(forged, entry["data"]["asks_root"])
+    # Owners' decisions and expiries do not name the request either (counting them
+    # would say how many homes it reached).
+    api.engine.deny("owner-4-0", api.engine.asks_for("owner-4-0")[0].id)
+    api.engine.clock = lambda: utcnow().timestamp() + 73 * 3600
+    api.engine.expire_due()
+    later = [e for e in api.audit.entries() if e["kind"] in ("decision", "ask_expired")]
+    assert len(later) == 5  # one denial; three asks of this request and one other expired
+    assert not any(rid in json.dumps(e) for e in later)
 
 
 def test_twenty_parallel_requests_count_exactly_the_limit_per_organisation(api):
