@@ -422,9 +422,7 @@ class ConsentEngine:
         ask.status = "denied"
         self._save_ask(ask)
         self.r.zrem(ks.ASKS_PENDING, ask.id)
-        self.audit.append(
-            "decision", owner, {"ask": ask.id, "decision": "deny"}
-        )
+        self.audit.append("decision", owner, {"ask": ask.id, "decision": "deny"})
         return ask
 
     def _pending(self, owner: str, ask_id: str) -> Ask:
