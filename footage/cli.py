@@ -33,6 +33,7 @@ except ModuleNotFoundError as err:  # the client part is not installed here
     sys.exit(f"footage: {err.name} is missing: install the client with: pip install '.[footage]'")
 
 from common.cli import UsageParser, parse_time
+from protocol import askset
 from protocol.crypto import (
     CryptoFailure,
     OwnerKeys,
@@ -301,6 +302,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    doorbell {a['device']}, clips: {' '.join(a['clip_ids'])}")
                 for d in a.get("legal_demands", []):
                     print(f"    legal demand {d['docket']} by {d['authority']}")
+                proof = a.get("commitment") or {}
+                mine = {"ask": a["id"], "request": a["request_id"], "device": a["device"]}
+                if askset.check(proof, proof.get("root", ""), mine):
+                    print(f"    on the public record under asks_root {proof['root']}")
+                else:
+                    print("    WARNING: this ask's proof does not check out")
             if not pending:
                 print("no pending asks")
             return 0

@@ -242,6 +242,10 @@ def test_the_whole_consent_cycle(world, tmp_path, caplog):
     assert ask_a["clip_ids"] == [clips[alice][0].data["clip"]]
     code, out = run_footage(relay, bob.token, "asks", "--json")
     (ask_b,) = json.loads(out)
+    # Each owner's ask is under the commitment the public record holds for the request.
+    (entry,) = [e for e in relay.audit.entries() if e["kind"] == "request"]
+    code, out = run_footage(relay, alice.token, "asks")
+    assert f"on the public record under asks_root {entry['data']['asks_root']}" in out
 
     assert run_footage(relay, bob.token, "deny", ask_b["id"])[0] == 0
     code, out = run_footage(relay, alice.token, "approve", ask_a["id"], "--keys", str(alice.keys))
