@@ -109,6 +109,8 @@ def test_a_valid_approval_releases_to_the_named_requester_only(h, tmp_path):
         ("other_request", "another request"),
         ("extra_clip", "other clips than the owner approved"),
         ("unknown_clip", "no clip"),
+        ("missing_key", "one sealed key per approved clip"),
+        ("bad_key", "sealed box"),
     ],
 )
 def test_bad_approvals_are_refused_even_when_the_relay_forwards_them(h, case, message):
@@ -128,6 +130,10 @@ def test_bad_approvals_are_refused_even_when_the_relay_forwards_them(h, case, me
         h.release(h.approval(), request_id="req-0002")
     elif case == "extra_clip":
         h.release(h.approval(), urls={h.clip_id: "https://a", "someone-elses-clip": "https://b"})
+    elif case == "missing_key":
+        h.release(h.approval(keys={}))
+    elif case == "bad_key":
+        h.release(h.approval(keys={h.clip_id: b64(b"k" * 32)}))  # a raw key, not sealed
     elif case == "unknown_clip":
         sealed = h.approval_keys()
         h.release(

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 import uvicorn
@@ -399,6 +400,21 @@ def test_an_owner_views_their_own_clip_by_the_same_signed_path(world, tmp_path):
         "--out", str(tmp_path / "bob"),
     )  # fmt: skip
     assert code == 1
+    # Nor can Alice's client (or anyone with her token) make a "view" for another key.
+    from protocol.decisions import Approval, sign_decision
+
+    other = OwnerKeys.generate()
+    key = unwrap_key(unb64(alice.bell.store.get(clip_id).wrapped_key), alice.owner.box_private)
+    wrong = Approval.create(
+        "view-0123456789abcdef", "alice-door", [clip_id], other.box_public, time.time() + 60,
+        {clip_id: key},
+    )  # fmt: skip
+    resp = httpx.post(
+        f"{relay.url}/v1/views",
+        json={"approval": sign_decision(wrong, alice.owner.sign_private)},
+        headers={"Authorization": f"Bearer {alice.token.read_text().strip()}"},
+    )
+    assert resp.status_code == 422 and "own key" in resp.json()["reason"]
     code, out = run_footage(
         relay, alice.token, "view", clip_id, "--device", "alice-door", "--keys", str(alice.keys),
         "--out", str(tmp_path / "mine"), "--wait", "30",
