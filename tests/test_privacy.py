@@ -128,6 +128,7 @@ def test_answers_and_the_public_record_are_the_same_for_0_1_and_4_doorbells(api)
         for n, r in answers.items()
     }
     assert len(set(shapes.values())) == 1, shapes
+    assert len(answers[0].content) == 49, "the size docs/formats.md gives"
     assert set(growth.values()) == {1}, growth
     entries = [e for e in api.audit.entries() if e["kind"] == "request"]
     assert len({e["data"]["asks_size"] for e in entries}) == 1
