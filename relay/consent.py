@@ -283,6 +283,8 @@ class ConsentEngine:
         record["status"] = "accepted"
         self.r.set(ks.request(request_id), json.dumps(record))
         self.r.zadd(ks.REQUESTS, {request_id: record["created"]})
+        # Until fan_out has run, the request waits here (so a crash loses no request).
+        self.r.zadd(ks.FANOUT_PENDING, {request_id: record["created"]})
         if fan_out:
             self.fan_out(request_id)
         # Deliberately nothing about how many homes matched.
@@ -290,7 +292,26 @@ class ConsentEngine:
 
     def fan_out(self, request_id: str) -> None:
         """Match an accepted request, ask each owner, and put the request on the record
-        with a commitment to its padded ask set (one audit entry, whatever matched)."""
+        with a commitment to its padded ask set (one audit entry, whatever matched).
+
+        Runs once per request: it claims the request from the pending set first, and
+        puts it back if it fails (see :meth:`fan_out_due`)."""
+        if not self.r.zrem(ks.FANOUT_PENDING, request_id):
+            return  # done already, or being done
+        try:
+            self._fan_out(request_id)
+        except BaseException:
+            self.r.zadd(ks.FANOUT_PENDING, {request_id: self.clock()})
+            raise
+
+    def fan_out_due(self, older_than_s: float = 60.0) -> int:
+        """Fan out requests whose deferred fan-out never ran (the API stopped); how many."""
+        due = self.r.zrangebyscore(ks.FANOUT_PENDING, "-inf", self.clock() - older_than_s)
+        for request_id in due:
+            self.fan_out(request_id.decode())
+        return len(due)
+
+    def _fan_out(self, request_id: str) -> None:
         record = self.request(request_id)
         req = self.requester(record["requester"])
         lat, lon, radius_m = record["lat"], record["lon"], record["radius_m"]
@@ -414,6 +435,7 @@ class ConsentEngine:
         return ask
 
     def asks_for(self, owner: str) -> list[Ask]:
+        self.fan_out_due()
         ids = [i.decode() for i in self.r.zrange(ks.owner_asks(owner), 0, -1)]
         return [self.ask(i) for i in ids]
 
@@ -585,6 +607,7 @@ class ConsentEngine:
     def expire_due(self, now: float | None = None) -> int:
         """Mark every pending ask past its 72 h as expired (audited); return how many."""
         now = self.clock() if now is None else now
+        self.fan_out_due()
         due = [a.decode() for a in self.r.zrangebyscore(ks.ASKS_PENDING, "-inf", now)]
         n = 0
         for ask_id in due:

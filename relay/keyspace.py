@@ -44,6 +44,8 @@ REQUESTS = "requests"
 """Zset of request ids by creation time."""
 ASKS_PENDING = "asks_pending"
 """Zset of pending ask ids by expiry time."""
+FANOUT_PENDING = "fanout_pending"
+"""Zset of accepted request ids whose owners are not asked yet, by acceptance time."""
 
 
 def request(request_id: str) -> str:

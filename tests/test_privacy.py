@@ -227,3 +227,21 @@ def test_the_openapi_says_how_to_authenticate_and_what_comes_back(api):
             for code, resp in op["responses"].items():
                 schema = json.dumps(resp.get("content", {}))
                 assert '"type": "object"}' not in schema or "$ref" in schema, (path, method, code)
+
+
+def test_a_request_whose_fan_out_never_ran_is_fanned_out_once_later(api):
+    populate(api)
+    api.engine.add_requester("police", "agency", OwnerKeys.generate().box_public)
+    now = utcnow().timestamp()
+    lat, lon = AREAS[1]
+    result = api.engine.file_request(
+        "police", lat, lon, 100.0, now - 3600, now, "burglary", "C-1", "consent", fan_out=False
+    )
+    assert api.engine.asks_for("owner-1-0") == [], "not yet: the API would do it after answering"
+    api.engine.clock = lambda: now + 61  # the API stopped before it ran
+    (ask,) = api.engine.asks_for("owner-1-0")
+    assert ask.request_id == result["id"]
+    api.engine.fan_out(result["id"])  # a late deferred call changes nothing
+    assert len(api.engine.asks_for("owner-1-0")) == 1
+    entries = [e for e in api.audit.entries() if e["kind"] == "request"]
+    assert [e["data"]["id"] for e in entries] == [result["id"]]
