@@ -299,6 +299,7 @@ def test_the_whole_consent_cycle(world, tmp_path, caplog):
     url = base64.urlsafe_b64encode(key).rstrip(b"=")
     plants = {
         "redis": [
+            lambda: r.set("planted:str", json.dumps({"note": "x", "k": b64(key)})),
             lambda: r.hset("planted:h", "f", json.dumps({"k": b64(key)})),
             lambda: r.xadd("planted:s", {"v": url}),
             lambda: r.zadd("planted:z", {key.hex(): 1}),
