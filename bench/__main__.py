@@ -21,6 +21,7 @@ BENCHMARKS = {
     "ingest_throughput": "bench.ingest_throughput",
     "crypto_throughput": "bench.crypto_throughput",
     "request_matching": "bench.request_matching",
+    "request_oracle": "bench.request_oracle",
     "clip_finalise": "bench.clip_finalise",
     "release_cycle": "bench.release_cycle",
 }

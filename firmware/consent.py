@@ -4,9 +4,11 @@ A release command carries an approval signed with the owner's Ed25519 key, which
 was written onto the doorbell at provisioning; the relay cannot forge one.  The
 doorbell checks that the approval is signed by its owner, names this doorbell
 and this request, has not expired and has not been used before, and that the
-relay asks to upload exactly the approved clips.  Only then does it wrap each
-clip's key to the requester named *in the approval* (so a relay cannot redirect
-it), upload the ciphertext to the given URL and announce ``released``.
+relay asks to upload exactly the approved clips.  Only then does it upload each
+clip's ciphertext to the given URL and announce ``released`` with the clip's key
+as the owner sealed it to the requester *inside the approval* (so a relay cannot
+redirect it).  The doorbell holds no clip key it could open: keys exist only
+sealed to the owner, and the owner's client re-seals them for a release.
 
 A delete command works the same way, with a signed deletion; the clip and its
 key are destroyed and ``deleted`` is announced.
@@ -37,7 +39,6 @@ from protocol import (
     new_id,
     utcnow,
 )
-from protocol.crypto import b64, unb64, wrap_key
 from protocol.decisions import Approval, D, DecisionRefused, Deletion, verify_decision
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,6 @@ class CommandHandler:
         clip_ids = approval.clip_ids
         if sorted(cmd.upload_urls) != sorted(clip_ids):
             raise Refused("the relay asks for other clips than the owner approved")
-        requester_key = unb64(approval.requester_key)
         for clip_id in clip_ids:
             record = self.store.get(clip_id)
             if record is None:
@@ -182,7 +182,6 @@ class CommandHandler:
         for clip_id in clip_ids:
             record = self.store.get(clip_id)
             assert record is not None
-            wrapped = wrap_key(self.store.clip_key(clip_id), requester_key)
             self.upload(cmd.upload_urls[clip_id], self.store.path(record))
             self.announce(
                 Released(
@@ -191,7 +190,7 @@ class CommandHandler:
                     device=self.device,
                     request_id=cmd.request_id,
                     clip_id=clip_id,
-                    wrapped_key=b64(wrapped),
+                    wrapped_key=approval.keys[clip_id],
                     sha256=record.sha256,
                 )
             )

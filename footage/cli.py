@@ -2,12 +2,14 @@
 
     footage keys new --out DIR                    Ed25519 + X25519 keys (private halves 0600)
     footage request --lat --lon --radius M --from T --to T --reason R --case C --basis B
+                    [--demand DOCKET]
     footage status REQUEST                        what has been released so far
     footage fetch REQUEST --key DIR --out DIR     download, unwrap, decrypt, check sha256
     footage asks [--json]                         (owners) pending asks
     footage approve ASK --keys DIR [--clips ID ...] [--valid-hours H]
     footage deny ASK
     footage delete CLIP --device ID --keys DIR    (owners) destroy a clip on the doorbell
+    footage view CLIP... --device ID --keys DIR --out DIR   (owners) your own clips, remotely
     footage verify-proof FILE [--relay-key KEY]   check an audit-log inclusion proof
     footage log head [--json]                     the relay's signed log head, checked
     footage log check-consistency A B             do two exported heads share one history?
@@ -49,6 +51,7 @@ from footage.witness import (
     default_state_dir,
     export_head,
 )
+from protocol import askset
 from protocol.crypto import (
     CryptoFailure,
     OwnerKeys,
@@ -114,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     rq.add_argument("--reason", required=True)
     rq.add_argument("--case", required=True, help="your case reference")
     rq.add_argument("--basis", choices=("consent", "legal-demand"), default="consent")
+    rq.add_argument("--demand", help="with --basis legal-demand: the docket the relay has on file")
     st = sub.add_parser("status", help="a request's status and what was released")
     st.add_argument("request")
     fe = sub.add_parser("fetch", help="download and decrypt what was released to you")
@@ -130,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--valid-hours", type=float, default=24.0)
     dn = sub.add_parser("deny", help="(owners) say no")
     dn.add_argument("ask")
+
+    vw = sub.add_parser("view", help="(owners) watch your own doorbell's clips remotely")
+    vw.add_argument("clips", nargs="+", metavar="CLIP")
+    vw.add_argument("--device", required=True, help="your doorbell's id")
+    vw.add_argument("--keys", type=Path, required=True, help="your key folder")
+    vw.add_argument("--out", type=Path, required=True, help="where the MP4s go")
+    vw.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the upload")
 
     de = sub.add_parser("delete", help="(owners) delete a clip on your doorbell, for good")
     de.add_argument("clip")
@@ -208,36 +219,91 @@ def cmd_fetch(client: Client, args: argparse.Namespace) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     for item in status["released"]:
+        print(download(item, keys.box_private, args.out))
+    return 0
+
+
+def download(item: dict[str, Any], box_private: bytes, out_dir: Path) -> Path:
+    """Fetch one released clip, check its sha256, decrypt it into ``out_dir``."""
+    try:
+        key = unwrap_key(unb64(item["wrapped_key"]), box_private)
+    except CryptoFailure:
+        raise Failure(f"clip {item['clip_id']} was not released to this key", EXIT_FAILED) from None
+    enc = out_dir / f".{item['clip_id']}.enc"
+    # A plain client: the blob may live on S3, which must never see our relay token.
+    with httpx.Client(timeout=120) as plain, plain.stream("GET", item["download_url"]) as resp:
+        if resp.status_code >= 400:
+            raise Failure(
+                f"download of {item['clip_id']} refused ({resp.status_code})", EXIT_FAILED
+            )
+        digest = hashlib.sha256()
+        with open(enc, "wb") as f:
+            for chunk in resp.iter_bytes():
+                digest.update(chunk)
+                f.write(chunk)
+    if digest.hexdigest() != item["sha256"]:
+        enc.unlink()
+        raise Failure(
+            f"clip {item['clip_id']} does not match its sha256: not what the doorbell sent",
+            EXIT_FAILED,
+        )
+    out = out_dir / f"{item['device']}-{item['clip_id']}.mp4"
+    with open(enc, "rb") as src, open(out, "wb") as dst:
+        decrypt_stream(src, dst, key)
+    enc.unlink()
+    return out
+
+
+def cmd_view(client: Client, args: argparse.Namespace) -> int:
+    """The owner's own viewing: the same signed release, to the owner's own key."""
+    try:
+        keys = OwnerKeys.load(args.keys)
+    except CryptoFailure as err:
+        raise Failure(str(err)) from None
+    clips = client.call("GET", f"/v1/devices/{args.device}/clips")
+    wanted = [c for c in clips if c["clip_id"] in args.clips]
+    missing = set(args.clips) - {c["clip_id"] for c in wanted}
+    if missing:
+        raise Failure(f"no such clip on {args.device}: {', '.join(sorted(missing))}")
+    view_id = "view-" + os.urandom(8).hex()
+    ids = [c["clip_id"] for c in wanted]
+    approval = Approval.create(
+        view_id,
+        args.device,
+        ids,
+        keys.box_public,
+        time.time() + 3600,
+        open_clip_keys({"clips": wanted}, ids, keys.box_private),
+    )
+    client.call("POST", "/v1/views", json={"approval": sign_decision(approval, keys.sign_private)})
+    deadline = time.monotonic() + args.wait
+    while True:
+        released = client.call("GET", f"/v1/views/{view_id}")["released"]
+        if len(released) == len(ids):
+            break
+        if time.monotonic() > deadline:
+            raise Failure(f"the doorbell did not upload within {args.wait:g} s", EXIT_FAILED)
+        time.sleep(0.5)  # polling the relay for the doorbell's upload, not deciding anything
+    args.out.mkdir(parents=True, exist_ok=True)
+    for item in released:
+        print(download(item, keys.box_private, args.out))
+    return 0
+
+
+def open_clip_keys(ask: dict[str, Any], clips: list[str], box_private: bytes) -> dict[str, bytes]:
+    """Open each clip's key, sealed to the owner by the doorbell, to re-seal it in the approval."""
+    sealed = {c["clip_id"]: c.get("owner_key") for c in ask.get("clips", [])}
+    out = {}
+    for clip_id in clips:
+        if not sealed.get(clip_id):
+            raise Failure(f"the relay has no sealed key for clip {clip_id}", EXIT_FAILED)
         try:
-            key = unwrap_key(unb64(item["wrapped_key"]), keys.box_private)
+            out[clip_id] = unwrap_key(unb64(sealed[clip_id]), box_private)
         except CryptoFailure:
             raise Failure(
-                f"clip {item['clip_id']} was not released to this key", EXIT_FAILED
+                f"the key of clip {clip_id} is not sealed to your key", EXIT_FAILED
             ) from None
-        enc = args.out / f".{item['clip_id']}.enc"
-        # A plain client: the blob may live on S3, which must never see our relay token.
-        with httpx.Client(timeout=120) as plain, plain.stream("GET", item["download_url"]) as resp:
-            if resp.status_code >= 400:
-                raise Failure(
-                    f"download of {item['clip_id']} refused ({resp.status_code})", EXIT_FAILED
-                )
-            digest = hashlib.sha256()
-            with open(enc, "wb") as f:
-                for chunk in resp.iter_bytes():
-                    digest.update(chunk)
-                    f.write(chunk)
-        if digest.hexdigest() != item["sha256"]:
-            enc.unlink()
-            raise Failure(
-                f"clip {item['clip_id']} does not match its sha256: not what the doorbell sent",
-                EXIT_FAILED,
-            )
-        out = args.out / f"{item['device']}-{item['clip_id']}.mp4"
-        with open(enc, "rb") as src, open(out, "wb") as dst:
-            decrypt_stream(src, dst, key)
-        enc.unlink()
-        print(f"{out}")
-    return 0
+    return out
 
 
 def _key_file(path: Path) -> bytes:
@@ -398,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                 "case_ref": args.case,
                 "basis": args.basis,
             }
+            if args.demand:
+                body["demand"] = args.demand
             print(client.call("POST", "/v1/requests", json=body)["id"])
             return 0
         if args.command == "status":
@@ -405,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "fetch":
             return cmd_fetch(client, args)
+        if args.command == "view":
+            return cmd_view(client, args)
         if args.command == "asks":
             asks = client.call("GET", "/v1/asks")
             if args.json:
@@ -419,6 +489,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    doorbell {a['device']}, clips: {' '.join(a['clip_ids'])}")
                 for d in a.get("legal_demands", []):
                     print(f"    legal demand {d['docket']} by {d['authority']}")
+                proof = a.get("commitment") or {}
+                mine = {"ask": a["id"], "request": a["request_id"], "device": a["device"]}
+                if askset.check(proof, proof.get("root", ""), mine):
+                    print(f"    on the public record under asks_root {proof['root']}")
+                else:
+                    print("    WARNING: this ask's proof does not check out")
             if not pending:
                 print("no pending asks")
             return 0
@@ -452,6 +528,7 @@ def main(argv: list[str] | None = None) -> int:
                 clips,
                 unb64(ask["requester_key"]),
                 time.time() + args.valid_hours * 3600,
+                open_clip_keys(ask, clips, keys.box_private),
             )
             signed = sign_decision(approval, keys.sign_private)
             result = client.call("POST", f"/v1/asks/{args.ask}/approve", json={"approval": signed})

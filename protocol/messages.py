@@ -104,6 +104,8 @@ class Clip(Message):
     height: Annotated[int, Field(ge=16, le=8192)]
     fps: Annotated[float, Field(gt=0, le=240)]
     sha256: Sha256
+    owner_key: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """The clip key sealed to the owner's X25519 key (base64): only the owner opens it."""
 
 
 class Deleted(Message):

@@ -142,16 +142,22 @@ def check_heads(old: Head, new: Head, path: Sequence[str] | None) -> None:
 
 
 def check_meaning(entries: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
-    """Entries that do not make sense, as (index, why): every ask must name an earlier
-    request, every decision an earlier ask of that request, every release an earlier
-    decision that approved that clip for that request.
+    """Entries that do not make sense, as (index, why).
+
+    A request's asks are on the record only as a commitment (``asks_root``), and an
+    owner's decision names its ask but not the request, so that the record does not
+    tell which homes a request reached.  What can be checked in public: every ask
+    named on its own (older logs) follows its request; an ask is decided at most once
+    and never after it expired; every release names an earlier request and a clip that
+    an earlier decision approved.
 
     >>> check_meaning([{"index": 0, "kind": "release", "data": {"request": "r", "clip": "c"}}])
-    [(0, 'release of clip c for request r has no approving decision')]
+    [(0, 'release of clip c for request r names no earlier request')]
     """
     requests: set[str] = set()
-    asks: dict[str, str] = {}
-    approved: set[tuple[str, str]] = set()
+    decided: set[str] = set()
+    expired: set[str] = set()
+    approved_clips: set[str] = set()
     problems: list[tuple[int, str]] = []
     for i, e in enumerate(entries):
         kind, d = e.get("kind"), e.get("data") or {}
@@ -162,20 +168,34 @@ def check_meaning(entries: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
             elif kind == "ask":
                 if d["request"] not in requests:
                     problems.append((i, f"ask {d['ask']} names no earlier request"))
-                asks[d["ask"]] = d["request"]
+            elif kind == "ask_expired":
+                expired.add(d["ask"])
             elif kind == "decision":
-                if asks.get(d["ask"]) != d["request"]:
-                    problems.append((i, f"decision on ask {d['ask']} has no earlier ask"))
-                elif d.get("decision") == "approve":
-                    approved.update((d["request"], c) for c in d.get("clips", []))
-            elif kind == "release" and (d["request"], d["clip"]) not in approved:
-                problems.append(
-                    (
-                        i,
-                        f"release of clip {d['clip']} for request {d['request']} "
-                        "has no approving decision",
+                ask = d["ask"]
+                if ask in decided:
+                    problems.append((i, f"ask {ask} is decided a second time"))
+                elif ask in expired:
+                    problems.append((i, f"ask {ask} is decided after it expired"))
+                decided.add(ask)
+                if d.get("decision") == "approve":
+                    approved_clips.update(d.get("clips", []))
+            elif kind == "release":
+                if d["request"] not in requests:
+                    problems.append(
+                        (
+                            i,
+                            f"release of clip {d['clip']} for request {d['request']} "
+                            "names no earlier request",
+                        )
                     )
-                )
+                elif d["clip"] not in approved_clips:
+                    problems.append(
+                        (
+                            i,
+                            f"release of clip {d['clip']} for request {d['request']} "
+                            "has no approving decision",
+                        )
+                    )
         except (KeyError, TypeError):
             problems.append((i, f"a {kind} entry without the fields it needs"))
     return problems

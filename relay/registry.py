@@ -112,3 +112,41 @@ class DeviceRegistry:
         reloaded = reload_broker(self.cfg.mosquitto.pid_file)
         self.audit.append("device_revoked", "operator", {"device": device})
         return Revoked(device, removed, reloaded)
+
+    def rotate(self, device: str, bundle: Path | None = None) -> Registered:
+        """A new broker password for ``device`` (the old one stops working at the broker's
+        reload) and a new provisioning bundle to copy onto the doorbell (audited)."""
+        info = self.index.device(device)
+        if info is None or info.get("revoked", "0") != "0":
+            raise BadSetting(f"no device {device!r} (or it is revoked)")
+        prov = self.cfg.provisioning
+        bundle_path = bundle or prov.bundles_dir / f"{device}.json"
+        password = secrets.token_urlsafe(24)
+        try:
+            bundle_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(bundle_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(
+                    {
+                        "device": device,
+                        "owner": info.get("owner"),
+                        "lat": float(info.get("lat", 0)),
+                        "lon": float(info.get("lon", 0)),
+                        "broker": {
+                            "host": prov.broker_host,
+                            "port": prov.broker_port,
+                            "username": device,
+                            "password": password,
+                        },
+                    },
+                    f,
+                    indent=2,
+                )
+            set_user(self.cfg.mosquitto.password_file, device, password)
+        except OSError as err:
+            raise Unavailable(f"cannot write credentials: {err}") from None
+        reloaded = reload_broker(self.cfg.mosquitto.pid_file)
+        self.audit.append(
+            "operator_action", "operator", {"action": "device_rotated", "device": device}
+        )
+        return Registered(device, bundle_path, reloaded)
