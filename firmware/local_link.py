@@ -19,10 +19,14 @@ whenever Home Assistant's birth message ``online`` arrives on ``<prefix>/status`
 Topics are under ``open-doorbell/<device>/``; see docs/home-assistant.md.
 
 A press is published from the controller's thread straight to paho (no disk on the
-way: this broker is in the house and the press is wanted now).  While the broker is
-unreachable the latest ``pending_presses`` presses wait in memory and go out on
-reconnect; states (motion, storage, relay, snooze) are retained and simply sent
-again, latest value only.
+way: this broker is in the house and the press is wanted now).  The link keeps its own
+copy of every press until the broker acknowledges it (at most ``pending_presses``, the
+oldest dropped beyond), and the latest value of every state (motion, storage, relay,
+snooze); paho is never trusted to hold either over a reconnect.  On reconnecting, what
+paho still holds from the dead connection is dropped (it would otherwise be re-sent
+*after* the fresh news: a hung broker could leave motion ``ON`` or presses out of
+order), then ``online``, discovery, the current states and the unacknowledged presses,
+oldest first, are sent in that order.
 
 Example::
 
@@ -186,7 +190,11 @@ class HomeAssistantLink:
         self.client.on_message = self._on_message
         self.connected = threading.Event()
         self._lock = threading.RLock()  # connected-or-queue decisions, the queue, the states
-        self._pending: deque[bytes] = deque(maxlen=cfg.pending_presses)
+        # Presses not yet acknowledged, oldest first: the payload and, once handed to
+        # paho on the current connection, paho's receipt for it.
+        self._pending: deque[tuple[bytes, mqtt.MQTTMessageInfo | None]] = deque(
+            maxlen=cfg.pending_presses
+        )
         self._states: dict[str, str | bytes] = {}  # retained topic -> latest payload
         self._motion = False
         self._snoozed = False
@@ -253,13 +261,21 @@ class HomeAssistantLink:
         payload = json.dumps({"event_type": "ring", "id": ev.id, "at": at}).encode()
         with self._lock:
             self.counters["rings"] += 1
-            if self.connected.is_set():
-                self.client.publish(self.t_ring, payload, qos=1)
-                return
+            self._forget_acknowledged()
             if len(self._pending) == self._pending.maxlen:
                 self.counters["dropped"] += 1
-            self._pending.append(payload)
-            self.counters["queued"] += 1
+            info = None
+            if self.connected.is_set():
+                info = self.client.publish(self.t_ring, payload, qos=1)
+            else:
+                self.counters["queued"] += 1
+            self._pending.append((payload, info))
+
+    def _forget_acknowledged(self) -> None:
+        """Drop the presses the broker has acknowledged; callers hold the lock."""
+        self._pending = deque(
+            (p for p in self._pending if not _acknowledged(p[1])), maxlen=self._pending.maxlen
+        )
 
     # ------------------------------------------------------------ states
 
@@ -318,13 +334,20 @@ class HomeAssistantLink:
         if rc.is_failure:
             log.error("home broker refused the connection: %s", rc)
             return
-        client.subscribe([(self.t_birth, 1), (self.t_snooze_set, 1)])
-        client.publish(self.t_availability, ONLINE, qos=1, retain=True)
         with self._lock:
+            # paho would re-send what it held from the dead connection after this
+            # callback returns, behind everything sent here: stale states and presses
+            # out of order.  Our own copies are the truth; paho's are dropped.
+            client.drop_out_messages()
+            self._forget_acknowledged()
+            client.subscribe([(self.t_birth, 1), (self.t_snooze_set, 1)])
+            client.publish(self.t_availability, ONLINE, qos=1, retain=True)
             self.connected.set()
             self._publish_all()
-            while self._pending:
-                client.publish(self.t_ring, self._pending.popleft(), qos=1)
+            self._pending = deque(
+                ((p, client.publish(self.t_ring, p, qos=1)) for p, _ in self._pending),
+                maxlen=self._pending.maxlen,
+            )
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         with self._lock:
@@ -358,6 +381,15 @@ class HomeAssistantLink:
             return
         self.counters["bad_commands"] += 1
         log.warning("ignoring %d bytes on %s", len(payload), topic)
+
+
+def _acknowledged(info: mqtt.MQTTMessageInfo | None) -> bool:
+    if info is None:
+        return False
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):  # never sent (no connection, paho's queue full)
+        return False
 
 
 class SnapshotTap:

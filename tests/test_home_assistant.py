@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from stack import wait_for
 
 from common.mqtt import BrokerSettings, make_client
 from firmware.config import ConfigError, HomeAssistantConfig, load_config, parse_config
+from firmware.controller import DoorbellEvent
 from firmware.local_link import HomeAssistantLink, discovery
 from hw_sim.runner import SimDoorbell
 from hw_sim.scenes import make_scene
@@ -879,3 +881,63 @@ def test_a_failing_home_link_costs_the_relay_nothing(tmp_path, recorder, monkeyp
         assert "doorbell/test-bell/event" in topics, "the relay's copy is in its outbox"
     finally:
         bell.close()
+
+
+# ----------------------------------------------------------------- a hung broker
+
+
+def event(kind: str, ident: str) -> DoorbellEvent:
+    return DoorbellEvent(kind, ident, time.monotonic(), time.time())
+
+
+@pytest.fixture
+def hung(home: HomeMosquitto):
+    """Freeze the home broker (a hang, not a clean stop); always thawed at the end."""
+    frozen = []
+
+    def freeze() -> None:
+        os.kill(home.proc.pid, signal.SIGSTOP)
+        frozen.append(True)
+
+    def thaw() -> None:
+        os.kill(home.proc.pid, signal.SIGCONT)
+        frozen.clear()
+
+    yield freeze, thaw
+    if frozen:
+        thaw()
+
+
+def test_after_a_hung_broker_resumes_home_assistant_has_the_latest_state_and_presses_in_order(
+    home, ha, hung, tmp_path
+):
+    """What paho still held from the dead connection must not arrive after the fresh news.
+
+    Motion starts and press A happen while the broker hangs but the link still believes
+    it is connected; motion ends and press B happen once the keepalive has noticed.
+    """
+    freeze, thaw = hung
+    cfg = HomeAssistantConfig(
+        **ha_section(tmp_path, home.port, keepalive_s=5, backoff_min_s=0.2, backoff_max_s=1.0)
+    )
+    link = HomeAssistantLink("test-bell", cfg, tmp_path / "data")
+    link.start()
+    try:
+        wait_for(lambda: ha.on(f"{BASE}/motion") == [b"OFF"], 10, "the first states")
+        freeze()
+        link.on_event(event("motion_start", "m1"))
+        link.on_event(event("ring", "A"))
+        wait_for(lambda: not link.connected.is_set(), 30, "the keepalive to notice the hang")
+        link.on_event(event("motion_end", "m1"))
+        link.on_event(event("ring", "B"))
+        thaw()
+        wait_for(lambda: len(rings(ha)) >= 2, 30, "both presses once the broker resumes")
+        # A barrier: the doorbell answers in order, so once the snooze state is back,
+        # everything it sent on reconnecting has arrived.
+        ha.publish(f"{BASE}/snooze/set", "ON")
+        wait_for(lambda: ha.on(f"{BASE}/snooze")[-1:] == [b"ON"], 10, "the barrier")
+        assert ha.on(f"{BASE}/motion")[-1] == b"OFF", "the motion Home Assistant shows is over"
+        assert [r["id"] for r in rings(ha)] == ["A", "B"], "presses in the order they happened"
+        assert ha.on(f"{BASE}/availability")[-1] == b"online"
+    finally:
+        link.stop()
