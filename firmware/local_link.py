@@ -50,6 +50,8 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from common.mqtt import make_client
 from firmware import __version__
@@ -62,6 +64,11 @@ log = logging.getLogger(__name__)
 ON, OFF = "ON", "OFF"
 ONLINE, OFFLINE = "online", "offline"
 BIRTH_MIN_INTERVAL_S = 2.0
+MAX_PACKET_BYTES = 4096
+"""The largest packet the home broker may send this link (MQTT v5 Maximum Packet Size,
+sent in CONNECT).  Commands and HA's birth message are a few bytes; anyone on the
+broker could otherwise push a payload of up to Mosquitto's 256 MB into the Pi's memory.
+Mosquitto drops a larger message for this client and keeps the connection."""
 
 
 def discovery(
@@ -201,7 +208,14 @@ class HomeAssistantLink:
         self._last_birth = -BIRTH_MIN_INTERVAL_S
         self._stop = threading.Event()
         self._status_thread: threading.Thread | None = None
-        self.counters = {"rings": 0, "queued": 0, "dropped": 0, "births": 0, "bad_commands": 0}
+        self.counters = {
+            "connects": 0,
+            "rings": 0,
+            "queued": 0,
+            "dropped": 0,
+            "births": 0,
+            "bad_commands": 0,
+        }
         self._set_state("motion", OFF)
         self._set_state("snooze", OFF)
         if not cfg.snapshot_image:
@@ -212,7 +226,11 @@ class HomeAssistantLink:
 
     def start(self) -> None:
         self._refresh_status()
-        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        limits = Properties(PacketTypes.CONNECT)
+        limits.MaximumPacketSize = MAX_PACKET_BYTES
+        self.client.connect_async(
+            self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, properties=limits
+        )
         self.client.loop_start()
         self._status_thread = threading.Thread(
             target=self._status_loop, name="home-status", daemon=True
@@ -339,6 +357,7 @@ class HomeAssistantLink:
             # callback returns, behind everything sent here: stale states and presses
             # out of order.  Our own copies are the truth; paho's are dropped.
             client.drop_out_messages()
+            self.counters["connects"] += 1
             self._forget_acknowledged()
             client.subscribe([(self.t_birth, 1), (self.t_snooze_set, 1)])
             client.publish(self.t_availability, ONLINE, qos=1, retain=True)

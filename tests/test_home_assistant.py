@@ -589,7 +589,7 @@ def test_snooze_switch_silences_motion_and_ignores_garbage(home, ha, tmp_path, r
         wait_for(lambda: ha.on(snooze["state_topic"])[-1:] == [b"ON"], 10, "snoozed")
         # Anyone on the home broker can write there: junk changes nothing.
         ha.publish(snooze["command_topic"], "off please")
-        ha.publish(snooze["command_topic"], b"\xff" * 100_000)
+        ha.publish(snooze["command_topic"], b"\xff" * 1000)
         wait_for(lambda: link.counters["bad_commands"] == 2, 10, "the junk to be refused")
         bell.schedule_pir(1.0, 2.0)
         bell.run(5.0)
@@ -939,5 +939,26 @@ def test_after_a_hung_broker_resumes_home_assistant_has_the_latest_state_and_pre
         assert ha.on(f"{BASE}/motion")[-1] == b"OFF", "the motion Home Assistant shows is over"
         assert [r["id"] for r in rings(ha)] == ["A", "B"], "presses in the order they happened"
         assert ha.on(f"{BASE}/availability")[-1] == b"online"
+    finally:
+        link.stop()
+
+
+def test_an_oversized_command_never_reaches_the_doorbell(home, ha, tmp_path):
+    """Any account on the home broker can write to the command topic: a payload of many
+    megabytes must not be read into the Pi's memory (the broker would forward up to
+    256 MB), and must not cost the link its connection."""
+    cfg = HomeAssistantConfig(**ha_section(tmp_path, home.port))
+    link = HomeAssistantLink("test-bell", cfg, tmp_path / "data")
+    seen: list[int] = []
+    handle = link._handle
+    link._handle = lambda topic, payload: (seen.append(len(payload)), handle(topic, payload))  # type: ignore[method-assign]
+    link.start()
+    try:
+        wait_for(lambda: ha.on(f"{BASE}/snooze") == [b"OFF"], 10, "the first states")
+        ha.publish(f"{BASE}/snooze/set", b"O" * 2_000_000)
+        ha.publish(f"{BASE}/snooze/set", "ON")  # a barrier: handled after the big one
+        wait_for(lambda: ha.on(f"{BASE}/snooze")[-1:] == [b"ON"], 10, "the barrier")
+        assert seen == [2], "only the small command reached the doorbell"
+        assert link.connected.is_set() and link.counters["connects"] == 1, "never disconnected"
     finally:
         link.stop()
