@@ -52,6 +52,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from common.mqtt import make_client
 from firmware import __version__
@@ -359,7 +360,12 @@ class HomeAssistantLink:
             client.drop_out_messages()
             self.counters["connects"] += 1
             self._forget_acknowledged()
-            client.subscribe([(self.t_birth, 1), (self.t_snooze_set, 1)])
+            # A command left retained on the broker is not a command: snooze starts off
+            # on every start, as documented.
+            commands = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            client.subscribe(
+                [(self.t_birth, SubscribeOptions(qos=1)), (self.t_snooze_set, commands)]
+            )
             client.publish(self.t_availability, ONLINE, qos=1, retain=True)
             self.connected.set()
             self._publish_all()

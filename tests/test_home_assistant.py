@@ -962,3 +962,23 @@ def test_an_oversized_command_never_reaches_the_doorbell(home, ha, tmp_path):
         assert link.connected.is_set() and link.counters["connects"] == 1, "never disconnected"
     finally:
         link.stop()
+
+
+def test_a_retained_snooze_command_does_not_snooze_a_restarted_doorbell(home, ha, tmp_path):
+    """Snooze starts off (docs/home-assistant.md): a command left retained on the broker,
+    by a careless script or on purpose, must not silence motion after every restart."""
+    ha.client.publish(f"{BASE}/snooze/set", "ON", qos=1, retain=True).wait_for_publish(5)
+    cfg = HomeAssistantConfig(**ha_section(tmp_path, home.port))
+    link = HomeAssistantLink("test-bell", cfg, tmp_path / "data")
+    link.start()
+    try:
+        wait_for(lambda: ha.on(f"{BASE}/availability")[-1:] == [b"online"], 10, "online")
+        # A barrier: the broker sends a retained message at SUBSCRIBE, before anything
+        # published after the doorbell came online.
+        ha.publish(f"{BASE}/snooze/set", "junk")
+        wait_for(lambda: link.counters["bad_commands"] == 1, 10, "the barrier")
+        assert ha.on(f"{BASE}/snooze") == [b"OFF"], "still awake"
+        ha.publish(f"{BASE}/snooze/set", "ON")  # a live command is still obeyed
+        wait_for(lambda: ha.on(f"{BASE}/snooze")[-1:] == [b"ON"], 10, "snoozed live")
+    finally:
+        link.stop()
