@@ -40,7 +40,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
+import ssl
 import threading
 import time
 from collections import deque
@@ -54,7 +56,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from common.mqtt import make_client
+from common.mqtt import backoff_delays, make_client
 from firmware import __version__
 from firmware.camera.base import CameraBackend
 from firmware.config import HomeAssistantConfig
@@ -173,6 +175,7 @@ class HomeAssistantLink:
         cfg: HomeAssistantConfig,
         data_dir: Path,
         relay_connected: Callable[[], bool] | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.device = device
         self.cfg = cfg
@@ -192,7 +195,6 @@ class HomeAssistantLink:
         )
         self.client = make_client(cfg, client_id=f"{device}-home", username=cfg.username or device)
         self.client.will_set(self.t_availability, OFFLINE, qos=1, retain=True)
-        self.client.reconnect_delay_set(cfg.backoff_min_s, cfg.backoff_max_s)  # type: ignore[arg-type]
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -208,7 +210,12 @@ class HomeAssistantLink:
         self._snoozed = False
         self._last_birth = -BIRTH_MIN_INTERVAL_S
         self._stop = threading.Event()
-        self._status_thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self.refused: Any = None  # the reason code of a refused login, for the retry's log line
+        self._rng = rng or random.Random()
+        self._delays = backoff_delays(cfg.backoff_min_s, cfg.backoff_max_s, self._rng)
+        self.retry_delays: deque[float] = deque(maxlen=16)
+        """The latest reconnect delays, for diagnostics: jittered, never in lockstep."""
         self.counters = {
             "connects": 0,
             "rings": 0,
@@ -227,16 +234,10 @@ class HomeAssistantLink:
 
     def start(self) -> None:
         self._refresh_status()
-        limits = Properties(PacketTypes.CONNECT)
-        limits.MaximumPacketSize = MAX_PACKET_BYTES
-        self.client.connect_async(
-            self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, properties=limits
-        )
-        self.client.loop_start()
-        self._status_thread = threading.Thread(
-            target=self._status_loop, name="home-status", daemon=True
-        )
-        self._status_thread.start()
+        for name, target in (("home-net", self._net_loop), ("home-status", self._status_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Say ``offline`` (retained), disconnect cleanly, stop the threads."""
@@ -245,9 +246,44 @@ class HomeAssistantLink:
             info = self.client.publish(self.t_availability, OFFLINE, qos=1, retain=True)
             info.wait_for_publish(timeout)
         self.client.disconnect()
-        self.client.loop_stop()
-        if self._status_thread is not None:
-            self._status_thread.join(timeout)
+        for t in self._threads:
+            t.join(timeout)
+
+    def _net_loop(self) -> None:
+        # Our own loop rather than paho's loop_start: paho's reconnect delay has no
+        # jitter, so every doorbell on a broker that comes back would retry in step.
+        limits = Properties(PacketTypes.CONNECT)
+        limits.MaximumPacketSize = MAX_PACKET_BYTES
+        while not self._stop.is_set():
+            try:
+                self.client.connect(
+                    self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, properties=limits
+                )
+            except (OSError, ssl.SSLError) as err:
+                self._retry_later(f"home broker {self.cfg.host}:{self.cfg.port} unreachable", err)
+                continue
+            while True:
+                rc = self.client.loop(timeout=0.5)
+                if rc != mqtt.MQTT_ERR_SUCCESS or (
+                    self._stop.is_set() and not self.connected.is_set()
+                ):
+                    break
+            with self._lock:
+                self.connected.clear()
+            if self._stop.is_set():
+                break
+            refused, self.refused = self.refused, None
+            if refused is not None:
+                self._retry_later("home broker refused the login", refused)
+            else:
+                self._retry_later("home broker connection ended", mqtt.error_string(rc))
+
+    def _retry_later(self, what: str, why: object) -> None:
+        """One log line per failed attempt, saying when the next one is."""
+        delay = next(self._delays)
+        self.retry_delays.append(delay)
+        log.warning("%s (%s); retrying in %.1f s", what, why, delay)
+        self._stop.wait(delay)
 
     # ------------------------------------------------------------ the controller's sink
 
@@ -350,8 +386,8 @@ class HomeAssistantLink:
     # ------------------------------------------------------------ paho callbacks
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if rc.is_failure:
-            log.error("home broker refused the connection: %s", rc)
+        if rc.is_failure:  # e.g. a wrong password: the net loop logs it with the retry
+            self.refused = rc
             return
         with self._lock:
             # paho would re-send what it held from the dead connection after this
@@ -359,6 +395,7 @@ class HomeAssistantLink:
             # out of order.  Our own copies are the truth; paho's are dropped.
             client.drop_out_messages()
             self.counters["connects"] += 1
+            self._delays = backoff_delays(self.cfg.backoff_min_s, self.cfg.backoff_max_s, self._rng)
             self._forget_acknowledged()
             # A command left retained on the broker is not a command: snooze starts off
             # on every start, as documented.
@@ -375,10 +412,9 @@ class HomeAssistantLink:
             )
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        # The net loop logs the failed attempt and the retry, once.
         with self._lock:
             self.connected.clear()
-        if not self._stop.is_set():
-            log.warning("disconnected from the home broker: %s", rc)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         # An exception here would end paho's network loop: contain everything.

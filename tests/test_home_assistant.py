@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -982,3 +983,34 @@ def test_a_retained_snooze_command_does_not_snooze_a_restarted_doorbell(home, ha
         wait_for(lambda: ha.on(f"{BASE}/snooze")[-1:] == [b"ON"], 10, "snoozed live")
     finally:
         link.stop()
+
+
+def test_reconnects_are_jittered_and_a_wrong_password_logs_one_line_per_attempt(
+    home, tmp_path, caplog
+):
+    """Doorbells on a broker that comes back must not all retry at the same instants
+    (common/mqtt.py:backoff_delays, as the relay link does); a refused login is one
+    warning per attempt, not two."""
+    (tmp_path / "wrong.pw").write_text("not the password")
+    caplog.set_level("WARNING", logger="firmware.local_link")
+    cfg = HomeAssistantConfig(
+        **ha_section(tmp_path, home.port, backoff_min_s=0.1, backoff_max_s=0.2),
+    ).model_copy(update={"password_file": tmp_path / "wrong.pw"})
+    links = [
+        HomeAssistantLink("test-bell", cfg, tmp_path / "data", rng=random.Random(seed))
+        for seed in (1, 2)
+    ]
+    for link in links:
+        link.start()
+    try:
+        wait_for(lambda: all(len(k.retry_delays) >= 4 for k in links), 20, "a few retries")
+    finally:
+        for link in links:
+            link.stop()
+    first, second = ([round(d, 6) for d in k.retry_delays][:4] for k in links)
+    assert first != second, "two doorbells do not retry in step"
+    assert all(0.05 <= d <= 0.2 for d in first + second), "within [min/2, max]"
+    lines = [r.getMessage() for r in caplog.records if r.name == "firmware.local_link"]
+    attempts = sum(len(k.retry_delays) for k in links)
+    assert len(lines) == attempts, "one line per failed attempt"
+    assert all("refused the login" in line and "retrying in" in line for line in lines)
