@@ -47,6 +47,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,7 @@ class HomeAssistantLink:
         data_dir: Path,
         relay_connected: Callable[[], bool] | None = None,
         rng: random.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.device = device
         self.cfg = cfg
@@ -200,11 +202,10 @@ class HomeAssistantLink:
         self.client.on_message = self._on_message
         self.connected = threading.Event()
         self._lock = threading.RLock()  # connected-or-queue decisions, the queue, the states
-        # Presses not yet acknowledged, oldest first: the payload and, once handed to
-        # paho on the current connection, paho's receipt for it.
-        self._pending: deque[tuple[bytes, mqtt.MQTTMessageInfo | None]] = deque(
-            maxlen=cfg.pending_presses
-        )
+        # Presses not yet acknowledged, oldest first: the payload, when the link got it
+        # (its own monotonic clock: the wall clock of a Pi without RTC jumps at boot)
+        # and, once handed to paho on the current connection, paho's receipt for it.
+        self._pending: deque[_Press] = deque(maxlen=cfg.pending_presses)
         self._states: dict[str, str | bytes] = {}  # retained topic -> latest payload
         self._motion = False
         self._snoozed = False
@@ -212,6 +213,7 @@ class HomeAssistantLink:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.refused: Any = None  # the reason code of a refused login, for the retry's log line
+        self._monotonic = monotonic
         self._rng = rng or random.Random()
         self._delays = backoff_delays(cfg.backoff_min_s, cfg.backoff_max_s, self._rng)
         self.retry_delays: deque[float] = deque(maxlen=16)
@@ -221,6 +223,7 @@ class HomeAssistantLink:
             "rings": 0,
             "queued": 0,
             "dropped": 0,
+            "expired": 0,
             "births": 0,
             "bad_commands": 0,
         }
@@ -324,12 +327,12 @@ class HomeAssistantLink:
                 info = self.client.publish(self.t_ring, payload, qos=1)
             else:
                 self.counters["queued"] += 1
-            self._pending.append((payload, info))
+            self._pending.append(_Press(payload, self._monotonic(), info))
 
     def _forget_acknowledged(self) -> None:
         """Drop the presses the broker has acknowledged; callers hold the lock."""
         self._pending = deque(
-            (p for p in self._pending if not _acknowledged(p[1])), maxlen=self._pending.maxlen
+            (p for p in self._pending if not _acknowledged(p.info)), maxlen=self._pending.maxlen
         )
 
     # ------------------------------------------------------------ states
@@ -406,10 +409,12 @@ class HomeAssistantLink:
             client.publish(self.t_availability, ONLINE, qos=1, retain=True)
             self.connected.set()
             self._publish_all()
-            self._pending = deque(
-                ((p, client.publish(self.t_ring, p, qos=1)) for p, _ in self._pending),
-                maxlen=self._pending.maxlen,
-            )
+            oldest = self._monotonic() - self.cfg.max_press_age_s
+            fresh = [p for p in self._pending if p.received >= oldest]
+            self.counters["expired"] += len(self._pending) - len(fresh)
+            for press in fresh:
+                press.info = client.publish(self.t_ring, press.payload, qos=1)
+            self._pending = deque(fresh, maxlen=self._pending.maxlen)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         # The net loop logs the failed attempt and the retry, once.
@@ -442,6 +447,13 @@ class HomeAssistantLink:
             return
         self.counters["bad_commands"] += 1
         log.warning("ignoring %d bytes on %s", len(payload), topic)
+
+
+@dataclass
+class _Press:
+    payload: bytes
+    received: float
+    info: mqtt.MQTTMessageInfo | None = None
 
 
 def _acknowledged(info: mqtt.MQTTMessageInfo | None) -> bool:
