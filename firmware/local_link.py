@@ -337,10 +337,11 @@ class HomeAssistantLink:
 
     # ------------------------------------------------------------ states
 
-    def _set_state(self, name: str, payload: str | bytes) -> None:
-        """Remember and (when connected) publish a retained state; callers hold the lock."""
+    def _set_state(self, name: str, payload: str | bytes, again: bool = False) -> None:
+        """Remember and (when connected) publish a retained state, only if it changed
+        unless ``again``; callers hold the lock."""
         topic = f"{self.base}/{name}"
-        if self._states.get(topic) == payload:
+        if self._states.get(topic) == payload and not again:
             return
         self._states[topic] = payload
         if self.connected.is_set():
@@ -350,12 +351,16 @@ class HomeAssistantLink:
         relay = None if self.relay_connected is None else self.relay_connected()
         free_mb = None
         if force:
-            free_mb = shutil.disk_usage(self._existing(self.data_dir)).free / 1e6
+            free_mb = self._free_mb()
         with self._lock:
             if relay is not None:
                 self._set_state("relay", ON if relay else OFF)
             if free_mb is not None:
-                self._set_state("storage", f"{free_mb:.1f}")
+                # Sent every status_every_s even when unchanged, as documented.
+                self._set_state("storage", f"{free_mb:.1f}", again=True)
+
+    def _free_mb(self) -> float:
+        return shutil.disk_usage(self._existing(self.data_dir)).free / 1e6
 
     @staticmethod
     def _existing(path: Path) -> Path:

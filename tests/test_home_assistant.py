@@ -311,7 +311,7 @@ class Subscriber:
     def __init__(self, port: int, user: str, password_file: Path, topics: list[str]) -> None:
         settings = BrokerSettings(port=port, password_file=password_file)
         self.client = make_client(settings, client_id=f"{user}-{os.getpid()}", username=user)
-        self.messages: list[tuple[str, bytes, bool]] = []
+        self.messages: list[tuple[str, bytes, bool, int]] = []
         self._lock = threading.Lock()
         subscribed = threading.Event()
 
@@ -323,7 +323,7 @@ class Subscriber:
 
         def on_message(_c: mqtt.Client, _u: Any, m: mqtt.MQTTMessage) -> None:
             with self._lock:
-                self.messages.append((m.topic, m.payload, bool(m.retain)))
+                self.messages.append((m.topic, m.payload, bool(m.retain), m.qos))
 
         self.client.on_connect = on_connect
         self.subscribes = 0
@@ -341,11 +341,16 @@ class Subscriber:
 
     def on(self, topic: str) -> list[bytes]:
         with self._lock:
-            return [p for t, p, _ in self.messages if t == topic]
+            return [p for t, p, _, _ in self.messages if t == topic]
 
     def retained(self, topic: str) -> list[bool]:
         with self._lock:
-            return [r for t, _, r in self.messages if t == topic]
+            return [r for t, _, r, _ in self.messages if t == topic]
+
+    def qos(self, topic: str) -> list[int]:
+        """The QoS each message arrived with: the lower of the publisher's and ours (1)."""
+        with self._lock:
+            return [q for t, _, _, q in self.messages if t == topic]
 
     def clear(self) -> None:
         with self._lock:
@@ -503,6 +508,7 @@ def test_home_assistant_sees_the_device_a_press_and_motion(home, ha, tmp_path, r
         assert ring["event_type"] == "ring" and ring["id"] == ring_ev[0].id
         # HA ignores events replayed from a retained message (event.py): never retain.
         assert ha.retained(event_topic) == [False]
+        assert ha.qos(event_topic) == [1], "a press is sent at least once, not at most once"
         motion_topic = disc["cmps"]["motion"]["state_topic"]
         wait_for(lambda: ha.on(motion_topic)[-2:] == [b"ON", b"OFF"], 10, "motion on, then off")
         assert ha.on(disc["cmps"]["storage"]["state_topic"])[-1].replace(b".", b"").isdigit()
@@ -1037,5 +1043,19 @@ def test_presses_older_than_the_bound_are_not_sent_late(home, ha, tmp_path):
         wait_for(lambda: rings(ha), 20, "the recent press")
         assert [r["id"] for r in rings(ha)] == ["recent"], "the old one was never sent"
         assert link.counters["expired"] == 1
+    finally:
+        link.stop()
+
+
+def test_free_storage_is_sent_again_every_status_every_s(home, ha, tmp_path):
+    """Even when it has not changed: the table in docs/home-assistant.md promises it, and
+    it is how Home Assistant can tell the figure is current."""
+    cfg = HomeAssistantConfig(**ha_section(tmp_path, home.port, status_every_s=1))
+    link = HomeAssistantLink("test-bell", cfg, tmp_path / "data")
+    link._free_mb = lambda: 123.4  # type: ignore[method-assign]
+    link.start()
+    try:
+        wait_for(lambda: len(ha.on(f"{BASE}/storage")) >= 3, 10, "three storage reports")
+        assert set(ha.on(f"{BASE}/storage")) == {b"123.4"}
     finally:
         link.stop()
