@@ -144,6 +144,9 @@ class HomeAssistantConfig(BrokerSettings):
     pending_presses: int = Field(20, ge=1, le=1000)
     """Presses kept in memory while this broker is unreachable, sent when it returns
     (the oldest are dropped beyond this; a restart forgets them)."""
+    max_press_age_s: float = Field(60.0, gt=0, le=86400)
+    """A press still unsent after this many seconds (the broker was away) is dropped:
+    Home Assistant's event entity fires on arrival, so a late press looks like a new one."""
     status_every_s: float = Field(60.0, ge=1, le=3600)
     """How often free storage is re-published (relay connectivity is sent on change)."""
 

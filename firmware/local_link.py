@@ -19,10 +19,14 @@ whenever Home Assistant's birth message ``online`` arrives on ``<prefix>/status`
 Topics are under ``open-doorbell/<device>/``; see docs/home-assistant.md.
 
 A press is published from the controller's thread straight to paho (no disk on the
-way: this broker is in the house and the press is wanted now).  While the broker is
-unreachable the latest ``pending_presses`` presses wait in memory and go out on
-reconnect; states (motion, storage, relay, snooze) are retained and simply sent
-again, latest value only.
+way: this broker is in the house and the press is wanted now).  The link keeps its own
+copy of every press until the broker acknowledges it (at most ``pending_presses``, the
+oldest dropped beyond), and the latest value of every state (motion, storage, relay,
+snooze); paho is never trusted to hold either over a reconnect.  On reconnecting, what
+paho still holds from the dead connection is dropped (it would otherwise be re-sent
+*after* the fresh news: a hung broker could leave motion ``ON`` or presses out of
+order), then ``online``, discovery, the current states and the unacknowledged presses,
+oldest first, are sent in that order.
 
 Example::
 
@@ -36,18 +40,24 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import shutil
+import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from common.mqtt import make_client
+from common.mqtt import backoff_delays, make_client
 from firmware import __version__
 from firmware.camera.base import CameraBackend
 from firmware.config import HomeAssistantConfig
@@ -58,6 +68,11 @@ log = logging.getLogger(__name__)
 ON, OFF = "ON", "OFF"
 ONLINE, OFFLINE = "online", "offline"
 BIRTH_MIN_INTERVAL_S = 2.0
+MAX_PACKET_BYTES = 4096
+"""The largest packet the home broker may send this link (MQTT v5 Maximum Packet Size,
+sent in CONNECT).  Commands and HA's birth message are a few bytes; anyone on the
+broker could otherwise push a payload of up to Mosquitto's 256 MB into the Pi's memory.
+Mosquitto drops a larger message for this client and keeps the connection."""
 
 
 def discovery(
@@ -161,6 +176,8 @@ class HomeAssistantLink:
         cfg: HomeAssistantConfig,
         data_dir: Path,
         relay_connected: Callable[[], bool] | None = None,
+        rng: random.Random | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.device = device
         self.cfg = cfg
@@ -180,20 +197,36 @@ class HomeAssistantLink:
         )
         self.client = make_client(cfg, client_id=f"{device}-home", username=cfg.username or device)
         self.client.will_set(self.t_availability, OFFLINE, qos=1, retain=True)
-        self.client.reconnect_delay_set(cfg.backoff_min_s, cfg.backoff_max_s)  # type: ignore[arg-type]
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.connected = threading.Event()
         self._lock = threading.RLock()  # connected-or-queue decisions, the queue, the states
-        self._pending: deque[bytes] = deque(maxlen=cfg.pending_presses)
+        # Presses not yet acknowledged, oldest first: the payload, when the link got it
+        # (its own monotonic clock: the wall clock of a Pi without RTC jumps at boot)
+        # and, once handed to paho on the current connection, paho's receipt for it.
+        self._pending: deque[_Press] = deque(maxlen=cfg.pending_presses)
         self._states: dict[str, str | bytes] = {}  # retained topic -> latest payload
         self._motion = False
         self._snoozed = False
         self._last_birth = -BIRTH_MIN_INTERVAL_S
         self._stop = threading.Event()
-        self._status_thread: threading.Thread | None = None
-        self.counters = {"rings": 0, "queued": 0, "dropped": 0, "births": 0, "bad_commands": 0}
+        self._threads: list[threading.Thread] = []
+        self.refused: Any = None  # the reason code of a refused login, for the retry's log line
+        self._monotonic = monotonic
+        self._rng = rng or random.Random()
+        self._delays = backoff_delays(cfg.backoff_min_s, cfg.backoff_max_s, self._rng)
+        self.retry_delays: deque[float] = deque(maxlen=16)
+        """The latest reconnect delays, for diagnostics: jittered, never in lockstep."""
+        self.counters = {
+            "connects": 0,
+            "rings": 0,
+            "queued": 0,
+            "dropped": 0,
+            "expired": 0,
+            "births": 0,
+            "bad_commands": 0,
+        }
         self._set_state("motion", OFF)
         self._set_state("snooze", OFF)
         if not cfg.snapshot_image:
@@ -204,12 +237,10 @@ class HomeAssistantLink:
 
     def start(self) -> None:
         self._refresh_status()
-        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-        self.client.loop_start()
-        self._status_thread = threading.Thread(
-            target=self._status_loop, name="home-status", daemon=True
-        )
-        self._status_thread.start()
+        for name, target in (("home-net", self._net_loop), ("home-status", self._status_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Say ``offline`` (retained), disconnect cleanly, stop the threads."""
@@ -218,9 +249,44 @@ class HomeAssistantLink:
             info = self.client.publish(self.t_availability, OFFLINE, qos=1, retain=True)
             info.wait_for_publish(timeout)
         self.client.disconnect()
-        self.client.loop_stop()
-        if self._status_thread is not None:
-            self._status_thread.join(timeout)
+        for t in self._threads:
+            t.join(timeout)
+
+    def _net_loop(self) -> None:
+        # Our own loop rather than paho's loop_start: paho's reconnect delay has no
+        # jitter, so every doorbell on a broker that comes back would retry in step.
+        limits = Properties(PacketTypes.CONNECT)
+        limits.MaximumPacketSize = MAX_PACKET_BYTES
+        while not self._stop.is_set():
+            try:
+                self.client.connect(
+                    self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s, properties=limits
+                )
+            except (OSError, ssl.SSLError) as err:
+                self._retry_later(f"home broker {self.cfg.host}:{self.cfg.port} unreachable", err)
+                continue
+            while True:
+                rc = self.client.loop(timeout=0.5)
+                if rc != mqtt.MQTT_ERR_SUCCESS or (
+                    self._stop.is_set() and not self.connected.is_set()
+                ):
+                    break
+            with self._lock:
+                self.connected.clear()
+            if self._stop.is_set():
+                break
+            refused, self.refused = self.refused, None
+            if refused is not None:
+                self._retry_later("home broker refused the login", refused)
+            else:
+                self._retry_later("home broker connection ended", mqtt.error_string(rc))
+
+    def _retry_later(self, what: str, why: object) -> None:
+        """One log line per failed attempt, saying when the next one is."""
+        delay = next(self._delays)
+        self.retry_delays.append(delay)
+        log.warning("%s (%s); retrying in %.1f s", what, why, delay)
+        self._stop.wait(delay)
 
     # ------------------------------------------------------------ the controller's sink
 
@@ -253,20 +319,29 @@ class HomeAssistantLink:
         payload = json.dumps({"event_type": "ring", "id": ev.id, "at": at}).encode()
         with self._lock:
             self.counters["rings"] += 1
-            if self.connected.is_set():
-                self.client.publish(self.t_ring, payload, qos=1)
-                return
+            self._forget_acknowledged()
             if len(self._pending) == self._pending.maxlen:
                 self.counters["dropped"] += 1
-            self._pending.append(payload)
-            self.counters["queued"] += 1
+            info = None
+            if self.connected.is_set():
+                info = self.client.publish(self.t_ring, payload, qos=1)
+            else:
+                self.counters["queued"] += 1
+            self._pending.append(_Press(payload, self._monotonic(), info))
+
+    def _forget_acknowledged(self) -> None:
+        """Drop the presses the broker has acknowledged; callers hold the lock."""
+        self._pending = deque(
+            (p for p in self._pending if not _acknowledged(p.info)), maxlen=self._pending.maxlen
+        )
 
     # ------------------------------------------------------------ states
 
-    def _set_state(self, name: str, payload: str | bytes) -> None:
-        """Remember and (when connected) publish a retained state; callers hold the lock."""
+    def _set_state(self, name: str, payload: str | bytes, again: bool = False) -> None:
+        """Remember and (when connected) publish a retained state, only if it changed
+        unless ``again``; callers hold the lock."""
         topic = f"{self.base}/{name}"
-        if self._states.get(topic) == payload:
+        if self._states.get(topic) == payload and not again:
             return
         self._states[topic] = payload
         if self.connected.is_set():
@@ -276,12 +351,16 @@ class HomeAssistantLink:
         relay = None if self.relay_connected is None else self.relay_connected()
         free_mb = None
         if force:
-            free_mb = shutil.disk_usage(self._existing(self.data_dir)).free / 1e6
+            free_mb = self._free_mb()
         with self._lock:
             if relay is not None:
                 self._set_state("relay", ON if relay else OFF)
             if free_mb is not None:
-                self._set_state("storage", f"{free_mb:.1f}")
+                # Sent every status_every_s even when unchanged, as documented.
+                self._set_state("storage", f"{free_mb:.1f}", again=True)
+
+    def _free_mb(self) -> float:
+        return shutil.disk_usage(self._existing(self.data_dir)).free / 1e6
 
     @staticmethod
     def _existing(path: Path) -> Path:
@@ -315,22 +394,37 @@ class HomeAssistantLink:
     # ------------------------------------------------------------ paho callbacks
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if rc.is_failure:
-            log.error("home broker refused the connection: %s", rc)
+        if rc.is_failure:  # e.g. a wrong password: the net loop logs it with the retry
+            self.refused = rc
             return
-        client.subscribe([(self.t_birth, 1), (self.t_snooze_set, 1)])
-        client.publish(self.t_availability, ONLINE, qos=1, retain=True)
         with self._lock:
+            # paho would re-send what it held from the dead connection after this
+            # callback returns, behind everything sent here: stale states and presses
+            # out of order.  Our own copies are the truth; paho's are dropped.
+            client.drop_out_messages()
+            self.counters["connects"] += 1
+            self._delays = backoff_delays(self.cfg.backoff_min_s, self.cfg.backoff_max_s, self._rng)
+            self._forget_acknowledged()
+            # A command left retained on the broker is not a command: snooze starts off
+            # on every start, as documented.
+            commands = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_DO_NOT_SEND)
+            client.subscribe(
+                [(self.t_birth, SubscribeOptions(qos=1)), (self.t_snooze_set, commands)]
+            )
+            client.publish(self.t_availability, ONLINE, qos=1, retain=True)
             self.connected.set()
             self._publish_all()
-            while self._pending:
-                client.publish(self.t_ring, self._pending.popleft(), qos=1)
+            oldest = self._monotonic() - self.cfg.max_press_age_s
+            fresh = [p for p in self._pending if p.received >= oldest]
+            self.counters["expired"] += len(self._pending) - len(fresh)
+            for press in fresh:
+                press.info = client.publish(self.t_ring, press.payload, qos=1)
+            self._pending = deque(fresh, maxlen=self._pending.maxlen)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        # The net loop logs the failed attempt and the retry, once.
         with self._lock:
             self.connected.clear()
-        if not self._stop.is_set():
-            log.warning("disconnected from the home broker: %s", rc)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         # An exception here would end paho's network loop: contain everything.
@@ -358,6 +452,22 @@ class HomeAssistantLink:
             return
         self.counters["bad_commands"] += 1
         log.warning("ignoring %d bytes on %s", len(payload), topic)
+
+
+@dataclass
+class _Press:
+    payload: bytes
+    received: float
+    info: mqtt.MQTTMessageInfo | None = None
+
+
+def _acknowledged(info: mqtt.MQTTMessageInfo | None) -> bool:
+    if info is None:
+        return False
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):  # never sent (no connection, paho's queue full)
+        return False
 
 
 class SnapshotTap:

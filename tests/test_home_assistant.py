@@ -11,11 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from stack import wait_for
 
 from common.mqtt import BrokerSettings, make_client
 from firmware.config import ConfigError, HomeAssistantConfig, load_config, parse_config
+from firmware.controller import DoorbellEvent
 from firmware.local_link import HomeAssistantLink, discovery
 from hw_sim.runner import SimDoorbell
 from hw_sim.scenes import make_scene
@@ -308,7 +311,7 @@ class Subscriber:
     def __init__(self, port: int, user: str, password_file: Path, topics: list[str]) -> None:
         settings = BrokerSettings(port=port, password_file=password_file)
         self.client = make_client(settings, client_id=f"{user}-{os.getpid()}", username=user)
-        self.messages: list[tuple[str, bytes, bool]] = []
+        self.messages: list[tuple[str, bytes, bool, int]] = []
         self._lock = threading.Lock()
         subscribed = threading.Event()
 
@@ -320,7 +323,7 @@ class Subscriber:
 
         def on_message(_c: mqtt.Client, _u: Any, m: mqtt.MQTTMessage) -> None:
             with self._lock:
-                self.messages.append((m.topic, m.payload, bool(m.retain)))
+                self.messages.append((m.topic, m.payload, bool(m.retain), m.qos))
 
         self.client.on_connect = on_connect
         self.subscribes = 0
@@ -338,11 +341,16 @@ class Subscriber:
 
     def on(self, topic: str) -> list[bytes]:
         with self._lock:
-            return [p for t, p, _ in self.messages if t == topic]
+            return [p for t, p, _, _ in self.messages if t == topic]
 
     def retained(self, topic: str) -> list[bool]:
         with self._lock:
-            return [r for t, _, r in self.messages if t == topic]
+            return [r for t, _, r, _ in self.messages if t == topic]
+
+    def qos(self, topic: str) -> list[int]:
+        """The QoS each message arrived with: the lower of the publisher's and ours (1)."""
+        with self._lock:
+            return [q for t, _, _, q in self.messages if t == topic]
 
     def clear(self) -> None:
         with self._lock:
@@ -500,6 +508,7 @@ def test_home_assistant_sees_the_device_a_press_and_motion(home, ha, tmp_path, r
         assert ring["event_type"] == "ring" and ring["id"] == ring_ev[0].id
         # HA ignores events replayed from a retained message (event.py): never retain.
         assert ha.retained(event_topic) == [False]
+        assert ha.qos(event_topic) == [1], "a press is sent at least once, not at most once"
         motion_topic = disc["cmps"]["motion"]["state_topic"]
         wait_for(lambda: ha.on(motion_topic)[-2:] == [b"ON", b"OFF"], 10, "motion on, then off")
         assert ha.on(disc["cmps"]["storage"]["state_topic"])[-1].replace(b".", b"").isdigit()
@@ -587,7 +596,7 @@ def test_snooze_switch_silences_motion_and_ignores_garbage(home, ha, tmp_path, r
         wait_for(lambda: ha.on(snooze["state_topic"])[-1:] == [b"ON"], 10, "snoozed")
         # Anyone on the home broker can write there: junk changes nothing.
         ha.publish(snooze["command_topic"], "off please")
-        ha.publish(snooze["command_topic"], b"\xff" * 100_000)
+        ha.publish(snooze["command_topic"], b"\xff" * 1000)
         wait_for(lambda: link.counters["bad_commands"] == 2, 10, "the junk to be refused")
         bell.schedule_pir(1.0, 2.0)
         bell.run(5.0)
@@ -879,3 +888,174 @@ def test_a_failing_home_link_costs_the_relay_nothing(tmp_path, recorder, monkeyp
         assert "doorbell/test-bell/event" in topics, "the relay's copy is in its outbox"
     finally:
         bell.close()
+
+
+# ----------------------------------------------------------------- a hung broker
+
+
+def event(kind: str, ident: str) -> DoorbellEvent:
+    return DoorbellEvent(kind, ident, time.monotonic(), time.time())
+
+
+@pytest.fixture
+def hung(home: HomeMosquitto):
+    """Freeze the home broker (a hang, not a clean stop); always thawed at the end."""
+    frozen = []
+
+    def freeze() -> None:
+        os.kill(home.proc.pid, signal.SIGSTOP)
+        frozen.append(True)
+
+    def thaw() -> None:
+        os.kill(home.proc.pid, signal.SIGCONT)
+        frozen.clear()
+
+    yield freeze, thaw
+    if frozen:
+        thaw()
+
+
+def test_after_a_hung_broker_resumes_home_assistant_has_the_latest_state_and_presses_in_order(
+    home, ha, hung, tmp_path
+):
+    """What paho still held from the dead connection must not arrive after the fresh news.
+
+    Motion starts and press A happen while the broker hangs but the link still believes
+    it is connected; motion ends and press B happen once the keepalive has noticed.
+    """
+    freeze, thaw = hung
+    cfg = HomeAssistantConfig(
+        **ha_section(tmp_path, home.port, keepalive_s=5, backoff_min_s=0.2, backoff_max_s=1.0)
+    )
+    link = HomeAssistantLink("test-bell", cfg, tmp_path / "data")
+    link.start()
+    try:
+        wait_for(lambda: ha.on(f"{BASE}/motion") == [b"OFF"], 10, "the first states")
+        freeze()
+        link.on_event(event("motion_start", "m1"))
+        link.on_event(event("ring", "A"))
+        wait_for(lambda: not link.connected.is_set(), 30, "the keepalive to notice the hang")
+        link.on_event(event("motion_end", "m1"))
+        link.on_event(event("ring", "B"))
+        thaw()
+        wait_for(lambda: len(rings(ha)) >= 2, 30, "both presses once the broker resumes")
+        # A barrier: the doorbell answers in order, so once the snooze state is back,
+        # everything it sent on reconnecting has arrived.
+        ha.publish(f"{BASE}/snooze/set", "ON")
+        wait_for(lambda: ha.on(f"{BASE}/snooze")[-1:] == [b"ON"], 10, "the barrier")
+        assert ha.on(f"{BASE}/motion")[-1] == b"OFF", "the motion Home Assistant shows is over"
+        ids = [r["id"] for r in rings(ha)]
+        # QoS 1 is at least once: A reached the frozen broker's socket before the link gave
+        # up on it, so the broker may deliver it from there and again from the new
+        # connection; never after B.
+        assert list(dict.fromkeys(ids)) == ["A", "B"] and ids[-1] == "B", ids
+        assert ha.on(f"{BASE}/availability")[-1] == b"online"
+    finally:
+        link.stop()
+
+
+def test_an_oversized_command_never_reaches_the_doorbell(home, ha, tmp_path):
+    """Any account on the home broker can write to the command topic: a payload of many
+    megabytes must not be read into the Pi's memory (the broker would forward up to
+    256 MB), and must not cost the link its connection."""
+    cfg = HomeAssistantConfig(**ha_section(tmp_path, home.port))
+    link = HomeAssistantLink("test-bell", cfg, tmp_path / "data")
+    seen: list[int] = []
+    handle = link._handle
+    link._handle = lambda topic, payload: (seen.append(len(payload)), handle(topic, payload))  # type: ignore[method-assign]
+    link.start()
+    try:
+        wait_for(lambda: ha.on(f"{BASE}/snooze") == [b"OFF"], 10, "the first states")
+        ha.publish(f"{BASE}/snooze/set", b"O" * 2_000_000)
+        ha.publish(f"{BASE}/snooze/set", "ON")  # a barrier: handled after the big one
+        wait_for(lambda: ha.on(f"{BASE}/snooze")[-1:] == [b"ON"], 10, "the barrier")
+        assert seen == [2], "only the small command reached the doorbell"
+        assert link.connected.is_set() and link.counters["connects"] == 1, "never disconnected"
+    finally:
+        link.stop()
+
+
+def test_a_retained_snooze_command_does_not_snooze_a_restarted_doorbell(home, ha, tmp_path):
+    """Snooze starts off (docs/home-assistant.md): a command left retained on the broker,
+    by a careless script or on purpose, must not silence motion after every restart."""
+    ha.client.publish(f"{BASE}/snooze/set", "ON", qos=1, retain=True).wait_for_publish(5)
+    cfg = HomeAssistantConfig(**ha_section(tmp_path, home.port))
+    link = HomeAssistantLink("test-bell", cfg, tmp_path / "data")
+    link.start()
+    try:
+        wait_for(lambda: ha.on(f"{BASE}/availability")[-1:] == [b"online"], 10, "online")
+        # A barrier: the broker sends a retained message at SUBSCRIBE, before anything
+        # published after the doorbell came online.
+        ha.publish(f"{BASE}/snooze/set", "junk")
+        wait_for(lambda: link.counters["bad_commands"] == 1, 10, "the barrier")
+        assert ha.on(f"{BASE}/snooze") == [b"OFF"], "still awake"
+        ha.publish(f"{BASE}/snooze/set", "ON")  # a live command is still obeyed
+        wait_for(lambda: ha.on(f"{BASE}/snooze")[-1:] == [b"ON"], 10, "snoozed live")
+    finally:
+        link.stop()
+
+
+def test_reconnects_are_jittered_and_a_wrong_password_logs_one_line_per_attempt(
+    home, tmp_path, caplog
+):
+    """Doorbells on a broker that comes back must not all retry at the same instants
+    (common/mqtt.py:backoff_delays, as the relay link does); a refused login is one
+    warning per attempt, not two."""
+    (tmp_path / "wrong.pw").write_text("not the password")
+    caplog.set_level("WARNING", logger="firmware.local_link")
+    cfg = HomeAssistantConfig(
+        **ha_section(tmp_path, home.port, backoff_min_s=0.1, backoff_max_s=0.2),
+    ).model_copy(update={"password_file": tmp_path / "wrong.pw"})
+    links = [
+        HomeAssistantLink("test-bell", cfg, tmp_path / "data", rng=random.Random(seed))
+        for seed in (1, 2)
+    ]
+    for link in links:
+        link.start()
+    try:
+        wait_for(lambda: all(len(k.retry_delays) >= 4 for k in links), 20, "a few retries")
+    finally:
+        for link in links:
+            link.stop()
+    first, second = ([round(d, 6) for d in k.retry_delays][:4] for k in links)
+    assert first != second, "two doorbells do not retry in step"
+    assert all(0.05 <= d <= 0.2 for d in first + second), "within [min/2, max]"
+    lines = [r.getMessage() for r in caplog.records if r.name == "firmware.local_link"]
+    attempts = sum(len(k.retry_delays) for k in links)
+    assert len(lines) == attempts, "one line per failed attempt"
+    assert all("refused the login" in line and "retrying in" in line for line in lines)
+
+
+def test_presses_older_than_the_bound_are_not_sent_late(home, ha, tmp_path):
+    """Home Assistant's event entity fires on arrival: a press from long ago, delivered
+    after an outage, would ring every automation as if someone were at the door now."""
+    now = [1000.0]
+    cfg = HomeAssistantConfig(**ha_section(tmp_path, home.port, max_press_age_s=60))
+    link = HomeAssistantLink("test-bell", cfg, tmp_path / "data", monotonic=lambda: now[0])
+    home.add_user("test-bell", "not-yet")  # the doorbell is kept out for now
+    link.start()
+    try:
+        wait_for(lambda: link.retry_delays, 10, "a refused login")
+        link.on_event(event("ring", "old"))
+        now[0] += 61
+        link.on_event(event("ring", "recent"))
+        home.add_user("test-bell", "pw-test-bell")  # reloaded: the doorbell gets in
+        wait_for(lambda: rings(ha), 20, "the recent press")
+        assert [r["id"] for r in rings(ha)] == ["recent"], "the old one was never sent"
+        assert link.counters["expired"] == 1
+    finally:
+        link.stop()
+
+
+def test_free_storage_is_sent_again_every_status_every_s(home, ha, tmp_path):
+    """Even when it has not changed: the table in docs/home-assistant.md promises it, and
+    it is how Home Assistant can tell the figure is current."""
+    cfg = HomeAssistantConfig(**ha_section(tmp_path, home.port, status_every_s=1))
+    link = HomeAssistantLink("test-bell", cfg, tmp_path / "data")
+    link._free_mb = lambda: 123.4  # type: ignore[method-assign]
+    link.start()
+    try:
+        wait_for(lambda: len(ha.on(f"{BASE}/storage")) >= 3, 10, "three storage reports")
+        assert set(ha.on(f"{BASE}/storage")) == {b"123.4"}
+    finally:
+        link.stop()
