@@ -12,6 +12,7 @@ The relay holds metadata only: clip ids, times, sizes, hashes; never imagery.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -26,6 +27,8 @@ from relay.keyspace import DEAD_LETTERS, DEVICES, GEO, INDEX_LUA, STATS, WORKERS
 SEEN_TTL_S = 14 * 86400  # far longer than any redelivery can take
 DEAD_LETTER_MAXLEN = 100_000
 WORKER_ALIVE_S = 15.0
+DUPLICATE, NEW, CONFLICT = 0, 1, 2
+"""What indexing a message did (the index script's answer)."""
 
 # Re-exported: callers that only need a key name get it from the keyspace.
 __all__ = ["DEAD_LETTERS", "DEVICES", "GEO", "STATS", "WORKERS", "dkey"]
@@ -46,7 +49,18 @@ class Near:
     radius_m: float
 
 
+def content_hash(msg: Message) -> str:
+    """What the seen-marker holds: a second message with this id must match it."""
+    return hashlib.sha256(msg.model_dump_json().encode()).hexdigest()[:32]
+
+
 def _script_args(msg: Message) -> tuple[list[str], list[Any]]:
+    keys, args = _kind_args(msg)
+    args += [""] * (7 - len(args))
+    return keys, [*args, content_hash(msg)]
+
+
+def _kind_args(msg: Message) -> tuple[list[str], list[Any]]:
     d = msg.device
     ts = msg.ts.timestamp()
     keys = [dkey(d, f"seen:{msg.id}"), dkey(d, "stats"), dkey(d, "info")]
@@ -124,6 +138,10 @@ class RelayIndex:
 
     def index(self, messages: Sequence[Message]) -> list[bool]:
         """Index ``messages`` in one round trip; True for each that was new."""
+        return [c == NEW for c in self.index_outcomes(messages)]
+
+    def index_outcomes(self, messages: Sequence[Message]) -> list[int]:
+        """Index ``messages`` in one round trip: NEW, DUPLICATE or CONFLICT for each."""
         if not messages:
             return []
         # Redis Cluster pipelines refuse scripts, so batch per node with a plain
@@ -137,12 +155,12 @@ class RelayIndex:
             calls.append((keys, args))
             conn = node_client(self.r, keys[0])
             batches.setdefault(id(conn), (conn, []))[1].append(i)
-        results: list[bool] = [False] * len(messages)
+        results: list[int] = [DUPLICATE] * len(messages)
         for conn, indices in batches.values():
             for i, x in zip(
                 indices, self._run_scripts(conn, [calls[i] for i in indices]), strict=True
             ):
-                results[i] = bool(x)
+                results[i] = int(x)
         return results
 
     def _run_scripts(self, conn: redis.Redis, calls: list[tuple[list[str], list[Any]]]) -> list:

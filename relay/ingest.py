@@ -47,13 +47,18 @@ from protocol import (
     utcnow,
 )
 from protocol.topics import LOG_HEAD, relay_filters
-from relay.index import RelayIndex
+from relay.index import CONFLICT, NEW, RelayIndex
+from relay.plausible import Plausibility
 
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 86400
 RECEIVE_MAXIMUM = 1000
 HEARTBEAT_S = 5.0
+
+
+_Held = tuple[mqtt.MQTTMessage, Message | None, ProtocolError | None]
+"""A received message, its decoded form or the reason it is refused."""
 
 
 class IngestWorker:
@@ -69,7 +74,9 @@ class IngestWorker:
         audit: Any = None,
         blobs: Any = None,
         retire: bool = False,
+        plausible: Plausibility | None = None,
     ) -> None:
+        self.plausible = plausible or Plausibility()
         self.name = name
         self.blobs = blobs  # released ciphertext to forget when a clip is deleted
         self.retire = retire
@@ -88,13 +95,14 @@ class IngestWorker:
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
-        self._batch: list[tuple[mqtt.MQTTMessage, Message | None, ProtocolError | None]] = []
+        self._batch: list[_Held] = []
         self.connected = threading.Event()
         self.stats = {
             "received": 0,
             "indexed": 0,
             "duplicates": 0,
             "dead_letters": 0,
+            "conflicts": 0,
             "redis_errors": 0,
             "connects": 0,
             "confirmations": 0,
@@ -121,12 +129,23 @@ class IngestWorker:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         self.stats["received"] += 1
-        try:
-            msg: Message | None = decode(message.topic, message.payload)
-            err = None
-        except ProtocolError as e:
-            msg, err = None, e
+        msg, err = self.check(message.topic, message.payload)
         self._batch.append((message, msg, err))
+
+    def check(self, topic: str, payload: bytes) -> tuple[Message | None, ProtocolError | None]:
+        """Decode and judge one payload: a message, or the reason to dead-letter it.
+
+        Never raises: whatever a doorbell sends, this worker goes on.
+        """
+        try:
+            msg = decode(topic, payload)
+            self.plausible(msg)
+            return msg, None
+        except ProtocolError as e:
+            return None, e
+        except Exception as e:  # a bug must cost one message, not the worker
+            log.exception("unexpected error judging a message on %r", topic[:200])
+            return None, ProtocolError("internal", f"{type(e).__name__}: {str(e)[:200]}")
 
     # ------------------------------------------------------------ the loop
 
@@ -135,12 +154,20 @@ class IngestWorker:
         if not self._batch or time.monotonic() < self._redis_retry_at:
             return not self._batch
         batch = self._batch[: self.batch_max]
-        good = [(m, msg) for m, msg, _ in batch if msg is not None]
         try:
-            results = self.index.index([msg for _, msg in good])
-            for m, _msg, err in batch:
+            outcomes = self._index_batch(batch)
+            for i, (m, _msg, err) in enumerate(batch):
                 if err is not None:
                     self.index.dead_letter(m.topic, m.payload, err.reason, err.detail, self.name)
+                elif outcomes[i] == CONFLICT:
+                    self.stats["conflicts"] += 1
+                    self.index.dead_letter(
+                        m.topic,
+                        m.payload,
+                        "conflict",
+                        "this id was seen with other content",
+                        self.name,
+                    )
         except redis.RedisError as e:
             self.stats["redis_errors"] += 1
             delay = next(self._redis_delays)
@@ -150,7 +177,13 @@ class IngestWorker:
             )
             return False
         self._redis_delays = backoff_delays(0.2, 10.0)
-        for (_m, msg), new in zip(good, results, strict=True):
+        good = [
+            (m, msg, outcomes[i] == NEW)
+            for i, (m, msg, _e) in enumerate(batch)
+            if msg is not None and outcomes[i] != CONFLICT
+        ]
+        results = [new for _m, _msg, new in good]
+        for _m, msg, new in good:
             if new and isinstance(msg, Deleted):
                 self._forget_released(msg.device, msg.clip_id)
             if self.audit is None or not new:
@@ -169,10 +202,33 @@ class IngestWorker:
         self.stats["duplicates"] += len(results) - sum(results)
         self.stats["dead_letters"] += len(batch) - len(good)
         del self._batch[: len(batch)]
-        self._confirm([msg for _, msg in good])
+        self._confirm([msg for _, msg, _new in good])
         for m, _msg, _err in batch:
             self.client.ack(m.mid, m.qos)
         return True
+
+    def _index_batch(self, batch: list[_Held]) -> list[int]:
+        """Index the batch's good messages; an outcome per batch entry (-1: not indexed).
+
+        A message the index script refuses (a Redis ``ResponseError`` for that one
+        message) is turned into a dead letter instead of failing the batch forever.
+        """
+        good = [i for i, (_m, msg, _e) in enumerate(batch) if msg is not None]
+        outcomes = [-1] * len(batch)
+        try:
+            codes = self.index.index_outcomes([batch[i][1] for i in good])  # type: ignore[misc]
+        except redis.ResponseError:
+            codes = []
+            for i in good:
+                try:
+                    codes += self.index.index_outcomes([batch[i][1]])  # type: ignore[list-item]
+                except redis.ResponseError as e:
+                    m = batch[i][0]
+                    batch[i] = (m, None, ProtocolError("index_refused", str(e)[:200]))
+                    codes.append(-1)
+        for i, c in zip(good, codes, strict=True):
+            outcomes[i] = c
+        return outcomes
 
     def _forget_released(self, device: str, clip_id: str) -> None:
         """Deleted means deleted: drop released copies of the clip and their records."""

@@ -84,7 +84,12 @@ AUDIT_STATE = "{audit}:state"
 # ---------------------------------------------------------------- scripts
 
 INDEX_LUA = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+if not redis.call('SET', KEYS[1], ARGV[8], 'NX', 'EX', ARGV[2]) then
+  local before = redis.call('GET', KEYS[1])
+  if before ~= ARGV[8] and before ~= '1' then
+    redis.call('HINCRBY', KEYS[2], 'conflicts', 1)
+    return 2
+  end
   redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
   return 0
 end
@@ -116,4 +121,7 @@ if score > seen then redis.call('HSET', KEYS[3], 'last_seen', ARGV[3]) end
 return 1
 """
 """Index one message, idempotent on its id.  KEYS: seen, stats, info, target, item.
-ARGV: kind, seen TTL, score, value, member, online flag, firmware."""
+ARGV: kind, seen TTL, score, value, member, online flag, firmware, content hash.
+Returns 1 (new), 0 (seen before, same content) or 2 (seen before, *different*
+content: a conflict, changes nothing).  The seen-marker holds the content hash;
+a marker of ``'1'`` (written before hashes were kept) counts as the same content."""
