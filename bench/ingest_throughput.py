@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import redis
@@ -34,7 +35,7 @@ def _records(n: int, device: str) -> list[tuple[str, bytes]]:
                 device=device,
                 clip_id=f"clip-{i:07d}",
                 trigger="motion",
-                start=now,
+                start=now - timedelta(seconds=10),
                 end=now,
                 trigger_at=now,
                 duration_s=10.0,
@@ -78,7 +79,7 @@ def run(n: int = 20000, quick: bool = False) -> Report:
             broker.add_user(user, f"{user}-pw")
         cfg = tmp / "relay.toml"
         base_cfg = (
-            f'[broker]\nport = {broker.port}\npassword_file = "{tmp / "relay.pw"}"\n'
+            f'[broker]\nport = {broker.relay_port}\npassword_file = "{tmp / "relay.pw"}"\n'
             f'[redis]\nurl = "{rds.url}"\n'
         )
 
@@ -93,10 +94,12 @@ def run(n: int = 20000, quick: bool = False) -> Report:
                 done.set()
 
         sub = make_client(
-            BrokerSettings(port=broker.port, password_file=tmp / "relay.pw"), "bench-count", "relay"
+            BrokerSettings(port=broker.relay_port, password_file=tmp / "relay.pw"),
+            "bench-count",
+            "relay",
         )
         sub.on_message = on_message
-        sub.connect("127.0.0.1", broker.port)
+        sub.connect("127.0.0.1", broker.relay_port)
         sub.subscribe("doorbell/+/clip", qos=1)
         sub.loop_start()
         time.sleep(0.3)

@@ -23,6 +23,8 @@ class _Section(BaseModel):
 
 
 class RelayBroker(BrokerSettings):
+    port: int = Field(1884, ge=1, le=65535)
+    """The broker's relay listener (relay accounts only; see relay.broker)."""
     username: str | None = "relay"
 
 
@@ -51,6 +53,10 @@ class IngestConfig(_Section):
     """Shared-subscription group: every worker in it shares one stream of messages."""
     batch: int = Field(500, ge=1, le=10000)
     """Messages written to Redis per round trip at most."""
+    max_past_s: float = Field(30 * 86400.0, gt=0)
+    """Messages dated older than this (by the relay's clock) are dead-lettered."""
+    max_future_s: float = Field(300.0, ge=0)
+    """Messages dated further ahead than this are dead-lettered (clock skew allowance)."""
 
 
 class AuditConfig(_Section):

@@ -22,7 +22,7 @@ def broker_reachable(cfg: RelayConfig, timeout: float = 3.0) -> tuple[bool, str]
     result: dict[str, str] = {}
     done = threading.Event()
     client = make_client(
-        cfg.broker, client_id=f"relay-status-{os.getpid()}", username=cfg.broker.username or "relay"
+        cfg.broker, client_id=f"relay:status:{os.getpid()}", username=cfg.broker.username or "relay"
     )
 
     def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:

@@ -88,7 +88,7 @@ class IngestWorker:
         self.batch_max = batch
         self.client = make_client(
             broker,
-            client_id=f"relay-ingest-{name}",
+            client_id=f"relay:ingest:{name}",
             username=broker.username or "relay",
             manual_ack=True,
         )

@@ -23,6 +23,7 @@ def worker_main(
 ) -> None:
     """One ingestion worker, until SIGTERM/SIGINT or ``seconds``."""
     from relay.ingest import IngestWorker
+    from relay.plausible import Plausibility
 
     relay = Relay(load_relay_config(config_path))
     stop = threading.Event()
@@ -39,6 +40,9 @@ def worker_main(
         audit=relay.audit,
         blobs=relay.blobs,
         retire=retire,
+        plausible=Plausibility(
+            max_past_s=relay.cfg.ingest.max_past_s, max_future_s=relay.cfg.ingest.max_future_s
+        ),
     )
     worker.run(stop)
 
@@ -95,7 +99,7 @@ def serve(
 
     cfg = relay.cfg
     client = make_client(
-        cfg.broker, client_id=f"relay-api-{os.getpid()}", username=cfg.broker.username or "relay"
+        cfg.broker, client_id=f"relay:api:{os.getpid()}", username=cfg.broker.username or "relay"
     )
     client.connect_async(cfg.broker.host, cfg.broker.port, keepalive=cfg.broker.keepalive_s)
     client.loop_start()

@@ -51,7 +51,7 @@ class Relay:
         else:
             self.blobs = LocalBlobStore(tmp / "blobs", r, self.url)
         pub = make_client(stack.relay_settings(), "relay-api-test", "relay")
-        pub.connect("127.0.0.1", stack.broker.port)
+        pub.connect("127.0.0.1", stack.broker.relay_port)
         pub.loop_start()
         self.pub = pub
         app = create_app(self.engine, self.blobs, lambda t, p: pub.publish(t, p, qos=1))
