@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ing = sub.add_parser("ingest", help="run ingestion workers (MQTT → Redis)")
     ing.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    ing.add_argument("--name", default=None, help="worker name (default: host-pid)")
+    ing.add_argument(
+        "--name", default=None, help="worker name (default: the host name; unique per worker)"
+    )
     ing.add_argument("--seconds", type=positive, help="stop after this many seconds")
     ing.add_argument(
         "--retire",
@@ -457,7 +459,8 @@ def cmd_ingest(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     _ = relay.index  # fail early, with one line, if Redis is not there
-    base = getattr(args, "name", None) or f"{os.uname().nodename}-{os.getpid()}"
+    # Stable by default: a restarted worker finds its session (a pid would orphan one).
+    base = getattr(args, "name", None) or os.uname().nodename
     config_path = str(args.config) if args.config else None
     if args.workers == 1:
         out.print(f"ingest worker {base} running (Ctrl-C stops it)", highlight=False)

@@ -53,6 +53,8 @@ class IngestConfig(_Section):
     """Shared-subscription group: every worker in it shares one stream of messages."""
     batch: int = Field(500, ge=1, le=10000)
     """Messages written to Redis per round trip at most."""
+    session_expiry_s: int = Field(20, ge=0, le=86400)
+    """How long the broker keeps a silent worker's session and share (see relay.ingest)."""
     max_past_s: float = Field(30 * 86400.0, gt=0)
     """Messages dated older than this (by the relay's clock) are dead-lettered."""
     max_future_s: float = Field(300.0, ge=0)

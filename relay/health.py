@@ -61,6 +61,10 @@ def probe(relay: Relay) -> dict[str, Any]:
         status["redis"]["ok"] = True
     except Unavailable as err:
         status["redis"]["detail"] = str(err)
-    alive = [n for n, w in status.get("workers", {}).items() if w["alive"]]
-    status["healthy"] = ok_broker and status["redis"]["ok"] and bool(alive)
+    workers = status.get("workers", {})
+    # Every registered worker must beat: a silent one may hold a share of the stream.
+    status["silent_workers"] = sorted(n for n, w in workers.items() if not w["alive"])
+    status["healthy"] = (
+        ok_broker and status["redis"]["ok"] and bool(workers) and not status["silent_workers"]
+    )
     return status

@@ -27,6 +27,8 @@ from relay.keyspace import DEAD_LETTERS, DEVICES, GEO, INDEX_LUA, STATS, WORKERS
 SEEN_TTL_S = 14 * 86400  # far longer than any redelivery can take
 DEAD_LETTER_MAXLEN = 100_000
 WORKER_ALIVE_S = 15.0
+WORKER_FORGET_S = 3600.0
+"""A worker silent this long is forgotten (no longer expected; ``relay status`` drops it)."""
 DUPLICATE, NEW, CONFLICT = 0, 1, 2
 """What indexing a message did (the index script's answer)."""
 
@@ -301,11 +303,15 @@ class RelayIndex:
     def heartbeat(self, worker: str, stats: dict[str, Any]) -> None:
         self.r.hset(WORKERS, worker, json.dumps({"at": time.time(), **stats}))
 
-    def workers(self) -> dict[str, dict[str, Any]]:
-        now = time.time()
+    def workers(self, now: float | None = None) -> dict[str, dict[str, Any]]:
+        """Registered workers and whether each beats; long-silent ones are forgotten."""
+        now = time.time() if now is None else now
         out = {}
         for name, raw in self.r.hgetall(WORKERS).items():
             info = json.loads(raw)
+            if now - info["at"] > WORKER_FORGET_S:
+                self.r.hdel(WORKERS, name)
+                continue
             info["alive"] = now - info["at"] < WORKER_ALIVE_S
             out[name.decode()] = info
         return out

@@ -52,7 +52,18 @@ from relay.plausible import Plausibility
 
 log = logging.getLogger(__name__)
 
-SESSION_EXPIRY_S = 86400
+SESSION_EXPIRY_S = 20
+"""How long the broker keeps a silent worker's session (and routes its share to it).
+
+Mosquitto 2.0 goes on handing a shared subscription's messages to an offline
+persistent session until it expires.  Twenty seconds lets a restarted worker pick
+up what it held; after that the session ends and its messages are gone from the
+broker, but not from the doorbells: each resends what the relay has not confirmed
+after its confirm timeout (30 s).  So a dead worker's share is back with the living
+within SESSION_EXPIRY_S + the doorbells' confirm timeout = 50 s (+ keepalive × 1.5
+if the worker's host vanished without closing its connection).  See
+docs/robustness.md.
+"""
 RECEIVE_MAXIMUM = 1000
 HEARTBEAT_S = 5.0
 
@@ -75,7 +86,9 @@ class IngestWorker:
         blobs: Any = None,
         retire: bool = False,
         plausible: Plausibility | None = None,
+        session_expiry_s: int = SESSION_EXPIRY_S,
     ) -> None:
+        self.session_expiry_s = session_expiry_s
         self.plausible = plausible or Plausibility()
         self.name = name
         self.blobs = blobs  # released ciphertext to forget when a clip is deleted
@@ -114,8 +127,11 @@ class IngestWorker:
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
+            # Wrong password, not authorised...: the loop backs off before the next try.
             log.error("broker refused worker %s: %s", self.name, rc)
+            self.stats["refused"] = self.stats.get("refused", 0) + 1
             return
+        self._delays = backoff_delays(self.broker.backoff_min_s, self.broker.backoff_max_s)
         self.stats["connects"] += 1
         client.subscribe([(f, 1) for f in relay_filters(self.group)])
         self.connected.set()
@@ -257,11 +273,20 @@ class IngestWorker:
 
     def run(self, stop: threading.Event) -> None:
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.SessionExpiryInterval = self.session_expiry_s
         props.ReceiveMaximum = RECEIVE_MAXIMUM
-        delays = backoff_delays(self.broker.backoff_min_s, self.broker.backoff_max_s)
+        self._delays = backoff_delays(self.broker.backoff_min_s, self.broker.backoff_max_s)
         next_beat = 0.0
+        first = True
         while not stop.is_set():
+            if not first:
+                # Every failure backs off, with jitter: a refused CONNECT, a dropped
+                # connection, an unreachable broker.  Reset only by a good CONNACK.
+                delay = next(self._delays)
+                log.warning("worker %s reconnecting in %.1f s", self.name, delay)
+                if stop.wait(delay):
+                    break
+            first = False
             try:
                 self.client.connect(
                     self.broker.host,
@@ -271,11 +296,8 @@ class IngestWorker:
                     properties=props,
                 )
             except OSError as err:
-                delay = next(delays)
-                log.warning("broker unreachable (%s); retrying in %.1f s", err, delay)
-                stop.wait(delay)
+                log.warning("broker unreachable (%s)", err)
                 continue
-            delays = backoff_delays(self.broker.backoff_min_s, self.broker.backoff_max_s)
             while not stop.is_set():
                 rc = self.client.loop(timeout=0.01 if self._batch else 0.2)
                 if rc != mqtt.MQTT_ERR_SUCCESS:
@@ -299,6 +321,10 @@ class IngestWorker:
         props = None
         if self.retire:
             self.client.unsubscribe(relay_filters(self.group))
+            try:
+                self.index.forget_worker(self.name)  # retired: no longer expected to beat
+            except redis.RedisError as err:
+                log.warning("could not unregister worker %s: %s", self.name, err)
             props = Properties(PacketTypes.DISCONNECT)
             props.SessionExpiryInterval = 0
         deadline = time.monotonic() + 2.0

@@ -43,6 +43,7 @@ def worker_main(
         plausible=Plausibility(
             max_past_s=relay.cfg.ingest.max_past_s, max_future_s=relay.cfg.ingest.max_future_s
         ),
+        session_expiry_s=relay.cfg.ingest.session_expiry_s,
     )
     worker.run(stop)
 
