@@ -199,21 +199,16 @@ class IngestWorker:
             if msg is not None and outcomes[i] != CONFLICT
         ]
         results = [new for _m, _msg, new in good]
-        for _m, msg, new in good:
-            if new and isinstance(msg, Deleted):
-                self._forget_released(msg.device, msg.clip_id)
-            if self.audit is None or not new:
-                continue
-            if isinstance(msg, Released):
-                self.audit.append(
-                    "release",
-                    msg.device,
-                    {"request": msg.request_id, "clip": msg.clip_id, "sha256": msg.sha256},
-                )
-            elif isinstance(msg, Deleted):
-                self.audit.append(
-                    "deletion", msg.device, {"clip": msg.clip_id, "reason": msg.reason}
-                )
+        try:
+            for _m, msg, _new in good:
+                self._side_effects(msg)
+        except Exception as e:  # Redis, or the blob store (S3) behind _forget_released
+            # Indexed but not yet recorded: acknowledge nothing, so the broker delivers
+            # again; the index calls it a duplicate and the side effects run again.
+            self.stats["redis_errors"] += 1
+            log.warning("side effects failed (%s); nothing acknowledged", e)
+            self._redis_retry_at = time.monotonic() + next(self._redis_delays)
+            return False
         self.stats["indexed"] += sum(results)
         self.stats["duplicates"] += len(results) - sum(results)
         self.stats["dead_letters"] += len(batch) - len(good)
@@ -222,6 +217,25 @@ class IngestWorker:
         for m, _msg, _err in batch:
             self.client.ack(m.mid, m.qos)
         return True
+
+    def _side_effects(self, msg: Message) -> None:
+        """What a release or a deletion causes beyond the index, keyed by message id.
+
+        Run for new messages *and* duplicates: a worker killed after indexing and
+        before these finished has left them undone, and the redelivery must do
+        them.  Each is idempotent: an audit entry is appended once per message id,
+        deleting a blob or a record that is already gone does nothing.
+        """
+        if isinstance(msg, Deleted):
+            self._forget_released(msg.device, msg.clip_id)
+        if self.audit is None:
+            return
+        if isinstance(msg, Released):
+            data = {"request": msg.request_id, "clip": msg.clip_id, "sha256": msg.sha256}
+            self.audit.append("release", msg.device, data, once=f"msg:{msg.id}")
+        elif isinstance(msg, Deleted):
+            data = {"clip": msg.clip_id, "reason": msg.reason}
+            self.audit.append("deletion", msg.device, data, once=f"msg:{msg.id}")
 
     def _index_batch(self, batch: list[_Held]) -> list[int]:
         """Index the batch's good messages; an outcome per batch entry (-1: not indexed).

@@ -81,6 +81,11 @@ AUDIT_HEADS = "{audit}:heads"
 AUDIT_STATE = "{audit}:state"
 
 
+def audit_once(key: str) -> str:
+    """Marks an entry appended at most once for ``key`` (e.g. a message id); holds its index."""
+    return f"{{audit}}:once:{key}"
+
+
 # ---------------------------------------------------------------- scripts
 
 INDEX_LUA = """
