@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 
 from firmware.controller import DoorbellEvent
-from firmware.outbox import NORMAL, URGENT, Outbox
+from firmware.outbox import NORMAL, URGENT
+from firmware.spool import DurableBox
 from protocol import Clip, Deleted, Event, Message, encode, from_timestamp, new_id
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def to_message(device: str, ev: DoorbellEvent) -> Message | None:
 class Announcer:
     """The controller's event sink on a connected doorbell."""
 
-    def __init__(self, device: str, outbox: Outbox) -> None:
+    def __init__(self, device: str, outbox: DurableBox) -> None:
         self.device = device
         self.outbox = outbox
 

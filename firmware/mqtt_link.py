@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sqlite3
 import ssl
 import threading
 import time
@@ -150,22 +151,32 @@ class MqttLink:
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self._idle_wait())
-            self._wake.clear()
-            self._settle_acks()
-            if not self.connected.is_set():
-                continue
-            room = self.max_inflight - len(self._inflight)
-            if room <= 0:
-                continue
-            for row in self.outbox.due(room, exclude=set(self._inflight.values())):
-                info = self.client.publish(row.topic, row.payload, qos=1)
-                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                    log.warning("publish of outbox row %d failed: %s", row.seq, info.rc)
-                    break
-                self._inflight[info.mid] = row.seq
-                self.counters["published"] += 1
-            self._settle_acks()
+            try:
+                self._send_once()
+            except (sqlite3.Error, OSError) as err:
+                # A full or failing disk: the outbox cannot mark or read rows now.
+                # Keep going; unmarked rows are simply sent again (the relay is
+                # idempotent on ids).
+                log.error("outbox error while sending (%s); retrying", err)
+                self._stop.wait(1.0)
+
+    def _send_once(self) -> None:
+        self._wake.wait(self._idle_wait())
+        self._wake.clear()
+        self._settle_acks()
+        if not self.connected.is_set():
+            return
+        room = self.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        for row in self.outbox.due(room, exclude=set(self._inflight.values())):
+            info = self.client.publish(row.topic, row.payload, qos=1)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                log.warning("publish of outbox row %d failed: %s", row.seq, info.rc)
+                break
+            self._inflight[info.mid] = row.seq
+            self.counters["published"] += 1
+        self._settle_acks()
 
     def _idle_wait(self) -> float:
         resend = self.outbox.next_resend()
@@ -242,7 +253,10 @@ class MqttLink:
             )
             return
         if isinstance(msg, Ack):
-            self.counters["confirmed"] += self.outbox.confirm(msg.ids)
+            try:
+                self.counters["confirmed"] += self.outbox.confirm(msg.ids)
+            except (sqlite3.Error, OSError) as err:  # a full disk: the rows are resent
+                log.error("could not drop confirmed rows from the outbox: %s", err)
             return
         self.counters["commands"] += 1
         self.on_command(msg)
