@@ -41,9 +41,27 @@ def to_message(device: str, ev: DoorbellEvent) -> Message | None:
             fps=d["fps"],
             sha256=d["sha256"],
         )
+    if ev.kind == "clip_failed":
+        # The owner learns that a clip is missing, and why (a full disk, a bad card).
+        return Event(
+            id=ev.id,
+            ts=ts,
+            device=device,
+            type="clip_failed",
+            at=ts,
+            clip_id=_clip_id(d.get("clip")),
+            reason=str(d.get("error", "unknown"))[:256],
+        )
     if ev.kind == "clip_deleted":
         return Deleted(id=new_id(), ts=ts, device=device, clip_id=d["clip"], reason=d["reason"])
     return None
+
+
+def _clip_id(value: object) -> str | None:
+    text = str(value or "")
+    return (
+        text if 4 <= len(text) <= 64 and text.replace("-", "").replace("_", "").isalnum() else None
+    )
 
 
 class Announcer:

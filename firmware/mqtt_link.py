@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
 import sqlite3
 import ssl
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -46,6 +48,11 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 86400
 
 
+LOW_SPACE_BYTES = 256 * 1024 * 1024
+"""Below this much free space the status carries ``warning: low_space``."""
+SPACE_CHECK_S = 30.0
+
+
 class MqttLink:
     """Owns the paho client, its network thread and the outbox sender; see the module doc."""
 
@@ -56,7 +63,11 @@ class MqttLink:
         outbox: Outbox,
         on_command: Callable[[Message], None],
         max_inflight: int = 20,
+        data_dir: Path | None = None,
     ) -> None:
+        self.data_dir = data_dir  # its free space goes out in the status
+        self._low_space = False
+        self._next_space_check = 0.0
         self.device = device
         self.cfg = cfg
         self.outbox = outbox
@@ -91,10 +102,39 @@ class MqttLink:
         }
 
     def _status(self, state: str) -> bytes:
+        free = self._free_bytes()
         msg = Status(
-            id=new_id(), ts=utcnow(), device=self.device, state=state, firmware=__version__
+            id=new_id(),
+            ts=utcnow(),
+            device=self.device,
+            state=state,
+            firmware=__version__,
+            free_bytes=free,
+            warning="low_space" if free is not None and free < LOW_SPACE_BYTES else None,
         )
         return encode(msg)[1]
+
+    def _free_bytes(self) -> int | None:
+        if self.data_dir is None:
+            return None
+        try:
+            return shutil.disk_usage(self.data_dir).free
+        except OSError:
+            return None
+
+    def _check_space(self) -> None:
+        """Say so in the status when free space crosses LOW_SPACE_BYTES (either way)."""
+        now = time.monotonic()
+        if self.data_dir is None or now < self._next_space_check or not self.connected.is_set():
+            return
+        self._next_space_check = now + SPACE_CHECK_S
+        free = self._free_bytes()
+        low = free is not None and free < LOW_SPACE_BYTES
+        if low != self._low_space:
+            self._low_space = low
+            if low:
+                log.warning("low on space: %s bytes free", free)
+            self.client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
 
     # ------------------------------------------------------------ threads
 
@@ -161,6 +201,7 @@ class MqttLink:
                 self._stop.wait(1.0)
 
     def _send_once(self) -> None:
+        self._check_space()
         self._wake.wait(self._idle_wait())
         self._wake.clear()
         self._settle_acks()

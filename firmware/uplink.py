@@ -47,7 +47,9 @@ class Uplink:
         self.commands = CommandHandler(
             cfg.device.id, unb64(cfg.owner.sign_public), store, self.announcer.message, self._ledger
         )
-        self.link = MqttLink(cfg.device.id, cfg.mqtt, self.outbox, self.commands.submit)
+        self.link = MqttLink(
+            cfg.device.id, cfg.mqtt, self.outbox, self.commands.submit, data_dir=cfg.device.data_dir
+        )
         self.commands.start()
         self.link.start()
 

@@ -77,15 +77,22 @@ class Status(Message):
     kind: Literal["status"] = "status"
     state: Literal["online", "offline"]
     firmware: Annotated[str, Field(max_length=64)]
+    free_bytes: Annotated[int, Field(ge=0, le=1 << 50)] | None = None
+    """Free space where the doorbell keeps clips and its outbox."""
+    warning: Literal["low_space"] | None = None
 
 
 class Event(Message):
     """``doorbell/{device}/event``: a ring or motion; never imagery."""
 
     kind: Literal["event"] = "event"
-    type: Literal["ring", "motion_start", "motion_end"]
+    type: Literal["ring", "motion_start", "motion_end", "clip_failed"]
     at: UtcTime
     motion_id: MessageId | None = None
+    clip_id: ClipId | None = None
+    """For ``clip_failed``: the clip that could not be written."""
+    reason: Annotated[str, Field(max_length=256)] | None = None
+    """For ``clip_failed``: why (e.g. ``OSError: [Errno 28] No space left on device``)."""
 
 
 class Clip(Message):

@@ -30,7 +30,15 @@ try:
 except ModuleNotFoundError as err:  # the relay part is not installed here
     sys.exit(f"relay: {err.name} is missing: install the relay with: pip install '.[relay]'")
 
-from common.cli import UsageParser, number, parse_time, positive
+from common.cli import (
+    EXIT_NO_SPACE,
+    UsageParser,
+    disk_full,
+    no_space_message,
+    number,
+    parse_time,
+    positive,
+)
 from relay.config import RelayConfigError, load_relay_config
 from relay.index import Near
 from relay.services import BadSetting as UsageError
@@ -495,6 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"relay: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:
+        if not disk_full(err):
+            raise
+        print(no_space_message("relay", err), file=sys.stderr)
+        return EXIT_NO_SPACE
     except Unavailable as err:
         print(f"relay: error: {err}", file=sys.stderr)
         return EXIT_UNAVAILABLE
