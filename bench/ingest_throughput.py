@@ -3,8 +3,8 @@
 Baseline, in the same run: the broker's own QoS 1 throughput to one subscriber
 that does nothing but count.  The records come from several publisher processes
 (``PUBLISHERS``), so that neither figure is limited by one Python publisher.
-Workers are separate processes (``relay ingest``), as in production; each count is the time from the first publish until the last
-record is in Redis (or, for the baseline, received).
+Workers are separate processes (``relay ingest``), as in production; each count is
+the time from the first publish until the last record is in Redis (or, for the baseline, received).
 """
 
 from __future__ import annotations
