@@ -157,6 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--lat", type=_lat, required=True, help="latitude of the doorbell")
     add.add_argument("--lon", type=_lon, required=True, help="longitude of the doorbell")
     add.add_argument("--out", type=Path, help="bundle path (default: bundles_dir/ID.json)")
+    add.add_argument(
+        "--cert",
+        action="store_true",
+        help="also issue a client certificate from the relay's CA (for the TLS listener)",
+    )
     add.add_argument("--json", action="store_true")
     ls = dsub.add_parser("list", help="list doorbells")
     ls.add_argument("--json", action="store_true")
@@ -217,7 +222,7 @@ def _print_json(data: Any) -> None:
 def cmd_devices(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     if args.devices_command == "add":
         relay.registry.check_id(args.id)
-        done = relay.registry.add(args.id, args.owner, args.lat, args.lon, args.out)
+        done = relay.registry.add(args.id, args.owner, args.lat, args.lon, args.out, cert=args.cert)
         result = {
             "device": done.device,
             "bundle": str(done.bundle),

@@ -46,6 +46,11 @@ class ProvisioningConfig(_Section):
     broker_host: str = "localhost"
     """The broker address doorbells are told to use (the public name, on a real relay)."""
     broker_port: int = Field(1883, ge=1, le=65535)
+    tls_port: int = Field(8883, ge=1, le=65535)
+    """The broker's TLS listener, given to doorbells registered with a certificate."""
+    ca_dir: Path = Path("/var/lib/doorbell-relay/ca")
+    """The relay's CA (made on first use) that issues doorbells' client certificates;
+    its ca.crt is the TLS listener's cafile."""
 
 
 class IngestConfig(_Section):
