@@ -50,6 +50,7 @@ KINDS = frozenset(
         "deletion",
         "policy_change",
         "operator_action",
+        "command_failed",
     }
 )
 

@@ -47,6 +47,7 @@ from protocol import (
     utcnow,
 )
 from protocol.topics import LOG_HEAD, relay_filters
+from relay.commands import CommandOutbox
 from relay.index import CONFLICT, NEW, RelayIndex
 from relay.plausible import Plausibility
 
@@ -90,6 +91,7 @@ class IngestWorker:
     ) -> None:
         self.session_expiry_s = session_expiry_s
         self.plausible = plausible or Plausibility()
+        self.commands = CommandOutbox(index.r) if index is not None else None
         self.name = name
         self.blobs = blobs  # released ciphertext to forget when a clip is deleted
         self.retire = retire
@@ -228,6 +230,8 @@ class IngestWorker:
         """
         if isinstance(msg, Deleted):
             self._forget_released(msg.device, msg.clip_id)
+        if self.commands is not None:
+            self.commands.settle(msg)  # the doorbell answered a relay command
         if self.audit is None:
             return
         if isinstance(msg, Released):

@@ -66,6 +66,14 @@ def requests_today(requester: str, day: str) -> str:
     return f"requests_today:{requester}:{day}"
 
 
+# ---------------------------------------------------------------- commands to doorbells
+
+COMMANDS_PENDING = "commands:pending"
+"""Hash: command key (release:DEVICE:REQUEST, delete:DEVICE:CLIP) → the command, until answered."""
+COMMANDS_LOG = "commands:log"
+"""Stream: queued / answered / failed, per command key."""
+
+
 # ---------------------------------------------------------------- blobs
 
 

@@ -97,6 +97,7 @@ def serve(
 
     from common.mqtt import make_client
     from relay.api import create_app
+    from relay.commands import CommandOutbox, CommandPublisher
 
     cfg = relay.cfg
     client = make_client(
@@ -105,8 +106,18 @@ def serve(
     client.connect_async(cfg.broker.host, cfg.broker.port, keepalive=cfg.broker.keepalive_s)
     client.loop_start()
 
+    # Commands are kept in Redis until the doorbell answers, and published (again)
+    # by a thread of this process: a lost publish cannot strand an approval.
+    commands = CommandOutbox(relay.index.r, audit=relay.audit)
+    publisher = CommandPublisher(commands, lambda t, p: client.publish(t, p, qos=1))
+    stop_publisher = threading.Event()
+    threading.Thread(
+        target=publisher.run, args=(stop_publisher,), name="commands", daemon=True
+    ).start()
+
     def publish(topic: str, payload: bytes) -> None:
-        client.publish(topic, payload, qos=1)
+        commands.enqueue(topic, payload)
+        publisher.wake.set()
 
     app = create_app(relay.engine, relay.blobs, publish)
     base = f"{os.uname().nodename}-serve"
@@ -120,5 +131,6 @@ def serve(
     try:
         server.run()
     finally:
+        stop_publisher.set()
         stop_workers(procs)
         client.loop_stop()

@@ -28,7 +28,9 @@ from testing.localstack import free_port
 
 
 class Relay:
-    def __init__(self, stack, tmp: Path, blobs: str = "local", r=None, workers: int = 1) -> None:
+    def __init__(
+        self, stack, tmp: Path, blobs: str = "local", r=None, workers: int = 1, publish=None
+    ) -> None:
         r = r if r is not None else redis.Redis.from_url(stack.redis.url)
         self.audit = AuditLog(r, OwnerKeys.generate().sign_private)
         self.engine = ConsentEngine(RelayIndex(r), self.audit)
@@ -54,7 +56,8 @@ class Relay:
         pub.connect("127.0.0.1", stack.broker.relay_port)
         pub.loop_start()
         self.pub = pub
-        app = create_app(self.engine, self.blobs, lambda t, p: pub.publish(t, p, qos=1))
+        publish = publish or (lambda t, p: pub.publish(t, p, qos=1))
+        app = create_app(self.engine, self.blobs, publish)
         self.server = uvicorn.Server(uvicorn.Config(app, port=self.port, log_level="warning"))
         threading.Thread(target=self.server.run, daemon=True).start()
         wait_for(lambda: self.server.started, 10, "the API")
