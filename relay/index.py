@@ -59,7 +59,8 @@ def content_hash(msg: Message) -> str:
 def _script_args(msg: Message) -> tuple[list[str], list[Any]]:
     keys, args = _kind_args(msg)
     args += [""] * (7 - len(args))
-    return keys, [*args, content_hash(msg)]
+    warning = (msg.warning or "") if isinstance(msg, Status) else ""
+    return keys, [*args, content_hash(msg), warning]
 
 
 def _kind_args(msg: Message) -> tuple[list[str], list[Any]]:

@@ -118,7 +118,8 @@ elseif kind == 'event' then
 elseif kind == 'status' then
   local prev = tonumber(redis.call('HGET', KEYS[3], 'status_ts') or '0')
   if score >= prev then
-    redis.call('HSET', KEYS[3], 'status_ts', ARGV[3], 'online', ARGV[6], 'firmware', ARGV[7])
+    redis.call('HSET', KEYS[3], 'status_ts', ARGV[3], 'online', ARGV[6], 'firmware', ARGV[7],
+      'warning', ARGV[9] or '')
   end
   redis.call('HINCRBY', KEYS[2], 'status', 1)
 elseif kind == 'deleted' then
@@ -134,7 +135,8 @@ if score > seen then redis.call('HSET', KEYS[3], 'last_seen', ARGV[3]) end
 return 1
 """
 """Index one message, idempotent on its id.  KEYS: seen, stats, info, target, item.
-ARGV: kind, seen TTL, score, value, member, online flag, firmware, content hash.
+ARGV: kind, seen TTL, score, value, member, online flag, firmware, content hash,
+status warning (e.g. ``low_space``; empty for none).
 Returns 1 (new), 0 (seen before, same content) or 2 (seen before, *different*
 content: a conflict, changes nothing).  The seen-marker holds the content hash;
 a marker of ``'1'`` (written before hashes were kept) counts as the same content."""

@@ -172,3 +172,18 @@ def test_low_space_goes_out_in_the_status(stack, tmp_path, monkeypatch):
     online = next(s for s in got if s["state"] == "online")
     assert online["warning"] == "low_space" and online["free_bytes"] > 0
     link.stop()
+
+
+def test_the_relay_keeps_a_doorbells_low_space_warning(stack):
+    from protocol import Status, new_id, utcnow
+
+    stack.add_device("test-bell")
+    low = Status(
+        id=new_id(), ts=utcnow(), device="test-bell", state="online", firmware="1",
+        free_bytes=1000, warning="low_space",
+    )  # fmt: skip
+    assert stack.index.index([low]) == [True]
+    assert stack.index.device("test-bell")["warning"] == "low_space"
+    ok = Status(id=new_id(), ts=utcnow(), device="test-bell", state="online", firmware="1")
+    stack.index.index([ok])
+    assert stack.index.device("test-bell")["warning"] == ""
