@@ -466,6 +466,16 @@ def cmd_status(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     return 0 if status["healthy"] else EXIT_UNAVAILABLE
 
 
+def _check_names_free(relay: Relay, names: list[str]) -> None:
+    """Two workers of one name would take each other's broker session, forever."""
+    for name in names:
+        other = relay.index.worker_in_use(name)
+        if other is not None:
+            raise UsageError(
+                f"a worker named {name!r} is already running ({other}); give another --name"
+            )
+
+
 def cmd_ingest(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     from relay.supervisor import spawn_workers, wait_workers, worker_main
 
@@ -476,10 +486,12 @@ def cmd_ingest(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     base = getattr(args, "name", None) or os.uname().nodename
     config_path = str(args.config) if args.config else None
     if args.workers == 1:
+        _check_names_free(relay, [base])
         out.print(f"ingest worker {base} running (Ctrl-C stops it)", highlight=False)
         worker_main(config_path, base, args.seconds, args.retire)
         return 0
     names = [f"{base}-{i}" for i in range(args.workers)]
+    _check_names_free(relay, names)
     procs = spawn_workers(config_path, names, args.seconds, args.retire)
     out.print(f"{len(procs)} ingest workers running (Ctrl-C stops them)")
     wait_workers(procs)

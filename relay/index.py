@@ -14,6 +14,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -316,6 +318,21 @@ class RelayIndex:
             info["alive"] = now - info["at"] < WORKER_ALIVE_S
             out[name.decode()] = info
         return out
+
+    def worker_in_use(self, worker: str) -> str | None:
+        """Who else runs a worker of this name now (it would take over its session)."""
+        info = self.workers().get(worker)
+        if info is None or not info["alive"]:
+            return None
+        host, pid = info.get("host"), info.get("pid")
+        if host == socket.gethostname() and isinstance(pid, int):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return None  # its process is gone: a restart, not a second worker
+            except PermissionError:
+                pass
+        return f"pid {pid} on {host}"
 
     def forget_worker(self, worker: str) -> None:
         self.r.hdel(WORKERS, worker)

@@ -139,3 +139,15 @@ def test_a_worker_with_a_wrong_password_backs_off_with_jitter(stack):
     # ...and the delays are jittered, so a fleet does not reconnect in step.
     assert len(set(drawn)) > 1
     assert not w.connected.is_set()
+
+
+def test_a_second_worker_of_the_same_name_is_refused_in_one_line(stack):
+    stack.worker_thread("twin")  # beats with this process's pid and host
+    wait_for(lambda: "twin" in stack.index.workers(), 10, "a heartbeat")
+    r = relay_cli(stack, "ingest", "--name", "twin", "--seconds", "1")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip().count("\n") == 0 and "already running" in r.stderr
+    # A predecessor whose process is gone (a restart after a crash) is no obstacle.
+    gone = {"at": time.time(), "pid": 2**22 + 12345, "host": os.uname().nodename}
+    stack.index.r.hset("workers", "restarted", json.dumps(gone))
+    assert stack.index.worker_in_use("restarted") is None
