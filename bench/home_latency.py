@@ -74,8 +74,9 @@ def run(presses: int = 500, quick: bool = False) -> Report:
         ha, ha_got = _subscriber(
             home.port, "ha", tmp / f"{home.port}-ha.pw", "open-doorbell/bench-bell/ring"
         )
+        # The relay's own accounts connect on the relay's listener, not the doorbells'.
         rl, relay_got = _subscriber(
-            relay.port, "relay", tmp / f"{relay.port}-relay.pw", "doorbell/bench-bell/event"
+            relay.relay_port, "relay", tmp / f"{relay.port}-relay.pw", "doorbell/bench-bell/event"
         )
 
         # Baseline: the home broker's own QoS 1 publish -> receive, same subscriber.

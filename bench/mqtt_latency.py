@@ -34,11 +34,13 @@ def _subscriber(
     broker: LocalMosquitto, secret: Path, topic: str
 ) -> tuple[mqtt.Client, queue.Queue]:
     got: queue.Queue[tuple[float, bytes]] = queue.Queue()
-    c = make_client(BrokerSettings(port=broker.port, password_file=secret), "bench-sub", "relay")
+    c = make_client(
+        BrokerSettings(port=broker.relay_port, password_file=secret), "bench-sub", "relay"
+    )
     ready = threading.Event()
     c.on_connect = lambda cl, *_: (cl.subscribe(topic, qos=1), ready.set())
     c.on_message = lambda _c, _u, m: got.put((time.perf_counter(), m.payload))
-    c.connect("127.0.0.1", broker.port)
+    c.connect("127.0.0.1", broker.relay_port)
     c.loop_start()
     ready.wait(5)
     time.sleep(0.2)

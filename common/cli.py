@@ -3,10 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import errno
 from datetime import UTC, datetime
 from typing import NoReturn
 
 EXIT_USAGE = 2
+EXIT_NO_SPACE = 74  # EX_IOERR
+
+
+def disk_full(err: BaseException) -> bool:
+    """Is ``err`` a full disk (ENOSPC, or SQLite's way of saying it)?"""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return type(err).__name__ == "OperationalError" and "disk is full" in str(err)
+
+
+def no_space_message(prog: str, err: BaseException) -> str:
+    """The one line a command prints when the disk is full."""
+    where = f" writing {err.filename}" if isinstance(err, OSError) and err.filename else ""
+    return f"{prog}: error: no space left on the device{where}: free some space and try again"
 
 
 class UsageError(Exception):

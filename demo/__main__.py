@@ -190,7 +190,7 @@ def story(
     config = root / "relay" / "relay.toml"
     config.write_text(f"""
 [broker]
-port = {broker.port}
+port = {broker.relay_port}
 password_file = "{relay_secret}"
 backoff_max_s = 2.0
 [redis]

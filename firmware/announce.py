@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 
 from firmware.controller import DoorbellEvent
-from firmware.outbox import NORMAL, URGENT, Outbox
+from firmware.outbox import NORMAL, URGENT
+from firmware.spool import DurableBox
 from protocol import Clip, Deleted, Event, Message, encode, from_timestamp, new_id
 
 log = logging.getLogger(__name__)
@@ -41,15 +42,33 @@ def to_message(device: str, ev: DoorbellEvent) -> Message | None:
             sha256=d["sha256"],
             owner_key=d.get("owner_key") or None,
         )
+    if ev.kind == "clip_failed":
+        # The owner learns that a clip is missing, and why (a full disk, a bad card).
+        return Event(
+            id=ev.id,
+            ts=ts,
+            device=device,
+            type="clip_failed",
+            at=ts,
+            clip_id=_clip_id(d.get("clip")),
+            reason=str(d.get("error", "unknown"))[:256],
+        )
     if ev.kind == "clip_deleted":
         return Deleted(id=new_id(), ts=ts, device=device, clip_id=d["clip"], reason=d["reason"])
     return None
 
 
+def _clip_id(value: object) -> str | None:
+    text = str(value or "")
+    return (
+        text if 4 <= len(text) <= 64 and text.replace("-", "").replace("_", "").isalnum() else None
+    )
+
+
 class Announcer:
     """The controller's event sink on a connected doorbell."""
 
-    def __init__(self, device: str, outbox: Outbox) -> None:
+    def __init__(self, device: str, outbox: DurableBox) -> None:
         self.device = device
         self.outbox = outbox
 

@@ -32,7 +32,7 @@ except ModuleNotFoundError as err:
         f"doorbell: {err.name} is missing: install the doorbell with: pip install '.[doorbell]'"
     )
 
-from common.cli import UsageError, UsageParser, positive
+from common.cli import EXIT_NO_SPACE, UsageError, UsageParser, disk_full, no_space_message, positive
 from firmware import __version__
 from firmware.config import Config, ConfigError, load_config
 from firmware.hardware import available
@@ -299,6 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as err:
+        if not disk_full(err):
+            raise
+        print(no_space_message("doorbell", err), file=sys.stderr)
+        return EXIT_NO_SPACE
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from common.cli import disk_full
 from firmware.camera.base import CameraBackend
 from firmware.clock import Clock
 from firmware.config import Config
@@ -374,7 +375,10 @@ class Controller:
         try:
             record = self.store.save(meta, lambda f: write_mp4(packets, f), snapshot)  # type: ignore[arg-type]
         except Exception as err:
-            log.exception("saving clip %s failed", meta["id"])
+            if disk_full(err):  # expected on a full card: one line, not a traceback
+                log.error("saving clip %s failed: %s", meta["id"], err)
+            else:
+                log.exception("saving clip %s failed", meta["id"])
             self.submit(ClipFailed(str(meta["id"]), f"{type(err).__name__}: {err}"))
             return
         self.submit(ClipWritten(record, trigger_t))

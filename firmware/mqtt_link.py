@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import logging
 import queue
+import shutil
+import sqlite3
 import ssl
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -45,6 +48,11 @@ log = logging.getLogger(__name__)
 SESSION_EXPIRY_S = 7 * 86400
 
 
+LOW_SPACE_BYTES = 256 * 1024 * 1024
+"""Below this much free space the status carries ``warning: low_space``."""
+SPACE_CHECK_S = 30.0
+
+
 class MqttLink:
     """Owns the paho client, its network thread and the outbox sender; see the module doc."""
 
@@ -55,7 +63,11 @@ class MqttLink:
         outbox: Outbox,
         on_command: Callable[[Message], None],
         max_inflight: int = 20,
+        data_dir: Path | None = None,
     ) -> None:
+        self.data_dir = data_dir  # its free space goes out in the status
+        self._low_space = False
+        self._next_space_check = 0.0
         self.device = device
         self.cfg = cfg
         self.outbox = outbox
@@ -92,10 +104,39 @@ class MqttLink:
         }
 
     def _status(self, state: str) -> bytes:
+        free = self._free_bytes()
         msg = Status(
-            id=new_id(), ts=utcnow(), device=self.device, state=state, firmware=__version__
+            id=new_id(),
+            ts=utcnow(),
+            device=self.device,
+            state=state,
+            firmware=__version__,
+            free_bytes=free,
+            warning="low_space" if free is not None and free < LOW_SPACE_BYTES else None,
         )
         return encode(msg)[1]
+
+    def _free_bytes(self) -> int | None:
+        if self.data_dir is None:
+            return None
+        try:
+            return shutil.disk_usage(self.data_dir).free
+        except OSError:
+            return None
+
+    def _check_space(self) -> None:
+        """Say so in the status when free space crosses LOW_SPACE_BYTES (either way)."""
+        now = time.monotonic()
+        if self.data_dir is None or now < self._next_space_check or not self.connected.is_set():
+            return
+        self._next_space_check = now + SPACE_CHECK_S
+        free = self._free_bytes()
+        low = free is not None and free < LOW_SPACE_BYTES
+        if low != self._low_space:
+            self._low_space = low
+            if low:
+                log.warning("low on space: %s bytes free", free)
+            self.client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
 
     # ------------------------------------------------------------ threads
 
@@ -152,22 +193,33 @@ class MqttLink:
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self._idle_wait())
-            self._wake.clear()
-            self._settle_acks()
-            if not self.connected.is_set():
-                continue
-            room = self.max_inflight - len(self._inflight)
-            if room <= 0:
-                continue
-            for row in self.outbox.due(room, exclude=set(self._inflight.values())):
-                info = self.client.publish(row.topic, row.payload, qos=1)
-                if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                    log.warning("publish of outbox row %d failed: %s", row.seq, info.rc)
-                    break
-                self._inflight[info.mid] = row.seq
-                self.counters["published"] += 1
-            self._settle_acks()
+            try:
+                self._send_once()
+            except (sqlite3.Error, OSError) as err:
+                # A full or failing disk: the outbox cannot mark or read rows now.
+                # Keep going; unmarked rows are simply sent again (the relay is
+                # idempotent on ids).
+                log.error("outbox error while sending (%s); retrying", err)
+                self._stop.wait(1.0)
+
+    def _send_once(self) -> None:
+        self._check_space()
+        self._wake.wait(self._idle_wait())
+        self._wake.clear()
+        self._settle_acks()
+        if not self.connected.is_set():
+            return
+        room = self.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        for row in self.outbox.due(room, exclude=set(self._inflight.values())):
+            info = self.client.publish(row.topic, row.payload, qos=1)
+            if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                log.warning("publish of outbox row %d failed: %s", row.seq, info.rc)
+                break
+            self._inflight[info.mid] = row.seq
+            self.counters["published"] += 1
+        self._settle_acks()
 
     def _idle_wait(self) -> float:
         resend = self.outbox.next_resend()
@@ -250,7 +302,10 @@ class MqttLink:
             )
             return
         if isinstance(msg, Ack):
-            self.counters["confirmed"] += self.outbox.confirm(msg.ids)
+            try:
+                self.counters["confirmed"] += self.outbox.confirm(msg.ids)
+            except (sqlite3.Error, OSError) as err:  # a full disk: the rows are resent
+                log.error("could not drop confirmed rows from the outbox: %s", err)
             return
         self.counters["commands"] += 1
         self.on_command(msg)

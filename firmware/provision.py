@@ -62,7 +62,15 @@ def provision(
     out = boot / "doorbell"
     out.mkdir(exist_ok=True)
     broker = bundle["broker"]
-    tls = '\ntls_ca = "ca.crt"' if ca else ""
+    client_tls = broker.get("tls")  # relay devices add --cert: the certificate is the identity
+    tls = '\ntls_ca = "ca.crt"' if ca or client_tls else ""
+    if client_tls:
+        tls += '\ntls_cert = "client.crt"\ntls_key = "client.key"'
+    password_line = (
+        '# password_file = "broker-password"   (unused: the certificate is the identity)'
+        if client_tls
+        else 'password_file = "broker-password"'
+    )
     device, owner = bundle["device"], bundle.get("owner", "?")
     config = f"""# Written by doorbell provision for {device}, owned by {owner}.
 # Every key is documented in deploy/pi/doorbell.example.toml.
@@ -77,7 +85,7 @@ host = "{broker["host"]}"
 port = {int(broker["port"])}
 username = "{broker.get("username", bundle["device"])}"
 # Beside this file: /etc/doorbell/broker-password after the first boot.
-password_file = "broker-password"{tls}
+{password_line}{tls}
 
 [owner]
 # The owner's public keys: every clip is encrypted to box_public, and only
@@ -109,6 +117,13 @@ key = "{log["key"]}"
     if ca is not None:
         shutil.copy2(ca, out / "ca.crt")
         files.append(out / "ca.crt")
+    elif client_tls:
+        _write(out / "ca.crt", client_tls["ca"], 0o644)
+        files.append(out / "ca.crt")
+    if client_tls:
+        _write(out / "client.crt", client_tls["cert"], 0o644)
+        _write(out / "client.key", client_tls["key"], 0o600)
+        files += [out / "client.crt", out / "client.key"]
     cmdline = boot / "cmdline.txt"
     if cmdline.exists():
         line = cmdline.read_text().strip()

@@ -17,6 +17,7 @@ from firmware.consent import CommandHandler, NonceLedger
 from firmware.controller import DoorbellEvent
 from firmware.mqtt_link import MqttLink
 from firmware.outbox import Outbox
+from firmware.spool import OutboxWriter
 from firmware.store import ClipStore
 from protocol.crypto import unb64
 
@@ -29,7 +30,11 @@ class Uplink:
         data = config.device.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(data / "outbox.sqlite", config.mqtt.confirm_timeout_s)
-        self.announcer = Announcer(config.device.id, self.outbox)
+        # The controller's announcements go through a bounded memory queue and a
+        # writer thread: a full disk delays them, never loses or blocks them.
+        self.writer = OutboxWriter(self.outbox)
+        self.writer.start()
+        self.announcer = Announcer(config.device.id, self.writer)
         self._ledger = NonceLedger(data / "approvals.sqlite")
         self.commands: CommandHandler | None = None
         self.link: MqttLink | None = None
@@ -46,12 +51,15 @@ class Uplink:
         self.commands = CommandHandler(
             cfg.device.id, unb64(cfg.owner.sign_public), store, self.announcer.message, self._ledger
         )
-        self.link = MqttLink(cfg.device.id, cfg.mqtt, self.outbox, self.commands.submit)
+        self.link = MqttLink(
+            cfg.device.id, cfg.mqtt, self.outbox, self.commands.submit, data_dir=cfg.device.data_dir
+        )
         self.link.taps.update(self.taps)
         self.commands.start()
         self.link.start()
 
     def stop(self) -> None:
+        self.writer.stop()
         if self.link is not None:
             self.link.stop()
         if self.commands is not None:

@@ -42,7 +42,7 @@ try:
 except ModuleNotFoundError as err:  # the client part is not installed here
     sys.exit(f"footage: {err.name} is missing: install the client with: pip install '.[footage]'")
 
-from common.cli import UsageParser, parse_time
+from common.cli import EXIT_NO_SPACE, UsageParser, disk_full, no_space_message, parse_time
 from footage.witness import (
     Witness,
     WitnessError,
@@ -546,6 +546,11 @@ def main(argv: list[str] | None = None) -> int:
     except CryptoFailure as err:
         print(f"footage: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:
+        if not disk_full(err):
+            raise
+        print(no_space_message("footage", err), file=sys.stderr)
+        return EXIT_NO_SPACE
     raise AssertionError(args.command)
 
 

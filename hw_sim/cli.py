@@ -95,4 +95,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
         bell.run(args.seconds)
     finally:
         bell.close()
+    failed = bell.controller.counters.get("clips_failed", 0)
+    if failed:
+        # Each failure was printed as a clip_failed line with its reason; say it once more.
+        print(f"doorbell: error: {failed} clip(s) could not be saved", file=sys.stderr)
+        return 1
     return 0

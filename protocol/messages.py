@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -76,15 +77,22 @@ class Status(Message):
     kind: Literal["status"] = "status"
     state: Literal["online", "offline"]
     firmware: Annotated[str, Field(max_length=64)]
+    free_bytes: Annotated[int, Field(ge=0, le=1 << 50)] | None = None
+    """Free space where the doorbell keeps clips and its outbox."""
+    warning: Literal["low_space"] | None = None
 
 
 class Event(Message):
     """``doorbell/{device}/event``: a ring or motion; never imagery."""
 
     kind: Literal["event"] = "event"
-    type: Literal["ring", "motion_start", "motion_end"]
+    type: Literal["ring", "motion_start", "motion_end", "clip_failed"]
     at: UtcTime
     motion_id: MessageId | None = None
+    clip_id: ClipId | None = None
+    """For ``clip_failed``: the clip that could not be written."""
+    reason: Annotated[str, Field(max_length=256)] | None = None
+    """For ``clip_failed``: why (e.g. ``OSError: [Errno 28] No space left on device``)."""
 
 
 class Clip(Message):
@@ -199,33 +207,79 @@ def encode(msg: Message) -> tuple[str, bytes]:
     return topic_for(msg.device, suffix), msg.model_dump_json().encode()
 
 
+MAX_DEPTH = 8
+"""Deepest nesting of arrays and objects a message may have (the schema needs 3)."""
+MAX_NUMBER_CHARS = 32
+"""Longest number literal; Python's int parser is quadratic and capped at 4300 digits."""
+
+_STRINGS = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+_LONG_NUMBER = re.compile(rb"[-+0-9.eE]{%d,}" % (MAX_NUMBER_CHARS + 1))
+
+
+def _check_shape(payload: bytes) -> None:
+    """Refuse deep nesting and huge numbers *before* a parser recurses or multiplies.
+
+    Strings are blanked first so that brackets and digits inside them do not count.
+    """
+    bare = _STRINGS.sub(b'""', payload)
+    depth = 0
+    for m in _BRACKETS.finditer(bare):
+        depth += 1 if m.group() in b"[{" else -1
+        if depth > MAX_DEPTH:
+            raise ProtocolError("too_deep", f"nesting deeper than {MAX_DEPTH}")
+    if _LONG_NUMBER.search(bare):
+        raise ProtocolError("number_too_long", f"a number longer than {MAX_NUMBER_CHARS} chars")
+
+
+def _no_constants(name: str) -> Any:
+    raise ProtocolError("not_json", f"{name} is not a JSON number")
+
+
 def decode(topic: str, payload: bytes) -> Message:
-    """Validate ``payload`` received on ``topic``; raise :class:`ProtocolError` if it is bad."""
+    """Validate ``payload`` received on ``topic``; raise :class:`ProtocolError` if it is bad.
+
+    It either returns a message or raises :class:`ProtocolError`, whatever the bytes:
+    any other exception of parsing or validation becomes ``ProtocolError("invalid")``.
+    """
+    try:
+        return _decode(topic, payload)
+    except ProtocolError:
+        raise
+    except Exception as err:  # the one promise: nothing else escapes
+        raise ProtocolError("invalid", f"{type(err).__name__}: {str(err)[:200]}") from None
+
+
+def _decode(topic: str, payload: bytes) -> Message:
+    if not isinstance(payload, bytes | bytearray):
+        raise ProtocolError("not_json", f"payload is {type(payload).__name__}, not bytes")
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise ProtocolError("oversized", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
         device, suffix = parse_topic(topic)
     except TopicError as err:
-        raise ProtocolError("wrong_topic", str(err)) from None
+        raise ProtocolError("wrong_topic", str(err)[:200]) from None
     model = MODELS.get(suffix)
     if model is None:
-        raise ProtocolError("wrong_topic", f"no message is defined for {topic!r}")
+        raise ProtocolError("wrong_topic", f"no message is defined for {topic[:200]!r}")
+    payload = bytes(payload)
+    _check_shape(payload)
     try:
-        data: Any = json.loads(payload)
+        data: Any = json.loads(payload.decode("utf-8"), parse_constant=_no_constants)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ProtocolError("not_json", str(err)) from None
+        raise ProtocolError("not_json", str(err)[:200]) from None
     if not isinstance(data, dict):
         raise ProtocolError("not_an_object", type(data).__name__)
     v = data.get("v")
-    if v not in SUPPORTED_VERSIONS:
-        raise ProtocolError("unknown_version", f"v={v!r}")
+    if type(v) is not int or v not in SUPPORTED_VERSIONS:
+        raise ProtocolError("unknown_version", f"v={v!r}"[:100])
     try:
         # Strict: "12" is not a number and 1 is not a string on this wire.
         msg = model.model_validate_json(payload, strict=True)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "message"
-        raise ProtocolError("invalid", f"{where}: {first['msg']}") from None
+        raise ProtocolError("invalid", f"{where}: {first['msg']}"[:300]) from None
     if msg.device != device:
         raise ProtocolError("device_mismatch", f"topic says {device!r}, payload {msg.device!r}")
     return msg

@@ -46,6 +46,7 @@ from relay.keyspace import AUDIT_ENTRIES as ENTRIES
 from relay.keyspace import AUDIT_HEADS as HEADS
 from relay.keyspace import AUDIT_SEALED as SEALED
 from relay.keyspace import AUDIT_STATE as STATE
+from relay.keyspace import audit_once
 
 KINDS = frozenset(
     {
@@ -64,6 +65,7 @@ KINDS = frozenset(
         "approval_refused",
         "deletion_refused",
         "doorbell_refused",
+        "command_failed",
     }
 )
 
@@ -141,14 +143,26 @@ class AuditLog:
         self.key = signing_key
         self.public = public_key(signing_key)
 
-    def append(self, kind: str, actor: str, data: dict[str, Any]) -> int:
-        """Append an entry; return its index (0-based)."""
+    def append(self, kind: str, actor: str, data: dict[str, Any], once: str | None = None) -> int:
+        """Append an entry; return its index (0-based).
+
+        With ``once`` (e.g. the id of the message that caused it), the entry is
+        appended at most once for that key, whatever the retries: a second call
+        returns the first entry's index.
+        """
         if kind not in KINDS:
             raise ValueError(f"unknown audit entry kind {kind!r}")
         while True:
             with self.r.pipeline() as pipe:
                 try:
-                    pipe.watch(STATE)
+                    if once is not None:
+                        pipe.watch(STATE, audit_once(once))
+                        done = pipe.get(audit_once(once))
+                        if done is not None:
+                            pipe.unwatch()
+                            return int(done)
+                    else:
+                        pipe.watch(STATE)
                     raw = pipe.get(STATE)
                     state = json.loads(raw) if raw else {"size": 0, "stack": []}
                     tree = CompactTree(state["size"], [unb64(s) for s in state["stack"]])
@@ -166,6 +180,8 @@ class AuditLog:
                         STATE,
                         json.dumps({"size": tree.size, "stack": [b64(s) for s in tree.stack]}),
                     )
+                    if once is not None:
+                        pipe.set(audit_once(once), index)
                     pipe.execute()
                     return index
                 except redis.WatchError:

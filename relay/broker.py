@@ -36,6 +36,10 @@ class TlsListener:
     keyfile: Path
 
 
+RELAY_PORT = 1884
+"""Where the relay's own processes connect (loopback): relay accounts only."""
+
+
 def render_config(
     *,
     password_file: Path,
@@ -47,15 +51,27 @@ def render_config(
     user: str = "mosquitto",
     log_dest: str = "syslog",
     tls: TlsListener | None = None,
+    relay_port: int | None = RELAY_PORT,
+    relay_password_file: Path | None = None,
 ) -> str:
+    """The broker's configuration: a listener for the relay, and listeners for doorbells.
+
+    Identity is bound to the account at the broker.  On every doorbell listener
+    ``use_username_as_clientid`` replaces whatever client id a doorbell sends with
+    its user name (its device id, or its certificate's CN), so no doorbell can
+    connect as another doorbell or as a relay worker: the victim is never kicked,
+    its last will never fired, its session never taken.  The relay's processes
+    connect on their own loopback listener, whose password file holds only relay
+    accounts (``per_listener_settings``), so a doorbell account is refused there at
+    CONNECT; relay client ids (``relay:…``) cannot be device ids.
+    """
+    relay_password_file = relay_password_file or password_file.with_name("relay-passwd")
     lines = [
         "# Mosquitto for the open doorbell relay (rendered by relay/broker.py).",
         "# Files named here must be readable by the user below.",
         f"user {user}",
-        "per_listener_settings false",
-        "allow_anonymous false",
-        f"password_file {password_file}",
-        f"acl_file {acl_file}",
+        "# Each listener has its own accounts: the relay's are not the doorbells'.",
+        "per_listener_settings true",
         "",
         "# Sessions and queued QoS 1 messages survive a broker restart, so a relay",
         "# worker or a doorbell that was away gets what it missed.",
@@ -71,16 +87,34 @@ def render_config(
     if pid_file is not None:
         lines.append(f"pid_file {pid_file}")
     lines += [f"log_dest {log_dest}", "log_type error", "log_type warning", "log_type notice", ""]
+    if relay_port is not None:
+        lines += [
+            "# The relay's own processes (workers, API, status): loopback, relay accounts only.",
+            f"listener {relay_port} 127.0.0.1",
+            "protocol mqtt",
+            "allow_anonymous false",
+            f"password_file {relay_password_file}",
+            f"acl_file {acl_file}",
+            "",
+        ]
+    doorbell_auth = [
+        "allow_anonymous false",
+        f"acl_file {acl_file}",
+        "# A doorbell's client id is its user name, whatever it asks for: no takeover.",
+        "use_username_as_clientid true",
+    ]
     if port is not None:
         lines += [
-            "# Plain MQTT, for loopback and private networks only.",
+            "# Doorbells with passwords, plain MQTT: for loopback and private networks only.",
             f"listener {port} {bind}",
             "protocol mqtt",
+            f"password_file {password_file}",
+            *doorbell_auth,
             "",
         ]
     if tls is not None:
         lines += [
-            "# TLS with client certificates: the certificate's CN is the user name,",
+            "# Doorbells with client certificates: the certificate's CN is the user name,",
             "# so the ACL's %u patterns hold without passwords.",
             f"listener {tls.port}",
             "protocol mqtt",
@@ -90,6 +124,7 @@ def render_config(
             "require_certificate true",
             "use_identity_as_username true",
             "tls_version tlsv1.2",
+            *doorbell_auth,
             "",
         ]
     return "\n".join(lines)
@@ -126,6 +161,7 @@ def production_config() -> str:
     return render_config(
         password_file=etc / "passwd",
         acl_file=etc / "acl",
+        relay_password_file=etc / "relay-passwd",
         persistence_dir=Path("/var/lib/mosquitto"),
         pid_file=Path("/run/mosquitto/mosquitto.pid"),
         port=1883,

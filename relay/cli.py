@@ -38,7 +38,15 @@ try:
 except ModuleNotFoundError as err:  # the relay part is not installed here
     sys.exit(f"relay: {err.name} is missing: install the relay with: pip install '.[relay]'")
 
-from common.cli import UsageParser, number, parse_time, positive
+from common.cli import (
+    EXIT_NO_SPACE,
+    UsageParser,
+    disk_full,
+    no_space_message,
+    number,
+    parse_time,
+    positive,
+)
 from relay.config import RelayConfigError, load_relay_config
 from relay.index import Near
 from relay.services import BadSetting as UsageError
@@ -100,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ing = sub.add_parser("ingest", help="run ingestion workers (MQTT → Redis)")
     ing.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    ing.add_argument("--name", default=None, help="worker name (default: host-pid)")
+    ing.add_argument(
+        "--name", default=None, help="worker name (default: the host name; unique per worker)"
+    )
     ing.add_argument("--seconds", type=positive, help="stop after this many seconds")
     ing.add_argument(
         "--retire",
@@ -168,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--lat", type=_lat, required=True, help="latitude of the doorbell")
     add.add_argument("--lon", type=_lon, required=True, help="longitude of the doorbell")
     add.add_argument("--out", type=Path, help="bundle path (default: bundles_dir/ID.json)")
+    add.add_argument(
+        "--cert",
+        action="store_true",
+        help="also issue a client certificate from the relay's CA (for the TLS listener)",
+    )
     add.add_argument("--json", action="store_true")
     ls = dsub.add_parser("list", help="list doorbells")
     ls.add_argument("--json", action="store_true")
@@ -230,7 +245,7 @@ def _print_json(data: Any) -> None:
 
 def cmd_devices(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     if args.devices_command == "add":
-        done = relay.registry.add(args.id, args.owner, args.lat, args.lon, args.out)
+        done = relay.registry.add(args.id, args.owner, args.lat, args.lon, args.out, cert=args.cert)
         result = {
             "device": done.device,
             "bundle": str(done.bundle),
@@ -520,19 +535,32 @@ def cmd_status(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     return 0 if status["healthy"] else EXIT_UNAVAILABLE
 
 
+def _check_names_free(relay: Relay, names: list[str]) -> None:
+    """Two workers of one name would take each other's broker session, forever."""
+    for name in names:
+        other = relay.index.worker_in_use(name)
+        if other is not None:
+            raise UsageError(
+                f"a worker named {name!r} is already running ({other}); give another --name"
+            )
+
+
 def cmd_ingest(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     from relay.supervisor import spawn_workers, wait_workers, worker_main
 
     if args.workers < 1:
         raise UsageError("--workers must be at least 1")
     _ = relay.index  # fail early, with one line, if Redis is not there
-    base = getattr(args, "name", None) or f"{os.uname().nodename}-{os.getpid()}"
+    # Stable by default: a restarted worker finds its session (a pid would orphan one).
+    base = getattr(args, "name", None) or os.uname().nodename
     config_path = str(args.config) if args.config else None
     if args.workers == 1:
+        _check_names_free(relay, [base])
         out.print(f"ingest worker {base} running (Ctrl-C stops it)", highlight=False)
         worker_main(config_path, base, args.seconds, args.retire)
         return 0
     names = [f"{base}-{i}" for i in range(args.workers)]
+    _check_names_free(relay, names)
     procs = spawn_workers(config_path, names, args.seconds, args.retire)
     out.print(f"{len(procs)} ingest workers running (Ctrl-C stops them)")
     wait_workers(procs)
@@ -561,6 +589,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"relay: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except OSError as err:
+        if not disk_full(err):
+            raise
+        print(no_space_message("relay", err), file=sys.stderr)
+        return EXIT_NO_SPACE
     except Unavailable as err:
         print(f"relay: error: {err}", file=sys.stderr)
         return EXIT_UNAVAILABLE

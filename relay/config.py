@@ -23,6 +23,8 @@ class _Section(BaseModel):
 
 
 class RelayBroker(BrokerSettings):
+    port: int = Field(1884, ge=1, le=65535)
+    """The broker's relay listener (relay accounts only; see relay.broker)."""
     username: str | None = "relay"
 
 
@@ -44,6 +46,11 @@ class ProvisioningConfig(_Section):
     broker_host: str = "localhost"
     """The broker address doorbells are told to use (the public name, on a real relay)."""
     broker_port: int = Field(1883, ge=1, le=65535)
+    tls_port: int = Field(8883, ge=1, le=65535)
+    """The broker's TLS listener, given to doorbells registered with a certificate."""
+    ca_dir: Path = Path("/var/lib/doorbell-relay/ca")
+    """The relay's CA (made on first use) that issues doorbells' client certificates;
+    its ca.crt is the TLS listener's cafile."""
 
 
 class IngestConfig(_Section):
@@ -51,6 +58,12 @@ class IngestConfig(_Section):
     """Shared-subscription group: every worker in it shares one stream of messages."""
     batch: int = Field(500, ge=1, le=10000)
     """Messages written to Redis per round trip at most."""
+    session_expiry_s: int = Field(20, ge=0, le=86400)
+    """How long the broker keeps a silent worker's session and share (see relay.ingest)."""
+    max_past_s: float = Field(30 * 86400.0, gt=0)
+    """Messages dated older than this (by the relay's clock) are dead-lettered."""
+    max_future_s: float = Field(300.0, ge=0)
+    """Messages dated further ahead than this are dead-lettered (clock skew allowance)."""
 
 
 class AuditConfig(_Section):

@@ -22,7 +22,7 @@ def broker_reachable(cfg: RelayConfig, timeout: float = 3.0) -> tuple[bool, str]
     result: dict[str, str] = {}
     done = threading.Event()
     client = make_client(
-        cfg.broker, client_id=f"relay-status-{os.getpid()}", username=cfg.broker.username or "relay"
+        cfg.broker, client_id=f"relay:status:{os.getpid()}", username=cfg.broker.username or "relay"
     )
 
     def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
@@ -61,6 +61,10 @@ def probe(relay: Relay) -> dict[str, Any]:
         status["redis"]["ok"] = True
     except Unavailable as err:
         status["redis"]["detail"] = str(err)
-    alive = [n for n, w in status.get("workers", {}).items() if w["alive"]]
-    status["healthy"] = ok_broker and status["redis"]["ok"] and bool(alive)
+    workers = status.get("workers", {})
+    # Every registered worker must beat: a silent one may hold a share of the stream.
+    status["silent_workers"] = sorted(n for n, w in workers.items() if not w["alive"])
+    status["healthy"] = (
+        ok_broker and status["redis"]["ok"] and bool(workers) and not status["silent_workers"]
+    )
     return status

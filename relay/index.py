@@ -12,7 +12,10 @@ The relay holds metadata only: clip ids, times, sizes, hashes; never imagery.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import os
+import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -26,6 +29,10 @@ from relay.keyspace import DEAD_LETTERS, DEVICES, GEO, INDEX_LUA, STATS, WORKERS
 SEEN_TTL_S = 14 * 86400  # far longer than any redelivery can take
 DEAD_LETTER_MAXLEN = 100_000
 WORKER_ALIVE_S = 15.0
+WORKER_FORGET_S = 3600.0
+"""A worker silent this long is forgotten (no longer expected; ``relay status`` drops it)."""
+DUPLICATE, NEW, CONFLICT = 0, 1, 2
+"""What indexing a message did (the index script's answer)."""
 
 # Re-exported: callers that only need a key name get it from the keyspace.
 __all__ = ["DEAD_LETTERS", "DEVICES", "GEO", "STATS", "WORKERS", "dkey"]
@@ -46,7 +53,19 @@ class Near:
     radius_m: float
 
 
+def content_hash(msg: Message) -> str:
+    """What the seen-marker holds: a second message with this id must match it."""
+    return hashlib.sha256(msg.model_dump_json().encode()).hexdigest()[:32]
+
+
 def _script_args(msg: Message) -> tuple[list[str], list[Any]]:
+    keys, args = _kind_args(msg)
+    args += [""] * (7 - len(args))
+    warning = (msg.warning or "") if isinstance(msg, Status) else ""
+    return keys, [*args, content_hash(msg), warning]
+
+
+def _kind_args(msg: Message) -> tuple[list[str], list[Any]]:
     d = msg.device
     ts = msg.ts.timestamp()
     keys = [dkey(d, f"seen:{msg.id}"), dkey(d, "stats"), dkey(d, "info")]
@@ -126,6 +145,10 @@ class RelayIndex:
 
     def index(self, messages: Sequence[Message]) -> list[bool]:
         """Index ``messages`` in one round trip; True for each that was new."""
+        return [c == NEW for c in self.index_outcomes(messages)]
+
+    def index_outcomes(self, messages: Sequence[Message]) -> list[int]:
+        """Index ``messages`` in one round trip: NEW, DUPLICATE or CONFLICT for each."""
         if not messages:
             return []
         # Redis Cluster pipelines refuse scripts, so batch per node with a plain
@@ -139,12 +162,12 @@ class RelayIndex:
             calls.append((keys, args))
             conn = node_client(self.r, keys[0])
             batches.setdefault(id(conn), (conn, []))[1].append(i)
-        results: list[bool] = [False] * len(messages)
+        results: list[int] = [DUPLICATE] * len(messages)
         for conn, indices in batches.values():
             for i, x in zip(
                 indices, self._run_scripts(conn, [calls[i] for i in indices]), strict=True
             ):
-                results[i] = bool(x)
+                results[i] = int(x)
         return results
 
     def _run_scripts(self, conn: redis.Redis, calls: list[tuple[list[str], list[Any]]]) -> list:
@@ -285,14 +308,33 @@ class RelayIndex:
     def heartbeat(self, worker: str, stats: dict[str, Any]) -> None:
         self.r.hset(WORKERS, worker, json.dumps({"at": time.time(), **stats}))
 
-    def workers(self) -> dict[str, dict[str, Any]]:
-        now = time.time()
+    def workers(self, now: float | None = None) -> dict[str, dict[str, Any]]:
+        """Registered workers and whether each beats; long-silent ones are forgotten."""
+        now = time.time() if now is None else now
         out = {}
         for name, raw in self.r.hgetall(WORKERS).items():
             info = json.loads(raw)
+            if now - info["at"] > WORKER_FORGET_S:
+                self.r.hdel(WORKERS, name)
+                continue
             info["alive"] = now - info["at"] < WORKER_ALIVE_S
             out[name.decode()] = info
         return out
+
+    def worker_in_use(self, worker: str) -> str | None:
+        """Who else runs a worker of this name now (it would take over its session)."""
+        info = self.workers().get(worker)
+        if info is None or not info["alive"]:
+            return None
+        host, pid = info.get("host"), info.get("pid")
+        if host == socket.gethostname() and isinstance(pid, int):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return None  # its process is gone: a restart, not a second worker
+            except PermissionError:
+                pass
+        return f"pid {pid} on {host}"
 
     def forget_worker(self, worker: str) -> None:
         self.r.hdel(WORKERS, worker)

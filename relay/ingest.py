@@ -48,13 +48,30 @@ from protocol import (
     utcnow,
 )
 from protocol.topics import LOG_HEAD, relay_filters
-from relay.index import RelayIndex
+from relay.commands import CommandOutbox
+from relay.index import CONFLICT, NEW, RelayIndex
+from relay.plausible import Plausibility
 
 log = logging.getLogger(__name__)
 
-SESSION_EXPIRY_S = 86400
+SESSION_EXPIRY_S = 20
+"""How long the broker keeps a silent worker's session (and routes its share to it).
+
+Mosquitto 2.0 goes on handing a shared subscription's messages to an offline
+persistent session until it expires.  Twenty seconds lets a restarted worker pick
+up what it held; after that the session ends and its messages are gone from the
+broker, but not from the doorbells: each resends what the relay has not confirmed
+after its confirm timeout (30 s).  So a dead worker's share is back with the living
+within SESSION_EXPIRY_S + the doorbells' confirm timeout = 50 s (+ keepalive × 1.5
+if the worker's host vanished without closing its connection).  See
+docs/robustness.md.
+"""
 RECEIVE_MAXIMUM = 1000
 HEARTBEAT_S = 5.0
+
+
+_Held = tuple[mqtt.MQTTMessage, Message | None, ProtocolError | None]
+"""A received message, its decoded form or the reason it is refused."""
 
 
 class IngestWorker:
@@ -70,7 +87,12 @@ class IngestWorker:
         audit: Any = None,
         blobs: Any = None,
         retire: bool = False,
+        plausible: Plausibility | None = None,
+        session_expiry_s: int = SESSION_EXPIRY_S,
     ) -> None:
+        self.session_expiry_s = session_expiry_s
+        self.plausible = plausible or Plausibility()
+        self.commands = CommandOutbox(index.r) if index is not None else None
         self.name = name
         self.blobs = blobs  # released ciphertext to forget when a clip is deleted
         self.retire = retire
@@ -82,20 +104,21 @@ class IngestWorker:
         self.batch_max = batch
         self.client = make_client(
             broker,
-            client_id=f"relay-ingest-{name}",
+            client_id=f"relay:ingest:{name}",
             username=broker.username or "relay",
             manual_ack=True,
         )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
-        self._batch: list[tuple[mqtt.MQTTMessage, Message | None, ProtocolError | None]] = []
+        self._batch: list[_Held] = []
         self.connected = threading.Event()
         self.stats = {
             "received": 0,
             "indexed": 0,
             "duplicates": 0,
             "dead_letters": 0,
+            "conflicts": 0,
             "redis_errors": 0,
             "connects": 0,
             "confirmations": 0,
@@ -107,8 +130,11 @@ class IngestWorker:
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
+            # Wrong password, not authorised...: the loop backs off before the next try.
             log.error("broker refused worker %s: %s", self.name, rc)
+            self.stats["refused"] = self.stats.get("refused", 0) + 1
             return
+        self._delays = backoff_delays(self.broker.backoff_min_s, self.broker.backoff_max_s)
         self.stats["connects"] += 1
         client.subscribe([(f, 1) for f in relay_filters(self.group)])
         self.connected.set()
@@ -122,12 +148,23 @@ class IngestWorker:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         self.stats["received"] += 1
-        try:
-            msg: Message | None = decode(message.topic, message.payload)
-            err = None
-        except ProtocolError as e:
-            msg, err = None, e
+        msg, err = self.check(message.topic, message.payload)
         self._batch.append((message, msg, err))
+
+    def check(self, topic: str, payload: bytes) -> tuple[Message | None, ProtocolError | None]:
+        """Decode and judge one payload: a message, or the reason to dead-letter it.
+
+        Never raises: whatever a doorbell sends, this worker goes on.
+        """
+        try:
+            msg = decode(topic, payload)
+            self.plausible(msg)
+            return msg, None
+        except ProtocolError as e:
+            return None, e
+        except Exception as e:  # a bug must cost one message, not the worker
+            log.exception("unexpected error judging a message on %r", topic[:200])
+            return None, ProtocolError("internal", f"{type(e).__name__}: {str(e)[:200]}")
 
     # ------------------------------------------------------------ the loop
 
@@ -136,12 +173,20 @@ class IngestWorker:
         if not self._batch or time.monotonic() < self._redis_retry_at:
             return not self._batch
         batch = self._batch[: self.batch_max]
-        good = [(m, msg) for m, msg, _ in batch if msg is not None]
         try:
-            results = self.index.index([msg for _, msg in good])
-            for m, _msg, err in batch:
+            outcomes = self._index_batch(batch)
+            for i, (m, _msg, err) in enumerate(batch):
                 if err is not None:
                     self.index.dead_letter(m.topic, m.payload, err.reason, err.detail, self.name)
+                elif outcomes[i] == CONFLICT:
+                    self.stats["conflicts"] += 1
+                    self.index.dead_letter(
+                        m.topic,
+                        m.payload,
+                        "conflict",
+                        "this id was seen with other content",
+                        self.name,
+                    )
         except redis.RedisError as e:
             self.stats["redis_errors"] += 1
             delay = next(self._redis_delays)
@@ -151,31 +196,78 @@ class IngestWorker:
             )
             return False
         self._redis_delays = backoff_delays(0.2, 10.0)
-        for (_m, msg), new in zip(good, results, strict=True):
-            if new and isinstance(msg, Deleted):
-                self._forget_released(msg.device, msg.clip_id)
-            if self.audit is None or not new:
-                continue
-            if isinstance(msg, Released):
-                self.audit.append(
-                    "release",
-                    msg.device,
-                    {"request": msg.request_id, "clip": msg.clip_id, "sha256": msg.sha256},
-                )
-            elif isinstance(msg, Deleted):
-                self.audit.append(
-                    "deletion", msg.device, {"clip": msg.clip_id, "reason": msg.reason}
-                )
-            elif isinstance(msg, CommandRefused):
-                self.audit.append("doorbell_refused", msg.device, refusal_entry(msg))
+        good = [
+            (m, msg, outcomes[i] == NEW)
+            for i, (m, msg, _e) in enumerate(batch)
+            if msg is not None and outcomes[i] != CONFLICT
+        ]
+        results = [new for _m, _msg, new in good]
+        try:
+            for _m, msg, _new in good:
+                self._side_effects(msg)
+        except Exception as e:  # Redis, or the blob store (S3) behind _forget_released
+            # Indexed but not yet recorded: acknowledge nothing, so the broker delivers
+            # again; the index calls it a duplicate and the side effects run again.
+            self.stats["redis_errors"] += 1
+            log.warning("side effects failed (%s); nothing acknowledged", e)
+            self._redis_retry_at = time.monotonic() + next(self._redis_delays)
+            return False
         self.stats["indexed"] += sum(results)
         self.stats["duplicates"] += len(results) - sum(results)
         self.stats["dead_letters"] += len(batch) - len(good)
         del self._batch[: len(batch)]
-        self._confirm([msg for _, msg in good])
+        self._confirm([msg for _, msg, _new in good])
         for m, _msg, _err in batch:
             self.client.ack(m.mid, m.qos)
         return True
+
+    def _side_effects(self, msg: Message) -> None:
+        """What a release or a deletion causes beyond the index, keyed by message id.
+
+        Run for new messages *and* duplicates: a worker killed after indexing and
+        before these finished has left them undone, and the redelivery must do
+        them.  Each is idempotent: an audit entry is appended once per message id,
+        deleting a blob or a record that is already gone does nothing.
+        """
+        if isinstance(msg, Deleted):
+            self._forget_released(msg.device, msg.clip_id)
+        if self.commands is not None:
+            self.commands.settle(msg)  # the doorbell answered a relay command
+        if self.audit is None:
+            return
+        if isinstance(msg, Released):
+            data = {"request": msg.request_id, "clip": msg.clip_id, "sha256": msg.sha256}
+            self.audit.append("release", msg.device, data, once=f"msg:{msg.id}")
+        elif isinstance(msg, Deleted):
+            data = {"clip": msg.clip_id, "reason": msg.reason}
+            self.audit.append("deletion", msg.device, data, once=f"msg:{msg.id}")
+        elif isinstance(msg, CommandRefused):
+            self.audit.append(
+                "doorbell_refused", msg.device, refusal_entry(msg), once=f"msg:{msg.id}"
+            )
+
+    def _index_batch(self, batch: list[_Held]) -> list[int]:
+        """Index the batch's good messages; an outcome per batch entry (-1: not indexed).
+
+        A message the index script refuses (a Redis ``ResponseError`` for that one
+        message) is turned into a dead letter instead of failing the batch forever.
+        """
+        good = [i for i, (_m, msg, _e) in enumerate(batch) if msg is not None]
+        outcomes = [-1] * len(batch)
+        try:
+            codes = self.index.index_outcomes([batch[i][1] for i in good])  # type: ignore[misc]
+        except redis.ResponseError:
+            codes = []
+            for i in good:
+                try:
+                    codes += self.index.index_outcomes([batch[i][1]])  # type: ignore[list-item]
+                except redis.ResponseError as e:
+                    m = batch[i][0]
+                    batch[i] = (m, None, ProtocolError("index_refused", str(e)[:200]))
+                    codes.append(-1)
+        for i, c in zip(good, codes, strict=True):
+            outcomes[i] = c
+        return outcomes
 
     def _forget_released(self, device: str, clip_id: str) -> None:
         """Deleted means deleted: drop released copies of the clip and their records."""
@@ -204,11 +296,20 @@ class IngestWorker:
 
     def run(self, stop: threading.Event) -> None:
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.SessionExpiryInterval = self.session_expiry_s
         props.ReceiveMaximum = RECEIVE_MAXIMUM
-        delays = backoff_delays(self.broker.backoff_min_s, self.broker.backoff_max_s)
+        self._delays = backoff_delays(self.broker.backoff_min_s, self.broker.backoff_max_s)
         next_beat = 0.0
+        first = True
         while not stop.is_set():
+            if not first:
+                # Every failure backs off, with jitter: a refused CONNECT, a dropped
+                # connection, an unreachable broker.  Reset only by a good CONNACK.
+                delay = next(self._delays)
+                log.warning("worker %s reconnecting in %.1f s", self.name, delay)
+                if stop.wait(delay):
+                    break
+            first = False
             try:
                 self.client.connect(
                     self.broker.host,
@@ -218,11 +319,8 @@ class IngestWorker:
                     properties=props,
                 )
             except OSError as err:
-                delay = next(delays)
-                log.warning("broker unreachable (%s); retrying in %.1f s", err, delay)
-                stop.wait(delay)
+                log.warning("broker unreachable (%s)", err)
                 continue
-            delays = backoff_delays(self.broker.backoff_min_s, self.broker.backoff_max_s)
             while not stop.is_set():
                 rc = self.client.loop(timeout=0.01 if self._batch else 0.2)
                 if rc != mqtt.MQTT_ERR_SUCCESS:
@@ -246,6 +344,10 @@ class IngestWorker:
         props = None
         if self.retire:
             self.client.unsubscribe(relay_filters(self.group))
+            try:
+                self.index.forget_worker(self.name)  # retired: no longer expected to beat
+            except redis.RedisError as err:
+                log.warning("could not unregister worker %s: %s", self.name, err)
             props = Properties(PacketTypes.DISCONNECT)
             props.SessionExpiryInterval = 0
         deadline = time.monotonic() + 2.0

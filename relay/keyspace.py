@@ -78,6 +78,14 @@ LEGAL_DEMANDS = "legal_demands"
 """Hash: docket → a legal demand on file (JSON: authority, organisation, when)."""
 
 
+# ---------------------------------------------------------------- commands to doorbells
+
+COMMANDS_PENDING = "commands:pending"
+"""Hash: command key (release:DEVICE:REQUEST, delete:DEVICE:CLIP) → the command, until answered."""
+COMMANDS_LOG = "commands:log"
+"""Stream: queued / answered / failed, per command key."""
+
+
 # ---------------------------------------------------------------- blobs
 
 
@@ -98,6 +106,11 @@ The public entries carry only a salted SHA-256 commitment to it; only the operat
 this, and ``relay audit verify`` checks every opening against its commitment."""
 
 
+def audit_once(key: str) -> str:
+    """Marks an entry appended at most once for ``key`` (e.g. a message id); holds its index."""
+    return f"{{audit}}:once:{key}"
+
+
 # ---------------------------------------------------------------- scripts
 
 LIMIT_LUA = """
@@ -111,7 +124,12 @@ return 1
 ARGV: limit, TTL seconds.  Returns 1 if counted, 0 if the limit is reached."""
 
 INDEX_LUA = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then
+if not redis.call('SET', KEYS[1], ARGV[8], 'NX', 'EX', ARGV[2]) then
+  local before = redis.call('GET', KEYS[1])
+  if before ~= ARGV[8] and before ~= '1' then
+    redis.call('HINCRBY', KEYS[2], 'conflicts', 1)
+    return 2
+  end
   redis.call('HINCRBY', KEYS[2], 'duplicates', 1)
   return 0
 end
@@ -127,7 +145,8 @@ elseif kind == 'event' then
 elseif kind == 'status' then
   local prev = tonumber(redis.call('HGET', KEYS[3], 'status_ts') or '0')
   if score >= prev then
-    redis.call('HSET', KEYS[3], 'status_ts', ARGV[3], 'online', ARGV[6], 'firmware', ARGV[7])
+    redis.call('HSET', KEYS[3], 'status_ts', ARGV[3], 'online', ARGV[6], 'firmware', ARGV[7],
+      'warning', ARGV[9] or '')
   end
   redis.call('HINCRBY', KEYS[2], 'status', 1)
 elseif kind == 'deleted' then
@@ -143,4 +162,8 @@ if score > seen then redis.call('HSET', KEYS[3], 'last_seen', ARGV[3]) end
 return 1
 """
 """Index one message, idempotent on its id.  KEYS: seen, stats, info, target, item.
-ARGV: kind, seen TTL, score, value, member, online flag, firmware."""
+ARGV: kind, seen TTL, score, value, member, online flag, firmware, content hash,
+status warning (e.g. ``low_space``; empty for none).
+Returns 1 (new), 0 (seen before, same content) or 2 (seen before, *different*
+content: a conflict, changes nothing).  The seen-marker holds the content hash;
+a marker of ``'1'`` (written before hashes were kept) counts as the same content."""

@@ -55,15 +55,36 @@ class DeviceRegistry:
             )
 
     def add(
-        self, device: str, owner: str, lat: float, lon: float, bundle: Path | None = None
+        self,
+        device: str,
+        owner: str,
+        lat: float,
+        lon: float,
+        bundle: Path | None = None,
+        cert: bool = False,
     ) -> Registered:
+        """Register ``device``; with ``cert``, the bundle also carries a client
+        certificate from the relay's CA (CN = device id) for the TLS listener."""
         self.check_id(device)
         if self.index.device(device) is not None:
             raise BadSetting(f"device {device!r} already exists (revoke it first)")
         prov = self.cfg.provisioning
         bundle_path = bundle or prov.bundles_dir / f"{device}.json"
         password = secrets.token_urlsafe(24)
+        broker: dict[str, object] = {
+            "host": prov.broker_host,
+            "port": prov.broker_port,
+            "username": device,
+            "password": password,
+        }
         try:
+            if cert:
+                from relay.ca import DeviceCA
+
+                ca = DeviceCA(prov.ca_dir)
+                cert_pem, key_pem = ca.issue_client(device)
+                broker["port"] = prov.tls_port
+                broker["tls"] = {"ca": ca.cert_pem(), "cert": cert_pem, "key": key_pem}
             bundle_path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(bundle_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -73,12 +94,7 @@ class DeviceRegistry:
                         "owner": owner,
                         "lat": lat,
                         "lon": lon,
-                        "broker": {
-                            "host": prov.broker_host,
-                            "port": prov.broker_port,
-                            "username": device,
-                            "password": password,
-                        },
+                        "broker": broker,
                         # The doorbell witnesses the public log with this key pinned.
                         "log": {
                             "relay_url": self.cfg.api.public_url,

@@ -23,6 +23,7 @@ def worker_main(
 ) -> None:
     """One ingestion worker, until SIGTERM/SIGINT or ``seconds``."""
     from relay.ingest import IngestWorker
+    from relay.plausible import Plausibility
 
     relay = Relay(load_relay_config(config_path))
     stop = threading.Event()
@@ -39,6 +40,10 @@ def worker_main(
         audit=relay.audit,
         blobs=relay.blobs,
         retire=retire,
+        plausible=Plausibility(
+            max_past_s=relay.cfg.ingest.max_past_s, max_future_s=relay.cfg.ingest.max_future_s
+        ),
+        session_expiry_s=relay.cfg.ingest.session_expiry_s,
     )
     worker.run(stop)
 
@@ -92,16 +97,27 @@ def serve(
 
     from common.mqtt import make_client
     from relay.api import create_app
+    from relay.commands import CommandOutbox, CommandPublisher
 
     cfg = relay.cfg
     client = make_client(
-        cfg.broker, client_id=f"relay-api-{os.getpid()}", username=cfg.broker.username or "relay"
+        cfg.broker, client_id=f"relay:api:{os.getpid()}", username=cfg.broker.username or "relay"
     )
     client.connect_async(cfg.broker.host, cfg.broker.port, keepalive=cfg.broker.keepalive_s)
     client.loop_start()
 
+    # Commands are kept in Redis until the doorbell answers, and published (again)
+    # by a thread of this process: a lost publish cannot strand an approval.
+    commands = CommandOutbox(relay.index.r, audit=relay.audit)
+    publisher = CommandPublisher(commands, lambda t, p: client.publish(t, p, qos=1))
+    stop_publisher = threading.Event()
+    threading.Thread(
+        target=publisher.run, args=(stop_publisher,), name="commands", daemon=True
+    ).start()
+
     def publish(topic: str, payload: bytes) -> None:
-        client.publish(topic, payload, qos=1)
+        commands.enqueue(topic, payload)
+        publisher.wake.set()
 
     app = create_app(relay.engine, relay.blobs, publish)
     base = f"{os.uname().nodename}-serve"
@@ -115,5 +131,6 @@ def serve(
     try:
         server.run()
     finally:
+        stop_publisher.set()
         stop_workers(procs)
         client.loop_stop()

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Self
 
+from protocol.topics import RELAY_ACCOUNT
 from relay.broker import ACL_FILE, TlsListener, render_config
 from relay.passwd import reload_broker, set_user
 
@@ -80,8 +81,12 @@ class LocalMosquitto(_Service):
         self.dir = Path(folder)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.relay_port = free_port()
+        """The relay's own listener: relay accounts only (see relay.broker.render_config)."""
         self.password_file = self.dir / "passwd"
         self.password_file.touch()
+        self.relay_password_file = self.dir / "relay-passwd"
+        self.relay_password_file.touch()
         self.pid_file = self.dir / "mosquitto.pid"
         self.log = self.dir / "mosquitto.log"
         (self.dir / "data").mkdir(exist_ok=True)
@@ -98,12 +103,17 @@ class LocalMosquitto(_Service):
                 user=getpass.getuser(),
                 log_dest=f"file {self.log}",
                 tls=tls,
+                relay_port=self.relay_port,
+                relay_password_file=self.relay_password_file,
             )
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def add_user(self, username: str, password: str) -> None:
-        set_user(self.password_file, username, password)
+    def add_user(self, username: str, password: str, relay: bool | None = None) -> None:
+        """A doorbell account, or (``relay``, the default for "relay") a relay account."""
+        if relay is None:
+            relay = username == RELAY_ACCOUNT
+        set_user(self.relay_password_file if relay else self.password_file, username, password)
         if self.proc is not None:
             reload_broker(self.pid_file)
             time.sleep(0.2)  # the reload is asynchronous

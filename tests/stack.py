@@ -43,7 +43,7 @@ class Stack:
         self.config_file.write_text(
             f"""
 [broker]
-port = {self.broker.port}
+port = {self.broker.relay_port}
 password_file = "{self.secrets / "relay"}"
 backoff_min_s = 0.2
 backoff_max_s = 1.0
@@ -86,7 +86,7 @@ broker_port = {self.broker.port}
 
     def relay_settings(self) -> RelayBroker:
         return RelayBroker(
-            port=self.broker.port,
+            port=self.broker.relay_port,
             password_file=self.secrets / "relay",
             backoff_min_s=0.2,
             backoff_max_s=1.0,
@@ -126,13 +126,14 @@ broker_port = {self.broker.port}
 
     def client(self, user: str, **kw: object) -> mqtt.Client:
         """A connected paho client logged in as ``user`` (an account made with add_account)."""
-        settings = BrokerSettings(port=self.broker.port, password_file=self.secrets / user)
+        port = self.broker.relay_port if user == "relay" else self.broker.port
+        settings = BrokerSettings(port=port, password_file=self.secrets / user)
         c = make_client(
             settings, client_id=f"test-{user}-{time.monotonic_ns()}", username=user, **kw
         )  # type: ignore[arg-type]
         connected = threading.Event()
         c.on_connect = lambda *a: connected.set()
-        c.connect("127.0.0.1", self.broker.port)
+        c.connect("127.0.0.1", port)
         c.loop_start()
         wait_for(connected.is_set, 10, f"{user} to connect")
         return c

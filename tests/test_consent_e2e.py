@@ -32,7 +32,9 @@ from testing.localstack import free_port
 
 
 class Relay:
-    def __init__(self, stack, tmp: Path, blobs: str = "local", r=None, workers: int = 1) -> None:
+    def __init__(
+        self, stack, tmp: Path, blobs: str = "local", r=None, workers: int = 1, publish=None
+    ) -> None:
         r = r if r is not None else redis.Redis.from_url(stack.redis.url)
         self.audit = AuditLog(r, OwnerKeys.generate().sign_private)
         self.engine = ConsentEngine(RelayIndex(r), self.audit)
@@ -55,10 +57,11 @@ class Relay:
         else:
             self.blobs = LocalBlobStore(tmp / "blobs", r, self.url)
         pub = make_client(stack.relay_settings(), "relay-api-test", "relay")
-        pub.connect("127.0.0.1", stack.broker.port)
+        pub.connect("127.0.0.1", stack.broker.relay_port)
         pub.loop_start()
         self.pub = pub
-        app = create_app(self.engine, self.blobs, lambda t, p: pub.publish(t, p, qos=1))
+        publish = publish or (lambda t, p: pub.publish(t, p, qos=1))
+        app = create_app(self.engine, self.blobs, publish)
         self.server = uvicorn.Server(uvicorn.Config(app, port=self.port, log_level="warning"))
         threading.Thread(target=self.server.run, daemon=True).start()
         wait_for(lambda: self.server.started, 10, "the API")

@@ -55,21 +55,25 @@ def test_a_doorbell_cannot_speak_for_another_nor_read_its_commands(stack):
 
 
 def test_anonymous_and_wrong_passwords_are_refused(stack):
-    def connack(username: str | None, password: str | None) -> object:
+    def connack(username: str | None, password: str | None, port: int | None = None) -> object:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         result: list[object] = []
         c.on_connect = lambda _c, _u, _f, rc, _p: result.append(rc)
         if username:
             c.username_pw_set(username, password)
-        c.connect("127.0.0.1", stack.broker.port)
+        c.connect("127.0.0.1", port or stack.broker.port)
         c.loop_start()
         wait_for(lambda: result, 5, "CONNACK")
         c.loop_stop()
         return result[0]
 
     assert connack(None, None).is_failure
-    assert connack("relay", "wrong").is_failure
-    assert not connack("relay", (stack.secrets / "relay").read_text()).is_failure
+    assert connack(None, None, stack.broker.relay_port).is_failure
+    assert connack("relay", "wrong", stack.broker.relay_port).is_failure
+    relay_pw = (stack.secrets / "relay").read_text()
+    assert not connack("relay", relay_pw, stack.broker.relay_port).is_failure
+    # The relay's account is not a doorbell account: refused on the doorbells' listener.
+    assert connack("relay", relay_pw).is_failure
 
 
 def test_broker_outage_loses_nothing_and_doubles_nothing(stack, tmp_path):

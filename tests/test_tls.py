@@ -82,7 +82,7 @@ def test_a_doorbell_connects_with_its_certificate_and_only_speaks_for_itself(tls
     relay.username_pw_set("relay", "relay-pw")
     got: list[str] = []
     relay.on_message = lambda _c, _u, m: got.append(m.topic)
-    relay.connect("127.0.0.1", broker.port)
+    relay.connect("127.0.0.1", broker.relay_port)
     relay.subscribe("doorbell/#", qos=1)
     relay.loop_start()
 

@@ -29,6 +29,11 @@ install -d -m 0750 -o root -g doorbell /etc/doorbell
 install -m 0640 -o root -g doorbell "$SRC/doorbell.toml" /etc/doorbell/doorbell.toml
 install -m 0600 -o doorbell -g doorbell "$SRC/broker-password" /etc/doorbell/broker-password
 [ -f "$SRC/ca.crt" ] && install -m 0644 "$SRC/ca.crt" /etc/doorbell/ca.crt
+[ -f "$SRC/client.crt" ] && install -m 0644 "$SRC/client.crt" /etc/doorbell/client.crt
+if [ -f "$SRC/client.key" ]; then
+    install -m 0600 -o doorbell -g doorbell "$SRC/client.key" /etc/doorbell/client.key
+    shred -u "$SRC/client.key" 2>/dev/null || rm -f "$SRC/client.key"
+fi
 install -m 0644 "$SRC/doorbell.service" /etc/systemd/system/doorbell.service
 # The FAT boot partition is readable by anyone with the card: remove the secret.
 shred -u "$SRC/broker-password" 2>/dev/null || rm -f "$SRC/broker-password"
