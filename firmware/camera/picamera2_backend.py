@@ -71,6 +71,13 @@ def check_version(version: str | None) -> None:
         )
 
 
+def _picamera2_version() -> str | None:
+    try:
+        return importlib.metadata.version("picamera2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def _import_picamera2() -> Any:
     try:
         import picamera2  # type: ignore[import-not-found]
@@ -86,11 +93,7 @@ def _import_picamera2() -> Any:
             f"picamera2 cannot load ({err}): a numpy installed in the venv shadows the "
             "system's; remove it (/opt/doorbell/venv/bin/pip uninstall numpy)"
         ) from None
-    try:
-        version: str | None = importlib.metadata.version("picamera2")
-    except importlib.metadata.PackageNotFoundError:
-        version = None
-    check_version(version)
+    check_version(_picamera2_version())
     if not picamera2.Picamera2.global_camera_info():
         raise NoCameraDetected(
             "no camera detected: check the ribbon cable (contacts facing the right way, "
@@ -185,8 +188,9 @@ class Picamera2Backend:
             while not self._stop.is_set():
                 try:
                     buf = cam.capture_buffer("lores")
-                except Exception:  # the camera is stopping
-                    log.exception("lores capture failed")
+                except Exception:
+                    if not self._stop.is_set():  # else: the camera is stopping
+                        log.exception("lores capture failed")
                     return
                 y = np.frombuffer(buf, dtype=np.uint8)[: lores_stride * lh]
                 luma = y.reshape(lh, lores_stride)[:, :lw].copy()
