@@ -248,6 +248,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         def stop(*_: Any) -> None:
             bell.controller.submit(Stop())
 
+        if name != "sim":
+            from firmware.timesync import clock_synchronised
+
+            bell.controller.clock_synced = clock_synchronised  # type: ignore[method-assign]
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         if args.seconds:

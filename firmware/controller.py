@@ -90,10 +90,15 @@ class _ActiveClip:
     last_activity: float
     packets: PacketSpool  # on disk while recording: memory stays small at any bitrate
     snapshot: bytes | None = None
+    clock_synced: bool = True
 
 
 class Controller:
     """Owns the doorbell's state; see the module doc."""
+
+    # Whether the wall clock is synchronised (firmware.timesync on a Pi; a simulated
+    # clock always is).  A clip that started or ended without it is marked.
+    clock_synced: Callable[[], bool] = staticmethod(lambda: True)
 
     def __init__(
         self,
@@ -318,6 +323,7 @@ class Controller:
             last_activity=t,
             packets=PacketSpool(self.config.device.data_dir / "spool", packets),
             snapshot=snapshot,
+            clock_synced=self.clock_synced(),
         )
 
     def _tick(self, now: float) -> None:
@@ -360,6 +366,7 @@ class Controller:
             "height": cam.main_size[1],
             "fps": cam.fps,
             "codec": "h264",
+            "clock_synced": clip.clock_synced and self.clock_synced(),
         }
         self._finalising += 1
         log.info("finalising clip %s (%s, %d packets)", clip.id, reason, len(packets))

@@ -168,3 +168,13 @@ def test_the_pinned_set_downloads_for_64_bit_raspberry_pi_os(tmp_path):
         assert any("aarch64" in n for n in got) and len(got) == REQUIREMENTS.read_text().count(
             "=="
         ), got
+
+
+@pytest.mark.parametrize("synced", [True, False])
+def test_a_clip_recorded_before_the_clock_synced_is_marked(make_bell, recorder, synced):
+    bell = make_bell("porch", clips={"pre_roll_s": 1.0, "post_roll_s": 1.0})
+    bell.controller.clock_synced = lambda: synced
+    bell.schedule_press(3.0)
+    bell.run(6.0)
+    (saved,) = recorder.of("clip_saved")
+    assert bell.store.get(saved.data["clip"]).clock_synced is synced
