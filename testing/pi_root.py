@@ -41,7 +41,9 @@ PACKAGES = {
     ],
 }
 # Trixie's Raspberry Pi OS images configure the first boot through cloud-init.
-PACKAGES["trixie"] = [*PACKAGES["bookworm"], "cloud-init"]
+# debootstrap does not resolve virtual packages: python3-cryptography (cloud-init's)
+# needs python3-cffi-backend-api-*, which python3-cffi-backend provides.
+PACKAGES["trixie"] = [*PACKAGES["bookworm"], "cloud-init", "python3-cffi-backend"]
 
 
 class RootUnavailable(RuntimeError):
@@ -78,7 +80,9 @@ def ensure_root(suite: str = "bookworm") -> Path:
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
     if r.returncode != 0:
-        raise RootUnavailable(f"debootstrap {suite} failed: {r.stderr.strip()[-500:]}")
+        log = partial / "debootstrap" / "debootstrap.log"
+        detail = log.read_text()[-800:] if log.exists() else (r.stdout + r.stderr)[-800:]
+        raise RootUnavailable(f"debootstrap {suite} failed: {detail.strip()}")
     # A machine id is made per boot by the overlay's upper layer; an empty file here
     # makes systemd treat every boot of an overlay as a first boot ("uninitialized").
     (partial / "etc" / "machine-id").write_text("")
@@ -203,6 +207,20 @@ def enable_networkd(root: Path, network: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_symlink():
             path.symlink_to(f"/lib/systemd/system/{unit}")
+
+
+def configure_cloud_init(root: Path) -> None:
+    """cloud-init as Raspberry Pi OS's cloud-init images configure it (pi-gen's
+    stage2/04-cloud-init/files/99_raspberry-pi.cfg: NoCloud seeded from the boot
+    partition).  The test's network is systemd-networkd's, not netplan's, so
+    cloud-init's network stage is turned off here (a test-only file)."""
+    cfg = root / "etc" / "cloud" / "cloud.cfg.d"
+    cfg.mkdir(parents=True, exist_ok=True)
+    (cfg / "99_raspberry-pi.cfg").write_text(
+        "datasource_list: [ NoCloud, None ]\n"
+        "datasource:\n  NoCloud:\n    seedfrom: file:///boot/firmware\n"
+    )
+    (cfg / "99_doorbell-test-network.cfg").write_text("network: {config: disabled}\n")
 
 
 class Container:

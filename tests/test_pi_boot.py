@@ -35,6 +35,7 @@ from testing.pi_root import (
     Overlay,
     RootUnavailable,
     Veth,
+    configure_cloud_init,
     enable_networkd,
     ensure_root,
     ensure_wheelhouse,
@@ -62,6 +63,12 @@ CMDLINE = (
     "systemd.run=/boot/firstrun.sh systemd.run_success_action=reboot "
     "systemd.unit=kernel-command-line.target\n"
 )
+
+
+IMAGER_USER_DATA = """#cloud-config
+hostname: doorbell
+manage_etc_hosts: true
+"""
 
 
 def _why_not() -> str | None:
@@ -157,11 +164,19 @@ class StatusWatch:
         self.c.disconnect()
 
 
-def provision_card(tmp: Path, broker_host: str, port: int, wheel: Path, wheelhouse: Path) -> Path:
+def provision_card(
+    tmp: Path, broker_host: str, port: int, wheel: Path, wheelhouse: Path, cloud_init: bool = False
+) -> Path:
     boot = tmp / "bootfs"
     boot.mkdir()
-    (boot / "cmdline.txt").write_text(CMDLINE)
-    (boot / "firstrun.sh").write_text(IMAGER_FIRSTRUN)
+    if cloud_init:
+        # A Trixie image's boot partition after Imager 2 (cloud-init files, no firstrun.sh).
+        (boot / "cmdline.txt").write_text(CMDLINE.split(" init=")[0] + "\n")
+        (boot / "user-data").write_text(IMAGER_USER_DATA)
+        (boot / "meta-data").write_text("instance-id: rpi-imager-1\n")
+    else:
+        (boot / "cmdline.txt").write_text(CMDLINE)
+        (boot / "firstrun.sh").write_text(IMAGER_FIRSTRUN)
     bundle = tmp / "bundle.json"
     bundle.write_text(
         json.dumps(
@@ -290,3 +305,42 @@ def test_a_broken_card_fails_the_install_but_not_the_pi(
             assert r.stdout.strip() == "disabled", "a failure does not repeat on every boot"
         finally:
             bell.stop()
+
+
+@pytest.fixture(scope="module")
+def trixie_root() -> Path:
+    try:
+        return ensure_root("trixie")
+    except RootUnavailable as err:
+        pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def wheelhouse_313() -> Path:
+    try:
+        return ensure_wheelhouse(REQUIREMENTS, "3.13")
+    except RootUnavailable as err:
+        pytest.skip(str(err))
+
+
+def test_trixie_cloud_init_runs_the_installer_after_imagers_settings(
+    tmp_path, trixie_root, wheel, wheelhouse_313, veth, broker
+):
+    boot = provision_card(tmp_path, veth.host_ip, broker.port, wheel, wheelhouse_313, True)
+    watch = StatusWatch(broker.port)
+    with Overlay(trixie_root, tmp_path / "root") as root:
+        enable_networkd(root.merged, veth.network_file())
+        configure_cloud_init(root.merged)
+        bell = Container(root.merged, boot, veth, tmp_path / "boot1.log").start()
+        try:
+            watch.wait_for("online", 240, bell)
+            log = install_log(boot)
+            assert log.count("starting") == 1, log
+            assert "network-online.target: active" in log, log
+            assert "trying the package index" not in log, "installed from the card"
+            # Imager's part of user-data was applied too (merged, not replaced).
+            r = bell.exec("hostname")
+            assert r.stdout.strip() == "doorbell", r.stdout + r.stderr
+        finally:
+            bell.stop()
+    watch.close()
