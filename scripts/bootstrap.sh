@@ -15,6 +15,7 @@ declare -A DEB_PACKAGES=(
     # The boot test (tests/test_pi_boot.py): a Debian root booted with systemd as PID 1.
     [debootstrap]=debootstrap
     [systemd-container]=systemd-nspawn
+    [iproute2]=ip
 )
 
 missing=()

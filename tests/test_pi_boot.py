@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -86,11 +87,23 @@ pytestmark = pytest.mark.skipif(_why_not() is not None, reason=_why_not() or "")
 
 
 @pytest.fixture(scope="module")
-def debian_root() -> Path:
+def roots() -> dict[str, Future[Path]]:
+    # A cold cache builds both roots at once (each is minutes of download and dpkg).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {suite: pool.submit(ensure_root, suite) for suite in ("bookworm", "trixie")}
+        yield futures
+
+
+def _root(roots: dict[str, Future[Path]], suite: str) -> Path:
     try:
-        return ensure_root("bookworm")
+        return roots[suite].result()
     except RootUnavailable as err:
         pytest.skip(str(err))
+
+
+@pytest.fixture(scope="module")
+def debian_root(roots) -> Path:
+    return _root(roots, "bookworm")
 
 
 @pytest.fixture(scope="module")
@@ -308,11 +321,8 @@ def test_a_broken_card_fails_the_install_but_not_the_pi(
 
 
 @pytest.fixture(scope="module")
-def trixie_root() -> Path:
-    try:
-        return ensure_root("trixie")
-    except RootUnavailable as err:
-        pytest.skip(str(err))
+def trixie_root(roots) -> Path:
+    return _root(roots, "trixie")
 
 
 @pytest.fixture(scope="module")
