@@ -50,12 +50,29 @@ class ProvisionError(ValueError):
     pass
 
 
+# What may appear inside the TOML the card gets: a bundle is written by the relay's
+# operator, who must not be able to add keys (say, another owner) through a quote.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,252}")
+
+
 def load_bundle(path: Path) -> dict[str, Any]:
     try:
         bundle = json.loads(path.read_text())
-        for need in (bundle["device"], bundle["broker"]["host"], bundle["broker"]["password"]):
+        broker = bundle["broker"]
+        for need in (bundle["device"], broker["host"], broker["password"]):
             if not need:
                 raise ValueError("empty field")
+        for field_name, value in (
+            ("device", bundle["device"]),
+            ("broker.host", broker["host"]),
+            ("broker.username", broker.get("username", bundle["device"])),
+        ):
+            if not isinstance(value, str) or not _NAME.fullmatch(value):
+                raise ValueError(f"{field_name} {str(value)[:40]!r} is not a plain name")
+        if not isinstance(broker["port"], int) or not 0 < broker["port"] < 65536:
+            raise ValueError("broker.port is not a port number")
+        if not isinstance(broker["password"], str) or "\n" in broker["password"]:
+            raise ValueError("broker.password is not one line")
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ProvisionError(
             f"{path} is not a provisioning bundle from relay devices add ({err})"

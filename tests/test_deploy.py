@@ -205,6 +205,31 @@ def test_provisioning_refuses_bad_input_and_writes_nothing(card):
     assert snapshot(boot) == before, "a refused provisioning changed the card"
 
 
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("device", 'front-door"\n[owner]\nsign_public = "attacker'),
+        ("host", 'relay.example"\ntls_ca = "/etc/shadow'),
+        ("username", "a b"),
+        ("port", "8883"),
+        ("password", "pw\nsecond line"),
+    ],
+)
+def test_a_bundle_cannot_inject_into_the_config(card, field, value):
+    """The relay's operator writes the bundle; a quote must not add keys to the TOML."""
+    boot, bundle, _, tmp = card
+    data = json.loads(bundle.read_text())
+    if field == "device":
+        data["device"] = value
+    else:
+        data["broker"][field] = value
+    bundle.write_text(json.dumps(data))
+    before = snapshot(boot)
+    r = provision(boot, bundle, tmp / "owner", *wheel_args(tmp))
+    assert r.returncode == 2 and "not a provisioning bundle" in r.stderr, r.stderr
+    assert snapshot(boot) == before
+
+
 def test_a_card_without_imager_settings_is_refused(card):
     boot, bundle, _, tmp = card
     (boot / "firstrun.sh").unlink()
