@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     prov = sub.add_parser(
         "provision",
         help="write a doorbell's identity onto a Raspberry Pi OS boot partition",
-        description="Writes the config, broker password, owner's public keys, systemd unit and a "
-        "first-boot installer onto a mounted boot partition (see deploy/pi/README.md).",
+        description="Writes the config, broker password, owner's public keys, the firmware's "
+        "wheels, systemd units and a first-boot installer onto a mounted boot partition "
+        "flashed by Raspberry Pi Imager (see deploy/pi/README.md).",
     )
     prov.add_argument("--bundle", type=Path, required=True, help="from: relay devices add")
     prov.add_argument("--boot", type=Path, required=True, help="the mounted boot partition")
@@ -114,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the owner's key folder (only sign.pub and box.pub are read)",
     )
     prov.add_argument("--ca", type=Path, help="the broker's CA certificate, for TLS")
+    prov.add_argument(
+        "--wheel",
+        type=Path,
+        help="the open_doorbell wheel to install (default: build this checkout)",
+    )
+    prov.add_argument(
+        "--wheelhouse",
+        type=Path,
+        help="a folder of the pinned dependency wheels for the Pi (pip download, see "
+        "deploy/pi/README.md); without it the Pi fetches them, hash-checked, when it installs",
+    )
+    # Test-only: the boot test has no camera or pins.
+    prov.add_argument("--test-simulated-hardware", action="store_true", help=argparse.SUPPRESS)
     prov.set_defaults(func=cmd_provision)
     # Other parts add their commands (the simulator adds `sim`), if they are installed.
     for ep in entry_points(group="open_doorbell.commands"):
@@ -219,6 +233,12 @@ def cmd_log_status(args: argparse.Namespace) -> int:
     return 1 if state.get("alarm") else 0
 
 
+def _stale_after(cfg: Config) -> float:
+    """How long without frames means the camera has stalled: a few keyframe
+    intervals, and never less than 5 s (a busy SD card can pause a healthy camera)."""
+    return max(5.0, 3 * cfg.camera.keyframe_interval_s, 10 / cfg.camera.fps)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -226,6 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from firmware.clock import SystemClock
     from firmware.events import Stop
     from firmware.hardware import HardwareUnavailable, load_hardware
+    from firmware.liveness import CameraLiveness
     from firmware.sdnotify import Notifier
 
     notifier = Notifier()
@@ -242,13 +263,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--scene goes with --sim")
     try:
         hardware = load_hardware(name, **options)
-        camera = hardware.camera(cfg, clock)
+        camera = CameraLiveness(hardware.camera(cfg, clock), clock, _stale_after(cfg))
+        pins = hardware.pin_factory()
     except HardwareUnavailable as err:
-        raise UsageError(f"{err} (or try it with --sim)" if name == "pi" else str(err)) from None
+        # One line and a code systemd will not restart on (see doorbell.service).
+        hint = " (or try it with --sim)" if name == "pi" else ""
+        print(f"doorbell: error: {err}{hint}", file=sys.stderr)
+        return err.exit_code
     printer = print_event(clock.monotonic())
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finaliser") as finaliser:
         try:
-            bell = build(cfg, camera, hardware.pin_factory(), clock, printer, finaliser=finaliser)
+            bell = build(cfg, camera, pins, clock, printer, finaliser=finaliser)
         except MissingOwner as err:
             raise UsageError(str(err)) from None
         except OSError as err:
@@ -257,6 +282,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         def stop(*_: Any) -> None:
             bell.controller.submit(Stop())
 
+        if name != "sim":
+            from firmware.timesync import clock_synchronised
+
+            bell.controller.clock_synced = clock_synchronised  # type: ignore[method-assign]
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         if args.seconds:
@@ -264,7 +293,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         bell.start()
         try:
             notifier.ready()
-            bell.run_forever(heartbeat=notifier.heartbeat)
+            # The watchdog is fed only while the camera delivers (firmware/liveness.py).
+            bell.run_forever(heartbeat=lambda: camera.fresh() and notifier.heartbeat())
             notifier.stopping()
         finally:
             bell.close()
@@ -276,7 +306,15 @@ def cmd_provision(args: argparse.Namespace) -> int:
     from protocol.crypto import CryptoFailure
 
     try:
-        files = provision(args.bundle, args.boot, args.owner_keys, args.ca)
+        files = provision(
+            args.bundle,
+            args.boot,
+            args.owner_keys,
+            args.ca,
+            args.wheel,
+            args.wheelhouse,
+            args.test_simulated_hardware,
+        )
     except (ProvisionError, CryptoFailure, OSError) as err:
         raise UsageError(str(err)) from None
     for f in files:

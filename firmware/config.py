@@ -39,7 +39,10 @@ class GpioConfig(_Section):
     button_pin: _BCM = 17
     """BCM pin of the push button (wired to ground; the internal pull-up is used)."""
     chime_pin: _BCM = 27
-    """BCM pin driving the chime relay (active high)."""
+    """BCM pin driving the chime relay."""
+    chime_active_high: bool = True
+    """True: the relay closes when the pin is high.  Most 5 V relay modules close when
+    their input is pulled low: set false for those (see deploy/pi/README.md)."""
     pir_pin: _BCM | None = None
     """BCM pin of an optional PIR sensor (active high); leave out for none."""
     chime_pulse_s: float = Field(0.4, gt=0, le=5)
@@ -60,6 +63,9 @@ class CameraConfig(_Section):
     """One keyframe every this many seconds: the pre-roll granularity."""
     bitrate: int = Field(2_000_000, ge=100_000, le=25_000_000)
     """Target bitrate of the hardware encoder, bits per second."""
+    autofocus: Literal["continuous", "off"] = "continuous"
+    """Cameras with a focus motor (Camera Module 3): keep refocusing, or leave the lens
+    where it is.  Fixed-focus cameras ignore it."""
 
     @field_validator("main_size", "lores_size")
     @classmethod

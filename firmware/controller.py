@@ -23,7 +23,7 @@ import logging
 import queue
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +43,7 @@ from firmware.events import (
 from firmware.masks import rasterize
 from firmware.motion import MotionDetector
 from firmware.mp4 import write_mp4
+from firmware.packet_spool import PacketSpool
 from firmware.packets import EncodedPacket, LoresFrame
 from firmware.ringbuffer import PacketRing
 from firmware.store import ClipStore
@@ -88,12 +89,17 @@ class _ActiveClip:
     trigger: str
     trigger_t: float
     last_activity: float
-    packets: list[EncodedPacket]
+    packets: PacketSpool  # on disk while recording: memory stays small at any bitrate
     snapshot: bytes | None = None
+    clock_synced: bool = True
 
 
 class Controller:
     """Owns the doorbell's state; see the module doc."""
+
+    # Whether the wall clock is synchronised (firmware.timesync on a Pi; a simulated
+    # clock always is).  A clip that started or ended without it is marked.
+    clock_synced: Callable[[], bool] = staticmethod(lambda: True)
 
     def __init__(
         self,
@@ -292,7 +298,7 @@ class Controller:
         if clip is None:
             return
         # Packets already taken from the pre-roll must not be added twice.
-        if clip.packets and packet.t <= clip.packets[-1].t:
+        if clip.packets and packet.t <= clip.packets.last_t:
             return
         if not clip.packets and not packet.keyframe:
             return  # nothing decodable yet; a keyframe was requested
@@ -316,8 +322,9 @@ class Controller:
             trigger=trigger,
             trigger_t=t,
             last_activity=t,
-            packets=packets,
+            packets=PacketSpool(self.config.device.data_dir / "spool", packets),
             snapshot=snapshot,
+            clock_synced=self.clock_synced(),
         )
 
     def _tick(self, now: float) -> None:
@@ -340,8 +347,9 @@ class Controller:
     def _end_clip(self, now: float, reason: str) -> None:
         clip, self.clip = self.clip, None
         assert clip is not None
-        packets = [p for p in clip.packets if p.t <= now]
+        packets = clip.packets.until(now)
         if not packets:
+            clip.packets.close()
             log.warning("clip %s ended before any keyframe arrived; nothing to save", clip.id)
             return
         cam = self.config.camera
@@ -359,6 +367,7 @@ class Controller:
             "height": cam.main_size[1],
             "fps": cam.fps,
             "codec": "h264",
+            "clock_synced": clip.clock_synced and self.clock_synced(),
         }
         self._finalising += 1
         log.info("finalising clip %s (%s, %d packets)", clip.id, reason, len(packets))
@@ -367,7 +376,7 @@ class Controller:
     def _finalise(
         self,
         meta: dict[str, Any],
-        packets: list[EncodedPacket],
+        packets: Sequence[EncodedPacket],
         snapshot: bytes | None,
         trigger_t: float,
     ) -> None:
@@ -381,6 +390,10 @@ class Controller:
                 log.exception("saving clip %s failed", meta["id"])
             self.submit(ClipFailed(str(meta["id"]), f"{type(err).__name__}: {err}"))
             return
+        finally:
+            close = getattr(packets, "close", None)
+            if close is not None:
+                close()  # the spool file (unlinked) is freed
         self.submit(ClipWritten(record, trigger_t))
 
     def _on_clip_written(self, ev: ClipWritten) -> None:

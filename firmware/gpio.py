@@ -40,8 +40,13 @@ class DoorbellIO:
         )
         self.button.when_pressed = lambda: submit(ButtonEdge(True, clock.monotonic()))
         self.button.when_released = lambda: submit(ButtonEdge(False, clock.monotonic()))
+        # initial_value=False is "relay open" for either polarity: gpiozero drives an
+        # active-low pin high from the start.
         self.chime = DigitalOutputDevice(
-            cfg.chime_pin, active_high=True, initial_value=False, pin_factory=pin_factory
+            cfg.chime_pin,
+            active_high=cfg.chime_active_high,
+            initial_value=False,
+            pin_factory=pin_factory,
         )
         self.pir: DigitalInputDevice | None = None
         if cfg.pir_pin is not None:

@@ -26,7 +26,26 @@ GROUP = "open_doorbell.hardware"
 
 
 class HardwareUnavailable(RuntimeError):
-    """The named hardware cannot be used here; the message says what to do."""
+    """The named hardware cannot be used here; the message says what to do.
+
+    ``exit_code`` is what ``doorbell run`` exits with; the unit's
+    ``RestartPreventExitStatus=`` lists these, so systemd does not restart in a loop
+    what a restart cannot fix.
+    """
+
+    exit_code = 2
+
+
+class NoCamera(HardwareUnavailable):
+    exit_code = 3
+
+
+class Picamera2TooOld(HardwareUnavailable):
+    exit_code = 4
+
+
+class GpioUnavailable(HardwareUnavailable):
+    exit_code = 5
 
 
 class Hardware(Protocol):
@@ -45,11 +64,11 @@ class PiHardware:
             raise HardwareUnavailable(f"the Pi takes no options (got {', '.join(options)})")
 
     def camera(self, config: Config, clock: Clock) -> CameraBackend:
-        from firmware.camera.picamera2_backend import CameraUnavailable, Picamera2Backend
+        from firmware.camera import picamera2_backend as pb
 
         cam = config.camera
         try:
-            return Picamera2Backend(
+            return pb.Picamera2Backend(
                 clock,
                 cam.main_size,
                 cam.lores_size,
@@ -57,12 +76,32 @@ class PiHardware:
                 cam.keyframe_interval_s,
                 cam.bitrate,
                 [m.polygon for m in config.masks],
+                autofocus=cam.autofocus,
             )
-        except CameraUnavailable as err:
+        except pb.NoCameraDetected as err:
+            raise NoCamera(str(err)) from None
+        except pb.TooOld as err:
+            raise Picamera2TooOld(str(err)) from None
+        except pb.CameraUnavailable as err:
             raise HardwareUnavailable(str(err)) from None
 
     def pin_factory(self) -> Any:
-        return None
+        """gpiozero's lgpio factory, named: the one that works on every Pi since the 5
+        (the kernel's gpiochip interface; LG_WD in the unit gives it a writable folder)."""
+        try:
+            from gpiozero.pins.lgpio import LGPIOFactory
+        except ImportError as err:
+            raise GpioUnavailable(
+                f"GPIO unavailable: {err.name or 'lgpio'} is not importable "
+                "(sudo apt install python3-lgpio; the venv needs --system-site-packages)"
+            ) from None
+        try:
+            return LGPIOFactory()
+        except Exception as err:  # lgpio.error, OSError: no chip, no permission
+            raise GpioUnavailable(
+                f"GPIO unavailable: cannot open the GPIO chip ({err}); is the doorbell user "
+                "in the gpio group, and is this a Raspberry Pi?"
+            ) from None
 
 
 def available() -> list[str]:

@@ -74,6 +74,7 @@ class ClipRecord:
     snapshot: str | None = None
     wrapped_key: str = ""  # the clip key sealed to the owner's X25519 key, base64
     encryption: str = "chacha20poly1305-stream-v1"
+    clock_synced: bool = True  # False: recorded before NTP answered; times may be wrong
 
     @property
     def start_iso(self) -> str:

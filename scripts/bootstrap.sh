@@ -12,6 +12,10 @@ declare -A DEB_PACKAGES=(
     [mosquitto]=mosquitto
     [redis-server]=redis-server
     [systemd]=systemd-analyze
+    # The boot test (tests/test_pi_boot.py): a Debian root booted with systemd as PID 1.
+    [debootstrap]=debootstrap
+    [systemd-container]=systemd-nspawn
+    [iproute2]=ip
 )
 
 missing=()

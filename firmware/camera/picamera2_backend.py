@@ -12,7 +12,9 @@ on the Pi needs ``--system-site-packages`` to see them.
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
+import itertools
 import logging
 import threading
 from collections.abc import Sequence
@@ -28,8 +30,52 @@ from firmware.packets import EncodedPacket, LoresFrame
 log = logging.getLogger(__name__)
 
 
+# The oldest picamera2 whose calls this backend makes as it makes them (Raspberry Pi
+# OS Bookworm's current package is newer).
+MIN_PICAMERA2 = (0, 3, 33)
+
+
 class CameraUnavailable(RuntimeError):
     pass
+
+
+class NoCameraDetected(CameraUnavailable):
+    pass
+
+
+class TooOld(CameraUnavailable):
+    pass
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    """``"0.3.33"`` → ``(0, 3, 33)``; a suffix such as ``rc1`` ends the number.
+
+    >>> _version_tuple("0.3.36")
+    (0, 3, 36)
+    """
+    out = []
+    for part in text.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        out.append(int(digits))
+    return tuple(out)
+
+
+def check_version(version: str | None) -> None:
+    if version is None or _version_tuple(version) < MIN_PICAMERA2:
+        need = ".".join(map(str, MIN_PICAMERA2))
+        raise TooOld(
+            f"picamera2 {version or '(unknown version)'} is too old: {need} or newer is needed "
+            "(sudo apt update && sudo apt full-upgrade)"
+        )
+
+
+def _picamera2_version() -> str | None:
+    try:
+        return importlib.metadata.version("picamera2")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _import_picamera2() -> Any:
@@ -41,6 +87,18 @@ def _import_picamera2() -> Any:
             "'sudo apt install python3-picamera2' and create the venv with "
             f"--system-site-packages ({err})"
         ) from None
+    except ValueError as err:
+        # simplejpeg built against the system's numpy 1.x, imported with a pip numpy 2.
+        raise CameraUnavailable(
+            f"picamera2 cannot load ({err}): a numpy installed in the venv shadows the "
+            "system's; remove it (/opt/doorbell/venv/bin/pip uninstall numpy)"
+        ) from None
+    check_version(_picamera2_version())
+    if not picamera2.Picamera2.global_camera_info():
+        raise NoCameraDetected(
+            "no camera detected: check the ribbon cable (contacts facing the right way, "
+            "both ends latched) and run 'rpicam-hello --list-cameras'"
+        )
     return picamera2
 
 
@@ -56,8 +114,10 @@ class Picamera2Backend:
         keyframe_interval_s: float = 1.0,
         bitrate: int = 2_000_000,
         masks: Sequence[Polygon] = (),
+        autofocus: str = "continuous",
     ) -> None:
         self.clock = clock
+        self._autofocus = autofocus
         self.main_size, self.lores_size, self.fps = main_size, lores_size, fps
         self._gop = max(1, round(fps * keyframe_interval_s))
         self._bitrate = bitrate
@@ -74,10 +134,16 @@ class Picamera2Backend:
 
         pc2 = self._pc2
         cam = pc2.Picamera2()
+        controls: dict[str, Any] = {"FrameRate": self.fps}
+        if self._autofocus == "continuous" and "AfMode" in cam.camera_controls:
+            # Camera Module 3: libcamera's AfModeEnum.Continuous (2); others lack AfMode.
+            from libcamera import controls as lc  # type: ignore[import-not-found]
+
+            controls["AfMode"] = lc.AfModeEnum.Continuous
         config = cam.create_video_configuration(
             main={"size": self.main_size, "format": "YUV420"},
             lores={"size": self.lores_size, "format": "YUV420"},
-            controls={"FrameRate": self.fps},
+            controls=controls,
         )
         cam.configure(config)
         main_stride = cam.stream_configuration("main")["stride"]
@@ -122,8 +188,9 @@ class Picamera2Backend:
             while not self._stop.is_set():
                 try:
                     buf = cam.capture_buffer("lores")
-                except Exception:  # the camera is stopping
-                    log.exception("lores capture failed")
+                except Exception:
+                    if not self._stop.is_set():  # else: the camera is stopping
+                        log.exception("lores capture failed")
                     return
                 y = np.frombuffer(buf, dtype=np.uint8)[: lores_stride * lh]
                 luma = y.reshape(lh, lores_stride)[:, :lw].copy()
@@ -147,6 +214,30 @@ class Picamera2Backend:
         return buf.getvalue()
 
     def request_keyframe(self) -> None:
-        force = getattr(self._encoder, "force_key_frame", None)
-        if callable(force):
-            force()
+        """Ask for a keyframe where the encoder can give one safely.
+
+        The hardware (V4L2) encoder of a Pi 4 and older takes ``force_key_frame()``.
+        On a Pi 5 ``H264Encoder`` is picamera2's ``LibavH264Encoder``, whose
+        ``force_key_frame()`` makes its encode thread set ``frame.pict_type = "I"``,
+        which PyAV 14 and later reject with a TypeError that kills the thread; there
+        the GOP (one keyframe per ``keyframe_interval_s``) is the keyframe source.
+        """
+        if self._encoder is None or not keyframe_request_safe(self._encoder):
+            return
+        self._encoder.force_key_frame()
+
+
+def keyframe_request_safe(encoder: Any) -> bool:
+    """Whether ``encoder.force_key_frame()`` cannot crash its encode thread."""
+    if not callable(getattr(encoder, "force_key_frame", None)):
+        return False
+    if type(encoder).__name__ != "LibavH264Encoder" and not any(
+        c.__name__ == "LibavH264Encoder" for c in type(encoder).__mro__
+    ):
+        return True
+    try:
+        import av
+
+        return _version_tuple(av.__version__) < (14,)
+    except ImportError:
+        return False
