@@ -124,6 +124,12 @@ fi
 if [ -f "$HERE/ca.crt" ]; then
     run "install the CA certificate" install -m 0644 "$HERE/ca.crt" /etc/doorbell/ca.crt
 fi
+# relay devices add --cert: the certificate is the doorbell's broker identity.
+if [ -f "$HERE/client.crt" ] && [ -f "$HERE/client.key" ]; then
+    run "install the client certificate" install -m 0644 "$HERE/client.crt" /etc/doorbell/client.crt
+    run "install the client key" install -m 0600 -o doorbell -g doorbell \
+        "$HERE/client.key" /etc/doorbell/client.key
+fi
 
 # 8. The service; started now, no reboot needed.
 run "install doorbell.service" install -m 0644 "$HERE/doorbell.service" "$UNIT_DIR/doorbell.service"
@@ -141,9 +147,11 @@ run "start doorbell.service" systemctl start --no-block doorbell.service
 # 9. Done: remember which artefact, then remove the secret from the card.
 mkdir -p "$STATE"
 echo "$digest" >"$STATE/installed"
-if [ -f "$HERE/broker-password" ]; then
-    shred -u "$HERE/broker-password" 2>/dev/null || rm -f "$HERE/broker-password"
-fi
+for secret in broker-password client.key; do
+    if [ -f "$HERE/$secret" ]; then
+        shred -u "$HERE/$secret" 2>/dev/null || rm -f "$HERE/$secret"
+    fi
+done
 log "done: doorbell.service enabled and started"
 sync
 exit 0
