@@ -54,8 +54,12 @@ class Near:
 
 
 def content_hash(msg: Message) -> str:
-    """What the seen-marker holds: a second message with this id must match it."""
-    return hashlib.sha256(msg.model_dump_json().encode()).hexdigest()[:32]
+    """What the seen-marker holds: a second message with this id must match it.
+
+    Fields left at their defaults are left out, so a relay upgrade that adds an
+    optional field does not turn a redelivery that spans it into a "conflict".
+    """
+    return hashlib.sha256(msg.model_dump_json(exclude_defaults=True).encode()).hexdigest()[:32]
 
 
 def _script_args(msg: Message) -> tuple[list[str], list[Any]]:

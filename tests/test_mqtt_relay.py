@@ -36,10 +36,14 @@ def test_a_doorbell_cannot_speak_for_another_nor_read_its_commands(stack):
     spy.subscribe("doorbell/front-door/cmd/#", qos=1)
     time.sleep(0.3)
 
+    pubacks: dict[int, int] = {}
+    spy.on_publish = lambda _c, _u, mid, rc, _p: pubacks.__setitem__(mid, rc.value)
     fake = Event(id=new_id(), ts=utcnow(), device="back-door", type="ring", at=utcnow())
     topic, payload = encode(fake)
     info = spy.publish(topic, payload, qos=1)  # front-door pretends to be back-door
     info.wait_for_publish(5)
+    wait_for(lambda: info.mid in pubacks, 5, "the PUBACK")
+    assert pubacks[info.mid] == 0x87, "the broker's answer: not authorised"
     own = Event(id=new_id(), ts=utcnow(), device="front-door", type="ring", at=utcnow())
     spy.publish(*encode(own), qos=1).wait_for_publish(5)
 
