@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=cmd_clips_export)
 
     ls = sub.add_parser(
-        "log-status", help="the relay log as this doorbell witnessed it; exit 1 on an alarm"
+        "log-status",
+        help="the relay log as this doorbell witnessed it; exit 1 on an alarm, 3 if stale",
     )
     ls.add_argument("--data-dir", type=Path, help="the doorbell's data folder")
     ls.add_argument("--config", type=Path, help="read the data folder from this config")
@@ -216,7 +217,9 @@ def cmd_log_status(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         raise UsageError(f"cannot read {path}: {err}") from None
     print(json.dumps({"witnessed": True, **state}, indent=2))
-    return 1 if state.get("alarm") else 0
+    if state.get("alarm"):
+        return 1
+    return 3 if state.get("stale") else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -39,9 +39,17 @@ from protocol.transparency import Head, Inconsistent, check_heads, needs_proof, 
 log = logging.getLogger(__name__)
 
 
+class BadAnswer(ValueError):
+    """The relay answered, but not with JSON: an answer, not a network failure."""
+
+
 def http_get_json(url: str, timeout: float = 10.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read(1 << 20))
+        body = resp.read(1 << 20)
+    try:
+        return json.loads(body)
+    except ValueError as err:
+        raise BadAnswer(f"the relay's answer to {url} is not JSON: {err}") from None
 
 
 class LogWitness:
@@ -55,12 +63,21 @@ class LogWitness:
         emit: Callable[[DoorbellEvent], None],
         fetch: Callable[[str], Any] = http_get_json,
         retry_s: float = 30.0,
+        refuse_s: float = 6 * 3600.0,
+        poll_s: float = 3600.0,
+        max_age_s: float = 2 * 86400.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.state_file = state_file
         self.relay_url = relay_url.rstrip("/")
         self.emit = emit
         self.fetch = fetch
         self.retry_s = retry_s
+        self.refuse_s = refuse_s
+        self.poll_s = poll_s
+        self.max_age_s = max_age_s
+        self.clock = clock
+        self._refused_since: float | None = None
         self.state: dict[str, Any] = self._load()
         if pinned_key is not None:
             kept = self.state.get("key")
@@ -98,6 +115,11 @@ class LogWitness:
         return self.state.get("alarm")
 
     @property
+    def stale(self) -> dict[str, Any] | None:
+        """The stale-log flag: the newest head seen is older than ``max_age_s``."""
+        return self.state.get("stale")
+
+    @property
     def head(self) -> Head | None:
         signed, key = self.state.get("head"), self.state.get("key")
         if signed is None or key is None:
@@ -120,17 +142,62 @@ class LogWitness:
             self._thread.join(10)
 
     def _run(self) -> None:
+        next_poll = time.monotonic()  # the first poll at once: a head even if none is retained
         while True:
+            wait = next_poll - time.monotonic()
+            if self._pending is not None:
+                wait = min(wait, self.retry_s)
             try:
-                payload = self._queue.get(timeout=self.retry_s if self._pending else None)
+                payload = self._queue.get(timeout=max(wait, 0.0))
+                if payload is None:
+                    return
+                self._guarded(self.check, payload)
             except queue.Empty:
-                payload, self._pending = self._pending, None
-            if payload is None:
-                return
-            try:
-                self.check(payload)
-            except Exception:  # a witness must never die on a bad head
-                log.exception("checking a log head failed")
+                if self._pending is not None:
+                    payload, self._pending = self._pending, None
+                    self._guarded(self.check, payload)
+                if time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + self.poll_s
+                    self._guarded(self.poll)
+
+    @staticmethod
+    def _guarded(job: Callable[..., None], *args: Any) -> None:
+        try:
+            job(*args)
+        except Exception:  # a witness must never die on a bad head
+            log.exception("checking a log head failed")
+
+    def poll(self) -> None:
+        """Fetch the relay's head from its API (not only the retained topic, which the
+        operator could stop updating), check it, and check the log is not stale."""
+        try:
+            signed = self.fetch(f"{self.relay_url}/v1/log/head")
+        except (OSError, ValueError) as err:
+            log.warning("cannot fetch the relay's log head (%s)", err)
+        else:
+            self.check(json.dumps(signed).encode())
+        self._check_age()
+
+    def _check_age(self) -> None:
+        newest = self.state.get("newest_at")
+        if newest is None:
+            return
+        age = self.clock() - newest
+        if age <= self.max_age_s:
+            if self.state.pop("stale", None) is not None:
+                self._save()
+            return
+        if self.state.get("stale") is None:
+            flag = {
+                "why": f"the relay's newest signed log head is {age / 3600:.1f} h old "
+                f"(bound {self.max_age_s / 3600:.1f} h): the log has stopped moving",
+                "head": self.state.get("head"),
+                "seen_at": self.clock(),
+            }
+            self.state["stale"] = flag
+            self._save()
+            log.error("THE RELAY'S PUBLIC LOG IS STALE: %s", flag["why"])
+            self.emit(DoorbellEvent("log_stale", new_id(), time.monotonic(), time.time(), flag))
 
     # ------------------------------------------------------------ the check
 
@@ -159,29 +226,65 @@ class LogWitness:
         last = self.head
         try:
             if last is not None and needs_proof(last, head):
-                url = (
-                    f"{self.relay_url}/v1/log/proof/consistency"
-                    f"?first={last.size}&second={head.size}"
-                )
-                try:
-                    proof = self.fetch(url)
-                except urllib.error.HTTPError as err:
-                    # The relay will not prove the new head extends the old: that is the alarm.
-                    proof = {"path": [], "error": err.code}
-                check_heads(last, head, proof.get("path"))
+                check_heads(last, head, self._proof(last, head))
             elif last is not None:
                 check_heads(last, head, None)
         except Inconsistent as err:
             self._raise_alarm(err.why, err.old, err.new)
             return
-        except (OSError, ValueError) as err:
-            log.warning("cannot check the log head yet (%s); will retry", err)
+        except OSError as err:
             self._pending = payload
+            now = self.clock()
+            if self._refused_since is None:
+                self._refused_since = now
+            if now - self._refused_since < self.refuse_s:
+                log.warning("cannot check the log head yet (%s); will retry", err)
+                return
+            # A relay that never answers is indistinguishable from one hiding a fork.
+            self._raise_alarm(
+                f"the relay refused a consistency proof from {last.size if last else 0} to "
+                f"{head.size} entries for {now - self._refused_since:.0f} s ({err})",
+                last,
+                head,
+            )
             return
+        self._refused_since = None
         self.checked += 1
+        changed = False
         if last is None or head.size > last.size:
             self.state["head"] = head.signed
+            changed = True
+        if head.at > self.state.get("newest_at", 0):
+            self.state["newest_at"] = head.at
+            changed = True
+        if changed:
             self._save()
+        self._check_age()
+
+    def _proof(self, last: Head, head: Head) -> list[str]:
+        """The relay's consistency proof from ``last`` to ``head``.
+
+        OSError: the relay could not be reached (or failed, 5xx), to retry; any answer
+        that is not a proof is :class:`Inconsistent`, the evidence.
+        """
+        url = f"{self.relay_url}/v1/log/proof/consistency?first={last.size}&second={head.size}"
+        try:
+            proof = self.fetch(url)
+        except urllib.error.HTTPError as err:
+            if err.code >= 500:
+                raise OSError(f"the relay failed ({err.code})") from None
+            proof = {"error": err.code}
+        except BadAnswer:
+            proof = None
+        path = proof.get("path") if isinstance(proof, dict) else None
+        if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
+            raise Inconsistent(
+                f"the relay gave no consistency proof from {last.size} to {head.size} "
+                f"entries (it answered {json.dumps(proof)[:200]})",
+                last,
+                head,
+            )
+        return path
 
     def _raise_alarm(self, why: str, old: Head | None = None, new: Head | None = None) -> None:
         evidence = {

@@ -78,13 +78,18 @@ def open_head(signed: Any, relay_key: bytes) -> Head:
     except (CryptoFailure, ValueError) as err:
         raise ValueError("the tree head is not signed by the pinned relay key") from err
     try:
-        size, root = payload["size"], unb64(payload["root"])
-        at = int(payload.get("at", 0))
+        size, root, at = payload["size"], unb64(payload["root"]), payload.get("at", 0)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError("the signed tree head is malformed") from err
-    if not isinstance(size, int) or size < 0 or len(root) != 32:
+    # Whole numbers only: a float (1.5, Infinity, NaN) or a bool is no size or time, and
+    # a signed head that carries one is malformed, whoever signed it.
+    if not all(_whole(v) for v in (size, at)) or size < 0 or len(root) != 32:
         raise ValueError("the signed tree head is malformed")
     return Head(size, root, at, {"payload": signed["payload"], "signature": signed["signature"]})
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63
 
 
 class Inconsistent(Exception):

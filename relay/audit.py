@@ -140,6 +140,7 @@ class AuditLog:
         self.r = node_client(client, STATE)
         self.key = signing_key
         self.public = public_key(signing_key)
+        self._fresh: tuple[int, float, dict[str, str]] | None = None
 
     def append(self, kind: str, actor: str, data: dict[str, Any]) -> int:
         """Append an entry; return its index (0-based)."""
@@ -197,6 +198,25 @@ class AuditLog:
     def head(self) -> dict[str, str] | None:
         raw = self.r.lindex(HEADS, -1)
         return json.loads(raw) if raw else None
+
+    def current_head(self, max_age_s: float = 60.0) -> dict[str, str] | None:
+        """The latest tree head, signed afresh (at most ``max_age_s`` old).
+
+        Witnesses flag a head that stops moving (a stale log), so a quiet log must
+        still show it is alive: the same size and root, a recent time.
+        """
+        raw = self.r.get(STATE)
+        if not raw:
+            return None
+        state = json.loads(raw)
+        size, now = state["size"], time.time()
+        cached = self._fresh
+        if cached is not None and cached[0] == size and now - cached[1] < max_age_s:
+            return cached[2]
+        tree = CompactTree(size, [unb64(x) for x in state["stack"]])
+        head = self.sign_head(size, tree.root())
+        self._fresh = (size, now, head)
+        return head
 
     def signed_head(self, size: int) -> dict[str, str]:
         """The head the relay signed when the log had ``size`` entries."""

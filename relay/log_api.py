@@ -3,7 +3,7 @@
 Modelled on Certificate Transparency (RFC 6962 §4, RFC 9162 §5)::
 
     GET /v1/log/key                                  the relay's log key (Ed25519, base64)
-    GET /v1/log/head                                 the latest signed tree head
+    GET /v1/log/head                                 the latest tree head, signed in the last minute
     GET /v1/log/heads/{size}                         the head signed when the log had `size`
     GET /v1/log/entries?start=A&end=B                entries A..B inclusive (at most 1000)
     GET /v1/log/proof/inclusion?index=I[&size=N]     inclusion proof of entry I
@@ -43,7 +43,7 @@ def log_router(audit: AuditLog) -> APIRouter:
 
     @router.get("/head", response_model=None)
     def head() -> dict[str, Any] | JSONResponse:
-        signed = audit.head()
+        signed = audit.current_head()
         if signed is None:
             return _error(404, "empty", "the log has no entries yet")
         return signed

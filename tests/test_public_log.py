@@ -4,6 +4,7 @@ read-only API, and a damaged log that is named, never a traceback (real Redis)."
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,20 @@ def test_the_public_api_serves_heads_entries_and_proofs_without_a_token(log):
         http.get("/v1/log/proof/consistency", params={"first": 3, "second": 2}).status_code == 400
     )
     assert http.get("/v1/log/heads/99").status_code == 404
+
+
+def test_a_quiet_log_still_serves_a_recent_head(log, monkeypatch):
+    """Witnesses flag a head that stops moving; an honest quiet log re-signs its head."""
+    cycle(log)
+    app = FastAPI()
+    app.include_router(log_router(log))
+    http = TestClient(app)
+    stored = open_head(log.head(), log.public)
+    later = time.time() + 86400
+    monkeypatch.setattr("relay.audit.time.time", lambda: later)
+    served = open_head(http.get("/v1/log/head").json(), log.public)
+    assert (served.size, served.root) == (stored.size, stored.root)
+    assert served.at >= later - 1 > stored.at
 
 
 def relay_cli(config: Path, capsys, *args: str) -> tuple[int, str, str]:

@@ -7,12 +7,15 @@ A unit test (no broker): heads and proofs come from an audit log on fakeredis, a
 from __future__ import annotations
 
 import json
+import time
 from urllib.parse import parse_qs, urlparse
 
 import fakeredis
+import pytest
 
-from firmware.witness import LogWitness
-from protocol.crypto import OwnerKeys, b64
+from firmware.witness import BadAnswer, LogWitness
+from protocol.crypto import OwnerKeys, b64, sign_payload
+from protocol.transparency import open_head
 from relay.audit import AuditLog
 
 
@@ -29,6 +32,8 @@ class Api:
         u = urlparse(url)
         if u.path == "/v1/log/key":
             return {"key": b64(self.log.public)}
+        if u.path == "/v1/log/head":
+            return self.log.head()
         q = {k: int(v[0]) for k, v in parse_qs(u.query).items()}
         return self.log.consistency(q["first"], q["second"])
 
@@ -88,3 +93,127 @@ def test_a_head_signed_by_another_key_and_a_rewritten_log_raise_the_flag(tmp_pat
     w2.check(grow(log, 5))
     assert "rewritten" in w2.alarm["why"] and events2[-1].data["earlier"] is not None
     assert w2.head.size == 4  # the head kept is the last good one
+
+
+# --------------------------------------------------------------- a relay that will not prove
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def refusing(tmp_path, answer, **kw):
+    """A witness that kept a head of 10, then sees a rewritten log of 20 whose proof
+    request is answered by ``answer()`` (a value returned, or an exception raised)."""
+    r = fakeredis.FakeRedis()
+    log = AuditLog(r, OwnerKeys.generate().sign_private)
+    events: list = []
+    clock = Clock()
+    api = Api(log)
+    w = LogWitness(
+        tmp_path / "witness.json",
+        "http://relay",
+        log.public,
+        events.append,
+        fetch=api,
+        clock=clock,
+        **kw,
+    )
+    w.check(grow(log, 10))
+    entries = log.entries()
+    r.flushall()
+    for e in entries[:4]:
+        log.append(e["kind"], e["actor"], e["data"])
+    new = grow(log, 16)
+
+    def evil(url: str):
+        if "/consistency" not in url:
+            return Api(log)(url)
+        result = answer()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    w.fetch = evil
+    return w, new, events, clock
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        lambda: None,
+        lambda: [],
+        lambda: {"path": "AAAA"},
+        lambda: {"path": [1, 2]},
+        lambda: BadAnswer("not JSON"),
+    ],
+    ids=["null", "list", "path-string", "path-ints", "not-json"],
+)
+def test_a_malformed_proof_answer_is_evidence(tmp_path, answer):
+    w, new, events, _ = refusing(tmp_path, answer)
+    w.check(new)
+    assert w.alarm is not None and "no consistency proof" in w.alarm["why"]
+    assert w.alarm["earlier"] is not None and w.alarm["later"] is not None
+    assert events[-1].kind == "log_alarm" and w.head.size == 10
+
+
+def test_a_relay_that_keeps_refusing_a_proof_raises_the_alarm_after_the_bound(tmp_path):
+    w, new, events, clock = refusing(tmp_path, lambda: OSError("timed out"), refuse_s=600)
+    w.check(new)
+    assert w.alarm is None and w._pending is not None  # a blip: retried
+    clock.t += 599
+    w.check(w._pending)
+    assert w.alarm is None
+    clock.t += 2
+    w.check(w._pending)
+    assert w.alarm is not None and "refused" in w.alarm["why"] and w.alarm["later"] is not None
+    assert events[-1].kind == "log_alarm"
+
+
+def test_a_head_with_a_non_finite_or_fractional_field_is_refused(tmp_path):
+    signer = OwnerKeys.generate().sign_private
+    from nacl.signing import SigningKey
+
+    public = bytes(SigningKey(signer).verify_key)
+    root = b64(b"\x01" * 32)
+    for bad in ({"at": float("inf")}, {"at": 1.5}, {"size": 2.0}, {"size": True}):
+        payload = {"size": 3, "root": root, "at": 5, **bad}
+        with pytest.raises(ValueError):
+            open_head(sign_payload(payload, signer), public)
+    w = LogWitness(tmp_path / "w.json", "http://relay", public, lambda e: None, fetch=None)
+    w.check(
+        json.dumps(sign_payload({"size": 3, "root": root, "at": float("inf")}, signer)).encode()
+    )
+    assert w.alarm is not None
+
+
+def test_a_log_head_that_stops_moving_raises_the_stale_flag_not_the_alarm(tmp_path):
+    log = AuditLog(fakeredis.FakeRedis(), OwnerKeys.generate().sign_private)
+    events: list = []
+    clock = Clock(time.time())
+    w = LogWitness(
+        tmp_path / "witness.json",
+        "http://relay",
+        log.public,
+        events.append,
+        fetch=Api(log),
+        clock=clock,
+        max_age_s=3600,
+    )
+    grow(log, 3)
+    w.poll()  # fetches /v1/log/head itself
+    assert w.head.size == 3 and w.stale is None
+    clock.t += 3500
+    w.poll()
+    assert w.stale is None
+    clock.t += 7200  # the relay's head is still the one signed hours ago
+    w.poll()
+    assert w.stale is not None and w.alarm is None and events[-1].kind == "log_stale"
+    clock.t = time.time() + 1  # a fresh head clears the flag
+    grow(log, 1)
+    w.poll()
+    assert w.stale is None and w.head.size == 4
