@@ -69,6 +69,8 @@ class LogWitness:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.state_file = state_file
+        self.backup = backup_of(state_file)
+        self.marker = marker_of(state_file)
         self.relay_url = relay_url.rstrip("/")
         self.emit = emit
         self.fetch = fetch
@@ -78,12 +80,17 @@ class LogWitness:
         self.max_age_s = max_age_s
         self.clock = clock
         self._refused_since: float | None = None
-        self.state: dict[str, Any] = self._load()
+        self.state, lost = load_state(state_file)
         if pinned_key is not None:
             kept = self.state.get("key")
             if kept is not None and unb64(kept) != pinned_key:
+                # The owner's provisioning is the authority; the head kept under the old
+                # key cannot be checked with the new one.
                 log.warning("the provisioned log key replaces the one pinned before")
+                self.state.pop("head", None)
             self.state["key"] = b64(pinned_key)
+        if lost is not None:
+            self._raise_alarm(lost, kind="state_lost")
         self.checked = 0
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -91,23 +98,14 @@ class LogWitness:
 
     # ------------------------------------------------------------ state
 
-    def _load(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.state_file.read_text())
-            return data if isinstance(data, dict) else {}
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as err:
-            log.error("witness state %s unreadable (%s): starting afresh", self.state_file, err)
-            return {}
-
     def _save(self) -> None:
-        tmp = self.state_file.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_file)
+        body = json.dumps(self.state)
+        for path in (self.state_file, self.backup):
+            _write_durably(path, body)
+        key = self.state.get("key")
+        if key is not None and not self.marker.exists():
+            # Written once: from now on a missing state is a loss, not a first start.
+            _write_durably(self.marker, json.dumps({"key": key, "since": self.clock()}))
 
     @property
     def alarm(self) -> dict[str, Any] | None:
@@ -203,7 +201,7 @@ class LogWitness:
 
     def _key(self) -> bytes:
         key = self.state.get("key")
-        if key is None:  # trust on first use, announced
+        if key is None:  # trust on first use, announced (load_state restores a lost pin)
             key = self.fetch(f"{self.relay_url}/v1/log/key")["key"]
             self.state["key"] = key
             self._save()
@@ -286,8 +284,15 @@ class LogWitness:
             )
         return path
 
-    def _raise_alarm(self, why: str, old: Head | None = None, new: Head | None = None) -> None:
+    def _raise_alarm(
+        self,
+        why: str,
+        old: Head | None = None,
+        new: Head | None = None,
+        kind: str = "inconsistent",
+    ) -> None:
         evidence = {
+            "kind": kind,
             "why": why,
             "earlier": None if old is None else old.signed,
             "later": None if new is None else new.signed,
@@ -298,3 +303,62 @@ class LogWitness:
             self.state["alarm"] = evidence
             self._save()
         self.emit(DoorbellEvent("log_alarm", new_id(), time.monotonic(), time.time(), evidence))
+
+
+def backup_of(state_file: Path) -> Path:
+    return state_file.with_name(state_file.name + ".bak")
+
+
+def marker_of(state_file: Path) -> Path:
+    """A second file, written once the first key is pinned: that a state existed."""
+    return state_file.with_name(state_file.stem + ".pinned")
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        log.error("witness state %s unreadable (%s)", path, err)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def load_state(state_file: Path) -> tuple[dict[str, Any], str | None]:
+    """The witness state, from the file or its copy, and why it was lost (or None).
+
+    With neither readable but the marker there, the state existed and is gone (an SD
+    card fault, or someone who wants the doorbell to forget the heads it saw): the
+    key is restored from the marker, never fetched again from the relay, and the
+    loss is reported.
+    """
+    for path in (state_file, backup_of(state_file)):
+        data = _read(path)
+        if data is not None:
+            if path != state_file:
+                log.error("witness state %s lost: restored from its copy", state_file)
+            return data, None
+    marker = _read(marker_of(state_file))
+    if marker is None:
+        return {}, None  # the first start
+    state = {"key": marker["key"]} if isinstance(marker.get("key"), str) else {}
+    return state, (
+        f"the witness's record of the relay's log ({state_file}) was lost after it had "
+        "been kept: the heads seen before are gone, a rollback cannot be ruled out"
+    )
+
+
+def _write_durably(path: Path, body: str) -> None:
+    """Write-temp, fsync, rename, fsync the folder: a power cut leaves old or new."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(body)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -6,6 +6,8 @@ A unit test (no broker): heads and proofs come from an audit log on fakeredis, a
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import time
 from urllib.parse import parse_qs, urlparse
@@ -13,6 +15,7 @@ from urllib.parse import parse_qs, urlparse
 import fakeredis
 import pytest
 
+from firmware import cli as doorbell
 from firmware.witness import BadAnswer, LogWitness
 from protocol.crypto import OwnerKeys, b64, sign_payload
 from protocol.transparency import open_head
@@ -217,3 +220,56 @@ def test_a_log_head_that_stops_moving_raises_the_stale_flag_not_the_alarm(tmp_pa
     grow(log, 1)
     w.poll()
     assert w.stale is None and w.head.size == 4
+
+
+# --------------------------------------------------------------- a doorbell that loses its state
+
+
+def rewritten(r, log, keep: int, pad: int) -> bytes:
+    entries = log.entries()
+    r.flushall()
+    for e in entries[:keep]:
+        log.append(e["kind"], e["actor"], e["data"])
+    return grow(log, pad)
+
+
+def lose(path, how: str) -> None:
+    if how == "deleted":
+        path.unlink()
+    else:
+        path.write_text("{garbage")
+
+
+@pytest.mark.parametrize("how", ["deleted", "corrupt"])
+def test_a_lost_state_file_is_restored_from_its_copy_and_a_rollback_still_caught(tmp_path, how):
+    r = fakeredis.FakeRedis()
+    log = AuditLog(r, OwnerKeys.generate().sign_private)
+    w, _, _ = witness(tmp_path, log, log.public)
+    w.check(grow(log, 10))
+    lose(tmp_path / "witness.json", how)
+    again, _, events = witness(tmp_path, log, log.public)  # the doorbell restarts
+    again.check(rewritten(r, log, 4, 2))  # truncated and rewritten to 6 entries
+    assert "rollback" in again.alarm["why"] and events[-1].kind == "log_alarm"
+
+
+@pytest.mark.parametrize("provisioned", [True, False])
+@pytest.mark.parametrize("how", ["deleted", "corrupt"])
+def test_losing_every_copy_of_the_state_is_an_alarm_not_a_fresh_start(tmp_path, how, provisioned):
+    r = fakeredis.FakeRedis()
+    log = AuditLog(r, OwnerKeys.generate().sign_private)
+    key = log.public if provisioned else None
+    w, _, _ = witness(tmp_path, log, key)
+    w.check(grow(log, 10))
+    for f in (tmp_path / "witness.json", tmp_path / "witness.json.bak"):
+        lose(f, how)
+    # Before the doorbell restarts, the owner's command already says so.
+    with contextlib.redirect_stdout(io.StringIO()) as shown:
+        code = doorbell.main(["log-status", "--data-dir", str(tmp_path)])
+    assert code == 1 and json.loads(shown.getvalue())["alarm"]["kind"] == "state_lost"
+    other = AuditLog(fakeredis.FakeRedis(), OwnerKeys.generate().sign_private)
+    again, _, events = witness(tmp_path, other, key)  # a relay with another key now
+    assert again.alarm is not None and again.alarm["kind"] == "state_lost"
+    assert events and events[0].kind == "log_alarm"
+    again.check(grow(other, 3))
+    assert again.state["key"] == b64(log.public)  # never re-pinned from the relay
+    assert again.alarm["kind"] == "state_lost"  # the first evidence stays
