@@ -67,8 +67,9 @@ KINDS = frozenset(
     }
 )
 
-SEALED_FIELDS = frozenset({"owner", "device", "lat", "lon", "reason", "case_ref"})
-"""Fields that name an owner, a home or a place (or may, in free text): never public."""
+SEALED_FIELDS = frozenset({"owner", "device", "lat", "lon", "reason", "case_ref", "why"})
+"""Fields that name an owner, a home or a place (or may, in free text): never public.
+A refusal's ``why`` is free text that can name a doorbell; its ``code`` is public."""
 PUBLIC_ACTORS = frozenset({"operator", "relay"})
 """Actors named in public; requesters are public too (their entries say who asked)."""
 DOORBELL_KINDS = frozenset({"release", "deletion", "doorbell_refused"})
