@@ -19,9 +19,12 @@ write time.  A log the store can no longer answer for gives 503 with the reason.
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from protocol.crypto import b64
@@ -34,8 +37,55 @@ def _error(status: int, error: str, reason: str) -> JSONResponse:
     return JSONResponse({"error": error, "reason": reason}, status_code=status)
 
 
-def log_router(audit: AuditLog) -> APIRouter:
-    router = APIRouter(prefix="/v1/log", tags=["public log"])
+class RateLimit:
+    """A token bucket per client address: ``rate`` requests a second, ``burst`` at once.
+
+    The log is public and needs no token, so this is what stops one client from
+    keeping the relay busy with proofs.
+
+    >>> t = [0.0]
+    >>> limit = RateLimit(rate=1, burst=2, clock=lambda: t[0])
+    >>> [limit.allow("a"), limit.allow("a"), limit.allow("a"), limit.allow("b")]
+    [True, True, False, True]
+    >>> t[0] = 1.0
+    >>> limit.allow("a")
+    True
+    """
+
+    MAX_CLIENTS = 10_000
+
+    def __init__(
+        self, rate: float = 20.0, burst: float = 200.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if len(self._buckets) >= self.MAX_CLIENTS and client not in self._buckets:
+                self._buckets.clear()  # bounded memory; a full bucket for everyone again
+            if tokens < 1:
+                self._buckets[client] = (tokens, now)
+                return False
+            self._buckets[client] = (tokens - 1, now)
+            return True
+
+
+def log_router(audit: AuditLog, limit: RateLimit | None = None) -> APIRouter:
+    limiter = limit if limit is not None else RateLimit()
+
+    def limited(request: Request) -> None:
+        client = request.client.host if request.client else "?"
+        if not limiter.allow(client):
+            raise HTTPException(
+                429, {"error": "rate_limited", "reason": "too many requests"}, {"Retry-After": "1"}
+            )
+
+    router = APIRouter(prefix="/v1/log", tags=["public log"], dependencies=[Depends(limited)])
 
     @router.get("/key")
     def key() -> dict[str, str]:

@@ -225,3 +225,43 @@ def test_heads_alone_prove_a_fork_or_a_rollback(log):
         check_heads(h[1], fake, None)
     with pytest.raises(Inconsistent, match="rewritten"):
         check_heads(h[0], h[1], [b64(b"\x00" * 32)])
+
+
+def test_proofs_read_stored_nodes_not_the_whole_log(log, monkeypatch):
+    """Every public proof is served from the stored subtrees: the RFC's proofs, without
+    reading every entry (which made each unauthenticated request O(n))."""
+    from test_consistency import rfc_mth, rfc_proof
+
+    for i in range(37):
+        log.append("operator_action", "operator", {"action": f"a{i}"})
+    raw = log.public_entries(0, -1)
+    read: list = []
+    real = log.r.lrange
+    monkeypatch.setattr(log.r, "lrange", lambda *a: read.append(a) or real(*a))
+    for first, second in [(1, 37), (5, 37), (16, 37), (31, 32), (13, 20)]:
+        got = [unb64(p) for p in log.consistency(first, second)["path"]]
+        assert got == rfc_proof(first, raw[:second]), (first, second)
+    for i in (0, 17, 36):
+        proof = log.proof(i)
+        assert check_proof(proof, log.public)[0]
+        assert log.proof(i, 20 if i < 20 else 37)["tree_size"] in (20, 37)
+    assert log.index_of(leaf_hash(raw[23])) == 23
+    with pytest.raises(KeyError):
+        log.index_of(b"\x00" * 32)
+    assert read == []
+    head = open_head(log.signed_head(37), log.public)
+    assert head.root == rfc_mth(raw)
+
+
+def test_one_client_cannot_keep_the_public_log_busy(log):
+    from relay.log_api import RateLimit
+
+    cycle(log)
+    t = [0.0]
+    app = FastAPI()
+    app.include_router(log_router(log, RateLimit(rate=2, burst=5, clock=lambda: t[0])))
+    http = TestClient(app)
+    codes = [http.get("/v1/log/proof/consistency?first=1&second=5").status_code for _ in range(7)]
+    assert codes == [200] * 5 + [429] * 2
+    t[0] += 1.0  # two more a second
+    assert [http.get("/v1/log/head").status_code for _ in range(3)] == [200, 200, 429]
