@@ -23,6 +23,7 @@ BENCHMARKS = {
     "request_matching": "bench.request_matching",
     "clip_finalise": "bench.clip_finalise",
     "release_cycle": "bench.release_cycle",
+    "log_proofs": "bench.log_proofs",
 }
 
 
