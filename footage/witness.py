@@ -206,8 +206,20 @@ def advance(get: Any, earlier: Head, later: Head) -> None:
     whatever the relay says; a larger one needs the relay's consistency proof.
     """
     if needs_proof(earlier, later):
-        proof = get(f"/v1/log/proof/consistency?first={earlier.size}&second={later.size}")
-        check_heads(earlier, later, None if proof is None else proof.get("path"))
+        url = f"/v1/log/proof/consistency?first={earlier.size}&second={later.size}"
+        try:
+            proof = get(url)
+        except Exception as err:  # the relay answered, and will not prove it: the alarm
+            raise Inconsistent(
+                f"the relay refused a consistency proof from {earlier.size} to "
+                f"{later.size} entries ({err})",
+                earlier,
+                later,
+            ) from None
+        path = proof.get("path") if isinstance(proof, dict) else None
+        if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
+            path = None  # not a proof: check_heads names the fork
+        check_heads(earlier, later, path)
 
 
 def compare(get: Any, a: Head, b: Head, key: bytes | None = None) -> None:

@@ -132,3 +132,28 @@ def test_offline_a_kept_head_of_the_same_size_proves_the_split(logs, tmp_path, m
         str(b10),
     )
     assert code == footage.EXIT_USAGE and "--relay" in out, out
+
+
+@pytest.mark.parametrize("answer", ["list", "null-path", "refused"])
+def test_a_relay_that_will_not_prove_its_new_head_is_an_alarm(tmp_path, monkeypatch, answer):
+    """``200 []``, a proof without a path, or a 5xx: exit 3 with both heads, no traceback."""
+    log = AuditLog(fakeredis.FakeRedis(), OwnerKeys.generate().sign_private)
+    grow(log, 5, "a")
+    state = tmp_path / "s"
+    assert run(monkeypatch, state, log, "log", "head")[0] == 0
+    grow(log, 3, "b")
+    honest = serve(log)
+
+    def evil(self, path: str):
+        if not path.startswith("/v1/log/proof/consistency"):
+            return honest(self, path)
+        if answer == "refused":
+            raise footage.Failure("the relay's log said no (503)", footage.EXIT_FAILED)
+        return [] if answer == "list" else {"path": None}
+
+    monkeypatch.setattr(footage.Client, "public", evil)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = footage.main(["--state", str(state), "--relay", RELAY, "log", "head"])
+    assert code == footage.EXIT_LOG_ALARM, err.getvalue()
+    assert "size 5, root" in err.getvalue() and "size 8, root" in err.getvalue()
