@@ -31,6 +31,9 @@ from protocol.crypto import b64
 from relay.audit import AuditLog, LogDamaged
 
 MAX_ENTRIES = 1000
+MAX_INDEX = 2**40
+"""Larger than any log will be, small enough that Redis takes it as an index (a 64-bit
+maximum made LRANGE fail with a 500)."""
 
 
 def _error(status: int, error: str, reason: str) -> JSONResponse:
@@ -100,8 +103,8 @@ def log_router(audit: AuditLog, limit: RateLimit | None = None) -> APIRouter:
 
     @router.get("/heads/{size}", response_model=None)
     def head_at(size: int) -> dict[str, Any] | JSONResponse:
-        if size < 1:
-            return _error(400, "invalid", "size must be at least 1")
+        if not 1 <= size <= MAX_INDEX:
+            return _error(400, "invalid", f"size must be between 1 and {MAX_INDEX}")
         if size > audit.size():
             return _error(404, "not_found", f"the log has fewer than {size} entries")
         try:
@@ -111,7 +114,7 @@ def log_router(audit: AuditLog, limit: RateLimit | None = None) -> APIRouter:
 
     @router.get("/entries", response_model=None)
     def entries(
-        start: int = Query(0, ge=0), end: int | None = Query(None, ge=0)
+        start: int = Query(0, ge=0, le=MAX_INDEX), end: int | None = Query(None, ge=0, le=MAX_INDEX)
     ) -> dict[str, Any] | JSONResponse:
         last = start + MAX_ENTRIES - 1 if end is None else min(end, start + MAX_ENTRIES - 1)
         if last < start:
@@ -128,9 +131,9 @@ def log_router(audit: AuditLog, limit: RateLimit | None = None) -> APIRouter:
 
     @router.get("/proof/inclusion", response_model=None)
     def inclusion(
-        index: int | None = Query(None, ge=0),
+        index: int | None = Query(None, ge=0, le=MAX_INDEX),
         leaf_hash: str | None = Query(None, pattern=r"^[0-9a-f]{64}$"),
-        size: int | None = Query(None, ge=1),
+        size: int | None = Query(None, ge=1, le=MAX_INDEX),
     ) -> dict[str, Any] | JSONResponse:
         if (index is None) == (leaf_hash is None):
             return _error(400, "invalid", "give index or leaf_hash (hex), not both")
@@ -148,7 +151,7 @@ def log_router(audit: AuditLog, limit: RateLimit | None = None) -> APIRouter:
 
     @router.get("/proof/consistency", response_model=None)
     def consistency(
-        first: int = Query(..., ge=0), second: int = Query(..., ge=0)
+        first: int = Query(..., ge=0, le=MAX_INDEX), second: int = Query(..., ge=0, le=MAX_INDEX)
     ) -> dict[str, Any] | JSONResponse:
         if first > second:
             return _error(400, "invalid", "first must not be larger than second")

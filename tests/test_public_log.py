@@ -265,3 +265,22 @@ def test_one_client_cannot_keep_the_public_log_busy(log):
     assert codes == [200] * 5 + [429] * 2
     t[0] += 1.0  # two more a second
     assert [http.get("/v1/log/head").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_huge_numbers_are_a_clear_400_not_a_500(log):
+    cycle(log)
+    app = FastAPI()
+    app.include_router(log_router(log))
+    http = TestClient(app, raise_server_exceptions=False)
+    big = str(2**63 - 1)
+    for path, params in [
+        ("/v1/log/entries", {"start": big}),
+        ("/v1/log/entries", {"start": 0, "end": big}),
+        ("/v1/log/proof/inclusion", {"index": big}),
+        ("/v1/log/proof/inclusion", {"index": 0, "size": big}),
+        ("/v1/log/proof/consistency", {"first": 0, "second": big}),
+        (f"/v1/log/heads/{big}", {}),
+        ("/v1/log/heads/99999999999999999999999", {}),
+    ]:
+        code = http.get(path, params=params).status_code
+        assert code in (400, 404, 422), (path, params, code)
