@@ -149,38 +149,64 @@ def check_heads(old: Head, new: Head, path: Sequence[str] | None) -> None:
 def check_meaning(entries: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
     """Entries that do not make sense, as (index, why): every ask must name an earlier
     request, every decision an earlier ask of that request, every release an earlier
-    decision that approved that clip for that request.
+    decision that approved that clip for that request.  And what cannot happen: a
+    request id made twice, an ask decided twice (deny then approve) or after it
+    expired, a clip released twice for one request or after it was deleted.
 
     >>> check_meaning([{"index": 0, "kind": "release", "data": {"request": "r", "clip": "c"}}])
     [(0, 'release of clip c for request r has no approving decision')]
     """
     requests: set[str] = set()
     asks: dict[str, str] = {}
+    closed: dict[str, str] = {}  # ask → "decided" or "expired"
     approved: set[tuple[str, str]] = set()
+    released: set[tuple[str, str]] = set()
+    deleted: set[str] = set()
     problems: list[tuple[int, str]] = []
     for i, e in enumerate(entries):
         kind, d = e.get("kind"), e.get("data") or {}
         try:
             if kind == "request":
                 if "id" in d:
+                    if d["id"] in requests:
+                        problems.append((i, f"request {d['id']} was already made"))
                     requests.add(d["id"])
             elif kind == "ask":
                 if d["request"] not in requests:
                     problems.append((i, f"ask {d['ask']} names no earlier request"))
                 asks[d["ask"]] = d["request"]
+            elif kind == "ask_expired":
+                closed.setdefault(d["ask"], "expired")
             elif kind == "decision":
                 if asks.get(d["ask"]) != d["request"]:
                     problems.append((i, f"decision on ask {d['ask']} has no earlier ask"))
+                elif d["ask"] in closed:
+                    was = "was already decided" if closed[d["ask"]] == "decided" else "had expired"
+                    problems.append((i, f"decision on ask {d['ask']}: ask {d['ask']} {was}"))
                 elif d.get("decision") == "approve":
                     approved.update((d["request"], c) for c in d.get("clips", []))
-            elif kind == "release" and (d["request"], d["clip"]) not in approved:
-                problems.append(
-                    (
-                        i,
-                        f"release of clip {d['clip']} for request {d['request']} "
-                        "has no approving decision",
+                closed.setdefault(d["ask"], "decided")
+            elif kind == "deletion":
+                deleted.add(d["clip"])
+            elif kind == "release":
+                key = (d["request"], d["clip"])
+                if key not in approved:
+                    problems.append(
+                        (
+                            i,
+                            f"release of clip {d['clip']} for request {d['request']} "
+                            "has no approving decision",
+                        )
                     )
-                )
+                elif d["clip"] in deleted:
+                    problems.append(
+                        (i, f"release of clip {d['clip']}: clip {d['clip']} was deleted")
+                    )
+                elif key in released:
+                    problems.append(
+                        (i, f"clip {d['clip']} was already released for request {d['request']}")
+                    )
+                released.add(key)
         except (KeyError, TypeError):
             problems.append((i, f"a {kind} entry without the fields it needs"))
     return problems

@@ -19,6 +19,7 @@ from protocol.transparency import (
     Inconsistent,
     NoPinnedKey,
     check_heads,
+    check_meaning,
     check_proof,
     open_head,
 )
@@ -284,3 +285,58 @@ def test_huge_numbers_are_a_clear_400_not_a_500(log):
     ]:
         code = http.get(path, params=params).status_code
         assert code in (400, 404, 422), (path, params, code)
+
+
+@pytest.mark.parametrize(
+    "entries, why",
+    [
+        (
+            [("request", {"id": "r"}), ("request", {"id": "r"})],
+            "request r was already made",
+        ),
+        (
+            [
+                ("request", {"id": "r"}),
+                ("ask", {"ask": "a", "request": "r"}),
+                ("decision", {"ask": "a", "request": "r", "decision": "deny"}),
+                ("decision", {"ask": "a", "request": "r", "decision": "approve", "clips": ["c"]}),
+            ],
+            "ask a was already decided",
+        ),
+        (
+            [
+                ("request", {"id": "r"}),
+                ("ask", {"ask": "a", "request": "r"}),
+                ("ask_expired", {"ask": "a", "request": "r"}),
+                ("decision", {"ask": "a", "request": "r", "decision": "approve", "clips": ["c"]}),
+            ],
+            "ask a had expired",
+        ),
+        (
+            [
+                ("request", {"id": "r"}),
+                ("ask", {"ask": "a", "request": "r"}),
+                ("decision", {"ask": "a", "request": "r", "decision": "approve", "clips": ["c"]}),
+                ("release", {"request": "r", "clip": "c"}),
+                ("release", {"request": "r", "clip": "c"}),
+            ],
+            "clip c was already released for request r",
+        ),
+        (
+            [
+                ("request", {"id": "r"}),
+                ("ask", {"ask": "a", "request": "r"}),
+                ("decision", {"ask": "a", "request": "r", "decision": "approve", "clips": ["c"]}),
+                ("deletion", {"clip": "c"}),
+                ("release", {"request": "r", "clip": "c"}),
+            ],
+            "clip c was deleted",
+        ),
+    ],
+    ids=["duplicate-request", "deny-then-approve", "after-expiry", "twice", "after-deletion"],
+)
+def test_the_meaning_check_catches_what_cannot_have_happened(entries, why):
+    listed = [{"index": i, "kind": k, "data": d} for i, (k, d) in enumerate(entries)]
+    assert check_meaning(listed[:-1]) == []
+    problems = check_meaning(listed)
+    assert problems and problems[0][0] == len(entries) - 1 and why in problems[0][1], problems
