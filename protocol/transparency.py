@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.crypto import CryptoFailure, unb64, verify_payload
+from protocol.crypto import CryptoFailure, canonical, unb64, verify_payload
 from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 
 
@@ -77,6 +77,10 @@ def open_head(signed: Any, relay_key: bytes) -> Head:
         payload = verify_payload(signed, relay_key)
     except (CryptoFailure, ValueError) as err:
         raise ValueError("the tree head is not signed by the pinned relay key") from err
+    # One head, one encoding: canonical JSON with exactly its fields, so that no one can
+    # show the same signed head in two forms (RFC 9162 signs a fixed binary layout).
+    if set(payload) - {"size", "root", "at"} or unb64(signed["payload"]) != canonical(payload):
+        raise ValueError("the signed tree head is not canonical")
     try:
         size, root, at = payload["size"], unb64(payload["root"]), payload.get("at", 0)
     except (KeyError, TypeError, ValueError) as err:

@@ -273,3 +273,24 @@ def test_losing_every_copy_of_the_state_is_an_alarm_not_a_fresh_start(tmp_path, 
     again.check(grow(other, 3))
     assert again.state["key"] == b64(log.public)  # never re-pinned from the relay
     assert again.alarm["kind"] == "state_lost"  # the first evidence stays
+
+
+def test_a_head_must_be_canonical_json_with_only_its_fields():
+    """One head, one encoding: otherwise one signed head could be shown in two forms."""
+    from nacl.signing import SigningKey
+
+    signer = OwnerKeys.generate().sign_private
+    public = bytes(SigningKey(signer).verify_key)
+    root = b64(b"\x01" * 32)
+
+    def signed_bytes(body: bytes) -> dict:
+        return {"payload": b64(body), "signature": b64(SigningKey(signer).sign(body).signature)}
+
+    good = json.dumps({"at": 5, "root": root, "size": 3}, sort_keys=True, separators=(",", ":"))
+    assert open_head(signed_bytes(good.encode()), public).size == 3
+    for body in (
+        json.dumps({"size": 3, "root": root, "at": 5}),  # spaces, another order
+        json.dumps({"at": 5, "root": root, "size": 3, "note": "x"}, separators=(",", ":")),
+    ):
+        with pytest.raises(ValueError):
+            open_head(signed_bytes(body.encode()), public)
