@@ -223,6 +223,9 @@ class LogWitness:
             return
         last = self.head
         try:
+            if last is not None and head.size < last.size and head.at <= last.at:
+                self._late(last, head)
+                return
             if last is not None and needs_proof(last, head):
                 check_heads(last, head, self._proof(last, head))
             elif last is not None:
@@ -258,6 +261,22 @@ class LogWitness:
         if changed:
             self._save()
         self._check_age()
+
+    def _late(self, kept: Head, head: Head) -> None:
+        """An older, smaller head delivered after a newer one (the retained topic lags
+        the head polled from the API): it must be a prefix of the head kept.  One the
+        relay cannot prove is a rollback; a smaller head signed *after* the kept one
+        never comes here (needs_proof calls it a rollback at once)."""
+        try:
+            check_heads(head, kept, self._proof(head, kept))
+        except Inconsistent as err:
+            raise Inconsistent(
+                f"rollback: the relay shows a log of {head.size} entries that it cannot "
+                f"prove is a prefix of the {kept.size} seen before ({err.why})",
+                kept,
+                head,
+            ) from None
+        log.info("a late head of %d entries is a prefix of the %d kept", head.size, kept.size)
 
     def _proof(self, last: Head, head: Head) -> list[str]:
         """The relay's consistency proof from ``last`` to ``head``.
