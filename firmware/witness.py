@@ -19,6 +19,7 @@ the checks (and the HTTP request) run on the witness's own thread.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -291,7 +292,9 @@ class LogWitness:
             if err.code >= 500:
                 raise OSError(f"the relay failed ({err.code})") from None
             proof = {"error": err.code}
-        except BadAnswer:
+        except http.client.HTTPException as err:  # a broken connection, not an answer
+            raise OSError(f"the relay's answer was cut: {err!r}") from None
+        except ValueError:  # BadAnswer, or any fetch's JSON error: an answer, not a proof
             proof = None
         path = proof.get("path") if isinstance(proof, dict) else None
         if not isinstance(path, list) or not all(isinstance(p, str) for p in path):

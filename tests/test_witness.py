@@ -7,6 +7,7 @@ A unit test (no broker): heads and proofs come from an audit log on fakeredis, a
 from __future__ import annotations
 
 import contextlib
+import http.client
 import io
 import json
 import time
@@ -157,8 +158,9 @@ def refusing(tmp_path, answer, **kw):
         lambda: {"path": "AAAA"},
         lambda: {"path": [1, 2]},
         lambda: BadAnswer("not JSON"),
+        lambda: json.JSONDecodeError("Expecting value", "<html>", 0),
     ],
-    ids=["null", "list", "path-string", "path-ints", "not-json"],
+    ids=["null", "list", "path-string", "path-ints", "not-json", "json-error"],
 )
 def test_a_malformed_proof_answer_is_evidence(tmp_path, answer):
     w, new, events, _ = refusing(tmp_path, answer)
@@ -168,8 +170,13 @@ def test_a_malformed_proof_answer_is_evidence(tmp_path, answer):
     assert events[-1].kind == "log_alarm" and w.head.size == 10
 
 
-def test_a_relay_that_keeps_refusing_a_proof_raises_the_alarm_after_the_bound(tmp_path):
-    w, new, events, clock = refusing(tmp_path, lambda: OSError("timed out"), refuse_s=600)
+@pytest.mark.parametrize(
+    "cut",
+    [lambda: OSError("timed out"), lambda: http.client.IncompleteRead(b"")],
+    ids=["timeout", "cut-answer"],
+)
+def test_a_relay_that_keeps_refusing_a_proof_raises_the_alarm_after_the_bound(tmp_path, cut):
+    w, new, events, clock = refusing(tmp_path, cut, refuse_s=600)
     w.check(new)
     assert w.alarm is None and w._pending is not None  # a blip: retried
     clock.t += 599
