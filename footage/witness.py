@@ -129,7 +129,9 @@ class Witness:
         try:
             signed = json.loads(self.head_file.read_text())
         except FileNotFoundError:
-            return None
+            # A lost head.json must not let a rolled-back log in: the kept heads stand in.
+            kept = self.kept(key)
+            return kept[max(kept)] if kept else None
         except (OSError, ValueError) as err:
             raise WitnessError(f"cannot read {self.head_file}: {err}") from None
         try:

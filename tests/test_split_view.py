@@ -157,3 +157,17 @@ def test_a_relay_that_will_not_prove_its_new_head_is_an_alarm(tmp_path, monkeypa
         code = footage.main(["--state", str(state), "--relay", RELAY, "log", "head"])
     assert code == footage.EXIT_LOG_ALARM, err.getvalue()
     assert "size 5, root" in err.getvalue() and "size 8, root" in err.getvalue()
+
+
+def test_a_client_that_lost_its_last_head_still_catches_a_truncation(tmp_path, monkeypatch):
+    """head.json gone: the largest kept head stands in for it."""
+    key = OwnerKeys.generate().sign_private
+    log = AuditLog(fakeredis.FakeRedis(), key)
+    grow(log, 10, "a")
+    state = tmp_path / "s"
+    assert run(monkeypatch, state, log, "log", "head")[0] == 0
+    next((state / "relays").iterdir()).joinpath("head.json").unlink()
+    truncated = AuditLog(fakeredis.FakeRedis(), key)
+    grow(truncated, 4, "a")
+    code, out = run(monkeypatch, state, truncated, "log", "head")
+    assert code == footage.EXIT_LOG_ALARM and "rollback" in out, out
