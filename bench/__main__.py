@@ -24,6 +24,7 @@ BENCHMARKS = {
     "request_oracle": "bench.request_oracle",
     "clip_finalise": "bench.clip_finalise",
     "release_cycle": "bench.release_cycle",
+    "log_proofs": "bench.log_proofs",
 }
 
 

@@ -144,7 +144,15 @@ def build(
     if uplink is not None and config.log.relay_url:
         key = unb64(config.log.key) if config.log.key else None
         state = config.device.data_dir / "witness.json"
-        witness = LogWitness(state, config.log.relay_url, key, sink)
+        witness = LogWitness(
+            state,
+            config.log.relay_url,
+            key,
+            sink,
+            refuse_s=config.log.refuse_s,
+            poll_s=config.log.poll_s,
+            max_age_s=config.log.max_age_s,
+        )
         uplink.taps[LOG_HEAD] = witness.on_head
     return Doorbell(config, clock, camera, io, store, controller, uplink, witness, home)
 

@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.set_defaults(func=cmd_clips_export)
 
     ls = sub.add_parser(
-        "log-status", help="the relay log as this doorbell witnessed it; exit 1 on an alarm"
+        "log-status",
+        help="the relay log as this doorbell witnessed it; exit 1 on an alarm, 3 if stale",
     )
     ls.add_argument("--data-dir", type=Path, help="the doorbell's data folder")
     ls.add_argument("--config", type=Path, help="read the data folder from this config")
@@ -221,16 +222,19 @@ def cmd_log_status(args: argparse.Namespace) -> int:
     """Print the witness state (``data_dir/witness.json``) as JSON; 1 if the flag is up."""
     if args.data_dir is None and args.config is None:
         raise UsageError("give --data-dir DIR or --config FILE")
+    from firmware.witness import load_state
+
     path = load(args.config, args.data_dir).device.data_dir / "witness.json"
-    try:
-        state = json.loads(path.read_text())
-    except FileNotFoundError:
+    state, lost = load_state(path)
+    if lost is not None and not state.get("alarm"):  # the doorbell has not restarted yet
+        state["alarm"] = {"kind": "state_lost", "why": lost}
+    if not state:
         print(json.dumps({"witnessed": False}))
         return 0
-    except (OSError, ValueError) as err:
-        raise UsageError(f"cannot read {path}: {err}") from None
     print(json.dumps({"witnessed": True, **state}, indent=2))
-    return 1 if state.get("alarm") else 0
+    if state.get("alarm"):
+        return 1
+    return 3 if state.get("stale") else 0
 
 
 def _stale_after(cfg: Config) -> float:

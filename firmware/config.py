@@ -190,6 +190,12 @@ class LogConfig(_Section):
     """The relay's HTTP API, for consistency proofs; unset: the doorbell does not witness."""
     key: str | None = None
     """The relay's log key (base64), written at provisioning; unset: pinned on first use."""
+    refuse_s: float = Field(6 * 3600.0, gt=0)
+    """How long the relay may fail to give a consistency proof before the alarm is raised."""
+    poll_s: float = Field(3600.0, gt=0)
+    """How often the doorbell fetches the relay's head itself (not only the retained one)."""
+    max_age_s: float = Field(2 * 86400.0, gt=0)
+    """The newest head seen older than this raises the stale-log flag (not the alarm)."""
 
     @field_validator("key")
     @classmethod

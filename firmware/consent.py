@@ -40,12 +40,18 @@ from protocol import (
     utcnow,
 )
 from protocol.decisions import Approval, D, DecisionRefused, Deletion, verify_decision
+from protocol.refusals import RefusalCode
 
 log = logging.getLogger(__name__)
 
 
 class Refused(Exception):
-    """A command the doorbell will not carry out; the message says why."""
+    """A command the doorbell will not carry out; the message says why, ``code`` says it
+    for the public log (see :mod:`protocol.refusals`)."""
+
+    def __init__(self, why: str, code: RefusalCode = "other") -> None:
+        super().__init__(why)
+        self.code: RefusalCode = code
 
 
 class NonceLedger:
@@ -137,12 +143,12 @@ class CommandHandler:
             self.counters["refused"] += 1
             self.refusals.append(str(err))
             log.warning("refused %s command %s: %s", msg.kind, msg.id, err)
-            self._announce_refusal(msg, str(err))
+            self._announce_refusal(msg, str(err), err.code)
         except Exception:
             self.counters["failed"] += 1
             log.exception("command %s failed", msg.id)
 
-    def _announce_refusal(self, msg: Message, why: str) -> None:
+    def _announce_refusal(self, msg: Message, why: str, code: RefusalCode) -> None:
         """Put the refusal on the record: the relay logs it publicly (protocol CommandRefused)."""
         self.announce(
             CommandRefused(
@@ -154,6 +160,7 @@ class CommandHandler:
                 request_id=getattr(msg, "request_id", None),
                 clip_id=getattr(msg, "clip_id", None),
                 reason=why[:500],
+                code=code,
             )
         )
 
@@ -163,22 +170,23 @@ class CommandHandler:
                 signed_b64, self.owner_sign_public, kind, now=self.now(), device=self.device
             )
         except DecisionRefused as err:
-            raise Refused(str(err).replace("by the owner", "by this doorbell's owner")) from None
+            why = str(err).replace("by the owner", "by this doorbell's owner")
+            raise Refused(why, err.code) from None
         if not self.ledger.use(decision.nonce, decision.expires):
-            raise Refused("this signed decision was used before (replay)")
+            raise Refused("this signed decision was used before (replay)", "replay")
         return decision
 
     def _release(self, cmd: ReleaseCommand) -> None:
         approval = self._verified(cmd.approval, Approval)
         if approval.request_id != cmd.request_id:
-            raise Refused("the approval is for another request")
+            raise Refused("the approval is for another request", "wrong_request")
         clip_ids = approval.clip_ids
         if sorted(cmd.upload_urls) != sorted(clip_ids):
-            raise Refused("the relay asks for other clips than the owner approved")
+            raise Refused("the relay asks for other clips than the owner approved", "wrong_clips")
         for clip_id in clip_ids:
             record = self.store.get(clip_id)
             if record is None:
-                raise Refused(f"no clip {clip_id} on this doorbell (deleted?)")
+                raise Refused(f"no clip {clip_id} on this doorbell (deleted?)", "no_such_clip")
         for clip_id in clip_ids:
             record = self.store.get(clip_id)
             assert record is not None
@@ -200,7 +208,7 @@ class CommandHandler:
     def _delete(self, cmd: DeleteCommand) -> None:
         deletion = self._verified(cmd.signature, Deletion)
         if deletion.clip_id != cmd.clip_id:
-            raise Refused("the signed deletion is for another clip")
+            raise Refused("the signed deletion is for another clip", "wrong_clips")
         if self.store.delete(cmd.clip_id):
             self.counters["deleted"] += 1
         # Announce even if it was gone already: the relay must forget it either way.

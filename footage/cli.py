@@ -50,6 +50,7 @@ from footage.witness import (
     compare,
     default_state_dir,
     export_head,
+    same_size,
 )
 from protocol import askset
 from protocol.crypto import (
@@ -372,6 +373,14 @@ def _open_exported(path: Path, key: bytes) -> Any:
         raise WitnessError(f"{path}: {err}") from None
 
 
+def kept_witnesses(state: Path) -> list[Witness]:
+    """The witness of every relay this client has followed (offline: the URL is unknown)."""
+    relays = state / "relays"
+    if not relays.is_dir():
+        return []
+    return [Witness(state, d.name) for d in sorted(relays.iterdir()) if d.is_dir()]
+
+
 def cmd_log_offline(args: argparse.Namespace) -> int:
     """check-consistency without a relay: two heads of one size are enough to prove a fork."""
     if args.log_command != "check-consistency":
@@ -381,8 +390,16 @@ def cmd_log_offline(args: argparse.Namespace) -> int:
     key = _key_file(args.log_key)
     a, b = (_open_exported(p, key) for p in (args.a, args.b))
     if a.size != b.size:
-        raise Failure("heads of different sizes need the relay's consistency proof: give --relay")
-    compare(lambda _path: None, a, b)
+        # A head this client kept of either size settles it; else the relay must prove it.
+        kept = [h for w in kept_witnesses(args.state) for h in w.kept(key).values()]
+        if not same_size(kept, a, b):
+            raise Failure(
+                "heads of different sizes need a kept head of one of their sizes or the "
+                "relay's proof: give --relay"
+            )
+        # Both are heads this client checked against each other when it saw them.
+    else:
+        compare(lambda _path: None, a, b)
     print(f"ok: one history: {a.describe()} and {b.describe()}")
     return 0
 
@@ -398,7 +415,8 @@ def cmd_log(client: Client, args: argparse.Namespace) -> int:
     if args.log_command == "verify":
         return log_verify(client, w.last(key))
     a, b = (_open_exported(p, key) for p in (args.a, args.b))
-    compare(client.public, a, b)
+    same_size(w.kept(key).values(), a, b)
+    compare(client.public, a, b, key)
     print(f"ok: one history: {a.describe()} and {b.describe()}")
     return 0
 

@@ -11,6 +11,11 @@ State lives in ``$FOOTAGE_STATE`` (default ``~/.local/state/footage``)::
 
     relays/<host-port-path>/log.key     the pinned key (base64)
     relays/<host-port-path>/head.json   the last signed head seen
+    relays/<host-port-path>/heads.json  every signed head seen, by size (the last 1000)
+
+Kept heads let two people prove a split view even when their heads differ in size:
+one of them (or the relay, asked for ``/v1/log/heads/{size}``) has a head of the
+other's size, and two signed heads of one size with two roots are a fork.
 
 Example::
 
@@ -30,6 +35,8 @@ from typing import Any
 
 from protocol.crypto import b64, unb64
 from protocol.transparency import Head, Inconsistent, check_heads, needs_proof, open_head
+
+MAX_KEPT = 1000
 
 
 class WitnessError(Exception):
@@ -69,6 +76,7 @@ class Witness:
         self.dir = state_dir / "relays" / _slug(relay)
         self.key_file = self.dir / "log.key"
         self.head_file = self.dir / "head.json"
+        self.heads_file = self.dir / "heads.json"
 
     # ------------------------------------------------------------ the key
 
@@ -121,7 +129,9 @@ class Witness:
         try:
             signed = json.loads(self.head_file.read_text())
         except FileNotFoundError:
-            return None
+            # A lost head.json must not let a rolled-back log in: the kept heads stand in.
+            kept = self.kept(key)
+            return kept[max(kept)] if kept else None
         except (OSError, ValueError) as err:
             raise WitnessError(f"cannot read {self.head_file}: {err}") from None
         try:
@@ -157,8 +167,38 @@ class Witness:
         last = self.last(key)
         if last is not None:
             advance(get, last, head)
+        self.keep(head, key)
         if last is None or head.size > last.size:
             _write(self.head_file, json.dumps(head.signed) + "\n")
+
+    def kept(self, key: bytes) -> dict[int, Head]:
+        """Every signed head kept, by size (unreadable ones are skipped, not trusted)."""
+        try:
+            raw = json.loads(self.heads_file.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as err:
+            raise WitnessError(f"cannot read {self.heads_file}: {err}") from None
+        out = {}
+        for signed in raw.values() if isinstance(raw, dict) else []:
+            try:
+                head = open_head(signed, key)
+            except ValueError:
+                continue
+            out[head.size] = head
+        return out
+
+    def keep(self, head: Head, key: bytes) -> None:
+        """Keep ``head``; a kept head of its size with another root is a fork."""
+        kept = self.kept(key)
+        same = kept.get(head.size)
+        if same is not None:
+            if same.root != head.root:
+                raise Inconsistent(f"fork: two different logs of {head.size} entries", same, head)
+            return
+        kept[head.size] = head
+        sizes = sorted(kept)[-MAX_KEPT:]  # bounded: the largest are the most useful
+        _write(self.heads_file, json.dumps({str(s): kept[s].signed for s in sizes}) + "\n")
 
 
 def advance(get: Any, earlier: Head, later: Head) -> None:
@@ -168,10 +208,52 @@ def advance(get: Any, earlier: Head, later: Head) -> None:
     whatever the relay says; a larger one needs the relay's consistency proof.
     """
     if needs_proof(earlier, later):
-        proof = get(f"/v1/log/proof/consistency?first={earlier.size}&second={later.size}")
-        check_heads(earlier, later, None if proof is None else proof.get("path"))
+        url = f"/v1/log/proof/consistency?first={earlier.size}&second={later.size}"
+        try:
+            proof = get(url)
+        except Exception as err:  # the relay answered, and will not prove it: the alarm
+            raise Inconsistent(
+                f"the relay refused a consistency proof from {earlier.size} to "
+                f"{later.size} entries ({err})",
+                earlier,
+                later,
+            ) from None
+        path = proof.get("path") if isinstance(proof, dict) else None
+        if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
+            path = None  # not a proof: check_heads names the fork
+        check_heads(earlier, later, path)
 
 
-def compare(get: Any, a: Head, b: Head) -> None:
-    """Two heads of unknown order (from two people): one must extend the other."""
-    advance(get, *((a, b) if a.size <= b.size else (b, a)))
+def compare(get: Any, a: Head, b: Head, key: bytes | None = None) -> None:
+    """Two heads of unknown order (from two people): one must extend the other.
+
+    With ``key``, the relay's own head of the smaller size is fetched first: if its
+    root differs, the two signed heads of one size are the proof of a fork, which
+    anyone can check without trusting a consistency proof.
+    """
+    small, large = (a, b) if a.size <= b.size else (b, a)
+    if key is not None and 0 < small.size < large.size:
+        signed = get(f"/v1/log/heads/{small.size}")
+        if signed is not None:
+            try:
+                theirs = open_head(signed, key)
+            except ValueError as err:
+                raise WitnessError(f"the relay's head of size {small.size}: {err}") from None
+            same_size([theirs], small)
+            same_size([theirs], large)
+    advance(get, small, large)
+
+
+def same_size(kept: Any, *heads: Head) -> bool:
+    """Raise :class:`Inconsistent` if a kept head has the size of one of ``heads`` and
+    another root; True if every one of ``heads`` matched a kept head."""
+    by_size = {h.size: h for h in kept}
+    matched = 0
+    for head in heads:
+        mine = by_size.get(head.size)
+        if mine is None:
+            continue
+        if mine.root != head.root:
+            raise Inconsistent(f"fork: two different logs of {head.size} entries", mine, head)
+        matched += 1
+    return matched == len(heads)

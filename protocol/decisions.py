@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from protocol.crypto import CryptoFailure, b64, sign_payload, unb64, verify_payload, wrap_key
+from protocol.refusals import RefusalCode
 
 _ID = r"^[A-Za-z0-9._:-]{1,128}$"
 SEALED_KEY_BYTES = 32 + 48
@@ -42,7 +43,12 @@ SEALED_KEY_BYTES = 32 + 48
 
 
 class DecisionRefused(ValueError):
-    """A signed decision that must not be acted on; the message says why."""
+    """A signed decision that must not be acted on; the message says why, and ``code``
+    (one of :data:`protocol.refusals.REFUSAL_CODES`) says it without naming anything."""
+
+    def __init__(self, why: str, code: RefusalCode = "malformed") -> None:
+        super().__init__(why)
+        self.code: RefusalCode = code
 
 
 class _Decision(BaseModel):
@@ -168,10 +174,10 @@ def verify_decision(
             raise ValueError("not an object")
         payload = verify_payload(envelope, owner_sign_public)
     except (CryptoFailure, ValueError, TypeError) as err:
-        raise DecisionRefused(f"not signed by the owner ({err})") from None
+        raise DecisionRefused(f"not signed by the owner ({err})", "bad_signature") from None
     expected = kind.model_fields["type"].default
     if payload.get("type") != expected:
-        raise DecisionRefused(f"signed for {payload.get('type')!r}, not {expected!r}")
+        raise DecisionRefused(f"signed for {payload.get('type')!r}, not {expected!r}", "wrong_kind")
     try:
         decision = kind.model_validate(payload)
     except ValidationError as err:
@@ -179,9 +185,11 @@ def verify_decision(
         where = ".".join(str(p) for p in first["loc"])
         raise DecisionRefused(f"malformed {expected}: {where}: {first['msg']}") from None
     if device is not None and decision.device != device:
-        raise DecisionRefused(f"signed for doorbell {decision.device!r}, not {device!r}")
+        raise DecisionRefused(
+            f"signed for doorbell {decision.device!r}, not {device!r}", "wrong_device"
+        )
     if decision.expires <= now:
-        raise DecisionRefused("the owner's signature has expired")
+        raise DecisionRefused("the owner's signature has expired", "expired")
     return decision
 
 

@@ -10,7 +10,7 @@ holding two signed heads can check that the later log only appended to the earli
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 def leaf_hash(entry: bytes) -> bytes:
@@ -74,17 +74,70 @@ class CompactTree:
         return r
 
 
+RangeRoot = Callable[[int, int], bytes]
+"""``f(lo, hi)``: the Merkle tree hash of leaves ``lo`` … ``hi - 1``."""
+
+
 def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     """The audit path for leaf ``index`` in the tree of ``leaves`` (RFC 6962 §2.1.1)."""
-    n = len(leaves)
+    return inclusion_path(index, len(leaves), lambda lo, hi: root(leaves[lo:hi]))
+
+
+def inclusion_path(index: int, n: int, range_root: RangeRoot) -> list[bytes]:
+    """:func:`inclusion_proof` over a tree of ``n`` leaves whose subtree hashes
+    ``range_root`` gives (from stored nodes: O(log² n) reads, not n leaves)."""
     if not 0 <= index < n:
         raise IndexError(f"leaf {index} is not in a tree of {n}")
-    if n == 1:
-        return []
-    k = _split(n)
-    if index < k:
-        return [*inclusion_proof(index, leaves[:k]), root(leaves[k:])]
-    return [*inclusion_proof(index - k, leaves[k:]), root(leaves[:k])]
+    path: list[bytes] = []
+    lo, hi = 0, n
+    while hi - lo > 1:
+        k = _split(hi - lo)
+        if index < lo + k:
+            path.append(range_root(lo + k, hi))
+            hi = lo + k
+        else:
+            path.append(range_root(lo, lo + k))
+            lo += k
+    return path[::-1]
+
+
+def stored_range_root(node: Callable[[int, int], bytes]) -> RangeRoot:
+    """A :data:`RangeRoot` from stored perfect subtrees: ``node(level, i)`` is the hash
+    of leaves ``i * 2**level`` … ``(i + 1) * 2**level - 1``.
+
+    Every range the RFC 6962 recursion asks for starts at a multiple of its largest
+    power-of-two part, so it splits into at most log n stored subtrees.
+    """
+
+    def range_root(lo: int, hi: int) -> bytes:
+        n = hi - lo
+        if n & (n - 1) == 0 and lo % n == 0:
+            return node(n.bit_length() - 1, lo // n)
+        k = _split(n)
+        return node_hash(range_root(lo, lo + k), range_root(lo + k, hi))
+
+    return range_root
+
+
+def new_nodes(stack: Sequence[bytes], size: int, leaf: bytes) -> list[tuple[int, int, bytes]]:
+    """The perfect subtrees that appending ``leaf`` to a :class:`CompactTree` of ``size``
+    leaves with ``stack`` completes, as (level, index, hash): the leaf itself, then
+    one per merge.  Stored, they let :func:`stored_range_root` serve any proof.
+
+    >>> t = CompactTree()
+    >>> for i in range(3):
+    ...     t.append(leaf_hash(bytes([i])))
+    >>> [(level, i) for level, i, _ in new_nodes(t.stack, t.size, leaf_hash(b"x"))]
+    [(0, 3), (1, 1), (2, 0)]
+    """
+    out = [(0, size, leaf)]
+    h, level, n, i = leaf, 0, size + 1, len(stack)
+    while n % 2 == 0:
+        i -= 1
+        h = node_hash(stack[i], h)
+        level, n = level + 1, n // 2
+        out.append((level, ((size + 1) >> level) - 1, h))
+    return out
 
 
 def verify_inclusion(
@@ -111,10 +164,6 @@ def verify_inclusion(
     return sn == 0 and r == want
 
 
-def _range_root(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:
-    return root(leaves[lo:hi])
-
-
 def consistency_proof(first: int, leaves: Sequence[bytes]) -> list[bytes]:
     """RFC 6962 §2.1.2 PROOF(first, D[n]): the tree of ``first`` leaves is a prefix of ``leaves``.
 
@@ -127,7 +176,12 @@ def consistency_proof(first: int, leaves: Sequence[bytes]) -> list[bytes]:
     >>> verify_consistency(3, 7, proof, root(leaves[:3]), root(leaves))
     True
     """
-    n = len(leaves)
+    return consistency_path(first, len(leaves), lambda lo, hi: root(leaves[lo:hi]))
+
+
+def consistency_path(first: int, n: int, range_root: RangeRoot) -> list[bytes]:
+    """:func:`consistency_proof` over a tree of ``n`` leaves whose subtree hashes
+    ``range_root`` gives."""
     if not 0 <= first <= n:
         raise IndexError(f"no tree of {first} leaves inside a tree of {n}")
     if first in (0, n):
@@ -138,14 +192,14 @@ def consistency_proof(first: int, leaves: Sequence[bytes]) -> list[bytes]:
         size = hi - lo
         if m == size:
             if not whole:  # the old tree is a subtree here: name it
-                outer_first.append(_range_root(leaves, lo, hi))
+                outer_first.append(range_root(lo, hi))
             break
         k = _split(size)
         if m <= k:
-            outer_first.append(_range_root(leaves, lo + k, hi))
+            outer_first.append(range_root(lo + k, hi))
             hi = lo + k
         else:
-            outer_first.append(_range_root(leaves, lo, lo + k))
+            outer_first.append(range_root(lo, lo + k))
             lo, m, whole = lo + k, m - k, False
     return outer_first[::-1]
 

@@ -29,6 +29,7 @@ from pydantic import (
     ValidationError,
 )
 
+from protocol.refusals import RefusalCode
 from protocol.topics import DEVICE_ID_PATTERN, TopicError, parse_topic, topic_for
 
 SCHEMA_VERSION = 1
@@ -166,6 +167,9 @@ class CommandRefused(Message):
     request_id: MessageId | None = None
     clip_id: ClipId | None = None
     reason: Annotated[str, Field(max_length=500)]
+    """Free text for the owner; the public log seals it (it may name a doorbell)."""
+    code: RefusalCode = "other"
+    """Why, from a fixed list: all the public log says."""
 
 
 class Ack(Message):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.crypto import CryptoFailure, unb64, verify_payload
+from protocol.crypto import CryptoFailure, canonical, unb64, verify_payload
 from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 
 
@@ -77,14 +77,23 @@ def open_head(signed: Any, relay_key: bytes) -> Head:
         payload = verify_payload(signed, relay_key)
     except (CryptoFailure, ValueError) as err:
         raise ValueError("the tree head is not signed by the pinned relay key") from err
+    # One head, one encoding: canonical JSON with exactly its fields, so that no one can
+    # show the same signed head in two forms (RFC 9162 signs a fixed binary layout).
+    if set(payload) - {"size", "root", "at"} or unb64(signed["payload"]) != canonical(payload):
+        raise ValueError("the signed tree head is not canonical")
     try:
-        size, root = payload["size"], unb64(payload["root"])
-        at = int(payload.get("at", 0))
+        size, root, at = payload["size"], unb64(payload["root"]), payload.get("at", 0)
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError("the signed tree head is malformed") from err
-    if not isinstance(size, int) or size < 0 or len(root) != 32:
+    # Whole numbers only: a float (1.5, Infinity, NaN) or a bool is no size or time, and
+    # a signed head that carries one is malformed, whoever signed it.
+    if not all(_whole(v) for v in (size, at)) or size < 0 or len(root) != 32:
         raise ValueError("the signed tree head is malformed")
     return Head(size, root, at, {"payload": signed["payload"], "signature": signed["signature"]})
+
+
+def _whole(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 63
 
 
 class Inconsistent(Exception):
@@ -146,56 +155,61 @@ def check_meaning(entries: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
 
     A request's asks are on the record only as a commitment (``asks_root``), and an
     owner's decision names its ask but not the request, so that the record does not
-    tell which homes a request reached.  What can be checked in public: every ask
-    named on its own (older logs) follows its request; an ask is decided at most once
-    and never after it expired; every release names an earlier request and a clip that
-    an earlier decision approved.
+    tell which homes a request reached.  What can be checked in public: a request id
+    is made once; an ask named on its own (older logs) follows its request; an ask is
+    decided at most once and never after it expired; every release names an earlier
+    request and a clip that an earlier decision approved, not deleted since, and not
+    released for that request before.
 
     >>> check_meaning([{"index": 0, "kind": "release", "data": {"request": "r", "clip": "c"}}])
     [(0, 'release of clip c for request r names no earlier request')]
     """
     requests: set[str] = set()
-    decided: set[str] = set()
-    expired: set[str] = set()
+    closed: dict[str, str] = {}  # ask → "decided" or "expired"
     approved_clips: set[str] = set()
+    released: set[tuple[str, str]] = set()
+    deleted: set[str] = set()
     problems: list[tuple[int, str]] = []
     for i, e in enumerate(entries):
         kind, d = e.get("kind"), e.get("data") or {}
         try:
             if kind == "request":
                 if "id" in d:
+                    if d["id"] in requests:
+                        problems.append((i, f"request {d['id']} was already made"))
                     requests.add(d["id"])
             elif kind == "ask":
                 if d["request"] not in requests:
                     problems.append((i, f"ask {d['ask']} names no earlier request"))
             elif kind == "ask_expired":
-                expired.add(d["ask"])
+                closed.setdefault(d["ask"], "expired")
             elif kind == "decision":
                 ask = d["ask"]
-                if ask in decided:
-                    problems.append((i, f"ask {ask} is decided a second time"))
-                elif ask in expired:
-                    problems.append((i, f"ask {ask} is decided after it expired"))
-                decided.add(ask)
-                if d.get("decision") == "approve":
+                if ask in closed:
+                    was = "was already decided" if closed[ask] == "decided" else "had expired"
+                    problems.append((i, f"decision on ask {ask}: ask {ask} {was}"))
+                elif d.get("decision") == "approve":
                     approved_clips.update(d.get("clips", []))
+                closed.setdefault(ask, "decided")
+            elif kind == "deletion":
+                deleted.add(d["clip"])
             elif kind == "release":
+                key = (d["request"], d["clip"])
                 if d["request"] not in requests:
-                    problems.append(
-                        (
-                            i,
-                            f"release of clip {d['clip']} for request {d['request']} "
-                            "names no earlier request",
-                        )
-                    )
+                    why = "names no earlier request"
                 elif d["clip"] not in approved_clips:
+                    why = "has no approving decision"
+                elif d["clip"] in deleted:
+                    why = "comes after the clip was deleted"
+                elif key in released:
+                    why = "happened before"
+                else:
+                    why = ""
+                if why:
                     problems.append(
-                        (
-                            i,
-                            f"release of clip {d['clip']} for request {d['request']} "
-                            "has no approving decision",
-                        )
+                        (i, f"release of clip {d['clip']} for request {d['request']} {why}")
                     )
+                released.add(key)
         except (KeyError, TypeError):
             problems.append((i, f"a {kind} entry without the fields it needs"))
     return problems

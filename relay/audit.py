@@ -37,13 +37,25 @@ import redis
 from nacl.signing import SigningKey
 
 from protocol.crypto import b64, canonical, sign_payload, unb64, verify_payload
-from protocol.merkle import CompactTree, consistency_proof, inclusion_proof, leaf_hash
+from protocol.merkle import (
+    CompactTree,
+    consistency_path,
+    consistency_proof,
+    inclusion_path,
+    inclusion_proof,
+    leaf_hash,
+    new_nodes,
+    stored_range_root,
+)
+from protocol.merkle import root as _root
 from protocol.transparency import check_meaning, check_proof
 
 __all__ = ["AuditLog", "LogDamaged", "VerifyResult", "check_proof", "load_or_create_key"]
 
 from relay.keyspace import AUDIT_ENTRIES as ENTRIES
 from relay.keyspace import AUDIT_HEADS as HEADS
+from relay.keyspace import AUDIT_LEAF_INDEX as LEAF_INDEX
+from relay.keyspace import AUDIT_NODES as NODES
 from relay.keyspace import AUDIT_SEALED as SEALED
 from relay.keyspace import AUDIT_STATE as STATE
 from relay.keyspace import audit_once
@@ -69,8 +81,9 @@ KINDS = frozenset(
     }
 )
 
-SEALED_FIELDS = frozenset({"owner", "device", "lat", "lon", "reason", "case_ref"})
-"""Fields that name an owner, a home or a place (or may, in free text): never public."""
+SEALED_FIELDS = frozenset({"owner", "device", "lat", "lon", "reason", "case_ref", "why"})
+"""Fields that name an owner, a home or a place (or may, in free text): never public.
+A refusal's ``why`` is free text that can name a doorbell; its ``code`` is public."""
 PUBLIC_ACTORS = frozenset({"operator", "relay"})
 """Actors named in public; requesters are public too (their entries say who asked)."""
 DOORBELL_KINDS = frozenset({"release", "deletion", "doorbell_refused"})
@@ -142,6 +155,7 @@ class AuditLog:
         self.r = node_client(client, STATE)
         self.key = signing_key
         self.public = public_key(signing_key)
+        self._fresh: tuple[int, float, dict[str, str]] | None = None
 
     def append(self, kind: str, actor: str, data: dict[str, Any], once: str | None = None) -> int:
         """Append an entry; return its index (0-based).
@@ -164,21 +178,33 @@ class AuditLog:
                     else:
                         pipe.watch(STATE)
                     raw = pipe.get(STATE)
-                    state = json.loads(raw) if raw else {"size": 0, "stack": []}
+                    # A log begun with nodes stored keeps them all ("nodes": true);
+                    # an older one is served by recomputing (see _tree).
+                    state = json.loads(raw) if raw else {"size": 0, "stack": [], "nodes": True}
                     tree = CompactTree(state["size"], [unb64(s) for s in state["stack"]])
                     index = tree.size
                     public, opening = seal(kind, actor, data)
                     entry = canonical({"index": index, "at": time.time(), **public})
-                    tree.append(leaf_hash(entry))
+                    leaf = leaf_hash(entry)
+                    nodes = new_nodes(tree.stack, tree.size, leaf)
+                    tree.append(leaf)
                     head = self.sign_head(tree.size, tree.root())
                     pipe.multi()
                     pipe.rpush(ENTRIES, entry)
+                    pipe.hset(NODES, mapping={f"{lv}:{i}": h for lv, i, h in nodes})
+                    pipe.hset(LEAF_INDEX, leaf, index)
                     if opening:
                         pipe.hset(SEALED, str(index), canonical(opening))
                     pipe.rpush(HEADS, json.dumps(head))
                     pipe.set(
                         STATE,
-                        json.dumps({"size": tree.size, "stack": [b64(s) for s in tree.stack]}),
+                        json.dumps(
+                            {
+                                "size": tree.size,
+                                "stack": [b64(s) for s in tree.stack],
+                                "nodes": bool(state.get("nodes")),
+                            }
+                        ),
                     )
                     if once is not None:
                         pipe.set(audit_once(once), index)
@@ -213,6 +239,25 @@ class AuditLog:
     def head(self) -> dict[str, str] | None:
         raw = self.r.lindex(HEADS, -1)
         return json.loads(raw) if raw else None
+
+    def current_head(self, max_age_s: float = 60.0) -> dict[str, str] | None:
+        """The latest tree head, signed afresh (at most ``max_age_s`` old).
+
+        Witnesses flag a head that stops moving (a stale log), so a quiet log must
+        still show it is alive: the same size and root, a recent time.
+        """
+        raw = self.r.get(STATE)
+        if not raw:
+            return None
+        state = json.loads(raw)
+        size, now = state["size"], time.time()
+        cached = self._fresh
+        if cached is not None and cached[0] == size and now - cached[1] < max_age_s:
+            return cached[2]
+        tree = CompactTree(size, [unb64(x) for x in state["stack"]])
+        head = self.sign_head(size, tree.root())
+        self._fresh = (size, now, head)
+        return head
 
     def signed_head(self, size: int) -> dict[str, str]:
         """The head the relay signed when the log had ``size`` entries."""
@@ -297,6 +342,34 @@ class AuditLog:
             return VerifyResult(False, len(entries), f"entry #{index}: {why}{more}", index)
         return VerifyResult(True, len(entries), f"{len(entries)} entries verified")
 
+    def _tree(self, size: int | None) -> tuple[int, Any]:
+        """The tree of ``size`` entries (default: all) and its subtree hashes.
+
+        From the stored nodes when the log has them all (O(log² n) reads per proof);
+        else, for a log begun before they were stored, from every entry (O(n)).
+        """
+        raw = self.r.get(STATE)
+        state = json.loads(raw) if raw else {"size": 0, "nodes": True}
+        total = state["size"]
+        n = total if size is None else size
+        if not 0 <= n <= total:
+            raise IndexError(f"no log of {n} entries (the log has {total})")
+        if not state.get("nodes"):
+            leaves = self._leaves(n)
+            return n, lambda lo, hi: _root(leaves[lo:hi])
+        memo: dict[str, bytes] = {}
+
+        def node(level: int, i: int) -> bytes:
+            field = f"{level}:{i}"
+            if field not in memo:
+                got = self.r.hget(NODES, field)
+                if got is None or len(got) != 32:
+                    raise LogDamaged(f"the stored tree node {field} is missing")
+                memo[field] = got
+            return memo[field]
+
+        return n, stored_range_root(node)
+
     def _leaves(self, size: int | None = None) -> list[bytes]:
         entries = self.r.lrange(ENTRIES, 0, -1)
         if size is not None:
@@ -308,21 +381,30 @@ class AuditLog:
     def proof(self, index: int, size: int | None = None) -> dict[str, Any]:
         """An inclusion proof of entry ``index`` against the signed head of ``size``
         (default: the latest).  :class:`LogDamaged` if the store cannot give one."""
-        leaves = self._leaves(size)
-        if not 0 <= index < len(leaves):
-            raise IndexError(f"no entry #{index} (the log has {len(leaves)})")
-        head = self.signed_head(len(leaves))
+        n, range_root = self._tree(size)
+        if not 0 <= index < n:
+            raise IndexError(f"no entry #{index} (the log has {n})")
+        head = self.signed_head(n)
+        entry = self.r.lindex(ENTRIES, index)
+        if entry is None:
+            raise LogDamaged(f"entry #{index} is missing")
         return {
-            "entry": b64(self.r.lindex(ENTRIES, index)),
+            "entry": b64(entry),
             "index": index,
-            "tree_size": len(leaves),
-            "path": [b64(p) for p in inclusion_proof(index, leaves)],
+            "tree_size": n,
+            "path": [b64(p) for p in inclusion_path(index, n, range_root)],
             "head": head,
             "relay_key": b64(self.public),
         }
 
     def index_of(self, leaf: bytes) -> int:
         """The index of the entry whose leaf hash is ``leaf`` (KeyError if none)."""
+        raw = self.r.get(STATE)
+        if raw is None or json.loads(raw).get("nodes"):
+            found = self.r.hget(LEAF_INDEX, leaf)
+            if found is None:
+                raise KeyError(leaf.hex())
+            return int(found)
         for i, h in enumerate(self._leaves()):
             if h == leaf:
                 return i
@@ -332,9 +414,17 @@ class AuditLog:
         """An RFC 6962 consistency proof from the log of ``first`` to that of ``second``."""
         if not 0 <= first <= second:
             raise IndexError(f"first ({first}) must be between 0 and second ({second})")
-        leaves = self._leaves(second)
+        n, range_root = self._tree(second)
         return {
             "first": first,
             "second": second,
-            "path": [b64(p) for p in consistency_proof(first, leaves)],
+            "path": [b64(p) for p in consistency_path(first, n, range_root)],
         }
+
+    def consistency_recomputed(self, first: int, second: int) -> list[bytes]:
+        """The same proof from every entry, as before nodes were stored (bench baseline)."""
+        return consistency_proof(first, self._leaves(second))
+
+    def inclusion_recomputed(self, index: int) -> list[bytes]:
+        """An inclusion path from every entry (bench baseline)."""
+        return inclusion_proof(index, self._leaves())

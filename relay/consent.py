@@ -32,6 +32,7 @@ import redis
 from protocol import askset
 from protocol.crypto import b64, unb64
 from protocol.decisions import Approval, DecisionRefused, Deletion, verify_decision
+from protocol.refusals import RefusalCode, public_code
 from relay import keyspace as ks
 from relay.audit import AuditLog
 from relay.index import Near, RelayIndex, dkey
@@ -51,7 +52,11 @@ ROLES = ("owner", "requester")
 
 
 class PolicyRefusal(ValueError):
-    pass
+    """Refused by policy or a check; ``code`` is what the public log says of it."""
+
+    def __init__(self, why: str, code: RefusalCode = "policy") -> None:
+        super().__init__(why)
+        self.code: RefusalCode = code
 
 
 class NotFound(KeyError):
@@ -452,7 +457,7 @@ class ConsentEngine:
         if ask.owner != owner:
             raise NotFound(ask_id)  # another owner's ask does not exist, as far as you know
         if ask.status != "pending":
-            raise PolicyRefusal(f"the ask is {ask.status}")
+            raise PolicyRefusal(f"the ask is {ask.status}", "not_pending")
         return ask
 
     def approve(self, owner: str, ask_id: str, signed_b64: str) -> tuple[Ask, dict[str, Any]]:
@@ -467,8 +472,12 @@ class ConsentEngine:
             raise
 
     def _refused(self, kind: str, owner: str, data: dict[str, Any], err: Exception) -> None:
-        why = str(err) if isinstance(err, PolicyRefusal) else "no such ask for this owner"
-        self.audit.append(kind, owner, {**data, "why": why[:300]})
+        if isinstance(err, PolicyRefusal):
+            why, code = str(err), public_code(err.code)
+        else:
+            why, code = "not found for this owner", "not_found"
+        # The text is sealed (it can name a doorbell); the public entry has the code.
+        self.audit.append(kind, owner, {**data, "code": code, "why": why[:300]})
 
     def _approve(self, owner: str, ask_id: str, signed_b64: str) -> tuple[Ask, dict[str, Any]]:
         ask = self._pending(owner, ask_id)
@@ -481,15 +490,23 @@ class ConsentEngine:
                 device=ask.device,
             )
         except DecisionRefused as err:
-            raise PolicyRefusal(f"the approval is refused: {err}") from None
+            raise PolicyRefusal(f"the approval is refused: {err}", err.code) from None
         checks = [
-            (approval.request_id == ask.request_id, "for another request"),
-            (approval.requester_key == ask.requester_key, "for another requester"),
-            (set(approval.clip_ids) <= set(ask.clip_ids), "names clips not asked for"),
+            (approval.request_id == ask.request_id, "for another request", "wrong_request"),
+            (
+                approval.requester_key == ask.requester_key,
+                "for another requester",
+                "wrong_requester",
+            ),
+            (
+                set(approval.clip_ids) <= set(ask.clip_ids),
+                "names clips not asked for",
+                "wrong_clips",
+            ),
         ]
-        for ok, why in checks:
+        for ok, why, code in checks:
             if not ok:
-                raise PolicyRefusal(f"the approval is {why}")
+                raise PolicyRefusal(f"the approval is {why}", code)
         payload = approval.payload()
         ask.status = "approved"
         self._save_ask(ask)
@@ -619,9 +636,9 @@ class ConsentEngine:
                 device=device,
             )
         except DecisionRefused as err:
-            raise PolicyRefusal(f"the deletion is refused: {err}") from None
+            raise PolicyRefusal(f"the deletion is refused: {err}", err.code) from None
         if deletion.clip_id != clip_id:
-            raise PolicyRefusal("the signed deletion is for another clip")
+            raise PolicyRefusal("the signed deletion is for another clip", "wrong_clips")
         self.audit.append(
             "operator_action",
             owner,

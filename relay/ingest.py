@@ -47,6 +47,7 @@ from protocol import (
     new_id,
     utcnow,
 )
+from protocol.refusals import public_code
 from protocol.topics import LOG_HEAD, relay_filters
 from relay.commands import CommandOutbox
 from relay.index import CONFLICT, NEW, RelayIndex
@@ -382,7 +383,8 @@ def refusal_entry(msg: CommandRefused) -> dict[str, Any]:
         "command_id": msg.command_id,
         "request": msg.request_id,
         "clip": msg.clip_id,
-        "why": msg.reason,
+        "code": public_code(msg.code),
+        "why": msg.reason,  # sealed by the audit log: it may name a doorbell
     }
 
 

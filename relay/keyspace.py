@@ -104,6 +104,11 @@ AUDIT_SEALED = "{audit}:sealed"
 
 The public entries carry only a salted SHA-256 commitment to it; only the operator holds
 this, and ``relay audit verify`` checks every opening against its commitment."""
+AUDIT_NODES = "{audit}:nodes"
+"""Hash: ``level:i`` → the hash of perfect subtree ``i`` of height ``level`` (32 bytes), so a
+proof reads O(log² n) nodes instead of every entry."""
+AUDIT_LEAF_INDEX = "{audit}:leafidx"
+"""Hash: leaf hash (32 bytes) → entry index, for inclusion proofs by leaf hash."""
 
 
 def audit_once(key: str) -> str:

@@ -3,7 +3,7 @@
 Modelled on Certificate Transparency (RFC 6962 §4, RFC 9162 §5)::
 
     GET /v1/log/key                                  the relay's log key (Ed25519, base64)
-    GET /v1/log/head                                 the latest signed tree head
+    GET /v1/log/head                                 the latest tree head, signed in the last minute
     GET /v1/log/heads/{size}                         the head signed when the log had `size`
     GET /v1/log/entries?start=A&end=B                entries A..B inclusive (at most 1000)
     GET /v1/log/proof/inclusion?index=I[&size=N]     inclusion proof of entry I
@@ -19,23 +19,76 @@ write time.  A log the store can no longer answer for gives 503 with the reason.
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 
 from protocol.crypto import b64
 from relay.audit import AuditLog, LogDamaged
 
 MAX_ENTRIES = 1000
+MAX_INDEX = 2**40
+"""Larger than any log will be, small enough that Redis takes it as an index (a 64-bit
+maximum made LRANGE fail with a 500)."""
 
 
 def _error(status: int, error: str, reason: str) -> JSONResponse:
     return JSONResponse({"error": error, "reason": reason}, status_code=status)
 
 
-def log_router(audit: AuditLog) -> APIRouter:
-    router = APIRouter(prefix="/v1/log", tags=["public log"])
+class RateLimit:
+    """A token bucket per client address: ``rate`` requests a second, ``burst`` at once.
+
+    The log is public and needs no token, so this is what stops one client from
+    keeping the relay busy with proofs.
+
+    >>> t = [0.0]
+    >>> limit = RateLimit(rate=1, burst=2, clock=lambda: t[0])
+    >>> [limit.allow("a"), limit.allow("a"), limit.allow("a"), limit.allow("b")]
+    [True, True, False, True]
+    >>> t[0] = 1.0
+    >>> limit.allow("a")
+    True
+    """
+
+    MAX_CLIENTS = 10_000
+
+    def __init__(
+        self, rate: float = 20.0, burst: float = 200.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        now = self.clock()
+        with self._lock:
+            tokens, last = self._buckets.get(client, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if len(self._buckets) >= self.MAX_CLIENTS and client not in self._buckets:
+                self._buckets.clear()  # bounded memory; a full bucket for everyone again
+            if tokens < 1:
+                self._buckets[client] = (tokens, now)
+                return False
+            self._buckets[client] = (tokens - 1, now)
+            return True
+
+
+def log_router(audit: AuditLog, limit: RateLimit | None = None) -> APIRouter:
+    limiter = limit if limit is not None else RateLimit()
+
+    def limited(request: Request) -> None:
+        client = request.client.host if request.client else "?"
+        if not limiter.allow(client):
+            raise HTTPException(
+                429, {"error": "rate_limited", "reason": "too many requests"}, {"Retry-After": "1"}
+            )
+
+    router = APIRouter(prefix="/v1/log", tags=["public log"], dependencies=[Depends(limited)])
 
     @router.get("/key")
     def key() -> dict[str, str]:
@@ -43,15 +96,15 @@ def log_router(audit: AuditLog) -> APIRouter:
 
     @router.get("/head", response_model=None)
     def head() -> dict[str, Any] | JSONResponse:
-        signed = audit.head()
+        signed = audit.current_head()
         if signed is None:
             return _error(404, "empty", "the log has no entries yet")
         return signed
 
     @router.get("/heads/{size}", response_model=None)
     def head_at(size: int) -> dict[str, Any] | JSONResponse:
-        if size < 1:
-            return _error(400, "invalid", "size must be at least 1")
+        if not 1 <= size <= MAX_INDEX:
+            return _error(400, "invalid", f"size must be between 1 and {MAX_INDEX}")
         if size > audit.size():
             return _error(404, "not_found", f"the log has fewer than {size} entries")
         try:
@@ -61,7 +114,7 @@ def log_router(audit: AuditLog) -> APIRouter:
 
     @router.get("/entries", response_model=None)
     def entries(
-        start: int = Query(0, ge=0), end: int | None = Query(None, ge=0)
+        start: int = Query(0, ge=0, le=MAX_INDEX), end: int | None = Query(None, ge=0, le=MAX_INDEX)
     ) -> dict[str, Any] | JSONResponse:
         last = start + MAX_ENTRIES - 1 if end is None else min(end, start + MAX_ENTRIES - 1)
         if last < start:
@@ -78,9 +131,9 @@ def log_router(audit: AuditLog) -> APIRouter:
 
     @router.get("/proof/inclusion", response_model=None)
     def inclusion(
-        index: int | None = Query(None, ge=0),
+        index: int | None = Query(None, ge=0, le=MAX_INDEX),
         leaf_hash: str | None = Query(None, pattern=r"^[0-9a-f]{64}$"),
-        size: int | None = Query(None, ge=1),
+        size: int | None = Query(None, ge=1, le=MAX_INDEX),
     ) -> dict[str, Any] | JSONResponse:
         if (index is None) == (leaf_hash is None):
             return _error(400, "invalid", "give index or leaf_hash (hex), not both")
@@ -98,7 +151,7 @@ def log_router(audit: AuditLog) -> APIRouter:
 
     @router.get("/proof/consistency", response_model=None)
     def consistency(
-        first: int = Query(..., ge=0), second: int = Query(..., ge=0)
+        first: int = Query(..., ge=0, le=MAX_INDEX), second: int = Query(..., ge=0, le=MAX_INDEX)
     ) -> dict[str, Any] | JSONResponse:
         if first > second:
             return _error(400, "invalid", "first must not be larger than second")

@@ -8,7 +8,7 @@ import fakeredis
 import pytest
 from test_protocol import clip
 
-from protocol import utcnow
+from protocol import new_id, utcnow
 from protocol.crypto import OwnerKeys, b64, new_clip_key
 from protocol.decisions import approval_payload
 from relay.audit import AuditLog
@@ -196,3 +196,43 @@ def test_a_demand_on_file_serves_only_its_own_organisation(world):
     engine.file_legal_demand("DOCKET-8", "District Court", "another-agency")
     result = file(engine, basis="legal-demand", demand="DOCKET-8")
     assert result["status"] == "refused" and "demand on file" in result["reason"]
+
+
+def test_a_refusal_in_the_public_log_names_a_code_never_a_doorbell(world):
+    """The refusal's text names doorbells ("signed for doorbell X, not Y"): it is sealed,
+    and the public entry carries only a code from a fixed list."""
+    from protocol.messages import CommandRefused
+    from protocol.refusals import REFUSAL_CODES
+    from relay.ingest import refusal_entry
+
+    engine, alice, police = world
+    rid = file(engine)["id"]
+    (ask,) = engine.asks_for("alice")
+    other = "alice-back-garden"  # another doorbell of hers, named in the forged approval
+    key = {"clip-0": new_clip_key()}
+    p = approval_payload(rid, other, ["clip-0"], police.box_public, time.time() + 60, key)
+    with pytest.raises(PolicyRefusal, match="alice-back-garden"):
+        engine.approve("alice", ask.id, b64(json.dumps(alice.sign(p)).encode()))
+    p = approval_payload(rid, "front-door", ["clip-0"], police.box_public, time.time() - 1, key)
+    with pytest.raises(PolicyRefusal, match="expired"):
+        engine.approve("alice", ask.id, b64(json.dumps(alice.sign(p)).encode()))
+    # A doorbell's own refusal, as the relay logs it.
+    msg = CommandRefused(
+        id=new_id(),
+        ts=utcnow(),
+        device="front-door",
+        command_id=new_id(),
+        command="release",
+        reason=f"signed for doorbell {other!r}, not 'front-door'",
+        code="wrong_device",
+    )
+    engine.audit.append("doorbell_refused", "front-door", refusal_entry(msg))
+    public = [json.loads(e) for e in engine.audit.public_entries(0, -1)]
+    refused = [e for e in public if e["kind"].endswith("_refused")]
+    assert [e["data"]["code"] for e in refused] == ["wrong_device", "expired", "wrong_device"]
+    assert all(e["data"]["code"] in REFUSAL_CODES for e in refused)
+    raw = json.dumps(public)
+    assert other not in raw and "front-door" not in raw and "why" not in raw
+    # The operator still reads the reason.
+    opened = [e for e in engine.audit.entries() if e["kind"] == "approval_refused"]
+    assert other in opened[0]["data"]["why"]

@@ -4,6 +4,7 @@ read-only API, and a damaged log that is named, never a traceback (real Redis)."
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from protocol.transparency import (
     Inconsistent,
     NoPinnedKey,
     check_heads,
+    check_meaning,
     check_proof,
     open_head,
 )
@@ -111,7 +113,7 @@ def test_an_ask_decided_twice_or_after_expiry_and_a_release_for_no_request(log):
     log.append("release", "back-door", {"request": "req-none", "clip": "c2", "sha256": "ef" * 32})
     log.append("ask", "relay", {"ask": "ask-x", "request": "req-none"})  # an older log's form
     result = log.verify()
-    assert not result.ok and result.first_bad == 5 and "second time" in result.message
+    assert not result.ok and result.first_bad == 5 and "already decided" in result.message
     assert "3 more" in result.message, result.message
 
 
@@ -148,6 +150,20 @@ def test_the_public_api_serves_heads_entries_and_proofs_without_a_token(log):
         http.get("/v1/log/proof/consistency", params={"first": 3, "second": 2}).status_code == 400
     )
     assert http.get("/v1/log/heads/99").status_code == 404
+
+
+def test_a_quiet_log_still_serves_a_recent_head(log, monkeypatch):
+    """Witnesses flag a head that stops moving; an honest quiet log re-signs its head."""
+    cycle(log)
+    app = FastAPI()
+    app.include_router(log_router(log))
+    http = TestClient(app)
+    stored = open_head(log.head(), log.public)
+    later = time.time() + 86400
+    monkeypatch.setattr("relay.audit.time.time", lambda: later)
+    served = open_head(http.get("/v1/log/head").json(), log.public)
+    assert (served.size, served.root) == (stored.size, stored.root)
+    assert served.at >= later - 1 > stored.at
 
 
 def relay_cli(config: Path, capsys, *args: str) -> tuple[int, str, str]:
@@ -214,3 +230,117 @@ def test_heads_alone_prove_a_fork_or_a_rollback(log):
         check_heads(h[1], fake, None)
     with pytest.raises(Inconsistent, match="rewritten"):
         check_heads(h[0], h[1], [b64(b"\x00" * 32)])
+
+
+def test_proofs_read_stored_nodes_not_the_whole_log(log, monkeypatch):
+    """Every public proof is served from the stored subtrees: the RFC's proofs, without
+    reading every entry (which made each unauthenticated request O(n))."""
+    from test_consistency import rfc_mth, rfc_proof
+
+    for i in range(37):
+        log.append("operator_action", "operator", {"action": f"a{i}"})
+    raw = log.public_entries(0, -1)
+    read: list = []
+    real = log.r.lrange
+    monkeypatch.setattr(log.r, "lrange", lambda *a: read.append(a) or real(*a))
+    for first, second in [(1, 37), (5, 37), (16, 37), (31, 32), (13, 20)]:
+        got = [unb64(p) for p in log.consistency(first, second)["path"]]
+        assert got == rfc_proof(first, raw[:second]), (first, second)
+    for i in (0, 17, 36):
+        proof = log.proof(i)
+        assert check_proof(proof, log.public)[0]
+        assert log.proof(i, 20 if i < 20 else 37)["tree_size"] in (20, 37)
+    assert log.index_of(leaf_hash(raw[23])) == 23
+    with pytest.raises(KeyError):
+        log.index_of(b"\x00" * 32)
+    assert read == []
+    head = open_head(log.signed_head(37), log.public)
+    assert head.root == rfc_mth(raw)
+
+
+def test_one_client_cannot_keep_the_public_log_busy(log):
+    from relay.log_api import RateLimit
+
+    cycle(log)
+    t = [0.0]
+    app = FastAPI()
+    app.include_router(log_router(log, RateLimit(rate=2, burst=5, clock=lambda: t[0])))
+    http = TestClient(app)
+    codes = [http.get("/v1/log/proof/consistency?first=1&second=5").status_code for _ in range(7)]
+    assert codes == [200] * 5 + [429] * 2
+    t[0] += 1.0  # two more a second
+    assert [http.get("/v1/log/head").status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_huge_numbers_are_a_clear_400_not_a_500(log):
+    cycle(log)
+    app = FastAPI()
+    app.include_router(log_router(log))
+    http = TestClient(app, raise_server_exceptions=False)
+    big = str(2**63 - 1)
+    for path, params in [
+        ("/v1/log/entries", {"start": big}),
+        ("/v1/log/entries", {"start": 0, "end": big}),
+        ("/v1/log/proof/inclusion", {"index": big}),
+        ("/v1/log/proof/inclusion", {"index": 0, "size": big}),
+        ("/v1/log/proof/consistency", {"first": 0, "second": big}),
+        (f"/v1/log/heads/{big}", {}),
+        ("/v1/log/heads/99999999999999999999999", {}),
+    ]:
+        code = http.get(path, params=params).status_code
+        assert code in (400, 404, 422), (path, params, code)
+
+
+@pytest.mark.parametrize(
+    "entries, why",
+    [
+        (
+            [("request", {"id": "r"}), ("request", {"id": "r"})],
+            "request r was already made",
+        ),
+        (
+            [
+                ("request", {"id": "r"}),
+                ("ask", {"ask": "a", "request": "r"}),
+                ("decision", {"ask": "a", "request": "r", "decision": "deny"}),
+                ("decision", {"ask": "a", "request": "r", "decision": "approve", "clips": ["c"]}),
+            ],
+            "ask a was already decided",
+        ),
+        (
+            [
+                ("request", {"id": "r"}),
+                ("ask", {"ask": "a", "request": "r"}),
+                ("ask_expired", {"ask": "a", "request": "r"}),
+                ("decision", {"ask": "a", "request": "r", "decision": "approve", "clips": ["c"]}),
+            ],
+            "ask a had expired",
+        ),
+        (
+            [
+                ("request", {"id": "r"}),
+                ("ask", {"ask": "a", "request": "r"}),
+                ("decision", {"ask": "a", "request": "r", "decision": "approve", "clips": ["c"]}),
+                ("release", {"request": "r", "clip": "c"}),
+                ("release", {"request": "r", "clip": "c"}),
+            ],
+            "release of clip c for request r happened before",
+        ),
+        (
+            [
+                ("request", {"id": "r"}),
+                ("ask", {"ask": "a", "request": "r"}),
+                ("decision", {"ask": "a", "request": "r", "decision": "approve", "clips": ["c"]}),
+                ("deletion", {"clip": "c"}),
+                ("release", {"request": "r", "clip": "c"}),
+            ],
+            "release of clip c for request r comes after the clip was deleted",
+        ),
+    ],
+    ids=["duplicate-request", "deny-then-approve", "after-expiry", "twice", "after-deletion"],
+)
+def test_the_meaning_check_catches_what_cannot_have_happened(entries, why):
+    listed = [{"index": i, "kind": k, "data": d} for i, (k, d) in enumerate(entries)]
+    assert check_meaning(listed[:-1]) == []
+    problems = check_meaning(listed)
+    assert problems and problems[0][0] == len(entries) - 1 and why in problems[0][1], problems
