@@ -27,7 +27,8 @@ class Uplink:
         data = config.device.data_dir
         data.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(data / "outbox.sqlite", config.mqtt.confirm_timeout_s)
-        self.announcer = Announcer(config.device.id, self.outbox)
+        box = config.owner.box_public
+        self.announcer = Announcer(config.device.id, self.outbox, unb64(box) if box else None)
         self._ledger = NonceLedger(data / "approvals.sqlite")
         self.commands: CommandHandler | None = None
         self.link: MqttLink | None = None

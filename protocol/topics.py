@@ -8,7 +8,7 @@ ROOT = "doorbell"
 SHARE_GROUP = "relay"
 LOG_HEAD = "relay/log/head"
 _DEVICE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-DEVICE_TO_RELAY = ("status", "event", "clip", "deleted", "released")
+DEVICE_TO_RELAY = ("status", "event", "clip", "deleted", "released", "snapshot")
 """What a doorbell publishes under ``doorbell/{its id}/``; the relay reads all of them."""
 RELAY_TO_DEVICE = ("cmd/#",)
 """What the relay sends a doorbell under ``doorbell/{id}/``; each doorbell reads only its own."""

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocol import DeleteCommand, ReleaseCommand, encode, new_id, utcnow
+from relay import web
 from relay.blobs import BlobStore, LocalBlobStore, TokenError, blob_key
 from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal
 
@@ -198,6 +199,8 @@ def create_app(
         )
         publish(*encode(cmd))
         return {"clip": clip_id, "status": "sent to the doorbell"}
+
+    web.install(app, engine, blobs, publish)  # the owners' web app, /app/
 
     @app.get("/v1/health")
     def health() -> dict[str, Any]:

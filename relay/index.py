@@ -20,8 +20,18 @@ from typing import Any
 
 import redis
 
-from protocol import Clip, Deleted, Event, Message, Released, Status
-from relay.keyspace import DEAD_LETTERS, DEVICES, GEO, INDEX_LUA, STATS, WORKERS, dkey
+from protocol import Clip, Deleted, Event, Message, Released, Snapshot, Status
+from relay.keyspace import (
+    DEAD_LETTERS,
+    DEVICES,
+    GEO,
+    INDEX_LUA,
+    SNAPSHOT_TTL_S,
+    STATS,
+    WORKERS,
+    dkey,
+    live_channel,
+)
 
 SEEN_TTL_S = 14 * 86400  # far longer than any redelivery can take
 DEAD_LETTER_MAXLEN = 100_000
@@ -65,6 +75,20 @@ def _script_args(msg: Message) -> tuple[list[str], list[Any]]:
             msg.at.timestamp(),
             msg.model_dump_json(),
             "",
+            "",
+            "",
+            live_channel(d) if msg.type == "ring" else "",
+        ]
+    if isinstance(msg, Snapshot):
+        return [*keys, "", dkey(d, f"snap:{msg.ring_id}")], [
+            "snapshot",
+            SEEN_TTL_S,
+            msg.at.timestamp(),
+            msg.model_dump_json(),
+            "",
+            SNAPSHOT_TTL_S,
+            "",
+            live_channel(d),
         ]
     if isinstance(msg, Status):
         return [*keys, "", ""], [
@@ -268,6 +292,25 @@ class RelayIndex:
             out += [json.loads(x) for x in raw if x is not None]
         out.sort(key=lambda c: (c["start"], c["device"], c["clip_id"]))
         return out[:limit]
+
+    def owned_by(self, owner: str) -> list[str]:
+        """The ids of ``owner``'s doorbells (not revoked)."""
+        out = []
+        for d in self.device_ids():
+            info = self.r.hmget(dkey(d, "info"), ["owner", "revoked"])
+            if info[0] is not None and info[0].decode() == owner and info[1] in (None, b"0"):
+                out.append(d)
+        return out
+
+    def rings(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest rings of ``device``, newest first, each with its sealed snapshot if kept."""
+        raw = self.r.zrevrange(dkey(device, "events"), 0, 4 * limit)
+        rings = [e for e in (json.loads(x) for x in raw) if e["type"] == "ring"][:limit]
+        if rings:
+            snaps = self.r.mget([dkey(device, f"snap:{e['id']}") for e in rings])
+            for e, snap in zip(rings, snaps, strict=True):
+                e["sealed"] = json.loads(snap)["sealed"] if snap else None
+        return rings
 
     def counts(self) -> dict[str, int]:
         ids = self.device_ids()

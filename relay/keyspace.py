@@ -30,6 +30,24 @@ def dkey(device: str, what: str) -> str:
     return f"dev:{{{device}}}:{what}"
 
 
+def live_channel(device: str) -> str:
+    """Pub/sub channel on which indexing publishes a device's rings and snapshots, once each
+    (the owners' web app streams it to the owner's open page)."""
+    return f"live:{{{device}}}"
+
+
+SNAPSHOT_TTL_S = 7 * 86400
+"""How long the relay keeps a ring's sealed snapshot (``dkey(device, "snap:<ring id>")``)."""
+
+
+# ---------------------------------------------------------------- web sessions
+
+
+def web_session(session_hash: str) -> str:
+    """An owner's web-app session, by the SHA-256 of its cookie (JSON: owner, csrf)."""
+    return f"websession:{session_hash}"
+
+
 # ---------------------------------------------------------------- consent
 
 OWNERS = "owners"
@@ -97,6 +115,11 @@ if kind == 'clip' then
 elseif kind == 'event' then
   redis.call('ZADD', KEYS[4], score, ARGV[4])
   redis.call('HINCRBY', KEYS[2], 'events_indexed', 1)
+  if ARGV[8] ~= '' then redis.call('PUBLISH', ARGV[8], ARGV[4]) end
+elseif kind == 'snapshot' then
+  redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[6])
+  redis.call('HINCRBY', KEYS[2], 'snapshots', 1)
+  redis.call('PUBLISH', ARGV[8], ARGV[4])
 elseif kind == 'status' then
   local prev = tonumber(redis.call('HGET', KEYS[3], 'status_ts') or '0')
   if score >= prev then
@@ -116,4 +139,5 @@ if score > seen then redis.call('HSET', KEYS[3], 'last_seen', ARGV[3]) end
 return 1
 """
 """Index one message, idempotent on its id.  KEYS: seen, stats, info, target, item.
-ARGV: kind, seen TTL, score, value, member, online flag, firmware."""
+ARGV: kind, seen TTL, score, value, member, online flag (or snapshot TTL), firmware,
+live channel (rings and snapshots are published there once, when first indexed)."""

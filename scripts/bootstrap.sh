@@ -12,6 +12,8 @@ declare -A DEB_PACKAGES=(
     [mosquitto]=mosquitto
     [redis-server]=redis-server
     [systemd]=systemd-analyze
+    [chromium]=chromium
+    [npm]=npm
 )
 
 missing=()
@@ -55,3 +57,5 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
     fi
     touch "$stamp"
 fi
+# The owners' web app's libsodium.js (npm, pinned by relay/web/package-lock.json).
+./scripts/web_assets.sh

@@ -1,0 +1,280 @@
+"""The owners' web app in a real browser (Debian's chromium, driven by Playwright).
+
+Alice's page imports her keys, sees a ring with its snapshot decrypted in the page,
+plays a clip to its end, approves an ask (the requester decrypts the release) and
+deletes a clip.  Bob's session sees none of it; CSRF and the CSP hold.  Screenshots
+of each step are kept in the test's tmp folder (``screens/``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ffprobe
+from stack import wait_for
+from test_consent_e2e import Home, Relay, redis_contents, run_footage
+
+from protocol.crypto import OwnerKeys, b64
+from protocol.decisions import Deletion, sign_decision
+from relay.web import COOKIE
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PASSPHRASE = "correct horse battery"
+
+
+@pytest.fixture
+def world(stack, tmp_path):
+    relay = Relay(stack, tmp_path)
+    homes = [
+        Home(stack, relay, tmp_path, "alice-door", 51.5000, -0.1200),
+        Home(stack, relay, tmp_path, "bob-door", 51.5004, -0.1200),
+    ]
+    yield relay, homes
+    for h in homes:
+        h.close()
+    relay.close()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+class Shots:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir()
+        self.n = 0
+
+    def __call__(self, page, name: str) -> Path:
+        self.n += 1
+        path = self.folder / f"{self.n:02d}-{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+def open_page(browser, relay: Relay, errors: list[str]):
+    ctx = browser.new_context(base_url=relay.url)
+    page = ctx.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto("/app/")
+    expect(page, "body[data-ready='1']", errors)
+    return page
+
+
+def expect(page, selector: str, errors: list[str], timeout: float = 15000) -> None:
+    """Wait for ``selector``; on a timeout, say what the page said."""
+    from playwright.sync_api import TimeoutError as PwTimeout
+
+    try:
+        page.wait_for_selector(selector, timeout=timeout)
+    except PwTimeout:
+        status = page.inner_text("#status")
+        raise AssertionError(f"no {selector}; the page says {status!r}; errors {errors}") from None
+
+
+def expect_js(page, predicate: str, errors: list[str], timeout: float = 30000) -> None:
+    """Wait for a JS predicate (a function: the CSP forbids evaluating strings)."""
+    from playwright.sync_api import TimeoutError as PwTimeout
+
+    try:
+        page.wait_for_function(predicate, timeout=timeout)
+    except PwTimeout:
+        status = page.inner_text("#status")
+        msg = f"not {predicate}; the page says {status!r}; errors {errors}"
+        raise AssertionError(msg) from None
+
+
+def sign_in(page, home: Home) -> None:
+    page.fill("#token", home.token.read_text())
+    page.click("#sign-in-form button[type=submit]")
+
+
+def session_of(relay: Relay, home: Home) -> tuple[dict[str, str], str]:
+    """Sign in over plain HTTP: the cookie header to send, and the CSRF token."""
+    r = httpx.post(
+        f"{relay.url}/app/api/session",
+        json={"token": home.token.read_text()},
+        headers={"Origin": relay.url},
+    )
+    assert r.status_code == 200, r.text
+    return {"Cookie": f"{COOKIE}={r.cookies[COOKIE]}"}, r.json()["csrf"]
+
+
+def test_alice_at_her_door_in_a_real_browser(world, browser, tmp_path):
+    relay, (alice, bob) = world
+    shots = Shots(tmp_path / "screens")
+    errors: list[str] = []
+
+    # --- sign in, import the key folder once, under a passphrase
+    page = open_page(browser, relay, errors)
+    sign_in(page, alice)
+    expect(page, "#import-form:not([hidden])", errors)
+    page.set_input_files("#key-files", [str(alice.keys / "sign.key"), str(alice.keys / "box.key")])
+    page.fill("#new-passphrase", PASSPHRASE)
+    shots(page, "import-keys")
+    page.click("#import-form button[type=submit]")
+    expect(page, "body[data-unlocked='1'][data-live='1']", errors)
+    cookie = next(c for c in page.context.cookies() if c["name"] == COOKIE)
+    assert (cookie["httpOnly"], cookie["secure"], cookie["sameSite"]) == (True, True, "Strict")
+    assert page.evaluate("typeof document.cookie") == "string"
+    assert COOKIE not in page.evaluate("document.cookie"), "the session is not readable by script"
+
+    # --- the CSP holds: an injected inline script does not run
+    page.evaluate(
+        """() => { const s = document.createElement('script');
+                   s.textContent = 'window.injected = 1'; document.body.append(s); }"""
+    )
+    assert page.evaluate("window.injected") is None
+    assert any("Content Security Policy" in e for e in errors), errors
+    errors.clear()
+
+    # --- a press: the ring and its decrypted snapshot appear on the open page
+    alice.bell.schedule_press(2.0)
+    alice.bell.run(9.0)
+    alice.bell.controller.shutdown()
+    expect(page, "li.ring.fresh[data-snapshot='shown']", errors)
+    size = page.evaluate(
+        "(() => { const i = document.querySelector('li.ring img');"
+        " return [i.naturalWidth, i.naturalHeight]; })()"
+    )
+    assert size == [320, 240]
+    assert int(page.get_attribute("body", "data-chimes") or 0) >= 1, "the chime played"
+    shots(page, "ring")
+    (snap_ev,) = [e for e in alice.events if e.kind == "ring_snapshot"]
+    jpeg = snap_ev.data["jpeg"]
+    stored = redis_contents(relay.engine.r)
+    assert jpeg[200:264] not in stored and b64(jpeg)[200:264].encode() not in stored
+
+    # --- clips: reopen the page (keys unlocked from IndexedDB), play one to its end
+    wait_for(lambda: relay.engine.index.clips(device="alice-door"), 30, "the clip indexed")
+    (clip,) = relay.engine.index.clips(device="alice-door")
+    page.reload()
+    expect(page, "#unlock-form:not([hidden])", errors)
+    page.fill("#passphrase", "not the passphrase")
+    page.click("#unlock-form button[type=submit]")
+    expect(page, "#status.error", errors)
+    assert "wrong passphrase" in page.inner_text("#status")
+    page.fill("#passphrase", PASSPHRASE)
+    page.click("#unlock-form button[type=submit]")
+    expect(page, "body[data-unlocked='1']", errors)
+    page.click(f"li[data-clip='{clip['clip_id']}'] >> text=Play")
+    expect_js(page, "() => document.getElementById('video').readyState >= 1", errors)
+    page.evaluate("document.getElementById('video').playbackRate = 4")
+    expect_js(page, "() => document.getElementById('video').ended", errors)
+    duration = page.evaluate("document.getElementById('video').duration")
+    assert duration == pytest.approx(clip["duration_s"], abs=0.15)
+    assert page.get_attribute("#download", "download").endswith(".mp4")
+    shots(page, "clip-played")
+
+    # --- Bob's session sees none of Alice's rings, clips or asks
+    police = OwnerKeys.generate()
+    police.save(tmp_path / "police-keys")
+    (tmp_path / "police.token").write_text(
+        relay.engine.add_requester("city-police", "agency", police.box_public)
+    )
+    t0 = time.time() - 3600
+    code, out = run_footage(
+        relay,
+        tmp_path / "police.token",
+        "request",
+        *("--lat", "51.5000", "--lon", "-0.12", "--radius", "50"),
+        *("--from", str(t0), "--to", str(t0 + 7200)),
+        *("--reason", "parcel theft", "--case", "CASE-7"),
+    )
+    assert code == 0, out
+    request_id = out.strip()
+    (ask,) = relay.engine.asks_for("owner-of-alice-door")
+    bob_h, bob_csrf = session_of(relay, bob)
+    get = lambda path, h=bob_h: httpx.get(relay.url + path, headers=h)  # noqa: E731
+    assert get("/app/api/rings").json() == []
+    assert get("/app/api/clips").json() == []
+    assert get("/app/api/asks").json() == []
+    post_h = {**bob_h, "X-CSRF-Token": bob_csrf, "Origin": relay.url}
+    bob_del = sign_decision(Deletion.create("alice-door", clip["clip_id"]), bob.owner.sign_private)
+    base = f"{relay.url}/app/api"
+    for path, body in (
+        (f"/clips/alice-door/{clip['clip_id']}/delete", {"signed": bob_del}),
+        (f"/clips/alice-door/{clip['clip_id']}/play", {"signed": bob_del}),
+        (f"/asks/{ask.id}/approve", {"signed": bob_del}),
+        (f"/asks/{ask.id}/deny", None),
+    ):
+        r = httpx.post(base + path, json=body, headers=post_h)
+        assert r.status_code == 404, (path, r.status_code, r.text)
+    assert get(f"/app/api/clips/alice-door/{clip['clip_id']}/play/own-12345678").status_code == 404
+    assert get("/app/api/rings", {}).status_code == 401
+
+    # --- CSRF: Alice's own session, without the token or from another origin, changes nothing
+    alice_h, alice_csrf = session_of(relay, alice)
+    for headers in (
+        {**alice_h, "Origin": relay.url},
+        {**alice_h, "Origin": "http://evil.example", "X-CSRF-Token": alice_csrf},
+        {**alice_h, "Origin": relay.url, "X-CSRF-Token": bob_csrf},
+    ):
+        r = httpx.post(f"{base}/asks/{ask.id}/deny", headers=headers)
+        assert r.status_code == 403 and r.json()["error"] == "csrf", r.text
+    r = httpx.post(
+        f"{base}/session", json={"token": "x"}, headers={"Origin": "http://evil.example"}
+    )
+    assert r.status_code == 403
+    r = httpx.post(
+        f"{base}/session",
+        content=json.dumps({"token": alice.token.read_text()}),
+        headers={"Origin": relay.url, "Content-Type": "text/plain"},
+    )
+    assert r.status_code in (400, 415) and COOKIE not in r.cookies, "a form cannot sign in"
+    assert relay.engine.ask(ask.id).status == "pending"
+    csp = httpx.get(f"{relay.url}/app/").headers["content-security-policy"]
+    assert "script-src 'self' 'wasm-unsafe-eval'" in csp and "unsafe-inline" not in csp
+
+    # --- the ask: area, reason, case, window; approve, signed in the browser
+    page.click("#refresh")
+    expect(page, f"li[data-ask='{ask.id}'][data-status='pending']", errors)
+    text = page.inner_text(f"li[data-ask='{ask.id}']")
+    for needle in ("parcel theft", "CASE-7", "51.50000", "within 50 m", clip["clip_id"]):
+        assert needle in text, needle
+    shots(page, "ask")
+    page.click(f"li[data-ask='{ask.id}'] >> text=Approve")
+    expect(page, f"li[data-ask='{ask.id}'][data-status='approved']", errors)
+    wait_for(lambda: relay.engine.released(request_id), 30, "the doorbell to release")
+    code, out = run_footage(
+        relay,
+        tmp_path / "police.token",
+        *("fetch", request_id, "--key", str(tmp_path / "police-keys")),
+        *("--out", str(tmp_path / "got")),
+    )
+    assert code == 0, out
+    (mp4,) = (tmp_path / "got").glob("*.mp4")
+    assert ffprobe(mp4)["streams"][0]["codec_name"] == "h264"
+    shots(page, "approved")
+
+    # --- delete the clip for good, signed in the browser
+    page.click(f"li[data-clip='{clip['clip_id']}'] >> text=Delete for good")
+    expect(page, f"li[data-clip='{clip['clip_id']}'][data-deleting='1']", errors)
+    wait_for(lambda: alice.bell.store.get(clip["clip_id"]) is None, 30, "the doorbell to delete")
+    wait_for(lambda: not relay.engine.index.clips(device="alice-door"), 30, "the relay to forget")
+    page.click("#refresh")
+    expect(page, "body[data-refreshed='1']", errors)
+    assert page.query_selector(f"li[data-clip='{clip['clip_id']}']") is None
+    shots(page, "deleted")
+    assert "deletion" in [e["kind"] for e in relay.audit.entries()]
+    assert errors == [], errors
