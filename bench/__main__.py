@@ -22,6 +22,7 @@ BENCHMARKS = {
     "request_matching": "bench.request_matching",
     "clip_finalise": "bench.clip_finalise",
     "release_cycle": "bench.release_cycle",
+    "web_ring": "bench.web_ring",
 }
 
 
