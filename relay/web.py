@@ -55,12 +55,13 @@ from protocol.decisions import Approval, DecisionRefused, verify_decision
 from relay import keyspace as ks
 from relay.blobs import BlobStore, LocalBlobStore, blob_key
 from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal
+from relay.report import OWN_PLAYBACK
 
 STATIC = Path(__file__).with_name("web")
 """The page, its scripts and (after ``scripts/web_assets.sh``) ``static/vendor/``."""
 COOKIE = "__Host-odb_session"
 SESSION_TTL_S = 12 * 3600
-OWN_PREFIX = "own-"
+OWN_PREFIX = OWN_PLAYBACK
 """Request ids of an owner's own playback (no requester, no ask)."""
 
 CSP = "; ".join(

@@ -20,6 +20,7 @@ from test_consent_e2e import Home, Relay, redis_contents, run_footage
 
 from protocol.crypto import OwnerKeys, b64
 from protocol.decisions import Deletion, sign_decision
+from relay.report import build_report
 from relay.web import COOKIE
 
 CHROMIUM = "/usr/bin/chromium"
@@ -276,5 +277,8 @@ def test_alice_at_her_door_in_a_real_browser(world, browser, tmp_path):
     expect(page, "body[data-refreshed='1']", errors)
     assert page.query_selector(f"li[data-clip='{clip['clip_id']}']") is None
     shots(page, "deleted")
-    assert "deletion" in [e["kind"] for e in relay.audit.entries()]
+    kinds = [e["kind"] for e in relay.audit.entries()]
+    assert "deletion" in kinds and kinds.count("release") == 2, "Alice's viewing is on the record"
+    report = build_report(relay.audit.entries(), 0, time.time() + 1, relay.engine.policy())
+    assert report["clips_released"] == 1, "but it is not a release to anyone else"
     assert errors == [], errors
