@@ -48,6 +48,16 @@ def web_session(session_hash: str) -> str:
     return f"websession:{session_hash}"
 
 
+def web_push_subs(owner: str) -> str:
+    """Hash: SHA-256 of a push endpoint → the owner's browser's subscription (JSON)."""
+    return f"webpush:subs:{owner}"
+
+
+def web_push_sent(ring_id: str) -> str:
+    """Claimed (SET NX, 1 h) by the API process that pushes this ring, so it goes once."""
+    return f"webpush:sent:{ring_id}"
+
+
 # ---------------------------------------------------------------- consent
 
 OWNERS = "owners"

@@ -403,6 +403,35 @@ def web_router(
         except PolicyRefusal as err:
             raise WebError(422, "refused", str(err)) from None
 
+    # ------------------------------------------------------------ web push
+
+    def web_push(request: Request) -> Any:
+        push = getattr(request.app.state, "web_push", None)
+        if push is None:
+            raise WebError(404, "not_found", "web push is not set up on this relay")
+        return push
+
+    @router.get("/app/api/push")
+    def push_key(request: Request, s: Session) -> dict[str, Any]:
+        from relay.webpush import application_server_key
+
+        return {"application_server_key": application_server_key(web_push(request).vapid)}
+
+    @router.post("/app/api/push/subscribe", status_code=201)
+    def push_subscribe(request: Request, body: dict[str, Any], s: Changing) -> dict[str, Any]:
+        from relay.webpush import BadSubscription
+
+        try:
+            web_push(request).subs.add(s["owner"], body)
+        except BadSubscription as err:
+            raise WebError(422, "refused", str(err)) from None
+        return {"subscribed": True}
+
+    @router.post("/app/api/push/unsubscribe")
+    def push_unsubscribe(request: Request, body: dict[str, Any], s: Changing) -> dict[str, Any]:
+        web_push(request).subs.remove(s["owner"], str(body.get("endpoint", "")))
+        return {"subscribed": False}
+
     @router.get("/app/api/log/head")
     def log_head(s: Session) -> dict[str, Any]:
         signed = engine.audit.head()
@@ -422,3 +451,25 @@ def install(app: Any, engine: ConsentEngine, blobs: BlobStore, publish: Any) -> 
         )
 
     app.include_router(web_router(engine, blobs, publish))
+
+
+class WebPush:
+    """What the web routes need for Web Push: the subscriptions and the VAPID key."""
+
+    def __init__(self, subs: Any, vapid: Any) -> None:
+        self.subs, self.vapid = subs, vapid
+
+
+def start_web_push(app: Any, engine: ConsentEngine, vapid_key_file: Path, subject: str) -> Any:
+    """Turn Web Push on for ``app``: subscriptions, and a sender thread for rings."""
+    import threading
+
+    from relay.webpush import PushSender, PushSubscriptions, load_vapid
+
+    vapid = load_vapid(vapid_key_file)
+    subs = PushSubscriptions(engine.r)
+    app.state.web_push = WebPush(subs, vapid)
+    sender = PushSender(engine.r, engine.index, subs, vapid, subject)
+    stop = threading.Event()
+    threading.Thread(target=sender.run, args=(stop,), name="web-push", daemon=True).start()
+    return sender
