@@ -189,6 +189,13 @@ def web_router(
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)
 
+    @router.get("/app/sw.js")
+    def service_worker() -> FileResponse:
+        # Served from /app/ so that its scope is the page's.
+        return FileResponse(
+            STATIC / "static" / "sw.js", media_type="text/javascript", headers=SECURITY_HEADERS
+        )
+
     @router.get("/app/static/{path:path}")
     def static(path: str) -> FileResponse:
         root = (STATIC / "static").resolve()
@@ -413,9 +420,11 @@ def web_router(
 
     @router.get("/app/api/push")
     def push_key(request: Request, s: Session) -> dict[str, Any]:
+        """The VAPID key browsers subscribe with; null when web push is not set up."""
         from relay.webpush import application_server_key
 
-        return {"application_server_key": application_server_key(web_push(request).vapid)}
+        push = getattr(request.app.state, "web_push", None)
+        return {"application_server_key": application_server_key(push.vapid) if push else None}
 
     @router.post("/app/api/push/subscribe", status_code=201)
     def push_subscribe(request: Request, body: dict[str, Any], s: Changing) -> dict[str, Any]:

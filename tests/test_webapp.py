@@ -23,16 +23,6 @@ from protocol.decisions import Deletion, sign_decision
 from relay.report import build_report
 from relay.web import COOKIE
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSPHRASE = "correct horse battery"
 
 
@@ -47,16 +37,6 @@ def world(stack, tmp_path):
     for h in homes:
         h.close()
     relay.close()
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        yield b
-        b.close()
 
 
 class Shots:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from stack import wait_for
 from test_consent_e2e import Home, Relay
-from test_webapp import session_of
+from test_webapp import PASSPHRASE, expect, expect_js, session_of
 
 from relay.web import WebPush
 from relay.webpush import (
@@ -115,7 +115,7 @@ def world(stack, tmp_path):
     relay.close()
 
 
-def test_a_ring_is_pushed_encrypted_to_its_owners_browsers_only(world, tmp_path):
+def test_a_ring_is_pushed_encrypted_to_its_owners_browsers_only(world, browser, tmp_path):
     relay, (alice, bob), service = world
     r = relay.engine.r
     vapid = load_vapid(tmp_path / "vapid.pem")
@@ -179,6 +179,49 @@ def test_a_ring_is_pushed_encrypted_to_its_owners_browsers_only(world, tmp_path)
     assert browsers["/bob"].decrypt(body)["device"] == "bob-door"
     assert service.got.empty()
     stop.set()
+
+    # What the push service delivered, handed to the page's service worker (as the
+    # browser would after decrypting it), becomes a notification.
+    shown = show_in_service_worker(browser, relay, alice, json.dumps(pushed))
+    assert shown["title"] == "Someone is at the door"
+    assert shown["tag"] == ring.id and shown["body"].startswith("alice-door rang at")
+
+
+def show_in_service_worker(browser, relay, home, payload: str) -> dict:
+    errors: list[str] = []
+    ctx = browser.new_context(base_url=relay.url)
+    ctx.grant_permissions(["notifications"], origin=relay.url)
+    page = ctx.new_page()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    cdp = ctx.new_cdp_session(page)
+    registrations: list[str] = []
+    cdp.on(
+        "ServiceWorker.workerRegistrationUpdated",
+        lambda e: registrations.extend(r["registrationId"] for r in e["registrations"]),
+    )
+    cdp.send("ServiceWorker.enable")
+    page.goto("/app/")
+    expect(page, "body[data-ready='1']", errors)
+    page.fill("#token", home.token.read_text())
+    page.click("#sign-in-form button[type=submit]")
+    expect(page, "#import-form:not([hidden])", errors)
+    page.set_input_files("#key-files", [str(home.keys / "sign.key"), str(home.keys / "box.key")])
+    page.fill("#new-passphrase", PASSPHRASE)
+    page.click("#import-form button[type=submit]")
+    expect(page, "body[data-unlocked='1'][data-service-worker='1'] #notify:not([hidden])", errors)
+    expect_js(page, "async () => !!(await navigator.serviceWorker.ready).active", errors)
+    wait_for(lambda: registrations, 10, "the service worker's registration")
+    cdp.send(
+        "ServiceWorker.deliverPushMessage",
+        {"origin": relay.url, "registrationId": registrations[-1], "data": payload},
+    )
+    notes = "async () => (await navigator.serviceWorker.ready).getNotifications()"
+    expect_js(page, f"async () => (await ({notes})()).length > 0", errors)
+    fields = "(n) => ({title: n.title, body: n.body, tag: n.tag})"
+    (shown,) = page.evaluate(f"async () => (await ({notes})()).map({fields})")
+    ctx.close()
+    assert errors == [], errors
+    return shown
 
 
 def test_subscriptions_are_checked():

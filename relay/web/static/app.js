@@ -52,6 +52,7 @@ async function start() {
   $("forget-keys").addEventListener("click", forget);
   $("sign-out").addEventListener("click", signOut);
   $("refresh").addEventListener("click", refresh);
+  $("notify").addEventListener("click", subscribePush);
   try {
     state.me = await api("GET", "/app/api/me");
     await signedIn();
@@ -135,6 +136,7 @@ async function unlocked(keys) {
   $("main").hidden = false;
   say("Keys unlocked.");
   $("refresh").hidden = false;
+  offerPush();
   openLive();
   await Promise.all([loadRings(), loadClips(), loadAsks(), loadLog()]);
   document.body.dataset.unlocked = "1";
@@ -209,6 +211,34 @@ function chime() {
     document.body.dataset.chimes = String(state.sounds);
   } catch (err) {
     console.warn("no sound:", err);
+  }
+}
+
+// ------------------------------------------------------------------ web push
+
+async function offerPush() {
+  if (!("serviceWorker" in navigator) || !("PushManager" in window)) return;
+  try {
+    state.pushKey = (await api("GET", "/app/api/push")).application_server_key;
+    if (!state.pushKey) return;
+    await navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" });
+    document.body.dataset.serviceWorker = "1";
+    $("notify").hidden = false;
+  } catch (err) {
+    console.warn("web push unavailable:", err.message);
+  }
+}
+
+async function subscribePush() {
+  try {
+    if ((await Notification.requestPermission()) !== "granted") throw new Error("notifications are blocked");
+    const reg = await navigator.serviceWorker.ready;
+    const sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: state.pushKey });
+    await api("POST", "/app/api/push/subscribe", sub.toJSON());
+    say("This browser will be notified of rings while the page is closed.");
+    $("notify").hidden = true;
+  } catch (err) {
+    say(`cannot subscribe: ${err.message}`, true);
   }
 }
 
