@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from firmware.controller import DoorbellEvent
+from firmware.jpeg import shrink_jpeg
 from firmware.outbox import NORMAL, URGENT, Outbox
 from protocol import (
     Clip,
@@ -25,6 +26,9 @@ from protocol.messages import SNAPSHOT_MAX_B64
 
 log = logging.getLogger(__name__)
 
+SNAPSHOT_MAX_JPEG = SNAPSHOT_MAX_B64 * 3 // 4 - 48
+"""The largest JPEG whose sealed box (48 bytes more) fits a Snapshot message in base64."""
+
 
 def to_message(device: str, ev: DoorbellEvent, owner_box: bytes | None = None) -> Message | None:
     """The wire message for ``ev``, or None for what stays on the device.
@@ -37,10 +41,11 @@ def to_message(device: str, ev: DoorbellEvent, owner_box: bytes | None = None) -
     if ev.kind == "ring_snapshot":
         if owner_box is None:
             return None
-        sealed = b64(wrap_key(d["jpeg"], owner_box))
-        if len(sealed) > SNAPSHOT_MAX_B64:
+        jpeg = shrink_jpeg(d["jpeg"], SNAPSHOT_MAX_JPEG)
+        if jpeg is None:
             log.warning("ring snapshot of %d bytes is too large to announce", len(d["jpeg"]))
             return None
+        sealed = b64(wrap_key(jpeg, owner_box))
         return Snapshot(id=new_id(), ts=ts, device=device, ring_id=d["ring"], at=ts, sealed=sealed)
     if ev.kind in ("ring", "motion_start", "motion_end"):
         return Event(id=ev.id, ts=ts, device=device, type=ev.kind, at=ts, motion_id=d.get("motion"))
