@@ -77,7 +77,7 @@ def _script_args(msg: Message) -> tuple[list[str], list[Any]]:
             "",
             "",
             "",
-            live_channel(d) if msg.type == "ring" else "",
+            live_channel(d),
         ]
     if isinstance(msg, Snapshot):
         return [*keys, "", dkey(d, f"snap:{msg.ring_id}")], [
@@ -302,15 +302,16 @@ class RelayIndex:
                 out.append(d)
         return out
 
-    def rings(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
-        """The latest rings of ``device``, newest first, each with its sealed snapshot if kept."""
-        raw = self.r.zrevrange(dkey(device, "events"), 0, 4 * limit)
-        rings = [e for e in (json.loads(x) for x in raw) if e["type"] == "ring"][:limit]
+    def events(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest rings and motion of ``device``, newest first; each ring with its
+        sealed snapshot (``sealed``) while the relay keeps it."""
+        events = [json.loads(x) for x in self.r.zrevrange(dkey(device, "events"), 0, limit - 1)]
+        rings = [e for e in events if e["type"] == "ring"]
         if rings:
             snaps = self.r.mget([dkey(device, f"snap:{e['id']}") for e in rings])
             for e, snap in zip(rings, snaps, strict=True):
                 e["sealed"] = json.loads(snap)["sealed"] if snap else None
-        return rings
+        return events
 
     def counts(self) -> dict[str, int]:
         ids = self.device_ids()

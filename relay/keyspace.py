@@ -31,8 +31,8 @@ def dkey(device: str, what: str) -> str:
 
 
 def live_channel(device: str) -> str:
-    """Pub/sub channel on which indexing publishes a device's rings and snapshots, once each
-    (the owners' web app streams it to the owner's open page)."""
+    """Pub/sub channel on which indexing publishes a device's events (rings, motion) and
+    ring snapshots, once each (the owners' web app streams it to the owner's open page)."""
     return f"live:{{{device}}}"
 
 
@@ -150,4 +150,4 @@ return 1
 """
 """Index one message, idempotent on its id.  KEYS: seen, stats, info, target, item.
 ARGV: kind, seen TTL, score, value, member, online flag (or snapshot TTL), firmware,
-live channel (rings and snapshots are published there once, when first indexed)."""
+live channel (events and snapshots are published there once, when first indexed)."""

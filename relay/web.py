@@ -257,15 +257,16 @@ def web_router(
 
     # ------------------------------------------------------------ rings, live
 
-    @router.get("/app/api/rings")
-    def rings(s: Session) -> list[dict[str, Any]]:
-        out = [r for d in index.owned_by(s["owner"]) for r in index.rings(d)]
-        out.sort(key=lambda r: r["at"], reverse=True)
+    @router.get("/app/api/events")
+    def events(s: Session) -> list[dict[str, Any]]:
+        """Rings (with sealed snapshots) and motion of the owner's doorbells, newest first."""
+        out = [e for d in index.owned_by(s["owner"]) for e in index.events(d)]
+        out.sort(key=lambda e: e["at"], reverse=True)
         return out
 
     @router.get("/app/api/live")
     def live(s: Session) -> StreamingResponse:
-        """Server-Sent Events: each ring and each sealed snapshot of the owner's doorbells."""
+        """Server-Sent Events: each event and each sealed ring snapshot of the owner's doorbells."""
         channels = [ks.live_channel(d) for d in index.owned_by(s["owner"])]
         pubsub = engine.r.pubsub(ignore_subscribe_messages=True)
         if channels:

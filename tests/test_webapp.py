@@ -18,6 +18,7 @@ from conftest import ffprobe
 from stack import wait_for
 from test_consent_e2e import Home, Relay, redis_contents, run_footage
 
+from protocol import Event, encode, new_id, utcnow
 from protocol.crypto import OwnerKeys, b64
 from protocol.decisions import Deletion, sign_decision
 from relay.report import build_report
@@ -101,7 +102,7 @@ def session_of(relay: Relay, home: Home) -> tuple[dict[str, str], str]:
     return {"Cookie": f"{COOKIE}={r.cookies[COOKIE]}"}, r.json()["csrf"]
 
 
-def test_alice_at_her_door_in_a_real_browser(world, browser, tmp_path):
+def test_alice_at_her_door_in_a_real_browser(world, stack, browser, tmp_path):
     relay, (alice, bob) = world
     shots = Shots(tmp_path / "screens")
     errors: list[str] = []
@@ -141,6 +142,13 @@ def test_alice_at_her_door_in_a_real_browser(world, browser, tmp_path):
     assert size == [320, 240]
     assert int(page.get_attribute("body", "data-chimes") or 0) >= 1, "the chime played"
     shots(page, "ring")
+
+    # --- motion appears in the timeline live too (published by the doorbell's own account)
+    bell_client = stack.client("alice-door")
+    start = Event(id=new_id(), ts=utcnow(), device="alice-door", type="motion_start", at=utcnow())
+    bell_client.publish(*encode(start), qos=1)
+    expect(page, f"li.motion.fresh[data-event='{start.id}'][data-type='motion_start']", errors)
+    bell_client.loop_stop()
     (snap_ev,) = [e for e in alice.events if e.kind == "ring_snapshot"]
     jpeg = snap_ev.data["jpeg"]
     stored = redis_contents(relay.engine.r)
@@ -187,7 +195,7 @@ def test_alice_at_her_door_in_a_real_browser(world, browser, tmp_path):
     (ask,) = relay.engine.asks_for("owner-of-alice-door")
     bob_h, bob_csrf = session_of(relay, bob)
     get = lambda path, h=bob_h: httpx.get(relay.url + path, headers=h)  # noqa: E731
-    assert get("/app/api/rings").json() == []
+    assert get("/app/api/events").json() == []
     assert get("/app/api/clips").json() == []
     assert get("/app/api/asks").json() == []
     post_h = {**bob_h, "X-CSRF-Token": bob_csrf, "Origin": relay.url}
@@ -202,7 +210,7 @@ def test_alice_at_her_door_in_a_real_browser(world, browser, tmp_path):
         r = httpx.post(base + path, json=body, headers=post_h)
         assert r.status_code == 404, (path, r.status_code, r.text)
     assert get(f"/app/api/clips/alice-door/{clip['clip_id']}/play/own-12345678").status_code == 404
-    assert get("/app/api/rings", {}).status_code == 401
+    assert get("/app/api/events", {}).status_code == 401
 
     # --- CSRF: Alice's own session, without the token or from another origin, changes nothing
     alice_h, alice_csrf = session_of(relay, alice)

@@ -157,6 +157,7 @@ function openLive() {
   live.addEventListener("event", (e) => {
     const ev = JSON.parse(e.data);
     if (ev.type === "ring") { showRing({ ...ev, sealed: null }, true); chime(); }
+    else showMotion(ev, true);
   });
   live.addEventListener("snapshot", (e) => {
     const snap = JSON.parse(e.data);
@@ -168,7 +169,19 @@ function openLive() {
 }
 
 async function loadRings() {
-  for (const r of (await api("GET", "/app/api/rings")).reverse()) showRing(r, false);
+  for (const ev of (await api("GET", "/app/api/events")).reverse()) {
+    if (ev.type === "ring") showRing(ev, false);
+    else showMotion(ev, false);
+  }
+}
+
+function showMotion(ev, fresh) {
+  if (state.rings.has(ev.id)) return;
+  const what = ev.type === "motion_start" ? "Motion" : "Motion ended";
+  const li = el("li", { class: fresh ? "motion fresh" : "motion", "data-event": ev.id, "data-type": ev.type },
+    el("strong", {}, what), ` at ${ev.device}, `, el("time", {}, when(ev.at)));
+  state.rings.set(ev.id, li);
+  $("rings").prepend(li);
 }
 
 function showRing(ring, fresh) {
