@@ -25,6 +25,8 @@ from relay.report import build_report
 from relay.web import COOKIE
 
 PASSPHRASE = "correct horse battery"
+XSS = "<img src=x onerror=window.pwned=1>"
+"""A requester's reason is shown to the owner: it must stay text."""
 
 
 @pytest.fixture
@@ -188,7 +190,7 @@ def test_alice_at_her_door_in_a_real_browser(world, stack, browser, tmp_path):
         "request",
         *("--lat", "51.5000", "--lon", "-0.12", "--radius", "50"),
         *("--from", str(t0), "--to", str(t0 + 7200)),
-        *("--reason", "parcel theft", "--case", "CASE-7"),
+        *("--reason", f"parcel theft {XSS}", "--case", "CASE-7"),
     )
     assert code == 0, out
     request_id = out.strip()
@@ -239,8 +241,10 @@ def test_alice_at_her_door_in_a_real_browser(world, stack, browser, tmp_path):
     page.click("#refresh")
     expect(page, f"li[data-ask='{ask.id}'][data-status='pending']", errors)
     text = page.inner_text(f"li[data-ask='{ask.id}']")
-    for needle in ("parcel theft", "CASE-7", "51.50000", "within 50 m", clip["clip_id"]):
+    for needle in ("parcel theft", "CASE-7", "51.50000", "within 50 m", clip["clip_id"], XSS):
         assert needle in text, needle
+    assert page.query_selector(f"li[data-ask='{ask.id}'] img") is None, "a requester's text is text"
+    assert page.evaluate("window.pwned") is None
     shots(page, "ask")
     page.click(f"li[data-ask='{ask.id}'] >> text=Approve")
     expect(page, f"li[data-ask='{ask.id}'][data-status='approved']", errors)
