@@ -100,7 +100,7 @@ def _bare_round_trips(broker: LocalMosquitto, tmp: Path, n: int) -> list[float]:
 def run(presses: int = 100, quick: bool = False) -> Report:
     from playwright.sync_api import sync_playwright
 
-    presses = 5 if quick else presses
+    presses = 3 if quick else presses
     tmp = Path(tempfile.mkdtemp(prefix="bench-web-ring-"))
     report = Report(
         "web_ring",
