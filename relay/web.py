@@ -29,12 +29,13 @@ clip key sealed to the owner.
 # (No ``from __future__ import annotations``: FastAPI reads the dependency aliases
 # defined inside :func:`web_router` from evaluated annotations.)
 
+import asyncio
 import hashlib
 import json
 import mimetypes
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
@@ -136,6 +137,46 @@ def _same_origin(request: Request, origin: str | None) -> bool:
     return origin is not None and urlsplit(origin).netloc == host
 
 
+def async_client(r: Any) -> Any:
+    """An asyncio Redis client to the server ``r`` talks to (pub/sub for live streams)."""
+    import redis.asyncio as aioredis
+    from redis.cluster import RedisCluster
+
+    if isinstance(r, RedisCluster):
+        # Classic pub/sub reaches every node; any one of them will do.
+        node = r.get_default_node()
+        return aioredis.Redis(host=node.host, port=node.port)
+    pool = r.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    for unsupported in ("retry", "connect_func"):
+        kwargs.pop(unsupported, None)
+    ssl = pool.connection_class.__name__ == "SSLConnection"
+    cls = aioredis.SSLConnection if ssl else aioredis.Connection
+    return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=cls, **kwargs))
+
+
+async def live_stream(r: Any, channels: list[str]) -> AsyncIterator[bytes]:
+    """The SSE body: what Redis publishes on ``channels``, a comment every 15 s otherwise."""
+    yield b": open\n\n"
+    if not channels:
+        while True:
+            await asyncio.sleep(15)
+            yield b": keep-alive\n\n"
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(*channels)
+    try:
+        while True:
+            msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=15.0)
+            if msg is None:
+                yield b": keep-alive\n\n"
+                continue
+            data = msg["data"].decode()
+            kind = json.loads(data).get("kind", "event")
+            yield f"event: {kind}\ndata: {data}\n\n".encode()
+    finally:
+        await pubsub.aclose()
+
+
 def web_router(
     engine: ConsentEngine, blobs: BlobStore, publish: Callable[[str, bytes], None]
 ) -> APIRouter:
@@ -143,6 +184,12 @@ def web_router(
     router = APIRouter(include_in_schema=False)
     sessions = Sessions(engine.r)
     index = engine.index
+    aio: list[Any] = []
+
+    def async_redis() -> Any:
+        if not aio:  # made on first use, inside the server's event loop
+            aio.append(async_client(engine.r))
+        return aio[0]
 
     def session(request: Request) -> dict[str, Any]:
         cookie = request.cookies.get(COOKIE)
@@ -266,33 +313,16 @@ def web_router(
 
     @router.get("/app/api/live")
     def live(s: Session) -> StreamingResponse:
-        """Server-Sent Events: each event and each sealed ring snapshot of the owner's doorbells."""
+        """Server-Sent Events: each event and each sealed ring snapshot of the owner's doorbells.
+
+        An async stream: an open page holds no server thread (a thread each would starve
+        every other call once the pool's 40 are taken by open pages).
+        """
         channels = [ks.live_channel(d) for d in index.owned_by(s["owner"])]
-        pubsub = engine.r.pubsub(ignore_subscribe_messages=True)
-        if channels:
-            pubsub.subscribe(*channels)
-
-        def stream() -> Iterator[bytes]:
-            try:
-                yield b": open\n\n"
-                quiet_since = time.monotonic()
-                while True:
-                    msg = pubsub.get_message(timeout=1.0) if channels else None
-                    if msg is None:
-                        if not channels:
-                            time.sleep(1.0)
-                        if time.monotonic() - quiet_since > 15:
-                            quiet_since = time.monotonic()
-                            yield b": keep-alive\n\n"
-                        continue
-                    data = msg["data"].decode()
-                    kind = json.loads(data).get("kind", "event")
-                    yield f"event: {kind}\ndata: {data}\n\n".encode()
-            finally:
-                pubsub.close()
-
         headers = {**SECURITY_HEADERS, "X-Accel-Buffering": "no"}
-        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+        return StreamingResponse(
+            live_stream(async_redis(), channels), media_type="text/event-stream", headers=headers
+        )
 
     # ------------------------------------------------------------ clips
 

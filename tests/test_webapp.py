@@ -274,3 +274,29 @@ def test_alice_at_her_door_in_a_real_browser(world, stack, browser, tmp_path):
     report = build_report(relay.audit.entries(), 0, time.time() + 1, relay.engine.policy())
     assert report["clips_released"] == 1, "but it is not a release to anyone else"
     assert errors == [], errors
+
+
+def test_open_pages_do_not_starve_the_api(stack, tmp_path):
+    """More open pages (live streams) than the server's worker threads: the API still answers."""
+    import socket
+
+    relay = Relay(stack, tmp_path)
+    home = Home(stack, relay, tmp_path, "alice-door", 51.5, -0.12)
+    try:
+        h, _csrf = session_of(relay, home)
+        streams = []
+        for _ in range(50):  # anyio's thread pool has 40
+            s = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+            s.sendall(
+                f"GET /app/api/live HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\n"
+                f"Cookie: {h['Cookie'].split(': ', 1)[-1]}\r\n\r\n".encode()
+            )
+            assert s.recv(4096).startswith(b"HTTP/1.1 200"), "the stream opened"
+            streams.append(s)
+        r = httpx.get(f"{relay.url}/app/api/me", headers=h, timeout=10)
+        assert r.status_code == 200 and r.json()["owner"] == "owner-of-alice-door"
+        for s in streams:
+            s.close()
+    finally:
+        home.close()
+        relay.close()
