@@ -104,6 +104,33 @@ def session_of(relay: Relay, home: Home) -> tuple[dict[str, str], str]:
     return {"Cookie": f"{COOKIE}={r.cookies[COOKIE]}"}, r.json()["csrf"]
 
 
+def open_stream(relay: Relay, headers: dict[str, str]):
+    """A raw live stream (``/app/api/live``) with a session's cookie; its socket."""
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", relay.port), timeout=30)
+    s.sendall(
+        f"GET /app/api/live HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\n"
+        f"Cookie: {headers['Cookie']}\r\n\r\n".encode()
+    )
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    return s
+
+
+def read_until(s, needle: bytes) -> bytes:
+    """What the stream says until ``needle`` (the socket's timeout bounds the wait)."""
+    got = b""
+    while needle not in got:
+        chunk = s.recv(65536)
+        assert chunk, "the stream ended"
+        got += chunk
+    return got
+
+
+def ring_seen(page) -> str:
+    return page.get_attribute("li.ring", "data-ring")
+
+
 def test_alice_at_her_door_in_a_real_browser(world, stack, browser, tmp_path):
     relay, (alice, bob) = world
     shots = Shots(tmp_path / "screens")
@@ -132,6 +159,10 @@ def test_alice_at_her_door_in_a_real_browser(world, stack, browser, tmp_path):
     assert any("Content Security Policy" in e for e in errors), errors
     errors.clear()
 
+    # Bob's page is open too, listening (his stream must carry none of Alice's events).
+    bob_h, bob_csrf = session_of(relay, bob)
+    bob_live = open_stream(relay, bob_h)
+
     # --- a press: the ring and its decrypted snapshot appear on the open page
     alice.bell.schedule_press(2.0)
     alice.bell.run(9.0)
@@ -151,6 +182,14 @@ def test_alice_at_her_door_in_a_real_browser(world, stack, browser, tmp_path):
     bell_client.publish(*encode(start), qos=1)
     expect(page, f"li.motion.fresh[data-event='{start.id}'][data-type='motion_start']", errors)
     bell_client.loop_stop()
+    bob_bell = stack.client("bob-door")
+    bob_motion = Event(
+        id=new_id(), ts=utcnow(), device="bob-door", type="motion_start", at=utcnow()
+    )
+    bob_bell.publish(*encode(bob_motion), qos=1)
+    heard = read_until(bob_live, bob_motion.id.encode())
+    bob_bell.loop_stop()
+    assert b"alice-door" not in heard and ring_seen(page) not in heard.decode()
     (snap_ev,) = [e for e in alice.events if e.kind == "ring_snapshot"]
     jpeg = snap_ev.data["jpeg"]
     stored = redis_contents(relay.engine.r)
@@ -195,9 +234,8 @@ def test_alice_at_her_door_in_a_real_browser(world, stack, browser, tmp_path):
     assert code == 0, out
     request_id = out.strip()
     (ask,) = relay.engine.asks_for("owner-of-alice-door")
-    bob_h, bob_csrf = session_of(relay, bob)
     get = lambda path, h=bob_h: httpx.get(relay.url + path, headers=h)  # noqa: E731
-    assert get("/app/api/events").json() == []
+    assert {e["device"] for e in get("/app/api/events").json()} == {"bob-door"}, "his own only"
     assert get("/app/api/clips").json() == []
     assert get("/app/api/asks").json() == []
     post_h = {**bob_h, "X-CSRF-Token": bob_csrf, "Origin": relay.url}
@@ -289,7 +327,7 @@ def test_open_pages_do_not_starve_the_api(stack, tmp_path):
             s = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
             s.sendall(
                 f"GET /app/api/live HTTP/1.1\r\nHost: 127.0.0.1:{relay.port}\r\n"
-                f"Cookie: {h['Cookie'].split(': ', 1)[-1]}\r\n\r\n".encode()
+                f"Cookie: {h['Cookie']}\r\n\r\n".encode()
             )
             assert s.recv(4096).startswith(b"HTTP/1.1 200"), "the stream opened"
             streams.append(s)
