@@ -56,7 +56,7 @@ from protocol.decisions import Approval, DecisionRefused, verify_decision
 from relay import keyspace as ks
 from relay.blobs import BlobStore, LocalBlobStore, blob_key
 from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal
-from relay.report import OWN_PLAYBACK
+from relay.report import OWN_PLAYBACK, build_report
 
 STATIC = Path(__file__).with_name("web")
 """The page, its scripts and (after ``scripts/web_assets.sh``) ``static/vendor/``."""
@@ -187,7 +187,7 @@ def web_router(
     aio: list[Any] = []
 
     def async_redis() -> Any:
-        if not aio:  # made on first use, inside the server's event loop
+        if not aio:  # made once; it connects from the event loop, on first use
             aio.append(async_client(engine.r))
         return aio[0]
 
@@ -471,6 +471,12 @@ def web_router(
     def push_unsubscribe(request: Request, body: dict[str, Any], s: Changing) -> dict[str, Any]:
         web_push(request).subs.remove(s["owner"], str(body.get("endpoint", "")))
         return {"subscribed": False}
+
+    @router.get("/app/api/report")
+    def report(s: Session) -> dict[str, Any]:
+        """The transparency report of the last 30 days (public figures, from the log)."""
+        now = time.time()
+        return build_report(engine.audit.entries(), now - 30 * 86400, now + 1, engine.policy())
 
     @router.get("/app/api/log/head")
     def log_head(s: Session) -> dict[str, Any]:

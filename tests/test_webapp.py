@@ -286,6 +286,8 @@ def test_alice_at_her_door_in_a_real_browser(world, stack, browser, tmp_path):
     shots(page, "ask")
     page.click(f"li[data-ask='{ask.id}'] >> text=Approve")
     expect(page, f"li[data-ask='{ask.id}'][data-status='approved']", errors)
+    assert page.inner_text("dd[data-figure='requests']") == "1"
+    assert page.inner_text("dd[data-figure='approvals']") == "1"
     wait_for(lambda: relay.engine.released(request_id), 30, "the doorbell to release")
     code, out = run_footage(
         relay,

@@ -365,10 +365,19 @@ async function decide(ask, approve) {
 }
 
 async function loadLog() {
-  const { head, entries } = await api("GET", "/app/api/log/head");
+  const [{ head, entries }, report] = await Promise.all([
+    api("GET", "/app/api/log/head"), api("GET", "/app/api/report")]);
   $("log-head").textContent = head
     ? `${entries} entries; signed head: size ${head.size}, root ${head.root}`
     : "the log is empty";
+  const rows = [["requests", "Requests"], ["refused_by_policy", "Refused by policy"], ["asks", "Owners asked"],
+    ["approvals", "Approved"], ["denials", "Denied"], ["expired", "Expired"],
+    ["clips_released", "Clips released"], ["legal_demands", "Legal demands"], ["deletions", "Deletions"]];
+  $("report").replaceChildren(...rows.flatMap(([k, label]) => {
+    const v = report[k];
+    const n = typeof v === "object" ? Object.values(v).reduce((a, b) => a + b, 0) : v;
+    return [el("dt", {}, label), el("dd", { "data-figure": k }, String(n))];
+  }));
 }
 
 start();
