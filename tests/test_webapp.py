@@ -189,6 +189,7 @@ def test_alice_at_her_door_in_a_real_browser(world, stack, browser, tmp_path):
     bob_bell.publish(*encode(bob_motion), qos=1)
     heard = read_until(bob_live, bob_motion.id.encode())
     bob_bell.loop_stop()
+    bob_live.close()
     assert b"alice-door" not in heard and ring_seen(page) not in heard.decode()
     (snap_ev,) = [e for e in alice.events if e.kind == "ring_snapshot"]
     jpeg = snap_ev.data["jpeg"]
