@@ -21,18 +21,12 @@ from gpiozero.pins.mock import MockFactory
 
 from bench.report import Report, pct
 from common.mqtt import BrokerSettings, make_client
-from firmware.announce import Announcer
+from firmware.app import build
 from firmware.clock import SystemClock
-from firmware.config import MqttConfig, parse_config
-from firmware.controller import Controller
+from firmware.config import parse_config
 from firmware.events import Stop
-from firmware.gpio import DoorbellIO
-from firmware.mqtt_link import MqttLink
-from firmware.outbox import Outbox
-from firmware.store import ClipStore
-from hw_sim.camera import SimCamera
-from hw_sim.scenes import make_scene
-from protocol.crypto import OwnerKeys
+from hw_sim.hardware import SimHardware
+from protocol.crypto import OwnerKeys, b64
 from testing.localstack import LocalMosquitto
 
 
@@ -82,43 +76,36 @@ def run(presses: int = 1000, quick: bool = False) -> Report:
         pub.disconnect()
         pub.loop_stop()
 
-        # Ours: the whole doorbell in real time.
+        # Ours: the whole doorbell in real time, wired as `doorbell run` wires it.
+        owner = OwnerKeys.generate()
         cfg = parse_config(
             {
                 "device": {"id": "bench-bell", "data_dir": str(tmp / "bell")},
                 "camera": {"main_size": [320, 240], "lores_size": [160, 120], "fps": 15},
                 "gpio": {"ring_cooldown_s": 0.0, "debounce_s": 0.005},
                 "clips": {"pre_roll_s": 1.0, "post_roll_s": 1.0, "max_length_s": 30},
+                "mqtt": {
+                    "enabled": True,
+                    "port": broker.port,
+                    "password_file": str(tmp / "bell.pw"),
+                },
+                "owner": {
+                    "sign_public": b64(owner.sign_public),
+                    "box_public": b64(owner.box_public),
+                },
             }
         )
         clock = SystemClock()
-        events: queue.SimpleQueue[object] = queue.SimpleQueue()
         factory = MockFactory()
-        io = DoorbellIO(cfg.gpio, events.put, clock, pin_factory=factory)
-        cam = SimCamera(make_scene("porch", 320, 240), clock, (320, 240), (160, 120), 15.0)
-        outbox = Outbox(tmp / "bell" / "outbox.sqlite")
-        link = MqttLink(
-            "bench-bell",
-            MqttConfig(port=broker.port, password_file=tmp / "bell.pw"),
-            outbox,
-            on_command=lambda m: None,
-        )
+        hardware = SimHardware("porch")
         with ThreadPoolExecutor(1) as fin:
-            ctl = Controller(
-                cfg,
-                clock,
-                cam,
-                io,
-                ClipStore(cfg.device.data_dir, OwnerKeys.generate().box_public),
-                Announcer("bench-bell", outbox),
-                finaliser=fin,
-                events=events,
+            bell = build(
+                cfg, hardware.camera(cfg, clock), factory, clock, lambda ev: None, finaliser=fin
             )
-            ctl.start()
-            cam.start_thread()
-            link.start()
-            link.connected.wait(5)
-            ctl_thread = threading.Thread(target=ctl.run_forever, daemon=True)
+            bell.start()
+            assert bell.uplink is not None and bell.uplink.link is not None
+            bell.uplink.link.connected.wait(5)
+            ctl_thread = threading.Thread(target=bell.run_forever, daemon=True)
             ctl_thread.start()
             time.sleep(1.0)
             while not got.empty():
@@ -136,11 +123,9 @@ def run(presses: int = 1000, quick: bool = False) -> Report:
                 time.sleep(0.01)
                 pin.drive_high()
                 time.sleep(0.02)
-            ctl.submit(Stop())
+            bell.controller.submit(Stop())
             ctl_thread.join(10)
-        cam.stop()
-        link.stop()
-        io.close()
+            bell.close()
         sub.loop_stop()
 
     report.add(

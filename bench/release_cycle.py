@@ -3,7 +3,7 @@
 Ours: the whole consent cycle of ``make demo`` (relay serve, Mosquitto, Redis,
 three simulated doorbells), timed from the owner's approval to the decrypted
 MP4 on the requester's disk: signature checks on the relay and the doorbell,
-the command through the broker, key re-wrapping, upload, the ``released``
+the command through the broker, the approval check, upload, the ``released``
 message, indexing, download, sha256 check and decryption.  Baseline in the same
 run: the same ciphertext put and fetched over plain HTTP on loopback, with no
 consent, no broker and no crypto: the transport floor.

@@ -11,9 +11,12 @@ import random
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # paho is a dependency of the parts that connect, not of config loading
+    import paho.mqtt.client as mqtt
 
 
 class BrokerSettings(BaseModel):
@@ -43,6 +46,8 @@ class BrokerSettings(BaseModel):
 def make_client(
     settings: BrokerSettings, client_id: str, username: str, manual_ack: bool = False
 ) -> mqtt.Client:
+    import paho.mqtt.client as mqtt
+
     client = mqtt.Client(
         callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
         client_id=client_id,

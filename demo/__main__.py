@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import queue
 import shutil
 import subprocess
@@ -186,6 +187,7 @@ def story(
     """Run the whole story; ``timings`` (if given) receives how long the release took."""
     timings = {} if timings is None else timings
     say("1. Starting a broker, Redis and the relay (all on loopback, all stopped at the end)")
+    os.environ["FOOTAGE_STATE"] = str(root / "footage-state")  # pinned log keys, last heads
     broker = stack.enter_context(LocalMosquitto(root / "mosquitto"))
     rds = stack.enter_context(LocalRedis(root / "redis"))
     (root / "relay").mkdir()
@@ -340,6 +342,13 @@ blobs_dir = "{root / "relay" / "blobs"}"
 
     say("5. Owners decide: Alice approves, Bob denies")
     alice, bob = root / "owners" / "alice", root / "owners" / "bob"
+    # Owners are asked just after the police get their answer (which must not depend on
+    # how many homes the area holds).
+    wait(
+        lambda: json.loads(run(footage_cmd(api, bob / "token", "asks", "--json"), "asks", False)),
+        30,
+        "the owners to be asked",
+    )
     asks_a = json.loads(run(footage_cmd(api, alice / "token", "asks", "--json"), "asks"))
     print(run(footage_cmd(api, alice / "token", "asks"), "asks", False), end="")
     ask_b = json.loads(run(footage_cmd(api, bob / "token", "asks", "--json"), "asks", False))
@@ -361,8 +370,8 @@ blobs_dir = "{root / "relay" / "blobs"}"
     )
     say(
         "",
-        "Alice's doorbell checked her signature itself, re-wrapped the clip key to the "
-        "police's key and uploaded ciphertext",
+        "Alice's client sealed the clip key to the police's key inside her signed approval; "
+        "her doorbell checked the signature itself and uploaded ciphertext only",
     )
 
     say("6. The police fetch and decrypt what was released")
@@ -410,7 +419,7 @@ blobs_dir = "{root / "relay" / "blobs"}"
     return f"""What happened: three doorbells recorded {total} clips, each encrypted on the doorbell
 to its owner. The police asked for footage of the street; the relay asked the three owners.
 Alice said yes, Bob said no, Carol did not answer (in 72 h that counts as no). Only Alice's
-clips left her home, re-encrypted by her own doorbell to the police's key. The relay never
+clips left her home, their keys sealed to the police's key by her own client. The relay never
 held a key: it saw metadata and ciphertext. Every step is in a verified, signed audit log.
 
 Files: {root}

@@ -67,6 +67,7 @@ def to_message(device: str, ev: DoorbellEvent, owner_box: bytes | None = None) -
             height=d["height"],
             fps=d["fps"],
             sha256=d["sha256"],
+            owner_key=d.get("owner_key") or None,
         )
     if ev.kind == "clip_deleted":
         return Deleted(id=new_id(), ts=ts, device=device, clip_id=d["clip"], reason=d["reason"])

@@ -25,9 +25,12 @@ from firmware.clock import Clock
 from firmware.config import Config
 from firmware.controller import Controller, DoorbellEvent
 from firmware.gpio import DoorbellIO
+from firmware.local_link import HomeAssistantLink, SnapshotTap
 from firmware.store import ClipStore
 from firmware.uplink import Uplink
+from firmware.witness import LogWitness
 from protocol.crypto import unb64
+from protocol.topics import LOG_HEAD
 
 Sink = Callable[[DoorbellEvent], None]
 
@@ -47,13 +50,19 @@ class Doorbell:
     store: ClipStore
     controller: Controller
     uplink: Uplink | None
+    witness: LogWitness | None = None
+    home: HomeAssistantLink | None = None
     _closed: bool = field(default=False, repr=False)
 
     def start(self) -> None:
         """Start the camera's callbacks, then the relay link (commands need the store)."""
         self.controller.start()
+        if self.witness is not None:
+            self.witness.start()
         if self.uplink is not None:
             self.uplink.start(self.store)
+        if self.home is not None:
+            self.home.start()
 
     def run_forever(self, heartbeat: Callable[[], None] | None = None) -> None:
         """The controller thread, until a :class:`~firmware.events.Stop` is submitted."""
@@ -69,6 +78,10 @@ class Doorbell:
         self.io.close()
         if self.uplink is not None:
             self.uplink.stop()
+        if self.witness is not None:
+            self.witness.stop()
+        if self.home is not None:
+            self.home.stop()
 
 
 def build(
@@ -106,9 +119,36 @@ def build(
             announce(ev)
             sink(ev)
 
+    home, ctl_camera = None, camera
+    if config.home_assistant.enabled:
+        # The owner's broker: its own link, first in line (no disk on its way).
+        home = HomeAssistantLink(
+            config.device.id,
+            config.home_assistant,
+            config.device.data_dir,
+            relay_connected=_relay_state(uplink) if uplink is not None else None,
+        )
+        ctl_camera = SnapshotTap(camera, home.on_snapshot)  # type: ignore[assignment]
+        relay_emit, on_home = emit, home.on_event
+
+        def emit(ev: DoorbellEvent) -> None:
+            on_home(ev)
+            relay_emit(ev)
+
     events: queue.SimpleQueue[object] = queue.SimpleQueue()
     io = DoorbellIO(config.gpio, events.put, clock, pin_factory=pins)
     controller = Controller(
-        config, clock, camera, io, store, emit, finaliser=finaliser, events=events
+        config, clock, ctl_camera, io, store, emit, finaliser=finaliser, events=events
     )
-    return Doorbell(config, clock, camera, io, store, controller, uplink)
+    witness = None
+    if uplink is not None and config.log.relay_url:
+        key = unb64(config.log.key) if config.log.key else None
+        state = config.device.data_dir / "witness.json"
+        witness = LogWitness(state, config.log.relay_url, key, sink)
+        uplink.taps[LOG_HEAD] = witness.on_head
+    return Doorbell(config, clock, camera, io, store, controller, uplink, witness, home)
+
+
+def _relay_state(uplink: Uplink) -> Callable[[], bool]:
+    """The relay link's connected flag, read only (the relay link owns it)."""
+    return lambda: uplink.link is not None and uplink.link.connected.is_set()

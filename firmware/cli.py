@@ -23,6 +23,15 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+try:  # what the doorbell part installs; without it, say so in one line
+    import gpiozero  # noqa: F401
+    import numpy  # noqa: F401
+    import paho.mqtt  # noqa: F401
+except ModuleNotFoundError as err:
+    sys.exit(
+        f"doorbell: {err.name} is missing: install the doorbell with: pip install '.[doorbell]'"
+    )
+
 from common.cli import UsageError, UsageParser, positive
 from firmware import __version__
 from firmware.config import Config, ConfigError, load_config
@@ -65,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--config", type=Path, help="read the data folder from this config")
     ex.set_defaults(func=cmd_clips_export)
 
+    ls = sub.add_parser(
+        "log-status", help="the relay log as this doorbell witnessed it; exit 1 on an alarm"
+    )
+    ls.add_argument("--data-dir", type=Path, help="the doorbell's data folder")
+    ls.add_argument("--config", type=Path, help="read the data folder from this config")
+    ls.set_defaults(func=cmd_log_status)
+
     run = sub.add_parser(
         "run",
         help="run the doorbell (on a Pi, or with --sim on simulated hardware in real time)",
@@ -103,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     for ep in entry_points(group="open_doorbell.commands"):
         try:
             add_command = ep.load()
-        except ImportError:
+        except ImportError as err:
+            print(f"doorbell: the {ep.name!r} command cannot load: {err}", file=sys.stderr)
             continue
         add_command(sub)
     return p
@@ -188,6 +205,22 @@ def cmd_clips_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_log_status(args: argparse.Namespace) -> int:
+    """Print the witness state (``data_dir/witness.json``) as JSON; 1 if the flag is up."""
+    if args.data_dir is None and args.config is None:
+        raise UsageError("give --data-dir DIR or --config FILE")
+    path = load(args.config, args.data_dir).device.data_dir / "witness.json"
+    try:
+        state = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(json.dumps({"witnessed": False}))
+        return 0
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read {path}: {err}") from None
+    print(json.dumps({"witnessed": True, **state}, indent=2))
+    return 1 if state.get("alarm") else 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
@@ -207,11 +240,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             "owner.box_public and owner.sign_public are not set: provisioning "
             "writes the owner's public keys (make them with: footage keys new)"
         )
+    if options and name != "sim":
+        raise UsageError("--scene goes with --sim")
     try:
         hardware = load_hardware(name, **options)
         camera = hardware.camera(cfg, clock)
-    except (HardwareUnavailable, TypeError) as err:
-        raise UsageError(f"{err} (or use --sim)") from None
+    except HardwareUnavailable as err:
+        raise UsageError(f"{err} (or try it with --sim)" if name == "pi" else str(err)) from None
     printer = print_event(clock.monotonic())
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="finaliser") as finaliser:
         try:

@@ -125,6 +125,29 @@ class MqttConfig(BrokerSettings):
     acknowledged it (doubling each time, up to 64x)."""
 
 
+class HomeAssistantConfig(BrokerSettings):
+    """The owner's own broker, the one Home Assistant uses (see docs/home-assistant.md).
+
+    The broker settings (host, port, username, password_file, tls_*) mean what they
+    mean under [mqtt]; username defaults to the device id.  Nothing is sent anywhere
+    but this broker.
+    """
+
+    enabled: bool = False
+    """Publish presses, motion and status to Home Assistant on this broker."""
+    discovery_prefix: str = Field("homeassistant", pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$")
+    """Home Assistant's discovery prefix (its MQTT integration's setting); its birth
+    message is expected on <prefix>/status."""
+    snapshot_image: bool = False
+    """Publish each press's snapshot (privacy masks applied) as an image entity.  Off:
+    no picture leaves the doorbell through this link."""
+    pending_presses: int = Field(20, ge=1, le=1000)
+    """Presses kept in memory while this broker is unreachable, sent when it returns
+    (the oldest are dropped beyond this; a restart forgets them)."""
+    status_every_s: float = Field(60.0, ge=1, le=3600)
+    """How often free storage is re-published (relay connectivity is sent on change)."""
+
+
 def _key32(v: str | None) -> str | None:
     if v is None:
         return v
@@ -151,6 +174,20 @@ class OwnerConfig(_Section):
         return _key32(v)
 
 
+class LogConfig(_Section):
+    """The relay's public audit log, which the doorbell witnesses (``firmware/witness.py``)."""
+
+    relay_url: str | None = Field(None, pattern=r"^https?://")
+    """The relay's HTTP API, for consistency proofs; unset: the doorbell does not witness."""
+    key: str | None = None
+    """The relay's log key (base64), written at provisioning; unset: pinned on first use."""
+
+    @field_validator("key")
+    @classmethod
+    def _is_key(cls, v: str | None) -> str | None:
+        return _key32(v)
+
+
 class Config(_Section):
     device: DeviceConfig = DeviceConfig()
     gpio: GpioConfig = GpioConfig()
@@ -160,7 +197,9 @@ class Config(_Section):
     retention: RetentionConfig = RetentionConfig()
     masks: list[MaskConfig] = []
     mqtt: MqttConfig = MqttConfig()
+    home_assistant: HomeAssistantConfig = HomeAssistantConfig()
     owner: OwnerConfig = OwnerConfig()
+    log: LogConfig = LogConfig()
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -175,6 +214,10 @@ class Config(_Section):
             raise ValueError("mqtt.tls_cert needs mqtt.tls_key")
         if self.mqtt.backoff_max_s < self.mqtt.backoff_min_s:
             raise ValueError("mqtt.backoff_max_s must not be below mqtt.backoff_min_s")
+        if self.home_assistant.tls_cert is not None and self.home_assistant.tls_key is None:
+            raise ValueError("home_assistant.tls_cert needs home_assistant.tls_key")
+        if self.home_assistant.backoff_max_s < self.home_assistant.backoff_min_s:
+            raise ValueError("home_assistant.backoff_max_s must not be below its backoff_min_s")
         if self.gpio.button_pin == self.gpio.chime_pin:
             raise ValueError("gpio.button_pin and gpio.chime_pin must differ")
         return self
@@ -212,6 +255,7 @@ def load_config(path: Path | str | None, **overrides: Any) -> Config:
 
 def _relative_to(cfg: Config, folder: Path) -> Config:
     """Files named relative to the config file live beside it (provisioning relies on it)."""
+    cfg = _home_assistant_relative_to(cfg, folder)
     m = cfg.mqtt
     fixed = {
         k: folder / v
@@ -226,3 +270,15 @@ def _relative_to(cfg: Config, folder: Path) -> Config:
     if not fixed:
         return cfg
     return cfg.model_copy(update={"mqtt": m.model_copy(update=fixed)})
+
+
+def _home_assistant_relative_to(cfg: Config, folder: Path) -> Config:
+    h = cfg.home_assistant
+    fixed = {
+        k: folder / v
+        for k in ("password_file", "tls_ca", "tls_cert", "tls_key")
+        if (v := getattr(h, k)) is not None and not v.is_absolute()
+    }
+    if not fixed:
+        return cfg
+    return cfg.model_copy(update={"home_assistant": h.model_copy(update=fixed)})

@@ -4,9 +4,11 @@ A release command carries an approval signed with the owner's Ed25519 key, which
 was written onto the doorbell at provisioning; the relay cannot forge one.  The
 doorbell checks that the approval is signed by its owner, names this doorbell
 and this request, has not expired and has not been used before, and that the
-relay asks to upload exactly the approved clips.  Only then does it wrap each
-clip's key to the requester named *in the approval* (so a relay cannot redirect
-it), upload the ciphertext to the given URL and announce ``released``.
+relay asks to upload exactly the approved clips.  Only then does it upload each
+clip's ciphertext to the given URL and announce ``released`` with the clip's key
+as the owner sealed it to the requester *inside the approval* (so a relay cannot
+redirect it).  The doorbell holds no clip key it could open: keys exist only
+sealed to the owner, and the owner's client re-seals them for a release.
 
 A delete command works the same way, with a signed deletion; the clip and its
 key are destroyed and ``deleted`` is announced.
@@ -27,8 +29,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 from firmware.store import ClipStore
-from protocol import DeleteCommand, Deleted, Message, ReleaseCommand, Released, new_id, utcnow
-from protocol.crypto import b64, unb64, wrap_key
+from protocol import (
+    CommandRefused,
+    DeleteCommand,
+    Deleted,
+    Message,
+    ReleaseCommand,
+    Released,
+    new_id,
+    utcnow,
+)
 from protocol.decisions import Approval, D, DecisionRefused, Deletion, verify_decision
 
 log = logging.getLogger(__name__)
@@ -127,9 +137,25 @@ class CommandHandler:
             self.counters["refused"] += 1
             self.refusals.append(str(err))
             log.warning("refused %s command %s: %s", msg.kind, msg.id, err)
+            self._announce_refusal(msg, str(err))
         except Exception:
             self.counters["failed"] += 1
             log.exception("command %s failed", msg.id)
+
+    def _announce_refusal(self, msg: Message, why: str) -> None:
+        """Put the refusal on the record: the relay logs it publicly (protocol CommandRefused)."""
+        self.announce(
+            CommandRefused(
+                id=new_id(),
+                ts=utcnow(),
+                device=self.device,
+                command_id=msg.id,
+                command=msg.kind if msg.kind in ("release", "delete") else "other",
+                request_id=getattr(msg, "request_id", None),
+                clip_id=getattr(msg, "clip_id", None),
+                reason=why[:500],
+            )
+        )
 
     def _verified(self, signed_b64: str, kind: type[D]) -> D:
         try:
@@ -149,7 +175,6 @@ class CommandHandler:
         clip_ids = approval.clip_ids
         if sorted(cmd.upload_urls) != sorted(clip_ids):
             raise Refused("the relay asks for other clips than the owner approved")
-        requester_key = unb64(approval.requester_key)
         for clip_id in clip_ids:
             record = self.store.get(clip_id)
             if record is None:
@@ -157,7 +182,6 @@ class CommandHandler:
         for clip_id in clip_ids:
             record = self.store.get(clip_id)
             assert record is not None
-            wrapped = wrap_key(self.store.clip_key(clip_id), requester_key)
             self.upload(cmd.upload_urls[clip_id], self.store.path(record))
             self.announce(
                 Released(
@@ -166,7 +190,7 @@ class CommandHandler:
                     device=self.device,
                     request_id=cmd.request_id,
                     clip_id=clip_id,
-                    wrapped_key=b64(wrapped),
+                    wrapped_key=approval.keys[clip_id],
                     sha256=record.sha256,
                 )
             )

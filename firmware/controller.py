@@ -400,6 +400,7 @@ class Controller:
             duration_s=r.duration_s,
             size=r.size,
             sha256=r.sha256,
+            owner_key=r.wrapped_key,
             width=r.width,
             height=r.height,
             fps=r.fps,

@@ -79,6 +79,8 @@ class MqttLink:
         self._status_mids: set[int] = set()  # paho thread only
         self._threads: list[threading.Thread] = []
         self._delays = backoff_delays(cfg.backoff_min_s, cfg.backoff_max_s)
+        self.taps: dict[str, Callable[[bytes], None]] = {}
+        """Other topics to follow (e.g. the relay's log head): topic → handler of payloads."""
         self.counters = {
             "published": 0,
             "acked": 0,
@@ -204,6 +206,8 @@ class MqttLink:
         info = client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
         self._status_mids.add(info.mid)
         client.subscribe(commands_filter(self.device), qos=1)
+        for topic in self.taps:
+            client.subscribe(topic, qos=1)
         self.connected.set()
         self._wake.set()
 
@@ -229,6 +233,10 @@ class MqttLink:
             log.exception("failed to handle a message on %s", message.topic)
 
     def _handle_message(self, message: mqtt.MQTTMessage) -> None:
+        tap = self.taps.get(message.topic)
+        if tap is not None:
+            tap(message.payload)
+            return
         try:
             msg = decode(message.topic, message.payload)
         except ProtocolError as err:

@@ -85,6 +85,14 @@ password_file = "broker-password"{tls}
 sign_public = "{b64(sign)}"
 box_public = "{b64(box)}"
 """
+    log = bundle.get("log")
+    if isinstance(log, dict) and log.get("relay_url") and log.get("key"):
+        config += f"""
+[log]
+# The relay's public audit log: the doorbell checks every head it publishes.
+relay_url = "{log["relay_url"]}"
+key = "{log["key"]}"
+"""
     files = [
         out / "doorbell.toml",
         out / "broker-password",

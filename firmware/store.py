@@ -2,16 +2,19 @@
 
 Layout under ``<data_dir>``: for each clip, ``clips/ID.mp4.enc`` (the MP4,
 encrypted as it is written: plaintext never touches the disk), an optional
-``clips/ID.jpg.enc`` snapshot, ``clips/ID.json`` (metadata, with the clip key
-wrapped to the owner) and ``keys/ID.key`` (the clip key, mode 0600, kept so the
-doorbell can re-wrap it for an approved release).
+``clips/ID.jpg.enc`` snapshot, and ``clips/ID.json`` (metadata, with the clip key
+sealed to the owner's X25519 key).  The doorbell keeps no usable clip key: the
+key exists only in memory while the clip is written, and afterwards only sealed
+to the owner.  A release is sealed to the requester by the owner's client, inside
+the signed approval; the doorbell only uploads ciphertext.  So an SD card taken
+from the doorbell opens nothing without the owner's private key.
 
 Each file is written to a ``.tmp-`` name, fsynced and renamed; the metadata goes
 last, so a clip exists (is listed, is announced) only once all of its files are
-whole.  Deleting a clip destroys its key first (crypto-shredding): without it
-the ciphertext is noise, wherever a copy went.  At start-up, temp files, media
-without metadata and keys without clips — what a crash leaves — are removed,
-and the index is rebuilt from the metadata files.
+whole.  Deleting a clip removes its metadata (the sealed key) first, then the
+ciphertext.  At start-up, temp files and media without metadata — what a crash
+leaves — are removed, a ``keys/`` folder left by older firmware (raw clip keys)
+is destroyed, and the index is rebuilt from the metadata files.
 
 Example::
 
@@ -118,13 +121,13 @@ class _Hashing:
 
 
 class ClipStore:
-    """Owns the clips and keys folders: the only writer and deleter of clip files."""
+    """Owns the clips folder: the only writer and deleter of clip files."""
 
     def __init__(self, data_dir: Path, owner_box_public: bytes | None = None) -> None:
+        """``owner_box_public``: the owner's X25519 key, the only one clip keys are sealed to."""
         self.dir = Path(data_dir) / "clips"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.keys = Path(data_dir) / "keys"
-        self.keys.mkdir(mode=0o700, exist_ok=True)
+        self._legacy_keys = Path(data_dir) / "keys"
         self.owner_box_public = owner_box_public
         self._lock = threading.Lock()
         self._index: dict[str, ClipRecord] = {}
@@ -153,10 +156,13 @@ class ClipStore:
             if p.suffix in (".mp4", ".jpg", ".enc") and p.name not in known:
                 log.warning("removing %s: no metadata, so it was never finished", p.name)
                 p.unlink()
-        for p in self.keys.iterdir():
-            if p.stem not in self._index or p.name.startswith(TMP_PREFIX):
-                log.warning("destroying key %s: its clip was never finished", p.name)
+        if self._legacy_keys.is_dir():
+            # Older firmware kept raw clip keys here; every clip's key is also sealed
+            # to the owner in its metadata, so these are only a risk.
+            for p in self._legacy_keys.iterdir():
+                log.warning("destroying %s: raw clip keys are no longer kept", p.name)
                 p.unlink()
+            self._legacy_keys.rmdir()
 
     def save(
         self,
@@ -173,8 +179,8 @@ class ClipStore:
         if self.owner_box_public is None:
             raise RuntimeError("the store needs the owner's public key to encrypt clips")
         clip_id = str(meta["id"])
+        # The key lives in memory only, until it is sealed to the owner below.
         key = new_clip_key()
-        atomic_write(self.keys / f"{clip_id}.key", key, mode=0o600)
         video = self.dir / f"{clip_id}.mp4.enc"
         digest = hashlib.sha256()
 
@@ -212,13 +218,6 @@ class ClipStore:
         with open(self.dir / record.video, "rb") as f:
             return decrypt_stream(f, out, key)
 
-    def clip_key(self, clip_id: str) -> bytes:
-        """The clip's key, for re-wrapping to an approved requester.  KeyError if shredded."""
-        try:
-            return (self.keys / f"{clip_id}.key").read_bytes()
-        except FileNotFoundError:
-            raise KeyError(clip_id) from None
-
     def list(self) -> list[ClipRecord]:
         with self._lock:
             return sorted(self._index.values(), key=lambda r: (r.start, r.id))
@@ -239,13 +238,11 @@ class ClipStore:
         return r.size + (snap.stat().st_size if snap and snap.exists() else 0)
 
     def delete(self, clip_id: str) -> bool:
-        """Destroy the clip's key, then its metadata, then its files."""
+        """Remove the clip's metadata (with its sealed key), then its files."""
         with self._lock:
             record = self._index.pop(clip_id, None)
         if record is None:
             return False
-        (self.keys / f"{clip_id}.key").unlink(missing_ok=True)
-        _fsync_dir(self.keys)
         (self.dir / f"{clip_id}.json").unlink(missing_ok=True)
         _fsync_dir(self.dir)
         (self.dir / record.video).unlink(missing_ok=True)

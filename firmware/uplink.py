@@ -9,6 +9,8 @@ One object wires them the same way for ``doorbell run``, the demo and the tests:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from firmware.announce import Announcer
 from firmware.config import Config
 from firmware.consent import CommandHandler, NonceLedger
@@ -32,6 +34,8 @@ class Uplink:
         self._ledger = NonceLedger(data / "approvals.sqlite")
         self.commands: CommandHandler | None = None
         self.link: MqttLink | None = None
+        self.taps: dict[str, Callable[[bytes], None]] = {}
+        """Topics the link follows besides commands (the log witness adds the log head)."""
 
     def announce(self, ev: DoorbellEvent) -> None:
         """The controller's event sink: durable in the outbox, then sent."""
@@ -44,6 +48,7 @@ class Uplink:
             cfg.device.id, unb64(cfg.owner.sign_public), store, self.announcer.message, self._ledger
         )
         self.link = MqttLink(cfg.device.id, cfg.mqtt, self.outbox, self.commands.submit)
+        self.link.taps.update(self.taps)
         self.commands.start()
         self.link.start()
 

@@ -2,16 +2,28 @@
 
     footage keys new --out DIR                    Ed25519 + X25519 keys (private halves 0600)
     footage request --lat --lon --radius M --from T --to T --reason R --case C --basis B
+                    [--demand DOCKET]
     footage status REQUEST                        what has been released so far
     footage fetch REQUEST --key DIR --out DIR     download, unwrap, decrypt, check sha256
     footage asks [--json]                         (owners) pending asks
     footage approve ASK --keys DIR [--clips ID ...] [--valid-hours H]
     footage deny ASK
     footage delete CLIP --device ID --keys DIR    (owners) destroy a clip on the doorbell
-    footage verify-proof FILE [--relay-key KEY]   check an audit-log inclusion proof offline
+    footage view CLIP... --device ID --keys DIR --out DIR   (owners) your own clips, remotely
+    footage verify-proof FILE [--relay-key KEY]   check an audit-log inclusion proof
+    footage log head [--json]                     the relay's signed log head, checked
+    footage log check-consistency A B             do two exported heads share one history?
+    footage log verify                            every public entry: the signed root, and sense
 
 The relay and your token come from --relay URL and --token FILE, or from
 $FOOTAGE_RELAY and $FOOTAGE_TOKEN_FILE.  Bad arguments print one line and exit 2.
+
+Every call to a relay also witnesses its public log (:mod:`footage.witness`): the
+log key is pinned on first use (or with --log-key FILE), the last signed head is
+kept, and a head that does not extend it (a fork, a rollback, a truncation) stops
+the command with exit 3 and both heads on stderr.  ``verify-proof`` checks only
+against a pinned key (--relay-key, or the one pinned for --relay), never the key
+inside the proof.
 """
 
 from __future__ import annotations
@@ -31,19 +43,39 @@ except ModuleNotFoundError as err:  # the client part is not installed here
     sys.exit(f"footage: {err.name} is missing: install the client with: pip install '.[footage]'")
 
 from common.cli import UsageParser, parse_time
+from footage.witness import (
+    Witness,
+    WitnessError,
+    advance,
+    compare,
+    default_state_dir,
+    export_head,
+)
+from protocol import askset
 from protocol.crypto import (
     CryptoFailure,
     OwnerKeys,
+    b64,
     decrypt_stream,
     read_public_key,
     unb64,
     unwrap_key,
 )
 from protocol.decisions import Approval, Deletion, sign_decision
-from protocol.transparency import check_proof
+from protocol.merkle import CompactTree, leaf_hash
+from protocol.transparency import (
+    Inconsistent,
+    NoPinnedKey,
+    check_meaning,
+    check_proof,
+    open_head,
+)
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+EXIT_LOG_ALARM = 3
+"""The relay's public log contradicts what this client saw before, or is signed by
+another key: the output names both heads."""
 
 
 class Failure(Exception):
@@ -61,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("FOOTAGE_TOKEN_FILE"),
         help="a file holding your API token",
     )
+    p.add_argument(
+        "--state",
+        type=Path,
+        default=default_state_dir(),
+        help="where pinned log keys and last heads are kept ($FOOTAGE_STATE)",
+    )
+    p.add_argument(
+        "--log-key", type=Path, help="pin the relay's log key from this file (provisioning)"
+    )
     sub = p.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     keys = sub.add_parser("keys", help="make keys")
     ksub = keys.add_subparsers(dest="keys_command", required=True, parser_class=UsageParser)
@@ -76,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     rq.add_argument("--reason", required=True)
     rq.add_argument("--case", required=True, help="your case reference")
     rq.add_argument("--basis", choices=("consent", "legal-demand"), default="consent")
+    rq.add_argument("--demand", help="with --basis legal-demand: the docket the relay has on file")
     st = sub.add_parser("status", help="a request's status and what was released")
     st.add_argument("request")
     fe = sub.add_parser("fetch", help="download and decrypt what was released to you")
@@ -93,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     dn = sub.add_parser("deny", help="(owners) say no")
     dn.add_argument("ask")
 
+    vw = sub.add_parser("view", help="(owners) watch your own doorbell's clips remotely")
+    vw.add_argument("clips", nargs="+", metavar="CLIP")
+    vw.add_argument("--device", required=True, help="your doorbell's id")
+    vw.add_argument("--keys", type=Path, required=True, help="your key folder")
+    vw.add_argument("--out", type=Path, required=True, help="where the MP4s go")
+    vw.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the upload")
+
     de = sub.add_parser("delete", help="(owners) delete a clip on your doorbell, for good")
     de.add_argument("clip")
     de.add_argument("--device", required=True, help="your doorbell's id")
@@ -100,22 +149,49 @@ def build_parser() -> argparse.ArgumentParser:
     vp = sub.add_parser("verify-proof", help="check an audit-log inclusion proof offline")
     vp.add_argument("proof", type=Path, help="a proof from: relay audit proof N")
     vp.add_argument("--relay-key", type=Path, help="the relay's public key, to pin it")
+    lg = sub.add_parser("log", help="the relay's public log: heads and consistency")
+    lsub = lg.add_subparsers(dest="log_command", required=True, parser_class=UsageParser)
+    lh = lsub.add_parser("head", help="print the relay's current signed head (checked)")
+    lh.add_argument("--json", action="store_true", help="the exported form (the default)")
+    lsub.add_parser(
+        "verify", help="fetch every public entry: do they make the signed head, and sense?"
+    )
+    lc = lsub.add_parser("check-consistency", help="compare two exported heads")
+    lc.add_argument("a", type=Path, help="a head from: footage log head")
+    lc.add_argument("b", type=Path)
     return p
 
 
 class Client:
-    def __init__(self, relay: str | None, token_file: Path | None) -> None:
+    def __init__(self, relay: str | None, token_file: Path | None, need_token: bool = True):
         if not relay:
             raise Failure("no relay: give --relay URL or set FOOTAGE_RELAY")
-        if token_file is None:
+        self.relay = relay
+        headers = {}
+        if token_file is None and need_token:
             raise Failure("no token: give --token FILE or set FOOTAGE_TOKEN_FILE")
+        if token_file is not None:
+            try:
+                token = token_file.read_text().strip()
+            except OSError as err:
+                raise Failure(f"cannot read token {token_file}: {err.strerror}") from None
+            headers["Authorization"] = f"Bearer {token}"
+        self.http = httpx.Client(base_url=relay, timeout=60, headers=headers)
+
+    def public(self, path: str) -> Any:
+        """GET from the public log API; None for 404 (an empty log, a size it lacks)."""
         try:
-            token = token_file.read_text().strip()
-        except OSError as err:
-            raise Failure(f"cannot read token {token_file}: {err.strerror}") from None
-        self.http = httpx.Client(
-            base_url=relay, timeout=60, headers={"Authorization": f"Bearer {token}"}
-        )
+            resp = self.http.get(path, headers={"Authorization": ""})
+        except httpx.HTTPError as err:
+            raise Failure(f"cannot reach the relay: {err}", EXIT_FAILED) from None
+        if resp.status_code == 404:
+            return None
+        if resp.status_code >= 400:
+            raise Failure(f"the relay's log said no ({resp.status_code})", EXIT_FAILED)
+        try:
+            return resp.json()
+        except ValueError:
+            raise Failure("the relay's log answered something that is not JSON", 1) from None
 
     def call(self, method: str, path: str, **kw: Any) -> Any:
         try:
@@ -143,35 +219,217 @@ def cmd_fetch(client: Client, args: argparse.Namespace) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     for item in status["released"]:
+        print(download(item, keys.box_private, args.out))
+    return 0
+
+
+def download(item: dict[str, Any], box_private: bytes, out_dir: Path) -> Path:
+    """Fetch one released clip, check its sha256, decrypt it into ``out_dir``."""
+    try:
+        key = unwrap_key(unb64(item["wrapped_key"]), box_private)
+    except CryptoFailure:
+        raise Failure(f"clip {item['clip_id']} was not released to this key", EXIT_FAILED) from None
+    enc = out_dir / f".{item['clip_id']}.enc"
+    # A plain client: the blob may live on S3, which must never see our relay token.
+    with httpx.Client(timeout=120) as plain, plain.stream("GET", item["download_url"]) as resp:
+        if resp.status_code >= 400:
+            raise Failure(
+                f"download of {item['clip_id']} refused ({resp.status_code})", EXIT_FAILED
+            )
+        digest = hashlib.sha256()
+        with open(enc, "wb") as f:
+            for chunk in resp.iter_bytes():
+                digest.update(chunk)
+                f.write(chunk)
+    if digest.hexdigest() != item["sha256"]:
+        enc.unlink()
+        raise Failure(
+            f"clip {item['clip_id']} does not match its sha256: not what the doorbell sent",
+            EXIT_FAILED,
+        )
+    out = out_dir / f"{item['device']}-{item['clip_id']}.mp4"
+    with open(enc, "rb") as src, open(out, "wb") as dst:
+        decrypt_stream(src, dst, key)
+    enc.unlink()
+    return out
+
+
+def cmd_view(client: Client, args: argparse.Namespace) -> int:
+    """The owner's own viewing: the same signed release, to the owner's own key."""
+    try:
+        keys = OwnerKeys.load(args.keys)
+    except CryptoFailure as err:
+        raise Failure(str(err)) from None
+    clips = client.call("GET", f"/v1/devices/{args.device}/clips")
+    wanted = [c for c in clips if c["clip_id"] in args.clips]
+    missing = set(args.clips) - {c["clip_id"] for c in wanted}
+    if missing:
+        raise Failure(f"no such clip on {args.device}: {', '.join(sorted(missing))}")
+    view_id = "view-" + os.urandom(8).hex()
+    ids = [c["clip_id"] for c in wanted]
+    approval = Approval.create(
+        view_id,
+        args.device,
+        ids,
+        keys.box_public,
+        time.time() + 3600,
+        open_clip_keys({"clips": wanted}, ids, keys.box_private),
+    )
+    client.call("POST", "/v1/views", json={"approval": sign_decision(approval, keys.sign_private)})
+    deadline = time.monotonic() + args.wait
+    while True:
+        released = client.call("GET", f"/v1/views/{view_id}")["released"]
+        if len(released) == len(ids):
+            break
+        if time.monotonic() > deadline:
+            raise Failure(f"the doorbell did not upload within {args.wait:g} s", EXIT_FAILED)
+        time.sleep(0.5)  # polling the relay for the doorbell's upload, not deciding anything
+    args.out.mkdir(parents=True, exist_ok=True)
+    for item in released:
+        print(download(item, keys.box_private, args.out))
+    return 0
+
+
+def open_clip_keys(ask: dict[str, Any], clips: list[str], box_private: bytes) -> dict[str, bytes]:
+    """Open each clip's key, sealed to the owner by the doorbell, to re-seal it in the approval."""
+    sealed = {c["clip_id"]: c.get("owner_key") for c in ask.get("clips", [])}
+    out = {}
+    for clip_id in clips:
+        if not sealed.get(clip_id):
+            raise Failure(f"the relay has no sealed key for clip {clip_id}", EXIT_FAILED)
         try:
-            key = unwrap_key(unb64(item["wrapped_key"]), keys.box_private)
+            out[clip_id] = unwrap_key(unb64(sealed[clip_id]), box_private)
         except CryptoFailure:
             raise Failure(
-                f"clip {item['clip_id']} was not released to this key", EXIT_FAILED
+                f"the key of clip {clip_id} is not sealed to your key", EXIT_FAILED
             ) from None
-        enc = args.out / f".{item['clip_id']}.enc"
-        # A plain client: the blob may live on S3, which must never see our relay token.
-        with httpx.Client(timeout=120) as plain, plain.stream("GET", item["download_url"]) as resp:
-            if resp.status_code >= 400:
-                raise Failure(
-                    f"download of {item['clip_id']} refused ({resp.status_code})", EXIT_FAILED
-                )
-            digest = hashlib.sha256()
-            with open(enc, "wb") as f:
-                for chunk in resp.iter_bytes():
-                    digest.update(chunk)
-                    f.write(chunk)
-        if digest.hexdigest() != item["sha256"]:
-            enc.unlink()
-            raise Failure(
-                f"clip {item['clip_id']} does not match its sha256: not what the doorbell sent",
-                EXIT_FAILED,
-            )
-        out = args.out / f"{item['device']}-{item['clip_id']}.mp4"
-        with open(enc, "rb") as src, open(out, "wb") as dst:
-            decrypt_stream(src, dst, key)
-        enc.unlink()
-        print(f"{out}")
+    return out
+
+
+def _key_file(path: Path) -> bytes:
+    try:
+        return read_public_key(path)
+    except CryptoFailure as err:
+        raise Failure(str(err)) from None
+
+
+def witness_for(client: Client, args: argparse.Namespace) -> tuple[Witness, bytes]:
+    """Pin (from --log-key, or on first use) and check the relay's head: every call."""
+    w = Witness(args.state, client.relay)
+    if args.log_key is not None:
+        w.pin_key(_key_file(args.log_key))
+    w.observe(client.public)
+    key = w.pinned()
+    assert key is not None
+    return w, key
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise Failure(f"cannot read {what} {path}: {err}") from None
+
+
+def cmd_verify_proof(args: argparse.Namespace) -> int:
+    proof = _read_json(args.proof, "proof")
+    pinned = _key_file(args.relay_key) if args.relay_key else None
+    client = None
+    if args.relay:
+        client = Client(args.relay, args.token, need_token=False)
+        _w, key = witness_for(client, args)
+        if pinned is not None and pinned != key:
+            raise WitnessError("--relay-key is not the key pinned for this relay")
+        pinned = key
+    try:
+        ok, message = check_proof(proof, pinned)
+    except NoPinnedKey:
+        raise Failure(
+            "no pinned relay key: give --relay-key FILE or --relay URL (pinned on first use); "
+            "the key inside a proof is never trusted"
+        ) from None
+    except (KeyError, TypeError, ValueError, AttributeError):
+        ok, message = False, "the file is not an inclusion proof"
+    if ok and client is not None and pinned is not None:
+        # The proof's head was signed earlier than the relay's current one: it must be a
+        # prefix of today's log, or the relay has rewritten what the proof shows.
+        head = open_head(proof["head"], pinned)
+        w = Witness(args.state, client.relay)
+        current = w.last(pinned)
+        if current is not None:
+            advance(client.public, head, current)
+    print(("ok: " if ok else "FAILED: ") + message)
+    return 0 if ok else EXIT_FAILED
+
+
+def _open_exported(path: Path, key: bytes) -> Any:
+    exported = _read_json(path, "head")
+    try:
+        if exported.get("key") not in (None, b64(key)):
+            raise WitnessError(f"{path} is a head signed by another key than the pinned one")
+        return open_head(exported.get("signed", exported), key)
+    except (AttributeError, ValueError) as err:
+        raise WitnessError(f"{path}: {err}") from None
+
+
+def cmd_log_offline(args: argparse.Namespace) -> int:
+    """check-consistency without a relay: two heads of one size are enough to prove a fork."""
+    if args.log_command != "check-consistency":
+        raise Failure("no relay: give --relay URL or set FOOTAGE_RELAY")
+    if args.log_key is None:
+        raise Failure("no pinned relay key: give --log-key FILE (or --relay URL)")
+    key = _key_file(args.log_key)
+    a, b = (_open_exported(p, key) for p in (args.a, args.b))
+    if a.size != b.size:
+        raise Failure("heads of different sizes need the relay's consistency proof: give --relay")
+    compare(lambda _path: None, a, b)
+    print(f"ok: one history: {a.describe()} and {b.describe()}")
+    return 0
+
+
+def cmd_log(client: Client, args: argparse.Namespace) -> int:
+    w, key = witness_for(client, args)
+    if args.log_command == "head":
+        head = w.last(key)
+        if head is None:
+            raise Failure("the relay's log is empty", EXIT_FAILED)
+        print(json.dumps(export_head(client.relay, key, head), indent=2))
+        return 0
+    if args.log_command == "verify":
+        return log_verify(client, w.last(key))
+    a, b = (_open_exported(p, key) for p in (args.a, args.b))
+    compare(client.public, a, b)
+    print(f"ok: one history: {a.describe()} and {b.describe()}")
+    return 0
+
+
+def log_verify(client: Client, head: Any) -> int:
+    """Recompute the signed root from the public entries and check their meaning."""
+    if head is None:
+        print("ok: the log is empty")
+        return 0
+    tree, entries = CompactTree(), []
+    while tree.size < head.size:
+        page = client.public(f"/v1/log/entries?start={tree.size}&end={head.size - 1}")
+        got = (page or {}).get("entries") or []
+        if not got:
+            raise Failure(f"the relay served {tree.size} of {head.size} entries", EXIT_FAILED)
+        for item in got:
+            raw = unb64(item["entry"])
+            tree.append(leaf_hash(raw))
+            try:
+                entries.append(json.loads(raw))
+            except ValueError:
+                entries.append({})
+    if tree.root() != head.root:
+        print(f"FAILED: the {head.size} public entries do not make the root the relay signed")
+        return EXIT_FAILED
+    problems = check_meaning(entries)
+    for index, why in problems:
+        print(f"FAILED: entry #{index}: {why}")
+    if problems:
+        return EXIT_FAILED
+    print(f"ok: {head.size} public entries make the signed head and make sense")
     return 0
 
 
@@ -188,18 +446,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
         if args.command == "verify-proof":
-            try:
-                proof = json.loads(args.proof.read_text())
-            except (OSError, ValueError) as err:
-                raise Failure(f"cannot read proof {args.proof}: {err}") from None
-            pinned = read_public_key(args.relay_key) if args.relay_key else None
-            try:
-                ok, message = check_proof(proof, pinned)
-            except (KeyError, TypeError, ValueError):
-                ok, message = False, "the file is not an inclusion proof"
-            print(("ok: " if ok else "FAILED: ") + message)
-            return 0 if ok else EXIT_FAILED
+            return cmd_verify_proof(args)
+        if args.command == "log":
+            if not args.relay:
+                return cmd_log_offline(args)
+            return cmd_log(Client(args.relay, args.token, need_token=False), args)
         client = Client(args.relay, args.token)
+        witness_for(client, args)
         if args.command == "request":
             body = {
                 "lat": args.lat,
@@ -211,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                 "case_ref": args.case,
                 "basis": args.basis,
             }
+            if args.demand:
+                body["demand"] = args.demand
             print(client.call("POST", "/v1/requests", json=body)["id"])
             return 0
         if args.command == "status":
@@ -218,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "fetch":
             return cmd_fetch(client, args)
+        if args.command == "view":
+            return cmd_view(client, args)
         if args.command == "asks":
             asks = client.call("GET", "/v1/asks")
             if args.json:
@@ -232,6 +489,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"    doorbell {a['device']}, clips: {' '.join(a['clip_ids'])}")
                 for d in a.get("legal_demands", []):
                     print(f"    legal demand {d['docket']} by {d['authority']}")
+                proof = a.get("commitment") or {}
+                mine = {"ask": a["id"], "request": a["request_id"], "device": a["device"]}
+                if askset.check(proof, proof.get("root", ""), mine):
+                    print(f"    on the public record under asks_root {proof['root']}")
+                else:
+                    print("    WARNING: this ask's proof does not check out")
             if not pending:
                 print("no pending asks")
             return 0
@@ -265,11 +528,18 @@ def main(argv: list[str] | None = None) -> int:
                 clips,
                 unb64(ask["requester_key"]),
                 time.time() + args.valid_hours * 3600,
+                open_clip_keys(ask, clips, keys.box_private),
             )
             signed = sign_decision(approval, keys.sign_private)
             result = client.call("POST", f"/v1/asks/{args.ask}/approve", json={"approval": signed})
             print(f"approved; sent to doorbell {result['forwarded_to']}")
             return 0
+    except Inconsistent as err:
+        print(f"footage: ALARM: the relay's public log {err.report()}", file=sys.stderr)
+        return EXIT_LOG_ALARM
+    except WitnessError as err:
+        print(f"footage: ALARM: {err}", file=sys.stderr)
+        return EXIT_LOG_ALARM
     except Failure as err:
         print(f"footage: error: {err}", file=sys.stderr)
         return err.code

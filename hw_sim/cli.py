@@ -1,8 +1,7 @@
 """``doorbell sim``: the firmware on simulated hardware and a simulated clock.
 
 The simulator adds this command to ``doorbell`` through the ``open_doorbell.commands``
-entry-point group, so a doorbell installed without the simulator has no ``sim`` and
-the firmware never imports hw_sim.
+entry-point group, so the firmware never imports hw_sim: the simulator plugs in.
 """
 
 from __future__ import annotations

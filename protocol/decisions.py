@@ -11,7 +11,9 @@ that the nonce is new and the clips are the approved ones) stays with that side.
 
 Example::
 
-    approval = Approval.create("req-1", "front-door", ["c1"], requester_box_public, expires)
+    key = unwrap_key(clip_owner_key, owner.box_private)  # sealed to the owner at recording
+    approval = Approval.create("req-1", "front-door", ["c1"], requester_box_public, expires,
+                               {"c1": key})
     wire = sign_decision(approval, owner.sign_private)
     same = verify_decision(wire, owner.sign_public, Approval, now=time.time(), device="front-door")
 """
@@ -23,11 +25,20 @@ import os
 import time
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from protocol.crypto import CryptoFailure, b64, sign_payload, unb64, verify_payload
+from protocol.crypto import CryptoFailure, b64, sign_payload, unb64, verify_payload, wrap_key
 
 _ID = r"^[A-Za-z0-9._:-]{1,128}$"
+SEALED_KEY_BYTES = 32 + 48
+"""A 32-byte clip key in a libsodium sealed box (ephemeral public key + MAC)."""
 
 
 class DecisionRefused(ValueError):
@@ -56,6 +67,10 @@ class Approval(_Decision):
     """Sorted; every id one of this doorbell's clips that the ask listed."""
     requester_key: str
     """The approved requester's X25519 public key (base64): the only one who can open it."""
+    keys: dict[str, str]
+    """Clip id → that clip's key sealed to ``requester_key`` (base64 of an 80-byte sealed
+    box).  The owner's client opens each key (sealed to the owner at recording) and
+    seals it anew: the doorbell holds no key it could use and only uploads ciphertext."""
 
     @field_validator("requester_key")
     @classmethod
@@ -68,6 +83,24 @@ class Approval(_Decision):
             raise ValueError("requester_key must be a 32-byte X25519 key in base64")
         return v
 
+    @field_validator("keys")
+    @classmethod
+    def _sealed(cls, v: dict[str, str]) -> dict[str, str]:
+        for sealed in v.values():
+            try:
+                ok = len(unb64(sealed)) == SEALED_KEY_BYTES
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"each key must be a {SEALED_KEY_BYTES}-byte sealed box in base64")
+        return v
+
+    @model_validator(mode="after")
+    def _one_key_per_clip(self) -> Approval:
+        if set(self.keys) != set(self.clip_ids):
+            raise ValueError("keys must hold exactly one sealed key per approved clip")
+        return self
+
     @classmethod
     def create(
         cls,
@@ -76,13 +109,16 @@ class Approval(_Decision):
         clip_ids: list[str],
         requester_box_public: bytes,
         expires: float,
+        keys: dict[str, bytes],
         nonce: str | None = None,
     ) -> Approval:
+        """``keys``: clip id → the clip key (32 bytes), sealed here to the requester."""
         return cls(
             request_id=request_id,
             device=device,
             clip_ids=sorted(clip_ids),
             requester_key=b64(requester_box_public),
+            keys={c: b64(wrap_key(keys[c], requester_box_public)) for c in clip_ids},
             expires=int(expires),
             nonce=nonce or _nonce(),
         )
@@ -155,11 +191,12 @@ def approval_payload(
     clip_ids: list[str],
     requester_box_public: bytes,
     expires: float,
+    keys: dict[str, bytes],
     nonce: str | None = None,
 ) -> dict[str, Any]:
     """What an owner signs to release ``clip_ids`` of ``device`` to one requester."""
     return Approval.create(
-        request_id, device, clip_ids, requester_box_public, expires, nonce
+        request_id, device, clip_ids, requester_box_public, expires, keys, nonce
     ).payload()
 
 

@@ -1,8 +1,10 @@
-"""RFC 6962 (Certificate Transparency) Merkle trees: roots, inclusion proofs, checks.
+"""RFC 6962 (Certificate Transparency) Merkle trees: roots, inclusion and consistency proofs.
 
 Leaves are ``SHA-256(0x00 || entry)``, interior nodes ``SHA-256(0x01 || left || right)``.
 Anyone holding an entry, its proof and a signed tree head can check the entry is
-in the log without trusting whoever served them (:func:`verify_inclusion`).
+in the log without trusting whoever served them (:func:`verify_inclusion`), and anyone
+holding two signed heads can check that the later log only appended to the earlier one
+(:func:`verify_consistency`): a rewritten or truncated history fails that check.
 """
 
 from __future__ import annotations
@@ -107,3 +109,84 @@ def verify_inclusion(
         fn >>= 1
         sn >>= 1
     return sn == 0 and r == want
+
+
+def _range_root(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:
+    return root(leaves[lo:hi])
+
+
+def consistency_proof(first: int, leaves: Sequence[bytes]) -> list[bytes]:
+    """RFC 6962 §2.1.2 PROOF(first, D[n]): the tree of ``first`` leaves is a prefix of ``leaves``.
+
+    Written as a loop over the recursion of SUBPROOF: each step keeps the subtree
+    that still holds the old tree's right edge and records the sibling it leaves;
+    SUBPROOF lists the inner hashes first, so the list is reversed at the end.
+
+    >>> leaves = [leaf_hash(bytes([i])) for i in range(7)]
+    >>> proof = consistency_proof(3, leaves)
+    >>> verify_consistency(3, 7, proof, root(leaves[:3]), root(leaves))
+    True
+    """
+    n = len(leaves)
+    if not 0 <= first <= n:
+        raise IndexError(f"no tree of {first} leaves inside a tree of {n}")
+    if first in (0, n):
+        return []
+    outer_first: list[bytes] = []
+    lo, hi, m, whole = 0, n, first, True
+    while True:
+        size = hi - lo
+        if m == size:
+            if not whole:  # the old tree is a subtree here: name it
+                outer_first.append(_range_root(leaves, lo, hi))
+            break
+        k = _split(size)
+        if m <= k:
+            outer_first.append(_range_root(leaves, lo + k, hi))
+            hi = lo + k
+        else:
+            outer_first.append(_range_root(leaves, lo, lo + k))
+            lo, m, whole = lo + k, m - k, False
+    return outer_first[::-1]
+
+
+def verify_consistency(
+    first: int, second: int, path: Sequence[bytes], first_root: bytes, second_root: bytes
+) -> bool:
+    """RFC 9162 §2.1.4.2: is the tree (``first``, ``first_root``) a prefix of (``second``, ...)?
+
+    An empty old tree is a prefix of every tree; a tree is consistent with itself only
+    when the roots are equal (and the path is empty).  Anything else needs
+    0 < first < second and a non-empty path.
+    """
+    if first < 0 or second < first:
+        return False
+    if first == 0:
+        return not path
+    if first == second:
+        return not path and first_root == second_root
+    if not path:
+        return False
+    nodes = list(path)
+    if first & (first - 1) == 0:  # the old tree is a complete subtree: its root leads
+        nodes.insert(0, first_root)
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = nodes[0]
+    for c in nodes[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == first_root and sr == second_root

@@ -28,13 +28,13 @@ from pydantic import (
     ValidationError,
 )
 
-from protocol.topics import TopicError, parse_topic, topic_for
+from protocol.topics import DEVICE_ID_PATTERN, TopicError, parse_topic, topic_for
 
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 MAX_PAYLOAD_BYTES = 64 * 1024
 
-DeviceId = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{1,62}$")]
+DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
 MessageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
 ClipId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{4,64}$")]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -122,6 +122,8 @@ class Clip(Message):
     height: Annotated[int, Field(ge=16, le=8192)]
     fps: Annotated[float, Field(gt=0, le=240)]
     sha256: Sha256
+    owner_key: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    """The clip key sealed to the owner's X25519 key (base64): only the owner opens it."""
 
 
 class Deleted(Message):
@@ -159,6 +161,23 @@ class Released(Message):
     sha256: Sha256
 
 
+class CommandRefused(Message):
+    """``doorbell/{device}/refused``: the doorbell refused a command the relay sent it.
+
+    A forged, altered, expired or replayed approval or deletion, or a release of other
+    clips than approved, ends here; the relay writes it into the public audit log, so
+    a relay that tries to forge the owner's word leaves a trace it cannot hide from
+    the doorbell's owner (the doorbell keeps it in its outbox until the relay confirms).
+    """
+
+    kind: Literal["refused"] = "refused"
+    command_id: MessageId
+    command: Literal["release", "delete", "other"]
+    request_id: MessageId | None = None
+    clip_id: ClipId | None = None
+    reason: Annotated[str, Field(max_length=500)]
+
+
 class Ack(Message):
     """``doorbell/{device}/cmd/ack``: the relay has indexed these messages of the device.
 
@@ -177,6 +196,7 @@ MODELS: dict[str, type[Message]] = {
     "deleted": Deleted,
     "released": Released,
     "snapshot": Snapshot,
+    "refused": CommandRefused,
     "cmd/release": ReleaseCommand,
     "cmd/delete": DeleteCommand,
     "cmd/ack": Ack,

@@ -7,8 +7,10 @@ import re
 ROOT = "doorbell"
 SHARE_GROUP = "relay"
 LOG_HEAD = "relay/log/head"
-_DEVICE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
-DEVICE_TO_RELAY = ("status", "event", "clip", "deleted", "released", "snapshot")
+DEVICE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
+"""A device id: 2-63 lower-case letters, digits or dashes, starting with a letter or digit."""
+_DEVICE = re.compile(DEVICE_ID_PATTERN)
+DEVICE_TO_RELAY = ("status", "event", "clip", "deleted", "released", "refused", "snapshot")
 """What a doorbell publishes under ``doorbell/{its id}/``; the relay reads all of them."""
 RELAY_TO_DEVICE = ("cmd/#",)
 """What the relay sends a doorbell under ``doorbell/{id}/``; each doorbell reads only its own."""
@@ -21,6 +23,11 @@ PUBLIC_TOPICS = (LOG_HEAD,)
 
 class TopicError(ValueError):
     pass
+
+
+def is_device_id(device: str) -> bool:
+    """A well-formed device id that no doorbell is barred from (``relay`` is the relay's)."""
+    return bool(_DEVICE.match(device)) and device not in RESERVED_IDS
 
 
 def topic_for(device: str, what: str) -> str:

@@ -1,18 +1,44 @@
-"""Checking the relay's audit log from outside: no trust in the relay needed."""
+"""Checking the relay's audit log from outside: no trust in the relay needed.
+
+Three checks anyone can run with the relay's log key pinned beforehand (never the key
+a proof carries):
+
+* :func:`check_proof`: an entry is in the log the relay signed (inclusion);
+* :func:`check_heads`: a later signed head only appended to an earlier one
+  (consistency), so a rewritten, forked or truncated history is caught by anyone
+  who kept an earlier head: a *witness*;
+* :func:`check_meaning`: the entries make sense (every release has its owner's
+  decision, every decision its ask, every ask its request).
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from protocol.crypto import CryptoFailure, unb64, verify_payload
-from protocol.merkle import leaf_hash, verify_inclusion
+from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
 
 
-def check_proof(proof: dict[str, Any], relay_key: bytes | None = None) -> tuple[bool, str]:
-    """Check an inclusion proof offline.  ``relay_key`` pins the relay's public key."""
-    key = relay_key or unb64(proof["relay_key"])
+class NoPinnedKey(ValueError):
+    """A proof was to be checked without a pinned relay key."""
+
+
+def check_proof(proof: dict[str, Any], relay_key: bytes | None) -> tuple[bool, str]:
+    """Check an inclusion proof offline against the pinned relay key ``relay_key``.
+
+    The key inside the proof is never trusted: with no pinned key this raises
+    :class:`NoPinnedKey`, and a proof that names another key is refused.
+    """
+    if relay_key is None:
+        raise NoPinnedKey("no pinned relay key: a proof cannot vouch for its own signer")
+    embedded = proof.get("relay_key")
+    if embedded is not None and unb64(embedded) != relay_key:
+        return False, "the proof is signed by another key than the pinned relay key"
     try:
-        head = verify_payload(proof["head"], key)
+        head = verify_payload(proof["head"], relay_key)
     except CryptoFailure:
         return False, "the tree head is not signed by the relay's key"
     entry = unb64(proof["entry"])
@@ -28,3 +54,148 @@ def check_proof(proof: dict[str, Any], relay_key: bytes | None = None) -> tuple[
     if not ok:
         return False, "the entry is not in the tree the relay signed"
     return True, f"entry #{proof['index']} is in the log of {head['size']} entries"
+
+
+@dataclass(frozen=True)
+class Head:
+    """A signed tree head whose signature was checked: what a witness keeps."""
+
+    size: int
+    root: bytes
+    at: int
+    signed: dict[str, str]
+
+    def describe(self) -> str:
+        return f"size {self.size}, root {self.root.hex()}"
+
+
+def open_head(signed: Any, relay_key: bytes) -> Head:
+    """The head inside ``signed`` if the pinned ``relay_key`` signed it; ValueError if not."""
+    if not isinstance(signed, dict):
+        raise ValueError("not a signed tree head")
+    try:
+        payload = verify_payload(signed, relay_key)
+    except (CryptoFailure, ValueError) as err:
+        raise ValueError("the tree head is not signed by the pinned relay key") from err
+    try:
+        size, root = payload["size"], unb64(payload["root"])
+        at = int(payload.get("at", 0))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError("the signed tree head is malformed") from err
+    if not isinstance(size, int) or size < 0 or len(root) != 32:
+        raise ValueError("the signed tree head is malformed")
+    return Head(size, root, at, {"payload": signed["payload"], "signature": signed["signature"]})
+
+
+class Inconsistent(Exception):
+    """Two signed heads that cannot both be true: the relay showed two histories.
+
+    ``old`` and ``new`` are the heads; together they are the evidence.
+    """
+
+    def __init__(self, why: str, old: Head, new: Head) -> None:
+        super().__init__(why)
+        self.why, self.old, self.new = why, old, new
+
+    def report(self) -> str:
+        return (
+            f"{self.why}\n  earlier head: {self.old.describe()}  {json.dumps(self.old.signed)}"
+            f"\n  later head:   {self.new.describe()}  {json.dumps(self.new.signed)}"
+        )
+
+
+def needs_proof(old: Head, new: Head) -> bool:
+    """Whether a consistency proof must be fetched to compare ``old`` and ``new``.
+
+    Raises :class:`Inconsistent` when the heads alone already prove a fork or a rollback.
+    """
+    if new.size < old.size:
+        raise Inconsistent(
+            f"rollback: the log shrank from {old.size} to {new.size} entries", old, new
+        )
+    if new.size == old.size:
+        if new.root != old.root:
+            raise Inconsistent(f"fork: two different logs of {old.size} entries", old, new)
+        return False
+    return old.size > 0
+
+
+def check_heads(old: Head, new: Head, path: Sequence[str] | None) -> None:
+    """Raise :class:`Inconsistent` unless ``new`` only appended entries to ``old``.
+
+    ``path`` is the consistency proof (base64 hashes) from ``old.size`` to ``new.size``;
+    it may be ``None`` when :func:`needs_proof` says none is needed.
+    """
+    if not needs_proof(old, new):
+        return
+    try:
+        nodes = [unb64(p) for p in path or []]
+    except (TypeError, ValueError):
+        nodes = []
+    if not verify_consistency(old.size, new.size, nodes, old.root, new.root):
+        raise Inconsistent(
+            f"fork: the log of {new.size} entries does not extend the one of {old.size} "
+            "entries seen before (history was rewritten)",
+            old,
+            new,
+        )
+
+
+def check_meaning(entries: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
+    """Entries that do not make sense, as (index, why).
+
+    A request's asks are on the record only as a commitment (``asks_root``), and an
+    owner's decision names its ask but not the request, so that the record does not
+    tell which homes a request reached.  What can be checked in public: every ask
+    named on its own (older logs) follows its request; an ask is decided at most once
+    and never after it expired; every release names an earlier request and a clip that
+    an earlier decision approved.
+
+    >>> check_meaning([{"index": 0, "kind": "release", "data": {"request": "r", "clip": "c"}}])
+    [(0, 'release of clip c for request r names no earlier request')]
+    """
+    requests: set[str] = set()
+    decided: set[str] = set()
+    expired: set[str] = set()
+    approved_clips: set[str] = set()
+    problems: list[tuple[int, str]] = []
+    for i, e in enumerate(entries):
+        kind, d = e.get("kind"), e.get("data") or {}
+        try:
+            if kind == "request":
+                if "id" in d:
+                    requests.add(d["id"])
+            elif kind == "ask":
+                if d["request"] not in requests:
+                    problems.append((i, f"ask {d['ask']} names no earlier request"))
+            elif kind == "ask_expired":
+                expired.add(d["ask"])
+            elif kind == "decision":
+                ask = d["ask"]
+                if ask in decided:
+                    problems.append((i, f"ask {ask} is decided a second time"))
+                elif ask in expired:
+                    problems.append((i, f"ask {ask} is decided after it expired"))
+                decided.add(ask)
+                if d.get("decision") == "approve":
+                    approved_clips.update(d.get("clips", []))
+            elif kind == "release":
+                if d["request"] not in requests:
+                    problems.append(
+                        (
+                            i,
+                            f"release of clip {d['clip']} for request {d['request']} "
+                            "names no earlier request",
+                        )
+                    )
+                elif d["clip"] not in approved_clips:
+                    problems.append(
+                        (
+                            i,
+                            f"release of clip {d['clip']} for request {d['request']} "
+                            "has no approving decision",
+                        )
+                    )
+        except (KeyError, TypeError):
+            problems.append((i, f"a {kind} entry without the fields it needs"))
+    return problems

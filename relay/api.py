@@ -1,24 +1,35 @@
 """The relay's HTTP API for owners and requesters (FastAPI; OpenAPI at /openapi.json).
 
-Every call but the blob links needs ``Authorization: Bearer TOKEN`` (tokens are
-made by ``relay owners add`` and ``relay requesters add``).  Every error is a
-JSON body ``{"error": ..., "reason": ...}``.
+Every call but the blob links, ``/v1/health`` and the public log (``/v1/log/…``,
+see :mod:`relay.log_api`) needs ``Authorization: Bearer
+TOKEN`` (tokens are made by ``relay owners add`` and ``relay requesters add``, and
+revoked or rotated by ``relay owners|requesters revoke|rotate``).  Every error is a
+JSON body ``{"error": ..., "reason": ...}`` with the status the OpenAPI lists:
+400 malformed input, 401 no or unknown token, 403 wrong role or bad link, 404 not
+found (or not yours), 422 refused by policy.  docs/formats.md has every byte.
+
+A requester's answer to a request is the same whatever the area holds: matching
+and asking owners run after the response is sent, and nothing unauthenticated
+returns a count.
 
 (No ``from __future__ import annotations`` here: FastAPI reads the dependency
 aliases defined inside :func:`create_app` from evaluated annotations.)
 """
 
 from collections.abc import Callable, Iterator
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import BackgroundTasks, Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocol import DeleteCommand, ReleaseCommand, encode, new_id, utcnow
 from relay import web
 from relay.blobs import BlobStore, LocalBlobStore, TokenError, blob_key
 from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal
+from relay.log_api import log_router
 
 
 class ApiError(Exception):
@@ -26,26 +37,128 @@ class ApiError(Exception):
         self.status, self.error, self.reason = status, error, reason
 
 
+_Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
+
+
 class RequestIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    lat: float
-    lon: float
-    radius_m: Annotated[float, Field(gt=0)]
-    start: float  # UTC seconds
-    end: float
+    """A footage request.  Numbers must be JSON numbers ("12" is refused)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    lat: Annotated[float, Field(ge=-90, le=90, description="degrees, WGS 84")]
+    lon: Annotated[float, Field(ge=-180, le=180, description="degrees, WGS 84")]
+    radius_m: Annotated[float, Field(gt=0, description="metres; the policy sets the bounds")]
+    start: Annotated[float, Field(description="Unix seconds (UTC) of the window's start")]
+    end: Annotated[float, Field(description="Unix seconds (UTC); not in the future")]
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
-    case_ref: Annotated[str, Field(max_length=200)]
-    basis: str
+    case_ref: Annotated[str, Field(min_length=1, max_length=200)]
+    basis: Literal["consent", "legal-demand"]
+    demand: Annotated[str | None, Field(max_length=200)] = None
+    """With basis legal-demand: the docket of a demand the operator put on file."""
 
 
 class DeletionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    signature: Annotated[str, Field(max_length=4096)]
+    model_config = ConfigDict(extra="forbid", strict=True)
+    signature: Annotated[str, Field(max_length=4096, description="a signed Deletion")]
 
 
 class ApprovalIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    approval: Annotated[str, Field(max_length=16384)]
+    model_config = ConfigDict(extra="forbid", strict=True)
+    approval: Annotated[str, Field(max_length=65536, description="a signed Approval")]
+
+
+class ErrorOut(BaseModel):
+    error: str
+    reason: str
+
+
+class RequestOut(BaseModel):
+    id: str
+    status: Literal["accepted"]
+
+
+class ReleasedOut(BaseModel):
+    device: str
+    clip_id: str
+    wrapped_key: str = Field(description="the clip key sealed to your X25519 key (base64)")
+    sha256: str = Field(description="hex SHA-256 of the encrypted clip as downloaded")
+    download_url: str = Field(description="single use, expires (see docs/formats.md)")
+
+
+class RequestStatusOut(BaseModel):
+    id: str
+    status: Literal["accepted", "refused"]
+    released: list[ReleasedOut]
+
+
+class ClipOut(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    clip_id: str
+    device: str
+    trigger: str
+    start: str = Field(description="ISO 8601, UTC")
+    end: str = Field(description="ISO 8601, UTC")
+    duration_s: float
+    size: int
+    sha256: str
+    owner_key: str | None = Field(
+        None, description="the clip key sealed to the owner's X25519 key (base64)"
+    )
+
+
+class AskOut(BaseModel):
+    id: str
+    request_id: str
+    owner: str
+    device: str
+    clip_ids: list[str]
+    requester: str
+    requester_kind: str
+    requester_key: str = Field(description="the requester's X25519 public key (base64)")
+    reason: str
+    case_ref: str
+    basis: str
+    center: tuple[float, float]
+    radius_m: float
+    start: float
+    end: float
+    created: float
+    expires: float
+    status: Literal["pending", "approved", "denied", "expired"]
+    legal_demands: list[dict[str, Any]]
+    commitment: dict[str, Any] = Field(
+        description="this ask's opening and inclusion path under the request's asks_root"
+    )
+    clips: list[ClipOut]
+
+
+class DecisionOut(BaseModel):
+    id: str
+    status: Literal["approved", "denied"]
+    forwarded_to: str | None = None
+
+
+class DeleteOut(BaseModel):
+    clip: str
+    status: str
+
+
+class HealthOut(BaseModel):
+    ok: bool
+
+
+class BlobStoredOut(BaseModel):
+    stored: int = Field(description="bytes stored")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    what = {
+        400: "malformed input",
+        401: "no token, or an unknown or revoked one",
+        403: "your role may not do this, or a bad link",
+        404: "not found, or not yours",
+        422: "refused by policy",
+    }
+    return {c: {"model": ErrorOut, "description": what[c]} for c in codes}
 
 
 def create_app(
@@ -82,11 +195,15 @@ def create_app(
             {"error": "invalid", "reason": f"{where}: {first['msg']}"}, status_code=400
         )
 
-    def caller(authorization: Annotated[str | None, Header()] = None) -> tuple[str, str]:
-        if not authorization or not authorization.startswith("Bearer "):
+    bearer = HTTPBearer(auto_error=False, description="an API token from the relay operator")
+
+    def caller(
+        cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> tuple[str, str]:
+        if cred is None or cred.scheme.lower() != "bearer":
             raise ApiError(401, "unauthorized", "send Authorization: Bearer TOKEN")
         try:
-            return engine.who(authorization.removeprefix("Bearer ").strip())
+            return engine.who(cred.credentials.strip())
         except Forbidden:
             raise ApiError(401, "unauthorized", "unknown token") from None
 
@@ -101,8 +218,8 @@ def create_app(
     Requester = Annotated[str, Depends(role("requester"))]
     Owner = Annotated[str, Depends(role("owner"))]
 
-    @app.post("/v1/requests", status_code=201)
-    def file_request(body: RequestIn, requester: Requester) -> dict[str, Any]:
+    @app.post("/v1/requests", status_code=201, responses=_errors(400, 401, 403, 422))
+    def file_request(body: RequestIn, requester: Requester, later: BackgroundTasks) -> RequestOut:
         result = engine.file_request(
             requester,
             body.lat,
@@ -113,13 +230,17 @@ def create_app(
             body.reason,
             body.case_ref,
             body.basis,
+            demand=body.demand,
+            fan_out=False,
         )
         if result["status"] == "refused":
             raise ApiError(422, "refused_by_policy", result["reason"])
-        return result
+        # After the answer is sent: how long matching takes says nothing to the requester.
+        later.add_task(engine.fan_out, result["id"])
+        return RequestOut(**result)
 
-    @app.get("/v1/requests/{request_id}")
-    def get_request(request_id: str, requester: Requester) -> dict[str, Any]:
+    @app.get("/v1/requests/{request_id}", responses=_errors(401, 403, 404))
+    def get_request(request_id: str, requester: Requester) -> RequestStatusOut:
         req = engine.request(request_id)
         if req["requester"] != requester:
             raise NotFound(request_id)
@@ -128,10 +249,10 @@ def create_app(
             item["download_url"] = blobs.download_url(
                 blob_key(request_id, item["device"], item["clip_id"])
             )
-        return {"id": request_id, "status": req["status"], "released": released}
+        return RequestStatusOut(id=request_id, status=req["status"], released=released)
 
-    @app.get("/v1/asks")
-    def list_asks(owner: Owner) -> list[dict[str, Any]]:
+    @app.get("/v1/asks", responses=_errors(401, 403))
+    def list_asks(owner: Owner) -> list[AskOut]:
         out = []
         for ask in engine.asks_for(owner):
             d = ask.__dict__.copy()
@@ -140,12 +261,12 @@ def create_app(
             out.append(d)
         return out
 
-    @app.post("/v1/asks/{ask_id}/deny")
-    def deny(ask_id: str, owner: Owner) -> dict[str, Any]:
-        return {"id": engine.deny(owner, ask_id).id, "status": "denied"}
+    @app.post("/v1/asks/{ask_id}/deny", responses=_errors(401, 403, 404, 422))
+    def deny(ask_id: str, owner: Owner) -> DecisionOut:
+        return DecisionOut(id=engine.deny(owner, ask_id).id, status="denied")
 
-    @app.post("/v1/asks/{ask_id}/approve")
-    def approve(ask_id: str, body: ApprovalIn, owner: Owner) -> dict[str, Any]:
+    @app.post("/v1/asks/{ask_id}/approve", responses=_errors(400, 401, 403, 404, 422))
+    def approve(ask_id: str, body: ApprovalIn, owner: Owner) -> DecisionOut:
         ask, payload = engine.approve(owner, ask_id, body.approval)
         urls = {
             c: blobs.upload_url(blob_key(ask.request_id, ask.device, c))
@@ -160,22 +281,32 @@ def create_app(
             upload_urls=urls,
         )
         publish(*encode(cmd))
-        return {"id": ask.id, "status": "approved", "forwarded_to": ask.device}
+        return DecisionOut(id=ask.id, status="approved", forwarded_to=ask.device)
 
     if isinstance(blobs, LocalBlobStore):
         local = blobs
 
-        @app.put("/v1/blobs/{token}", status_code=201)
-        async def put_blob(token: str, request: Request) -> dict[str, Any]:
+        @app.put("/v1/blobs/{token}", status_code=201, responses=_errors(403))
+        async def put_blob(token: str, request: Request) -> BlobStoredOut:
             try:
                 key = local.redeem(token, "put")
             except TokenError as err:
                 raise ApiError(403, "bad_link", str(err)) from None
             body = await request.body()
             size = local.write(key, iter([body]))
-            return {"stored": size}
+            return BlobStoredOut(stored=size)
 
-        @app.get("/v1/blobs/{token}")
+        @app.get(
+            "/v1/blobs/{token}",
+            response_class=StreamingResponse,
+            responses={
+                200: {
+                    "content": {"application/octet-stream": {}},
+                    "description": "the encrypted clip container (docs/formats.md §6)",
+                },
+                **_errors(403, 404),
+            },
+        )
         def get_blob(token: str) -> StreamingResponse:
             try:
                 key = local.redeem(token, "get")
@@ -191,19 +322,78 @@ def create_app(
 
             return StreamingResponse(stream(), media_type="application/octet-stream")
 
-    @app.post("/v1/clips/{device}/{clip_id}/delete")
-    def delete_clip(device: str, clip_id: str, body: DeletionIn, owner: Owner) -> dict[str, Any]:
+    def _forward(approval_b64: str, device: str, request_id: str, clip_ids: list[str]) -> None:
+        urls = {c: blobs.upload_url(blob_key(request_id, device, c)) for c in clip_ids}
+        cmd = ReleaseCommand(
+            id=new_id(),
+            ts=utcnow(),
+            device=device,
+            request_id=request_id,
+            approval=approval_b64,
+            upload_urls=urls,
+        )
+        publish(*encode(cmd))
+
+    @app.get("/v1/devices/{device}/clips", responses=_errors(401, 403, 404))
+    def device_clips(device: str, owner: Owner) -> list[ClipOut]:
+        """Your doorbell's clips, each with its key sealed to you (``owner_key``)."""
+        return [ClipOut(**c) for c in engine.owner_clips(owner, device)]
+
+    @app.post("/v1/views", status_code=201, responses=_errors(400, 401, 403, 404, 422))
+    def view(body: ApprovalIn, owner: Owner) -> DecisionOut:
+        """Release clips of your own doorbell to yourself: an Approval whose
+        ``requester_key`` is your own ``box.pub`` and ``request_id`` starts with view-."""
+        approval = engine.view(owner, body.approval)
+        _forward(body.approval, approval.device, approval.request_id, approval.clip_ids)
+        return DecisionOut(id=approval.request_id, status="approved", forwarded_to=approval.device)
+
+    @app.get("/v1/views/{view_id}", responses=_errors(401, 403, 404))
+    def get_view(view_id: str, owner: Owner) -> RequestStatusOut:
+        released = engine.view_released(owner, view_id)
+        for item in released:
+            item["download_url"] = blobs.download_url(
+                blob_key(view_id, item["device"], item["clip_id"])
+            )
+        return RequestStatusOut(id=view_id, status="accepted", released=released)
+
+    @app.post("/v1/clips/{device}/{clip_id}/delete", responses=_errors(400, 401, 403, 404, 422))
+    def delete_clip(device: str, clip_id: str, body: DeletionIn, owner: Owner) -> DeleteOut:
         engine.check_deletion(owner, device, clip_id, body.signature)
         cmd = DeleteCommand(
             id=new_id(), ts=utcnow(), device=device, clip_id=clip_id, signature=body.signature
         )
         publish(*encode(cmd))
-        return {"clip": clip_id, "status": "sent to the doorbell"}
+        return DeleteOut(clip=clip_id, status="sent to the doorbell")
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema, less the 422 validation errors it assumes: this API answers
+        malformed input with 400 (and uses 422 only for policy refusals)."""
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            for ops in spec["paths"].values():
+                for op in ops.values():
+                    resp = op.get("responses", {}).get("422")
+                    if resp and "HTTPValidationError" in str(resp):
+                        del op["responses"]["422"]
+            for name in ("HTTPValidationError", "ValidationError"):
+                spec.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+    app.include_router(log_router(engine.audit))  # public, no token: relay/log_api.py
 
     web.install(app, engine, blobs, publish)  # the owners' web app, /app/
 
     @app.get("/v1/health")
-    def health() -> dict[str, Any]:
-        return {"ok": True, "audit_entries": engine.audit.size()}
+    def health() -> HealthOut:
+        """Up or not; deliberately no counts (they would map the cameras)."""
+        return HealthOut(ok=True)
 
     return app

@@ -9,14 +9,25 @@ inclusion proof can check an entry without trusting the relay.
 
 Storage is Redis: ``{audit}:entries`` (a list of canonical JSON entries),
 ``{audit}:heads`` (a list of signed heads, one per size), ``{audit}:state`` (the
-compact tree, for O(log n) appends), all in one Redis Cluster slot.  Appends
-are optimistic transactions, so several relay processes can append at once.
+compact tree, for O(log n) appends), ``{audit}:sealed`` (the private parts), all
+in one Redis Cluster slot.  Appends are optimistic transactions, so several relay
+processes can append at once.
+
+The log is public (``relay/log_api.py``), so what identifies an owner, a home or a
+place is sealed *when the entry is written*: the fields in :data:`SEALED_FIELDS`
+and an owner's or doorbell's name as actor leave the entry and are replaced by
+``sealed``, a SHA-256 commitment to them with a random salt (so a coordinate
+cannot be guessed from its hash).  The Merkle leaf is the public entry, so anyone
+can check proofs over exactly what is published; the operator keeps the openings
+and :meth:`AuditLog.entries` joins them back for the report and ``audit list``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +37,14 @@ import redis
 from nacl.signing import SigningKey
 
 from protocol.crypto import b64, canonical, sign_payload, unb64, verify_payload
-from protocol.merkle import CompactTree, inclusion_proof, leaf_hash
-from protocol.transparency import check_proof
+from protocol.merkle import CompactTree, consistency_proof, inclusion_proof, leaf_hash
+from protocol.transparency import check_meaning, check_proof
 
-__all__ = ["AuditLog", "VerifyResult", "check_proof", "load_or_create_key"]
+__all__ = ["AuditLog", "LogDamaged", "VerifyResult", "check_proof", "load_or_create_key"]
 
 from relay.keyspace import AUDIT_ENTRIES as ENTRIES
 from relay.keyspace import AUDIT_HEADS as HEADS
+from relay.keyspace import AUDIT_SEALED as SEALED
 from relay.keyspace import AUDIT_STATE as STATE
 
 KINDS = frozenset(
@@ -49,8 +61,49 @@ KINDS = frozenset(
         "deletion",
         "policy_change",
         "operator_action",
+        "approval_refused",
+        "deletion_refused",
+        "doorbell_refused",
     }
 )
+
+SEALED_FIELDS = frozenset({"owner", "device", "lat", "lon", "reason", "case_ref"})
+"""Fields that name an owner, a home or a place (or may, in free text): never public."""
+PUBLIC_ACTORS = frozenset({"operator", "relay"})
+"""Actors named in public; requesters are public too (their entries say who asked)."""
+DOORBELL_KINDS = frozenset({"release", "deletion", "doorbell_refused"})
+OWNER_KINDS = frozenset({"decision", "approval_refused", "deletion_refused"})
+
+
+class LogDamaged(Exception):
+    """The stored log cannot answer (missing heads, unreadable entries); one line says why."""
+
+
+def seal(kind: str, actor: str, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split an entry into its public part and the opening of its sealed part.
+
+    >>> public, opening = seal("ask", "relay", {"ask": "a1", "owner": "alice"})
+    >>> public["data"], "sealed" in public, opening["data"]
+    ({'ask': 'a1'}, True, {'owner': 'alice'})
+    """
+    private = {k: v for k, v in data.items() if k in SEALED_FIELDS}
+    public_data = {k: v for k, v in data.items() if k not in SEALED_FIELDS}
+    if kind in DOORBELL_KINDS:
+        public_actor = "doorbell"
+    elif kind in OWNER_KINDS or (kind == "operator_action" and actor not in PUBLIC_ACTORS):
+        public_actor = "owner"
+    else:  # the operator, the relay, a requester: accountable by name
+        public_actor = actor
+    public: dict[str, Any] = {"kind": kind, "actor": public_actor, "data": public_data}
+    if not private and public_actor == actor:
+        return public, {}
+    opening = {"salt": b64(secrets.token_bytes(16)), "actor": actor, "data": private}
+    public["sealed"] = commitment(opening)
+    return public, opening
+
+
+def commitment(opening: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(opening)).hexdigest()
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -100,19 +153,14 @@ class AuditLog:
                     state = json.loads(raw) if raw else {"size": 0, "stack": []}
                     tree = CompactTree(state["size"], [unb64(s) for s in state["stack"]])
                     index = tree.size
-                    entry = canonical(
-                        {
-                            "index": index,
-                            "at": time.time(),
-                            "kind": kind,
-                            "actor": actor,
-                            "data": data,
-                        }
-                    )
+                    public, opening = seal(kind, actor, data)
+                    entry = canonical({"index": index, "at": time.time(), **public})
                     tree.append(leaf_hash(entry))
                     head = self.sign_head(tree.size, tree.root())
                     pipe.multi()
                     pipe.rpush(ENTRIES, entry)
+                    if opening:
+                        pipe.hset(SEALED, str(index), canonical(opening))
                     pipe.rpush(HEADS, json.dumps(head))
                     pipe.set(
                         STATE,
@@ -130,14 +178,53 @@ class AuditLog:
         return int(self.r.llen(ENTRIES))
 
     def entries(self, start: int = 0, end: int = -1) -> list[dict[str, Any]]:
-        return [json.loads(e) for e in self.r.lrange(ENTRIES, start, end)]
+        """The operator's view: entries with their sealed parts opened."""
+        out = []
+        for raw in self.r.lrange(ENTRIES, start, end):
+            e = json.loads(raw)
+            if "sealed" in e:
+                opened = self.r.hget(SEALED, str(e["index"]))
+                if opened is not None:
+                    o = json.loads(opened)
+                    e = {**e, "actor": o["actor"], "data": {**e["data"], **o["data"]}}
+            out.append(e)
+        return out
+
+    def public_entries(self, start: int, end: int) -> list[bytes]:
+        """Entries ``start`` … ``end`` (inclusive) exactly as hashed into the tree."""
+        return list(self.r.lrange(ENTRIES, start, end))
 
     def head(self) -> dict[str, str] | None:
         raw = self.r.lindex(HEADS, -1)
         return json.loads(raw) if raw else None
 
+    def signed_head(self, size: int) -> dict[str, str]:
+        """The head the relay signed when the log had ``size`` entries."""
+        raw = self.r.lindex(HEADS, size - 1) if size > 0 else None
+        if raw is None:
+            raise LogDamaged(f"no signed head for a log of {size} entries")
+        try:
+            head = json.loads(raw)
+        except ValueError:
+            raise LogDamaged(f"the signed head for size {size} is not JSON") from None
+        if not isinstance(head, dict):
+            raise LogDamaged(f"the signed head for size {size} is not a signed head")
+        return head
+
     def verify(self) -> VerifyResult:
-        """Recompute the tree entry by entry against every signed head."""
+        """Recompute the tree entry by entry against every signed head, open every sealed
+        part, then check that the log makes sense (see :func:`check_meaning`).
+
+        A damaged log of any shape gives a result naming the problem, never an exception.
+        """
+        try:
+            return self._verify()
+        except redis.RedisError:
+            raise
+        except Exception as err:  # a damaged store must be named, not crash the CLI
+            return VerifyResult(False, self.size(), f"the log cannot be read: {err!r}")
+
+    def _verify(self) -> VerifyResult:
         entries = self.r.lrange(ENTRIES, 0, -1)
         heads = self.r.lrange(HEADS, 0, -1)
         tree = CompactTree()
@@ -155,6 +242,16 @@ class AuditLog:
                     i,
                 )
             tree.append(leaf_hash(entry))
+            sealed = json.loads(entry).get("sealed")
+            if sealed is not None:
+                opening = self.r.hget(SEALED, str(i))
+                if opening is None or commitment(json.loads(opening)) != sealed:
+                    return VerifyResult(
+                        False,
+                        len(entries),
+                        f"the sealed part of entry #{i} does not match its commitment",
+                        i,
+                    )
             if i >= len(heads):
                 return VerifyResult(False, len(entries), f"entry #{i} has no signed head", i)
             try:
@@ -177,19 +274,51 @@ class AuditLog:
                 f"entries from #{n} on are missing (heads were signed for {len(heads)})",
                 n,
             )
+        problems = check_meaning([json.loads(e) for e in entries])
+        if problems:
+            index, why = problems[0]
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            return VerifyResult(False, len(entries), f"entry #{index}: {why}{more}", index)
         return VerifyResult(True, len(entries), f"{len(entries)} entries verified")
 
-    def proof(self, index: int) -> dict[str, Any]:
-        """An inclusion proof of entry ``index`` against the latest signed head."""
+    def _leaves(self, size: int | None = None) -> list[bytes]:
         entries = self.r.lrange(ENTRIES, 0, -1)
-        if not 0 <= index < len(entries):
-            raise IndexError(f"no entry #{index} (the log has {len(entries)})")
-        leaves = [leaf_hash(e) for e in entries]
+        if size is not None:
+            if not 0 <= size <= len(entries):
+                raise IndexError(f"no log of {size} entries (the log has {len(entries)})")
+            entries = entries[:size]
+        return [leaf_hash(e) for e in entries]
+
+    def proof(self, index: int, size: int | None = None) -> dict[str, Any]:
+        """An inclusion proof of entry ``index`` against the signed head of ``size``
+        (default: the latest).  :class:`LogDamaged` if the store cannot give one."""
+        leaves = self._leaves(size)
+        if not 0 <= index < len(leaves):
+            raise IndexError(f"no entry #{index} (the log has {len(leaves)})")
+        head = self.signed_head(len(leaves))
         return {
-            "entry": b64(entries[index]),
+            "entry": b64(self.r.lindex(ENTRIES, index)),
             "index": index,
-            "tree_size": len(entries),
+            "tree_size": len(leaves),
             "path": [b64(p) for p in inclusion_proof(index, leaves)],
-            "head": json.loads(self.r.lindex(HEADS, len(entries) - 1)),
+            "head": head,
             "relay_key": b64(self.public),
+        }
+
+    def index_of(self, leaf: bytes) -> int:
+        """The index of the entry whose leaf hash is ``leaf`` (KeyError if none)."""
+        for i, h in enumerate(self._leaves()):
+            if h == leaf:
+                return i
+        raise KeyError(leaf.hex())
+
+    def consistency(self, first: int, second: int) -> dict[str, Any]:
+        """An RFC 6962 consistency proof from the log of ``first`` to that of ``second``."""
+        if not 0 <= first <= second:
+            raise IndexError(f"first ({first}) must be between 0 and second ({second})")
+        leaves = self._leaves(second)
+        return {
+            "first": first,
+            "second": second,
+            "path": [b64(p) for p in consistency_proof(first, leaves)],
         }

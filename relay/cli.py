@@ -1,11 +1,19 @@
-"""``relay``: run the relay and operate it.
+"""``relay``: run the relay and operate it.  This module only parses and prints;
+the work is done by the services in :mod:`relay.services`.
 
-    relay ingest [--workers N]                 run ingestion workers
-    relay serve                                run the relay (ingestion workers for now)
+    relay serve [--workers N]                  the HTTP API and ingestion workers
+    relay ingest [--workers N] [--name N]      ingestion workers only
     relay devices add ID --owner NAME --lat LAT --lon LON
-    relay devices list|show ID|revoke ID       [--json]
+    relay devices list|show ID|revoke ID|rotate ID [--json]
+    relay owners add NAME --keys DIR           prints the owner's API token once
+    relay requesters add NAME --kind K --pubkey FILE [--org ORG]
+    relay owners|requesters revoke|rotate NAME   API tokens: revoke ends them at once
+    relay policy show|set                      the bounds every request must stay within
+    relay legal-demand record --docket D --authority A (--org ORG | --request ID)
     relay clips list [--device ID] [--since T] [--until T] [--near LAT,LON --radius M] [--json]
     relay deadletters [--count N] [--json]
+    relay audit verify|proof N|list|key        the tamper-evident log
+    relay report --from T --to T [--json]      the transparency report
     relay status [--json]
 
 Every command reads ``--config FILE`` (or $RELAY_CONFIG).  Bad arguments print one
@@ -114,11 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="the owner's key folder (from footage keys new); only sign.pub and box.pub are read",
     )
+    _credential_commands(osub, "owner")
     req = sub.add_parser("requesters", help="register who may ask for footage")
     rsub = req.add_subparsers(dest="requesters_command", required=True, parser_class=UsageParser)
+    _credential_commands(rsub, "requester")
     radd = rsub.add_parser("add", help="register a requester; prints its API token once")
     radd.add_argument("name")
     radd.add_argument("--kind", choices=("agency", "neighbour", "owner"), required=True)
+    radd.add_argument(
+        "--org", help="its organisation: accounts of one organisation share its daily limit"
+    )
     radd.add_argument(
         "--pubkey",
         type=Path,
@@ -131,11 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     pset = psub.add_parser("set", help="change bounds (audited)")
     pset.add_argument("--max-radius-m", type=positive)
     pset.add_argument("--max-window-h", type=positive)
-    pset.add_argument("--max-per-day", type=positive)
+    pset.add_argument("--max-per-day", type=positive, help="per requester organisation")
+    pset.add_argument("--min-radius-m", type=positive)
+    pset.add_argument(
+        "--retention-days", type=positive, help="how far back a request's window may start"
+    )
     ld = sub.add_parser("legal-demand", help="record a legal demand (the owners are told)")
     ldsub = ld.add_subparsers(dest="ld_command", required=True, parser_class=UsageParser)
-    ldr = ldsub.add_parser("record", help="record a demand against a request")
-    ldr.add_argument("--request", required=True)
+    ldr = ldsub.add_parser(
+        "record", help="put a demand on file for an organisation, or record it against a request"
+    )
+    target = ldr.add_mutually_exclusive_group(required=True)
+    target.add_argument("--org", help="the requester organisation that may name it")
+    target.add_argument("--request", help="a request the demand concerns")
     ldr.add_argument("--docket", required=True)
     ldr.add_argument("--authority", required=True)
 
@@ -155,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true")
     rev = dsub.add_parser("revoke", help="remove a doorbell's broker account")
     rev.add_argument("id")
+    rot = dsub.add_parser("rotate", help="a new broker password and provisioning bundle")
+    rot.add_argument("id")
+    rot.add_argument("--out", type=Path, help="where the new bundle goes")
 
     clips = sub.add_parser("clips", help="clip metadata the relay has indexed")
     csub = clips.add_subparsers(dest="clips_command", required=True, parser_class=UsageParser)
@@ -206,7 +230,6 @@ def _print_json(data: Any) -> None:
 
 def cmd_devices(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     if args.devices_command == "add":
-        relay.registry.check_id(args.id)
         done = relay.registry.add(args.id, args.owner, args.lat, args.lon, args.out)
         result = {
             "device": done.device,
@@ -253,6 +276,13 @@ def cmd_devices(relay: Relay, args: argparse.Namespace, out: Console) -> int:
         else:
             for k, v in d.items():
                 out.print(f"{k:10} {_iso(v) if k in ('created', 'last_seen', 'status_ts') else v}")
+        return 0
+    if args.devices_command == "rotate":
+        done = relay.registry.rotate(args.id, args.out)
+        out.print(
+            f"rotated {done.device}; new bundle: {done.bundle} (copy it to the doorbell)"
+            + ("" if done.broker_reloaded else "; send the broker SIGHUP")
+        )
         return 0
     if args.devices_command == "revoke":
         gone = relay.registry.revoke(args.id)
@@ -317,10 +347,15 @@ def cmd_audit(relay: Relay, args: argparse.Namespace, out: Console) -> int:
             print(("ok: " if result.ok else "FAILED: ") + result.message)
         return 0 if result.ok else EXIT_UNAVAILABLE
     if args.audit_command == "proof":
+        from relay.audit import LogDamaged
+
         try:
             _print_json(log.proof(args.entry))
         except IndexError as err:
             raise UsageError(str(err)) from None
+        except (LogDamaged, ValueError, TypeError) as err:
+            print(f"FAILED: the log is damaged, no proof can be given: {err}", file=sys.stderr)
+            return EXIT_UNAVAILABLE
         return 0
     if args.audit_command == "list":
         n = log.size()
@@ -345,10 +380,34 @@ def cmd_audit(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     raise AssertionError(args.audit_command)
 
 
+def _credential_commands(sub: Any, role: str) -> None:
+    for verb, what in (
+        ("revoke", "end every API token of this {} at once (audited)"),
+        ("rotate", "replace this {}'s API tokens with a new one, printed once (audited)"),
+    ):
+        sp = sub.add_parser(verb, help=what.format(role))
+        sp.add_argument("name")
+
+
 def cmd_registry(relay: Relay, args: argparse.Namespace, out: Console) -> int:
     from protocol.crypto import CryptoFailure, read_public_key
+    from relay.consent import NotFound
 
     engine = relay.engine
+    role = "owner" if args.command == "owners" else "requester"
+    verb = args.owners_command if args.command == "owners" else args.requesters_command
+    try:
+        if verb == "revoke":
+            n = engine.revoke(role, args.name)
+            print(f"revoked {n} token(s) of {role} {args.name}")
+            return 0
+        if verb == "rotate":
+            token = engine.rotate(role, args.name)
+            print(token)
+            print(f"(the new API token of {args.name}: shown once)", file=sys.stderr)
+            return 0
+    except NotFound:
+        raise UsageError(f"no {role} {args.name!r}") from None
     try:
         if args.command == "owners":
             folder = args.keys
@@ -356,7 +415,9 @@ def cmd_registry(relay: Relay, args: argparse.Namespace, out: Console) -> int:
             box = read_public_key(folder / "box.pub")
             token = engine.add_owner(args.name, sign, box)
         else:
-            token = engine.add_requester(args.name, args.kind, read_public_key(args.pubkey))
+            token = engine.add_requester(
+                args.name, args.kind, read_public_key(args.pubkey), args.org
+            )
     except (CryptoFailure, ValueError) as err:
         raise UsageError(str(err)) from None
     print(token)
@@ -373,12 +434,15 @@ def cmd_policy(relay: Relay, args: argparse.Namespace, out: Console) -> int:
                 ("max_radius_m", args.max_radius_m),
                 ("max_window_s", args.max_window_h and args.max_window_h * 3600),
                 ("max_per_day", args.max_per_day),
+                ("min_radius_m", args.min_radius_m),
+                ("retention_s", args.retention_days and args.retention_days * 86400),
             )
             if v
         }
         if not changes:
             raise UsageError(
-                "nothing to change: give --max-radius-m, --max-window-h or --max-per-day"
+                "nothing to change: give --max-radius-m, --min-radius-m, --max-window-h, "
+                "--max-per-day or --retention-days"
             )
         engine.set_policy("operator", **changes)
     _print_json(engine.policy())
@@ -404,9 +468,14 @@ def cmd_legal_demand(relay: Relay, args: argparse.Namespace, out: Console) -> in
     from relay.consent import NotFound
 
     try:
-        demand = relay.engine.record_legal_demand(
-            args.request, args.docket, args.authority, "operator"
-        )
+        if args.org:
+            demand = relay.engine.file_legal_demand(args.docket, args.authority, args.org)
+        else:
+            demand = relay.engine.record_legal_demand(
+                args.request, args.docket, args.authority, "operator"
+            )
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     except NotFound:
         raise UsageError(f"no request {args.request!r}") from None
     _print_json(demand)

@@ -1,11 +1,13 @@
 """Footage requests, owners' asks and their decisions: the relay's consent engine.
 
 A requester asks for an area and a window, with a reason, a case reference and
-a legal basis.  The relay checks its published policy bounds, records the
-request (accepted or refused) in the audit log, finds doorbells in the area
-with clips in the window, and creates one pending ask per owner listing only
+a legal basis.  The relay checks its published policy bounds and the requester
+organisation's daily limit (atomically, in Redis), then finds doorbells in the
+area with clips in the window and creates one pending ask per owner listing only
 that owner's matching clips.  The requester learns nothing about which homes
-have cameras or who declined; only what is released reaches it.
+have cameras or who declined; only what is released reaches it.  The audit log
+gets one entry per request whatever it matched: the request and a commitment to
+its padded ask set (:mod:`protocol.askset`); each ask carries its owner's proof.
 
 An owner's approval is checked here against the owner's registered key (the
 doorbell checks it again, with the key it was provisioned with), then forwarded
@@ -20,12 +22,14 @@ import json
 import math
 import secrets
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
 
+from protocol import askset
 from protocol.crypto import b64, unb64
 from protocol.decisions import Approval, DecisionRefused, Deletion, verify_decision
 from relay import keyspace as ks
@@ -33,9 +37,17 @@ from relay.audit import AuditLog
 from relay.index import Near, RelayIndex, dkey
 
 ASK_TTL_S = 72 * 3600
-DEFAULT_POLICY = {"max_radius_m": 250.0, "max_window_s": 6 * 3600.0, "max_per_day": 5}
+DEFAULT_POLICY = {
+    "max_radius_m": 250.0,
+    "min_radius_m": 10.0,
+    "max_window_s": 6 * 3600.0,
+    "max_per_day": 5,
+    "retention_s": 30 * 86400.0,
+}
+"""``retention_s``: how far back a window may start (doorbells keep clips 30 days)."""
 KINDS = ("agency", "neighbour", "owner")
 BASES = ("consent", "legal-demand")
+ROLES = ("owner", "requester")
 
 
 class PolicyRefusal(ValueError):
@@ -75,6 +87,14 @@ class Ask:
     expires: float
     status: str = "pending"  # approved | denied | expired
     legal_demands: list[dict[str, Any]] = field(default_factory=list)
+    commitment: dict[str, Any] = field(default_factory=dict)
+    """This ask's opening and inclusion proof under the request's public ``asks_root``."""
+
+
+def visible(text: str) -> bool:
+    """True if ``text`` has a visible character and no invisible or control ones."""
+    bad = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+    return bool(text.strip()) and not any(unicodedata.category(ch) in bad for ch in text)
 
 
 class ConsentEngine:
@@ -107,27 +127,75 @@ class ConsentEngine:
         self.audit.append("operator_action", "operator", {"action": "owner_added", "owner": name})
         return token
 
-    def add_requester(self, name: str, kind: str, box_public: bytes) -> str:
+    def add_requester(self, name: str, kind: str, box_public: bytes, org: str | None = None) -> str:
+        """Register ``name``; accounts of one ``org`` (default: its own) share its limits."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}")
         if self.r.hexists(ks.REQUESTERS, name):
             raise ValueError(f"requester {name!r} exists already")
+        org = org or name
         self.r.hset(
             ks.REQUESTERS,
             name,
-            json.dumps({"kind": kind, "box_public": b64(box_public), "created": self.clock()}),
+            json.dumps(
+                {
+                    "kind": kind,
+                    "org": org,
+                    "box_public": b64(box_public),
+                    "created": self.clock(),
+                }
+            ),
         )
         token = self._token("requester", name)
         self.audit.append(
             "operator_action",
             "operator",
-            {"action": "requester_added", "requester": name, "kind": kind},
+            {"action": "requester_added", "requester": name, "kind": kind, "org": org},
         )
         return token
 
     def _token(self, role: str, name: str) -> str:
+        """A new API token; only its SHA-256 is stored (it has 256 random bits)."""
         token = secrets.token_urlsafe(32)
-        self.r.hset(ks.TOKENS, token_hash(token), json.dumps({"role": role, "name": name}))
+        digest = token_hash(token)
+        self.r.hset(ks.TOKENS, digest, json.dumps({"role": role, "name": name}))
+        self.r.sadd(ks.credential(role, name), digest)
+        return token
+
+    def _drop_tokens(self, role: str, name: str) -> int:
+        digests = set(self.r.smembers(ks.credential(role, name)))
+        # Tokens made before the credential sets existed are found by their record.
+        for digest, raw in self.r.hscan_iter(ks.TOKENS):
+            if json.loads(raw) == {"role": role, "name": name}:
+                digests.add(digest)
+        if digests:
+            self.r.hdel(ks.TOKENS, *digests)
+        self.r.delete(ks.credential(role, name))
+        return len(digests)
+
+    def _registered(self, role: str, name: str) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+        if not self.r.hexists(ks.OWNERS if role == "owner" else ks.REQUESTERS, name):
+            raise NotFound(name)
+
+    def revoke(self, role: str, name: str, actor: str = "operator") -> int:
+        """Invalidate every token of ``role`` ``name`` at once (audited); how many."""
+        self._registered(role, name)
+        n = self._drop_tokens(role, name)
+        self.audit.append(
+            "operator_action", actor, {"action": f"{role}_revoked", role: name, "tokens": n}
+        )
+        return n
+
+    def rotate(self, role: str, name: str, actor: str = "operator") -> str:
+        """Replace ``role`` ``name``'s tokens with a new one (audited); the new token."""
+        self._registered(role, name)
+        n = self._drop_tokens(role, name)
+        token = self._token(role, name)
+        self.audit.append(
+            "operator_action", actor, {"action": f"{role}_rotated", role: name, "revoked": n}
+        )
         return token
 
     def who(self, token: str) -> tuple[str, str]:
@@ -179,13 +247,20 @@ class ConsentEngine:
         reason: str,
         case_ref: str,
         basis: str,
+        demand: str | None = None,
+        fan_out: bool = True,
     ) -> dict[str, Any]:
-        """Check policy, record, match and ask owners.  Returns what the requester may know."""
+        """Check policy and the daily limit, record, and (unless ``fan_out`` is False,
+        when the caller runs :meth:`fan_out` later) match and ask owners.
+
+        Returns what the requester may know: the same shape and size whatever matched.
+        """
         req = self.requester(requester)
         request_id = "req-" + secrets.token_hex(8)
         record = {
             "id": request_id,
             "requester": requester,
+            "org": req.get("org", requester),
             "lat": lat,
             "lon": lon,
             "radius_m": radius_m,
@@ -194,10 +269,12 @@ class ConsentEngine:
             "reason": reason,
             "case_ref": case_ref,
             "basis": basis,
+            "demand": demand,
             "created": self.clock(),
         }
         try:
-            self._check_policy(requester, record)
+            self._check_policy(record)
+            self._count(record["org"])
         except PolicyRefusal as err:
             record.update(status="refused", refusal=str(err))
             self.r.set(ks.request(request_id), json.dumps(record))
@@ -206,76 +283,138 @@ class ConsentEngine:
         record["status"] = "accepted"
         self.r.set(ks.request(request_id), json.dumps(record))
         self.r.zadd(ks.REQUESTS, {request_id: record["created"]})
-        self.r.incr(self._day_key(requester))
-        self.r.expire(self._day_key(requester), 2 * 86400)
-        self.audit.append("request", requester, record)
-        clips = self.index.clips(since=start, until=end, near=Near(lat, lon, radius_m))
+        # Until fan_out has run, the request waits here (so a crash loses no request).
+        self.r.zadd(ks.FANOUT_PENDING, {request_id: record["created"]})
+        if fan_out:
+            self.fan_out(request_id)
+        # Deliberately nothing about how many homes matched.
+        return {"id": request_id, "status": "accepted"}
+
+    def fan_out(self, request_id: str) -> None:
+        """Match an accepted request, ask each owner, and put the request on the record
+        with a commitment to its padded ask set (one audit entry, whatever matched).
+
+        Runs once per request: it claims the request from the pending set first, and
+        puts it back if it fails (see :meth:`fan_out_due`)."""
+        if not self.r.zrem(ks.FANOUT_PENDING, request_id):
+            return  # done already, or being done
+        try:
+            self._fan_out(request_id)
+        except BaseException:
+            self.r.zadd(ks.FANOUT_PENDING, {request_id: self.clock()})
+            raise
+
+    def fan_out_due(self, older_than_s: float = 60.0) -> int:
+        """Fan out requests whose deferred fan-out never ran (the API stopped); how many."""
+        due = self.r.zrangebyscore(ks.FANOUT_PENDING, "-inf", self.clock() - older_than_s)
+        for request_id in due:
+            self.fan_out(request_id.decode())
+        return len(due)
+
+    def _fan_out(self, request_id: str) -> None:
+        record = self.request(request_id)
+        req = self.requester(record["requester"])
+        lat, lon, radius_m = record["lat"], record["lon"], record["radius_m"]
+        clips = self.index.clips(
+            since=record["start"], until=record["end"], near=Near(lat, lon, radius_m)
+        )
         by_device: dict[str, list[str]] = {}
         for c in clips:  # already in the window: the index is by start time
             by_device.setdefault(c["device"], []).append(c["clip_id"])
+        asks: list[Ask] = []
+        now = self.clock()
         for device, clip_ids in sorted(by_device.items()):
             info = self.index.device(device) or {}
             owner = info.get("owner")
             if not owner or info.get("revoked", "0") != "0":
                 continue
-            now = self.clock()
-            ask = Ask(
-                id="ask-" + secrets.token_hex(8),
-                request_id=request_id,
-                owner=owner,
-                device=device,
-                clip_ids=sorted(clip_ids),
-                requester=requester,
-                requester_kind=req["kind"],
-                requester_key=req["box_public"],
-                reason=reason,
-                case_ref=case_ref,
-                basis=basis,
-                center=(lat, lon),
-                radius_m=radius_m,
-                start=start,
-                end=end,
-                created=now,
-                expires=now + ASK_TTL_S,
+            asks.append(
+                Ask(
+                    id="ask-" + secrets.token_hex(8),
+                    request_id=request_id,
+                    owner=owner,
+                    device=device,
+                    clip_ids=sorted(clip_ids),
+                    requester=record["requester"],
+                    requester_kind=req["kind"],
+                    requester_key=req["box_public"],
+                    reason=record["reason"],
+                    case_ref=record["case_ref"],
+                    basis=record["basis"],
+                    center=(lat, lon),
+                    radius_m=radius_m,
+                    start=record["start"],
+                    end=record["end"],
+                    created=now,
+                    expires=now + ASK_TTL_S,
+                    legal_demands=[self._demand(record["demand"])] if record["demand"] else [],
+                )
             )
+        root, size, proofs = askset.commit(
+            [
+                {
+                    "ask": a.id,
+                    "request": request_id,
+                    "owner": a.owner,
+                    "device": a.device,
+                    "clip_ids": a.clip_ids,
+                }
+                for a in asks
+            ]
+        )
+        for ask in asks:
+            ask.commitment = proofs[ask.id]
             self._save_ask(ask)
-            self.r.zadd(ks.owner_asks(owner), {ask.id: now})
+            self.r.zadd(ks.owner_asks(ask.owner), {ask.id: now})
             self.r.zadd(ks.ASKS_PENDING, {ask.id: ask.expires})
             self.r.rpush(ks.request_asks(request_id), ask.id)
-            self.audit.append(
-                "ask",
-                "relay",
-                {
-                    "ask": ask.id,
-                    "request": request_id,
-                    "owner": owner,
-                    "device": device,
-                    "clips": len(clip_ids),
-                },
-            )
-        # Deliberately nothing about how many homes matched.
-        return {"id": request_id, "status": "accepted"}
+        public = {k: v for k, v in record.items() if k != "status"}
+        self.audit.append(
+            "request", record["requester"], {**public, "asks_root": root, "asks_size": size}
+        )
 
-    def _day_key(self, requester: str) -> str:
-        return ks.requests_today(requester, time.strftime("%Y-%m-%d", time.gmtime(self.clock())))
+    def _day_key(self, org: str) -> str:
+        return ks.requests_today(org, time.strftime("%Y-%m-%d", time.gmtime(self.clock())))
 
-    def _check_policy(self, requester: str, r: dict[str, Any]) -> None:
+    def _check_policy(self, r: dict[str, Any]) -> None:
         p = self.policy()
+        now = self.clock()
         if r["basis"] not in BASES:
             raise PolicyRefusal(f"legal basis must be one of {', '.join(BASES)}")
-        if not str(r["case_ref"]).strip():
-            raise PolicyRefusal("a case reference is required")
-        if not str(r["reason"]).strip():
-            raise PolicyRefusal("a reason is required")
-        if not 0 < r["radius_m"] <= p["max_radius_m"]:
-            raise PolicyRefusal(f"radius must be within {p['max_radius_m']:g} m")
+        if not visible(str(r["case_ref"])):
+            raise PolicyRefusal("a case reference of visible characters is required")
+        if not visible(str(r["reason"])):
+            raise PolicyRefusal("a reason of visible characters is required")
+        if r["basis"] == "legal-demand":
+            on_file = r["demand"] and self.r.hget(ks.LEGAL_DEMANDS, r["demand"])
+            if not on_file or json.loads(on_file)["org"] != r["org"]:
+                raise PolicyRefusal(
+                    "basis legal-demand needs a demand on file for your organisation"
+                )
+        elif r["demand"]:
+            raise PolicyRefusal("a demand is named only with basis legal-demand")
+        if not all(math.isfinite(r[k]) for k in ("lat", "lon", "radius_m", "start", "end")):
+            raise PolicyRefusal("numbers must be finite")
+        if not p["min_radius_m"] <= r["radius_m"] <= p["max_radius_m"]:
+            raise PolicyRefusal(
+                f"radius must be within {p['min_radius_m']:g}..{p['max_radius_m']:g} m"
+            )
         if not 0 < r["end"] - r["start"] <= p["max_window_s"]:
             raise PolicyRefusal(f"the window must be within {p['max_window_s'] / 3600:g} h")
-        if not (math.isfinite(r["lat"]) and -85 <= r["lat"] <= 85 and -180 <= r["lon"] <= 180):
+        if r["end"] > now:
+            raise PolicyRefusal("the window must not reach into the future")
+        if r["start"] < now - p["retention_s"]:
+            raise PolicyRefusal(
+                f"the window must lie within the last {p['retention_s'] / 86400:g} days"
+            )
+        if not (-85 <= r["lat"] <= 85 and -180 <= r["lon"] <= 180):
             raise PolicyRefusal("the centre is not a place on Earth")
-        today = int(self.r.get(self._day_key(requester)) or 0)
-        if today >= p["max_per_day"]:
-            raise PolicyRefusal(f"at most {p['max_per_day']:g} requests per requester per day")
+
+    def _count(self, org: str) -> None:
+        """Count the request against its organisation's day, atomically, or refuse it."""
+        limit = int(self.policy()["max_per_day"])
+        if not self.r.eval(ks.LIMIT_LUA, 1, self._day_key(org), limit, 2 * 86400):
+            raise PolicyRefusal(f"at most {limit} requests per organisation per day")
 
     # ------------------------------------------------------------ asks
 
@@ -290,10 +429,13 @@ class ConsentEngine:
         if ask.status == "pending" and ask.expires <= self.clock():
             ask.status = "expired"
             self._save_ask(ask)
-            self.audit.append("ask_expired", "relay", {"ask": ask.id, "request": ask.request_id})
+            # No request id on the record: counting an id's decisions and expiries would
+            # say how many homes it reached.  The ask id is random and public nowhere else.
+            self.audit.append("ask_expired", "relay", {"ask": ask.id})
         return ask
 
     def asks_for(self, owner: str) -> list[Ask]:
+        self.fan_out_due()
         ids = [i.decode() for i in self.r.zrange(ks.owner_asks(owner), 0, -1)]
         return [self.ask(i) for i in ids]
 
@@ -302,9 +444,7 @@ class ConsentEngine:
         ask.status = "denied"
         self._save_ask(ask)
         self.r.zrem(ks.ASKS_PENDING, ask.id)
-        self.audit.append(
-            "decision", owner, {"ask": ask.id, "request": ask.request_id, "decision": "deny"}
-        )
+        self.audit.append("decision", owner, {"ask": ask.id, "decision": "deny"})
         return ask
 
     def _pending(self, owner: str, ask_id: str) -> Ask:
@@ -316,7 +456,21 @@ class ConsentEngine:
         return ask
 
     def approve(self, owner: str, ask_id: str, signed_b64: str) -> tuple[Ask, dict[str, Any]]:
-        """Check the owner's signed approval; return the ask and the approval payload."""
+        """Check the owner's signed approval; return the ask and the approval payload.
+
+        A refused approval (forged, altered, replayed, for another ask) is on the record.
+        """
+        try:
+            return self._approve(owner, ask_id, signed_b64)
+        except (PolicyRefusal, NotFound) as err:
+            self._refused("approval_refused", owner, {"ask": ask_id[:100]}, err)
+            raise
+
+    def _refused(self, kind: str, owner: str, data: dict[str, Any], err: Exception) -> None:
+        why = str(err) if isinstance(err, PolicyRefusal) else "no such ask for this owner"
+        self.audit.append(kind, owner, {**data, "why": why[:300]})
+
+    def _approve(self, owner: str, ask_id: str, signed_b64: str) -> tuple[Ask, dict[str, Any]]:
         ask = self._pending(owner, ask_id)
         try:
             approval = verify_decision(
@@ -345,7 +499,6 @@ class ConsentEngine:
             owner,
             {
                 "ask": ask.id,
-                "request": ask.request_id,
                 "decision": "approve",
                 "clips": payload["clip_ids"],
             },
@@ -381,8 +534,79 @@ class ConsentEngine:
                 )
         return out
 
+    # ------------------------------------------------------------ owner's own viewing
+
+    def owner_clips(self, owner: str, device: str) -> list[dict[str, Any]]:
+        """The clips of ``owner``'s doorbell ``device`` (NotFound if it is not theirs)."""
+        info = self.index.device(device)
+        if info is None or info.get("owner") != owner:
+            raise NotFound(device)
+        return self.index.clips(device=device)
+
+    def view(self, owner: str, signed_b64: str) -> Approval:
+        """An owner's release to themselves: the same signed approval and the same
+        doorbell path as for a requester, with the owner's own key as recipient."""
+        try:
+            approval = verify_decision(
+                signed_b64, unb64(self.owner(owner)["sign_public"]), Approval, now=self.clock()
+            )
+        except DecisionRefused as err:
+            raise PolicyRefusal(f"the approval is refused: {err}") from None
+        self.owner_clips(owner, approval.device)
+        if approval.requester_key != self.owner(owner)["box_public"]:
+            raise PolicyRefusal("a view is released to the owner's own key only")
+        if not approval.request_id.startswith("view-"):
+            raise PolicyRefusal("a view's request id starts with view-")
+        known = {c["clip_id"] for c in self.index.clips(device=approval.device)}
+        if not set(approval.clip_ids) <= known:
+            raise PolicyRefusal("the approval names clips this doorbell does not have")
+        record = {
+            "id": approval.request_id,
+            "requester": owner,
+            "kind": "view",
+            "device": approval.device,
+            "status": "accepted",
+            "created": self.clock(),
+        }
+        if not self.r.set(ks.request(approval.request_id), json.dumps(record), nx=True):
+            raise PolicyRefusal("this request id is taken")
+        self.audit.append(
+            "operator_action",
+            owner,
+            {"action": "owner_view", "device": approval.device, "clips": approval.clip_ids},
+        )
+        return approval
+
+    def view_released(self, owner: str, request_id: str) -> list[dict[str, Any]]:
+        record = self.request(request_id)
+        if record.get("kind") != "view" or record["requester"] != owner:
+            raise NotFound(request_id)
+        device = record["device"]
+        out = []
+        for _field, raw in self.r.hscan_iter(dkey(device, "released"), match=f"{request_id}:*"):
+            msg = json.loads(raw)
+            out.append(
+                {
+                    "device": device,
+                    "clip_id": msg["clip_id"],
+                    "wrapped_key": msg["wrapped_key"],
+                    "sha256": msg["sha256"],
+                }
+            )
+        return out
+
     def check_deletion(self, owner: str, device: str, clip_id: str, signed_b64: str) -> None:
-        """An owner may delete only their own doorbell's clips, with a valid signed deletion."""
+        """An owner may delete only their own doorbell's clips, with a valid signed deletion.
+
+        A refused deletion is on the record (the doorbell's name sealed)."""
+        try:
+            self._check_deletion(owner, device, clip_id, signed_b64)
+        except (PolicyRefusal, NotFound) as err:
+            data = {"device": device[:100], "clip": clip_id[:100]}
+            self._refused("deletion_refused", owner, data, err)
+            raise
+
+    def _check_deletion(self, owner: str, device: str, clip_id: str, signed_b64: str) -> None:
         info = self.index.device(device)
         if info is None or info.get("owner") != owner:
             raise NotFound(device)
@@ -407,6 +631,7 @@ class ConsentEngine:
     def expire_due(self, now: float | None = None) -> int:
         """Mark every pending ask past its 72 h as expired (audited); return how many."""
         now = self.clock() if now is None else now
+        self.fan_out_due()
         due = [a.decode() for a in self.r.zrangebyscore(ks.ASKS_PENDING, "-inf", now)]
         n = 0
         for ask_id in due:
@@ -414,6 +639,26 @@ class ConsentEngine:
                 n += 1
             self.r.zrem(ks.ASKS_PENDING, ask_id)
         return n
+
+    def file_legal_demand(
+        self, docket: str, authority: str, org: str, actor: str = "operator"
+    ) -> dict[str, Any]:
+        """Put a legal demand on file, so that ``org`` may name it with basis legal-demand."""
+        if not visible(docket) or not visible(authority):
+            raise ValueError("docket and authority need visible characters")
+        demand = {"docket": docket, "authority": authority, "org": org, "at": self.clock()}
+        if not self.r.hsetnx(ks.LEGAL_DEMANDS, docket, json.dumps(demand)):
+            raise ValueError(f"demand {docket!r} is on file already")
+        self.audit.append("legal_demand", actor, demand)
+        return demand
+
+    def _demand(self, docket: str) -> dict[str, Any]:
+        raw = self.r.hget(ks.LEGAL_DEMANDS, docket)
+        d = json.loads(raw) if raw else {"docket": docket, "authority": "?"}
+        return {
+            **d,
+            "note": "the relay holds no keys: it can hand over metadata and ciphertext only",
+        }
 
     def record_legal_demand(
         self, request_id: str, docket: str, authority: str, actor: str

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from protocol import Clip, Deleted, Event, Message, Released, Snapshot, Status
+from protocol import Clip, CommandRefused, Deleted, Event, Message, Released, Snapshot, Status
 from relay.keyspace import (
     DEAD_LETTERS,
     DEVICES,
@@ -116,6 +116,8 @@ def _script_args(msg: Message) -> tuple[list[str], list[Any]]:
             msg.model_dump_json(),
             f"{msg.request_id}:{msg.clip_id}",
         ]
+    if isinstance(msg, CommandRefused):  # only remembered as seen: the audit log keeps it
+        return [*keys, "", ""], ["refused", SEEN_TTL_S, ts, "", ""]
     raise TypeError(f"the relay does not index {msg.kind} messages")
 
 

@@ -36,6 +36,7 @@ from paho.mqtt.properties import Properties
 from common.mqtt import BrokerSettings, backoff_delays, make_client
 from protocol import (
     Ack,
+    CommandRefused,
     Deleted,
     Message,
     ProtocolError,
@@ -165,6 +166,8 @@ class IngestWorker:
                 self.audit.append(
                     "deletion", msg.device, {"clip": msg.clip_id, "reason": msg.reason}
                 )
+            elif isinstance(msg, CommandRefused):
+                self.audit.append("doorbell_refused", msg.device, refusal_entry(msg))
         self.stats["indexed"] += sum(results)
         self.stats["duplicates"] += len(results) - sum(results)
         self.stats["dead_letters"] += len(batch) - len(good)
@@ -268,6 +271,17 @@ class IngestWorker:
             )
         except redis.RedisError as err:
             log.warning("heartbeat failed: %s", err)
+
+
+def refusal_entry(msg: CommandRefused) -> dict[str, Any]:
+    """What the public log says of a doorbell's refusal (the doorbell's name is sealed)."""
+    return {
+        "command": msg.command,
+        "command_id": msg.command_id,
+        "request": msg.request_id,
+        "clip": msg.clip_id,
+        "why": msg.reason,
+    }
 
 
 def run_workers(

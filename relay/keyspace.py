@@ -72,6 +72,8 @@ REQUESTS = "requests"
 """Zset of request ids by creation time."""
 ASKS_PENDING = "asks_pending"
 """Zset of pending ask ids by expiry time."""
+FANOUT_PENDING = "fanout_pending"
+"""Zset of accepted request ids whose owners are not asked yet, by acceptance time."""
 
 
 def request(request_id: str) -> str:
@@ -90,8 +92,18 @@ def owner_asks(owner: str) -> str:
     return f"owner_asks:{owner}"
 
 
-def requests_today(requester: str, day: str) -> str:
-    return f"requests_today:{requester}:{day}"
+def requests_today(org: str, day: str) -> str:
+    """Requests a requester *organisation* made on ``day`` (all its accounts share it)."""
+    return f"requests_today:{org}:{day}"
+
+
+def credential(role: str, name: str) -> str:
+    """Set of the token hashes that are valid for ``role`` ``name`` (for revoke/rotate)."""
+    return f"credential:{role}:{name}"
+
+
+LEGAL_DEMANDS = "legal_demands"
+"""Hash: docket → a legal demand on file (JSON: authority, organisation, when)."""
 
 
 # ---------------------------------------------------------------- blobs
@@ -107,9 +119,24 @@ def blob_token(token_hash: str) -> str:
 AUDIT_ENTRIES = "{audit}:entries"
 AUDIT_HEADS = "{audit}:heads"
 AUDIT_STATE = "{audit}:state"
+AUDIT_SEALED = "{audit}:sealed"
+"""Hash: entry index → the opening of its sealed part (salt, actor, private fields).
+
+The public entries carry only a salted SHA-256 commitment to it; only the operator holds
+this, and ``relay audit verify`` checks every opening against its commitment."""
 
 
 # ---------------------------------------------------------------- scripts
+
+LIMIT_LUA = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then return 0 end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+"""Count one request if under the limit, atomically.  KEYS: the day's counter.
+ARGV: limit, TTL seconds.  Returns 1 if counted, 0 if the limit is reached."""
 
 INDEX_LUA = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[2]) then

@@ -17,7 +17,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol.topics import _DEVICE, RESERVED_IDS
+from protocol.crypto import b64
+from protocol.topics import is_device_id
 from relay.audit import AuditLog
 from relay.config import RelayConfig
 from relay.index import DeviceExists, RelayIndex, UnknownDevice
@@ -47,7 +48,7 @@ class DeviceRegistry:
 
     @staticmethod
     def check_id(device: str) -> None:
-        if not _DEVICE.match(device) or device in RESERVED_IDS:
+        if not is_device_id(device):
             raise BadSetting(
                 f"device id {device!r} must be 2-63 lower-case letters, digits or "
                 "dashes, starting with a letter or digit, and not 'relay'"
@@ -78,6 +79,11 @@ class DeviceRegistry:
                             "username": device,
                             "password": password,
                         },
+                        # The doorbell witnesses the public log with this key pinned.
+                        "log": {
+                            "relay_url": self.cfg.api.public_url,
+                            "key": b64(self.audit.public),
+                        },
                     },
                     f,
                     indent=2,
@@ -106,3 +112,41 @@ class DeviceRegistry:
         reloaded = reload_broker(self.cfg.mosquitto.pid_file)
         self.audit.append("device_revoked", "operator", {"device": device})
         return Revoked(device, removed, reloaded)
+
+    def rotate(self, device: str, bundle: Path | None = None) -> Registered:
+        """A new broker password for ``device`` (the old one stops working at the broker's
+        reload) and a new provisioning bundle to copy onto the doorbell (audited)."""
+        info = self.index.device(device)
+        if info is None or info.get("revoked", "0") != "0":
+            raise BadSetting(f"no device {device!r} (or it is revoked)")
+        prov = self.cfg.provisioning
+        bundle_path = bundle or prov.bundles_dir / f"{device}.json"
+        password = secrets.token_urlsafe(24)
+        try:
+            bundle_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(bundle_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(
+                    {
+                        "device": device,
+                        "owner": info.get("owner"),
+                        "lat": float(info.get("lat", 0)),
+                        "lon": float(info.get("lon", 0)),
+                        "broker": {
+                            "host": prov.broker_host,
+                            "port": prov.broker_port,
+                            "username": device,
+                            "password": password,
+                        },
+                    },
+                    f,
+                    indent=2,
+                )
+            set_user(self.cfg.mosquitto.password_file, device, password)
+        except OSError as err:
+            raise Unavailable(f"cannot write credentials: {err}") from None
+        reloaded = reload_broker(self.cfg.mosquitto.pid_file)
+        self.audit.append(
+            "operator_action", "operator", {"action": "device_rotated", "device": device}
+        )
+        return Registered(device, bundle_path, reloaded)

@@ -43,7 +43,9 @@ def build_report(
         "requests_by_requester": dict(by_requester),
         "requests_by_basis": dict(by_basis),
         "refused_by_policy": dict(refusals),
-        "asks": kinds["ask"],
+        # Asks are not on the record one by one (that would say how many homes a
+        # request reached); those that concluded are: a decision or an expiry each.
+        "asks": kinds["ask"] + kinds["decision"] + kinds["ask_expired"],
         "approvals": decisions["approve"],
         "denials": decisions["deny"],
         "expired": kinds["ask_expired"],
@@ -85,6 +87,6 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         f"Policy: radius at most {r['policy']['max_radius_m']:g} m, window at most "
         f"{r['policy']['max_window_s'] / 3600:g} h, at most {r['policy']['max_per_day']:g} "
-        "requests per requester per day.",
+        "requests per requester organisation per day.",
     ]
     return "\n".join(lines) + "\n"

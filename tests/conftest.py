@@ -47,6 +47,12 @@ class Recorder:
         return [e for e in self.events if e.kind == kind]
 
 
+@pytest.fixture(autouse=True)
+def _footage_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's footage client keeps its pinned log keys and heads in its own folder."""
+    monkeypatch.setenv("FOOTAGE_STATE", str(tmp_path / "footage-state"))
+
+
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()

@@ -183,15 +183,14 @@ def test_nothing_on_disk_is_plaintext(make_bell, recorder, tmp_path):
         bell.store.export(record.id, stranger.box_private, f)
 
 
-def test_deleting_destroys_the_key_first(make_bell, recorder):
+def test_deleting_removes_the_sealed_key_and_the_ciphertext(make_bell, recorder):
     bell = make_bell("porch")
     bell.schedule_press(2.0)
     bell.run(8.0)
     (saved,) = recorder.of("clip_saved")
     clip_id = saved.data["clip"]
-    assert bell.store.clip_key(clip_id)
+    assert bell.store.get(clip_id).wrapped_key
     bell.store.delete(clip_id)
-    with pytest.raises(KeyError):
-        bell.store.clip_key(clip_id)
-    assert list(bell.store.keys.iterdir()) == []
+    assert bell.store.get(clip_id) is None
+    assert not (bell.config.device.data_dir / "keys").exists()
     assert list(bell.store.dir.iterdir()) == []

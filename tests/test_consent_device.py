@@ -16,6 +16,7 @@ from protocol.crypto import (
     decrypt_bytes,
     unb64,
     unwrap_key,
+    wrap_key,
 )
 from protocol.decisions import approval_payload, deletion_payload
 
@@ -46,12 +47,23 @@ class Harness:
         )
 
     def approval(self, signer: OwnerKeys | None = None, **changes) -> str:
+        record = self.bell.store.get(self.clip_id)
+        key = unwrap_key(unb64(record.wrapped_key), self.owner.box_private)
         payload = approval_payload(
-            "req-0001", self.device, [self.clip_id], self.requester.box_public, time.time() + 600
+            "req-0001",
+            self.device,
+            [self.clip_id],
+            self.requester.box_public,
+            time.time() + 600,
+            {self.clip_id: key},
         )
         payload.update(changes)
         signed = (signer or self.owner).sign(payload)
         return b64(json.dumps(signed).encode())
+
+    def approval_keys(self) -> str:
+        """A well-formed sealed key (for approvals naming clips that do not exist)."""
+        return b64(wrap_key(b"k" * 32, self.requester.box_public))
 
     def release(self, approval: str, urls: dict | None = None, request_id: str = "req-0001"):
         cmd = ReleaseCommand(
@@ -97,6 +109,8 @@ def test_a_valid_approval_releases_to_the_named_requester_only(h, tmp_path):
         ("other_request", "another request"),
         ("extra_clip", "other clips than the owner approved"),
         ("unknown_clip", "no clip"),
+        ("missing_key", "one sealed key per approved clip"),
+        ("bad_key", "sealed box"),
     ],
 )
 def test_bad_approvals_are_refused_even_when_the_relay_forwards_them(h, case, message):
@@ -116,11 +130,20 @@ def test_bad_approvals_are_refused_even_when_the_relay_forwards_them(h, case, me
         h.release(h.approval(), request_id="req-0002")
     elif case == "extra_clip":
         h.release(h.approval(), urls={h.clip_id: "https://a", "someone-elses-clip": "https://b"})
+    elif case == "missing_key":
+        h.release(h.approval(keys={}))
+    elif case == "bad_key":
+        h.release(h.approval(keys={h.clip_id: b64(b"k" * 32)}))  # a raw key, not sealed
     elif case == "unknown_clip":
-        h.release(h.approval(clip_ids=["no-such-clip"]), urls={"no-such-clip": "https://a"})
+        sealed = h.approval_keys()
+        h.release(
+            h.approval(clip_ids=["no-such-clip"], keys={"no-such-clip": sealed}),
+            urls={"no-such-clip": "https://a"},
+        )
     assert h.handler.counters["released"] == 0
-    assert h.uploads == {} and h.announced == []
-    assert message in h.handler.refusals[-1]
+    # Nothing released; the refusal itself is announced, for the public log.
+    assert h.uploads == {} and [m.kind for m in h.announced] == ["refused"]
+    assert message in h.handler.refusals[-1] and message in h.announced[0].reason
 
 
 def test_a_replayed_approval_is_refused(h):
@@ -145,6 +168,5 @@ def test_a_signed_deletion_shreds_the_clip(h):
         DeleteCommand(id=new_id(), ts=utcnow(), device=h.device, clip_id=h.clip_id, signature=sig)
     )
     assert h.bell.store.get(h.clip_id) is None
-    with pytest.raises(KeyError):
-        h.bell.store.clip_key(h.clip_id)
+    assert sorted(p.name for p in h.bell.store.dir.iterdir()) == [], "ciphertext and sealed key"
     assert isinstance(h.announced[-1], Deleted) and h.announced[-1].reason == "owner"

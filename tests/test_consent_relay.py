@@ -9,7 +9,7 @@ import pytest
 from test_protocol import clip
 
 from protocol import utcnow
-from protocol.crypto import OwnerKeys, b64
+from protocol.crypto import OwnerKeys, b64, new_clip_key
 from protocol.decisions import approval_payload
 from relay.audit import AuditLog
 from relay.consent import ConsentEngine, NotFound, PolicyRefusal
@@ -30,7 +30,7 @@ def world():
     r = fakeredis.FakeRedis()
     from relay.index import RelayIndex
 
-    clock = FakeClock(time.time())
+    clock = FakeClock(time.time() + 60)  # clips below start "now": a minute ago
     engine = ConsentEngine(
         RelayIndex(r), AuditLog(r, OwnerKeys.generate().sign_private), clock=clock
     )
@@ -55,7 +55,7 @@ def world():
 
 
 def file(engine, **kw):
-    now = time.time()
+    now = engine.clock()
     args = dict(
         requester="police",
         lat=51.5001,
@@ -78,6 +78,16 @@ def file(engine, **kw):
         ({"start": time.time() - 7 * 3600}, "window"),
         ({"case_ref": " "}, "case reference"),
         ({"basis": "curiosity"}, "legal basis"),
+        ({"case_ref": "\u200b"}, "case reference"),  # a zero-width space is not a reference
+        ({"case_ref": "C-1\u202e"}, "case reference"),  # nor hides a right-to-left override
+        ({"radius_m": 1e-300}, "radius"),
+        ({"radius_m": 9.9}, "radius"),
+        ({"radius_m": float("nan")}, "finite"),
+        ({"end": 2.1e9, "start": 2.1e9 - 60}, "future"),  # 2036
+        ({"start": 0.0, "end": 60.0}, "within the last"),  # 1970
+        ({"basis": "legal-demand"}, "demand on file"),
+        ({"basis": "legal-demand", "demand": "NO-SUCH"}, "demand on file"),
+        ({"demand": "DOCKET-1"}, "only with basis legal-demand"),
     ],
 )
 def test_requests_outside_policy_are_refused_and_logged(world, change, why):
@@ -116,7 +126,10 @@ def test_the_relay_checks_the_owner_signature_and_the_requester(world):
     (ask,) = engine.asks_for("alice")
 
     def signed(keys, requester_key, clips=("clip-0",)):
-        p = approval_payload(rid, "front-door", list(clips), requester_key, time.time() + 60)
+        sealed = {c: new_clip_key() for c in clips}
+        p = approval_payload(
+            rid, "front-door", list(clips), requester_key, engine.clock() + 60, sealed
+        )
         return b64(json.dumps(keys.sign(p)).encode())
 
     with pytest.raises(PolicyRefusal, match="signature"):
@@ -129,6 +142,14 @@ def test_the_relay_checks_the_owner_signature_and_the_requester(world):
         engine.approve("mallory", ask.id, signed(alice, police.box_public))
     ask2, payload = engine.approve("alice", ask.id, signed(alice, police.box_public))
     assert ask2.status == "approved" and payload["clip_ids"] == ["clip-0"]
+    with pytest.raises(PolicyRefusal, match="approved"):  # a replay
+        engine.approve("alice", ask.id, signed(alice, police.box_public))
+    # Every refusal is on the record; in public, no owner is named.
+    refused = [e for e in engine.audit.entries() if e["kind"] == "approval_refused"]
+    assert [e["actor"] for e in refused] == ["alice", "alice", "alice", "mallory", "alice"]
+    assert "signature" in refused[0]["data"]["why"] and "approved" in refused[-1]["data"]["why"]
+    public = b"".join(engine.audit.public_entries(0, -1))
+    assert b"alice" not in public and b"mallory" not in public
 
 
 def test_unanswered_asks_expire_as_no(world):
@@ -140,7 +161,9 @@ def test_unanswered_asks_expire_as_no(world):
     assert engine.ask(ask.id).status == "pending", "72 h are not over yet"
     engine.clock.now += 1
     assert engine.ask(ask.id).status == "expired"
-    p = approval_payload(rid, "front-door", ["clip-0"], police.box_public, engine.clock() + 60)
+    p = approval_payload(
+        rid, "front-door", ["clip-0"], police.box_public, engine.clock() + 60, {"clip-0": b"k" * 32}
+    )
     with pytest.raises(PolicyRefusal, match="expired"):
         engine.approve("alice", ask.id, b64(json.dumps(alice.sign(p)).encode()))
     assert engine.released(rid) == []
@@ -159,9 +182,17 @@ def test_denied_asks_release_nothing(world):
 
 def test_legal_demands_are_recorded_and_shown_to_owners(world):
     engine, _, _ = world
-    rid = file(engine, basis="legal-demand")["id"]
-    engine.record_legal_demand(rid, "DOCKET-7", "District Court", "operator")
+    engine.file_legal_demand("DOCKET-7", "District Court", "police")
+    assert engine.audit.entries()[-1]["kind"] == "legal_demand"
+    rid = file(engine, basis="legal-demand", demand="DOCKET-7")["id"]
     (ask,) = engine.asks_for("alice")
+    assert ask.request_id == rid
     assert ask.legal_demands[0]["docket"] == "DOCKET-7"
     assert "metadata and ciphertext only" in ask.legal_demands[0]["note"]
-    assert engine.audit.entries()[-1]["kind"] == "legal_demand"
+
+
+def test_a_demand_on_file_serves_only_its_own_organisation(world):
+    engine, _, _ = world
+    engine.file_legal_demand("DOCKET-8", "District Court", "another-agency")
+    result = file(engine, basis="legal-demand", demand="DOCKET-8")
+    assert result["status"] == "refused" and "demand on file" in result["reason"]

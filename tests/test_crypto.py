@@ -67,7 +67,12 @@ def test_key_wrapping_opens_only_for_the_recipient():
 def test_signatures_bind_every_field():
     owner, other = OwnerKeys.generate(), OwnerKeys.generate()
     payload = approval_payload(
-        "req-1", "front-door", ["b", "a"], other.box_public, time.time() + 60
+        "req-1",
+        "front-door",
+        ["b", "a"],
+        other.box_public,
+        time.time() + 60,
+        {"a": new_clip_key(), "b": new_clip_key()},
     )
     assert payload["clip_ids"] == ["a", "b"]
     signed = owner.sign(payload)

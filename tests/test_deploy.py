@@ -40,6 +40,7 @@ def card(tmp_path):
                     "username": "front-door",
                     "password": "s3cret-pw",
                 },
+                "log": {"relay_url": "https://relay.example", "key": b64(b"\x01" * 32)},
             }
         )
     )
@@ -93,6 +94,8 @@ def test_provisioning_writes_exactly_the_expected_files_with_safe_modes(card):
     assert cfg.owner.sign_public == b64(owner.sign_public)
     assert cfg.mqtt.password_file == d / "broker-password"
     assert cfg.mqtt.read_password() == "s3cret-pw"
+    # The relay's log key is pinned from the bundle: the doorbell witnesses its log.
+    assert cfg.log.relay_url == "https://relay.example" and cfg.log.key == b64(b"\x01" * 32)
 
 
 def test_doorbell_run_accepts_what_provisioning_wrote(card):

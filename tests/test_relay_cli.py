@@ -38,6 +38,10 @@ def can_connect(port: int, user: str, password: str) -> bool:
     return not result[0].is_failure
 
 
+def relay_entries(stack) -> list[dict]:
+    return json.loads(relay(stack, "audit", "list", "--json").stdout)
+
+
 def test_devices_add_list_show_revoke(stack):
     r = relay(
         stack,
@@ -59,6 +63,8 @@ def test_devices_add_list_show_revoke(stack):
     assert stat.S_IMODE(bundle_path.stat().st_mode) == 0o600
     bundle = json.loads(bundle_path.read_text())
     assert bundle["device"] == "porch-cam" and bundle["broker"]["username"] == "porch-cam"
+    # The doorbell gets the relay's log key to pin, and where to ask for proofs.
+    assert bundle["log"]["key"] == relay(stack, "audit", "key").stdout.strip()
     password = bundle["broker"]["password"]
     wait_for(lambda: can_connect(stack.broker.port, "porch-cam", password), 5, "the new account")
     assert password not in stack.broker.password_file.read_text(), "only a hash is stored"
@@ -73,6 +79,16 @@ def test_devices_add_list_show_revoke(stack):
 
     again = relay(stack, "devices", "add", "porch-cam", "--owner", "B", "--lat", "1", "--lon", "1")
     assert again.returncode == 2 and "already exists" in again.stderr
+
+    r = relay(stack, "devices", "rotate", "porch-cam")
+    assert r.returncode == 0, r.stderr
+    rotated = json.loads(bundle_path.read_text())["broker"]["password"]
+    assert rotated != password
+    wait_for(lambda: not can_connect(stack.broker.port, "porch-cam", password), 5, "rotation")
+    assert can_connect(stack.broker.port, "porch-cam", rotated)
+    actions = [e["data"].get("action") for e in relay_entries(stack)]
+    assert "device_rotated" in actions
+    password = rotated
 
     r = relay(stack, "devices", "revoke", "porch-cam")
     assert r.returncode == 0, r.stderr
@@ -227,6 +243,9 @@ def test_policy_and_legal_demand_commands(stack, tmp_path):
     assert r.returncode == 0, r.stderr
     changed = json.loads(r.stdout)
     assert changed["max_radius_m"] == 400 and changed["max_window_s"] == 7200
+    r = relay(stack, "policy", "set", "--min-radius-m", "20", "--retention-days", "7")
+    changed = json.loads(r.stdout)
+    assert changed["min_radius_m"] == 20 and changed["retention_s"] == 7 * 86400
     assert relay(stack, "policy", "set").returncode == 2
     entries = json.loads(relay(stack, "audit", "list", "--json").stdout)
     assert entries[-1]["kind"] == "policy_change"
@@ -265,3 +284,31 @@ def test_owner_and_requester_registration(stack, tmp_path):
     assert r.returncode == 0
     bad = relay(stack, "requesters", "add", "x", "--kind", "spy", "--pubkey", "/dev/null")
     assert bad.returncode == 2
+
+
+def test_tokens_can_be_revoked_and_rotated(stack, tmp_path):
+    from protocol.crypto import OwnerKeys
+
+    OwnerKeys.generate().save(tmp_path / "pd")
+    pub = str(tmp_path / "pd" / "box.pub")
+    r = relay(
+        stack, "requesters", "add", "pd-1", "--kind", "agency", "--pubkey", pub, "--org", "pd"
+    )
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.strip()
+    r = relay(stack, "requesters", "rotate", "pd-1")
+    assert r.returncode == 0, r.stderr
+    second = r.stdout.strip()
+    assert second != first and len(second) > 30
+    r = relay(stack, "requesters", "revoke", "pd-1")
+    assert r.returncode == 0 and "revoked 1 token" in r.stdout
+    assert relay(stack, "owners", "revoke", "nobody").returncode == 2
+    entries = json.loads(relay(stack, "audit", "list", "--json").stdout)
+    actions = [e["data"].get("action") for e in entries]
+    assert actions[-2:] == ["requester_rotated", "requester_revoked"]
+    r = relay(stack, "legal-demand", "record", "--org", "pd", "--docket", "D-1", "--authority", "C")
+    assert r.returncode == 0 and json.loads(r.stdout)["org"] == "pd"
+    again = relay(
+        stack, "legal-demand", "record", "--org", "pd", "--docket", "D-1", "--authority", "C"
+    )
+    assert again.returncode == 2 and "on file already" in again.stderr

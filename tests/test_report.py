@@ -12,7 +12,6 @@ ENTRIES = [
         "actor": "nosy",
         "data": {"refusal": "radius must be within 250 m"},
     },
-    {"at": 130, "kind": "ask", "actor": "relay", "data": {}},
     {"at": 140, "kind": "decision", "actor": "alice", "data": {"decision": "approve"}},
     {"at": 150, "kind": "release", "actor": "door", "data": {}},
     {"at": 160, "kind": "legal_demand", "actor": "operator", "data": {}},

@@ -63,7 +63,7 @@ def test_retention_by_bytes_deletes_oldest_first(tmp_path):
     assert sorted(p.name for p in store.dir.iterdir()) == [
         f"clip-00{i}.{ext}" for i in (3, 4, 5) for ext in ("json", "mp4.enc")
     ]
-    assert sorted(p.name for p in store.keys.iterdir()) == [f"clip-00{i}.key" for i in (3, 4, 5)]
+    assert not (tmp_path / "keys").exists(), "no raw clip key is ever written"
 
 
 def test_retention_by_age(tmp_path):
@@ -84,11 +84,19 @@ def test_partial_files_are_never_listed_and_are_removed_at_start(tmp_path):
     (d / f"{TMP_PREFIX}clip-009.mp4.enc").write_bytes(b"half a clip")
     (d / "clip-008.mp4.enc").write_bytes(b"whole video, no metadata")
     (d / f"{TMP_PREFIX}clip-008.json").write_text("{")
-    (store.keys / "clip-008.key").write_bytes(b"k" * 32)
     again = Store(tmp_path)
     assert [r.id for r in again.list()] == ["clip-001"]
     assert sorted(p.name for p in d.iterdir()) == ["clip-001.json", "clip-001.mp4.enc"]
-    assert [p.name for p in store.keys.iterdir()] == ["clip-001.key"]
+
+
+def test_raw_keys_left_by_older_firmware_are_destroyed_at_start(tmp_path):
+    store = Store(tmp_path)
+    put(store, 1, 1000.0)
+    (tmp_path / "keys").mkdir(mode=0o700)
+    (tmp_path / "keys" / "clip-001.key").write_bytes(b"k" * 32)
+    again = Store(tmp_path)
+    assert [r.id for r in again.list()] == ["clip-001"], "the clip stays: its key is sealed"
+    assert not (tmp_path / "keys").exists()
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):
@@ -102,8 +110,7 @@ def test_a_failed_write_leaves_nothing(tmp_path):
         store.save(meta(1, 1.0), boom)
     assert store.list() == []
     assert list(store.dir.iterdir()) == []
-    assert len(list(store.keys.iterdir())) <= 1  # a key for nothing: removed at next start
-    assert list(Store(tmp_path).keys.iterdir()) == []
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
 def test_metadata_without_video_is_dropped(tmp_path):

@@ -1,0 +1,132 @@
+"""A requester's and an owner's client written from docs/formats.md alone.
+
+Standard library, ``cryptography``, ``PyNaCl`` and ``httpx`` only: it imports no
+module of the project (tests/test_formats_client.py checks that), so it shows that
+the documented formats are enough to interoperate.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import struct
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from nacl.public import PrivateKey, PublicKey, SealedBox
+from nacl.signing import SigningKey
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def read_key_file(text: str) -> bytes:
+    """§1: base64 of 32 raw bytes and a newline."""
+    raw = base64.b64decode(text.strip(), validate=True)
+    assert len(raw) == 32
+    return raw
+
+
+class Api:
+    def __init__(self, url: str, token: str) -> None:
+        self.http = httpx.Client(
+            base_url=url, timeout=30, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        resp = self.http.request(method, path, **kw)
+        if resp.status_code >= 400:
+            err = resp.json()
+            raise RuntimeError(f"{resp.status_code} {err['error']}: {err['reason']}")
+        return resp.json()
+
+
+# ------------------------------------------------------------------ requester
+
+
+def file_request(api: Api, lat: float, lon: float, start: float, end: float) -> str:
+    """§3.1."""
+    body = {
+        "lat": lat,
+        "lon": lon,
+        "radius_m": 150.0,
+        "start": start,
+        "end": end,
+        "reason": "a parcel was stolen",
+        "case_ref": "CASE-77",
+        "basis": "consent",
+    }
+    return api.call("POST", "/v1/requests", json=body)["id"]
+
+
+def decrypt_container(data: bytes, key: bytes) -> bytes:
+    """§6: header, then chunks with nonce prefix || counter || last flag, aad = header."""
+    header = data[:15]
+    magic, chunk, prefix = header[:4], struct.unpack(">I", header[4:8])[0], header[8:15]
+    if magic != b"ODB1" or not 0 < chunk <= 1 << 24:
+        raise ValueError("not a clip container")
+    aead = ChaCha20Poly1305(key)
+    body = data[15:]
+    step = chunk + 16
+    blocks = [body[i : i + step] for i in range(0, len(body), step)] or [b""]
+    out = []
+    for i, block in enumerate(blocks):
+        last = i == len(blocks) - 1
+        nonce = prefix + struct.pack(">I", i) + (b"\x01" if last else b"\x00")
+        out.append(aead.decrypt(nonce, block, header))
+    return b"".join(out)
+
+
+def fetch(api: Api, request_id: str, box_private: bytes) -> dict[str, bytes]:
+    """§3.2 and §5: clip id → plaintext MP4, each checked against its sha256."""
+    status = api.call("GET", f"/v1/requests/{request_id}")
+    out = {}
+    for item in status["released"]:
+        key = SealedBox(PrivateKey(box_private)).decrypt(base64.b64decode(item["wrapped_key"]))
+        # The link is not the relay's: no token goes to it.
+        blob = httpx.get(item["download_url"], timeout=30)
+        blob.raise_for_status()
+        if hashlib.sha256(blob.content).hexdigest() != item["sha256"]:
+            raise ValueError("the download does not match its sha256")
+        out[item["clip_id"]] = decrypt_container(blob.content, key)
+    return out
+
+
+# ------------------------------------------------------------------ owner
+
+
+def canonical(payload: dict[str, Any]) -> bytes:
+    """§4."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(payload: dict[str, Any], sign_seed: bytes) -> str:
+    body = canonical(payload)
+    signature = SigningKey(sign_seed).sign(body).signature
+    return b64(json.dumps({"payload": b64(body), "signature": b64(signature)}).encode())
+
+
+def approve(api: Api, ask: dict[str, Any], sign_seed: bytes, box_private: bytes, expires: int):
+    """§3.3, §3.4, §4, §5: open each clip key, seal it to the requester, sign, send."""
+    requester = PublicKey(base64.b64decode(ask["requester_key"]))
+    keys = {}
+    for clip in ask["clips"]:
+        key = SealedBox(PrivateKey(box_private)).decrypt(base64.b64decode(clip["owner_key"]))
+        keys[clip["clip_id"]] = b64(SealedBox(requester).encrypt(key))
+    payload = {
+        "type": "approval",
+        "request_id": ask["request_id"],
+        "device": ask["device"],
+        "clip_ids": sorted(keys),
+        "requester_key": ask["requester_key"],
+        "keys": keys,
+        "expires": expires,
+        "nonce": b64(os.urandom(16)),
+    }
+    return api.call(
+        "POST", f"/v1/asks/{ask['id']}/approve", json={"approval": sign(payload, sign_seed)}
+    )

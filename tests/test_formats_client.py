@@ -1,0 +1,74 @@
+"""docs/formats.md is enough: a client written from it alone completes a release.
+
+The relay, the broker and the doorbell are the project's; the requester's and the
+owner's side are tests/formats_client.py, which imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+import ast
+import time
+from pathlib import Path
+
+import formats_client as fc
+from conftest import ffprobe, plain_clip
+from stack import wait_for
+from test_consent_e2e import Home, Relay
+
+ALLOWED = {"__future__", "base64", "hashlib", "json", "os", "struct", "typing"}
+ALLOWED |= {"httpx", "cryptography", "nacl"}
+
+
+def test_the_client_imports_nothing_of_the_project():
+    tree = ast.parse(Path(fc.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported.add((node.module or "").split(".")[0])
+    assert imported <= ALLOWED, imported - ALLOWED
+
+
+def test_request_approve_fetch_decrypt_from_the_documented_formats(stack, tmp_path):
+    from nacl.public import PrivateKey
+
+    relay = Relay(stack, tmp_path)
+    home = Home(stack, relay, tmp_path, "carol-door", 51.5000, -0.1200)
+    try:
+        home.bell.schedule_press(2.0)
+        home.bell.run(9.0)
+        home.bell.controller.shutdown()
+        (saved,) = [e for e in home.events if e.kind == "clip_saved"]
+        wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
+
+        requester_box = PrivateKey.generate()
+        token = relay.engine.add_requester("county", "agency", bytes(requester_box.public_key))
+        requester = fc.Api(relay.url, token)
+        owner = fc.Api(relay.url, home.token.read_text().strip())
+        # The owner's keys, read from the key files as §1 describes.
+        sign_seed = fc.read_key_file((home.keys / "sign.key").read_text())
+        box_private = fc.read_key_file((home.keys / "box.key").read_text())
+
+        rid = fc.file_request(
+            requester,
+            51.5001,
+            -0.12,
+            saved.data["start"] - 60,
+            min(time.time(), saved.data["start"] + 3600),
+        )
+        wait_for(lambda: owner.call("GET", "/v1/asks"), 10, "the owner to be asked")
+        (ask,) = owner.call("GET", "/v1/asks")
+        assert ask["request_id"] == rid
+        done = fc.approve(owner, ask, sign_seed, box_private, int(time.time()) + 600)
+        assert done["status"] == "approved"
+        wait_for(lambda: requester.call("GET", f"/v1/requests/{rid}")["released"], 30, "release")
+        (plain,) = fc.fetch(requester, rid, bytes(requester_box)).values()
+
+        expected = plain_clip(home.bell, saved.data["clip"], tmp_path / "owner.mp4").read_bytes()
+        assert plain == expected
+        (tmp_path / "got.mp4").write_bytes(plain)
+        assert ffprobe(tmp_path / "got.mp4")["streams"][0]["codec_name"] == "h264"
+    finally:
+        home.close()
+        relay.close()
