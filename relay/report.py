@@ -10,8 +10,9 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-OWN_PLAYBACK = "own-"
-"""Request ids of an owner's own playback in the web app (a release to the owner's own key)."""
+OWN_PLAYBACK = "view-"
+"""Request ids of an owner's own view (``footage view``, the web app's playback): a
+release to the owner's own key (the relay refuses any other), so no release to anyone."""
 
 
 def build_report(

@@ -19,11 +19,12 @@ Web safety, in one place:
 * **Isolation**: every call is scoped to the session's owner; another owner's doorbell,
   clip or ask answers 404, as if it did not exist.
 
-Owner playback reuses the release path: the page signs an
-:class:`~protocol.decisions.Approval` whose requester is the owner (``requester_key``
-is the owner's own box key), the relay checks it and forwards a ``cmd/release``; the
-doorbell checks it again, uploads the ciphertext and announces ``released`` with the
-clip key sealed to the owner.
+Owner playback is ``footage view``'s path (:meth:`ConsentEngine.view`): the page opens
+the clip's ``owner_key`` (sealed to the owner by the doorbell), re-seals it to the owner's
+own box key and signs an :class:`~protocol.decisions.Approval` with ``request_id``
+``view-<16 hex>`` and that ``keys`` entry; the relay refuses any other recipient and
+forwards a ``cmd/release``; the doorbell checks it again, uploads the ciphertext and
+announces ``released`` with the approval's sealed key.
 """
 
 # (No ``from __future__ import annotations``: FastAPI reads the dependency aliases
@@ -56,14 +57,12 @@ from protocol.decisions import Approval, DecisionRefused, verify_decision
 from relay import keyspace as ks
 from relay.blobs import BlobStore, LocalBlobStore, blob_key
 from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal
-from relay.report import OWN_PLAYBACK, build_report
+from relay.report import build_report
 
 STATIC = Path(__file__).with_name("web")
 """The page, its scripts and (after ``scripts/web_assets.sh``) ``static/vendor/``."""
 COOKIE = "__Host-odb_session"
 SESSION_TTL_S = 12 * 3600
-OWN_PREFIX = OWN_PLAYBACK
-"""Request ids of an owner's own playback (no requester, no ask)."""
 
 CSP = "; ".join(
     (
@@ -334,26 +333,33 @@ def web_router(
 
     @router.post("/app/api/clips/{device}/{clip_id}/play", status_code=202)
     def play(device: str, clip_id: str, body: Signed, s: Changing) -> dict[str, Any]:
-        """The owner's signed approval to themself: the doorbell uploads the ciphertext."""
+        """The owner's view of their own clip: ``footage view``'s path (``POST /v1/views``).
+
+        The page signs an Approval of this one clip, ``request_id`` ``view-<16 hex>``,
+        ``requester_key`` the owner's own box key, ``keys`` the clip key re-sealed to it;
+        :meth:`ConsentEngine.view` refuses anything else, then the doorbell uploads.
+        """
         owner = s["owner"]
         own_device(owner, device)
-        keys = engine.owner(owner)
         try:
-            approval = verify_decision(
+            # This route plays exactly the clip it names; checked before the view is
+            # recorded.  engine.view then applies footage view's rules.
+            named = verify_decision(
                 body.signed,
-                unb64(keys["sign_public"]),
+                unb64(engine.owner(owner)["sign_public"]),
                 Approval,
                 now=engine.clock(),
                 device=device,
             )
+            if named.clip_ids != [clip_id]:
+                raise WebError(422, "refused", f"sign a view of {clip_id} only")
+            approval = engine.view(owner, body.signed)
         except DecisionRefused as err:
             raise WebError(422, "refused", str(err)) from None
-        if approval.requester_key != keys["box_public"]:
-            raise WebError(422, "refused", "playback is released to the owner's own key only")
-        if approval.clip_ids != [clip_id] or not approval.request_id.startswith(OWN_PREFIX):
-            raise WebError(422, "refused", f"sign an approval of {clip_id} with an own- id")
-        if not any(c["clip_id"] == clip_id for c in index.clips(device=device)):
-            raise WebError(404, "not_found", f"no clip {clip_id}")
+        except NotFound:
+            raise WebError(404, "not_found", f"no doorbell {device}") from None
+        except PolicyRefusal as err:
+            raise WebError(422, "refused", str(err)) from None
         cmd = ReleaseCommand(
             id=new_id(),
             ts=utcnow(),
@@ -369,17 +375,18 @@ def web_router(
     def played(device: str, clip_id: str, request_id: str, s: Session) -> dict[str, Any]:
         """Once the doorbell has uploaded: a download link and the key sealed to the owner."""
         own_device(s["owner"], device)
-        if not request_id.startswith(OWN_PREFIX):
-            raise WebError(404, "not_found", "not an owner's playback")
-        raw = engine.r.hget(ks.dkey(device, "released"), f"{request_id}:{clip_id}")
-        if raw is None:
+        try:
+            released = engine.view_released(s["owner"], request_id)
+        except NotFound:
+            raise WebError(404, "not_found", "not one of your views") from None
+        item = next((r for r in released if r["clip_id"] == clip_id), None)
+        if item is None or item["device"] != device:
             return {"ready": False}
-        msg = json.loads(raw)
         url = blobs.download_url(blob_key(request_id, device, clip_id))
         return {
             "ready": True,
-            "wrapped_key": msg["wrapped_key"],
-            "sha256": msg["sha256"],
+            "wrapped_key": item["wrapped_key"],
+            "sha256": item["sha256"],
             "download_url": local_url(url),
         }
 

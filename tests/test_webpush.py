@@ -216,9 +216,12 @@ def show_in_service_worker(browser, relay, home, payload: str) -> dict:
         {"origin": relay.url, "registrationId": registrations[-1], "data": payload},
     )
     notes = "async () => (await navigator.serviceWorker.ready).getNotifications()"
-    expect_js(page, f"async () => (await ({notes})()).length > 0", errors)
     fields = "(n) => ({title: n.title, body: n.body, tag: n.tag})"
-    (shown,) = page.evaluate(f"async () => (await ({notes})()).map({fields})")
+    # Read the notification in the very poll that sees it (a second call, under load,
+    # has found it gone).
+    shown_now = f"(await ({notes})()).map({fields})"
+    seen = f"async () => {{ const n = {shown_now}; return n.length ? n : null; }}"
+    (shown,) = page.wait_for_function(seen, timeout=30000).json_value()
     ctx.close()
     assert errors == [], errors
     return shown

@@ -276,9 +276,10 @@ async function playClip(clip, button) {
   button.disabled = true;
   try {
     say(`asking ${clip.device} for the clip…`);
-    const requestId = oc.ownRequestId();
+    // footage view's path: the clip released to the owner's own key, and only to it.
+    const requestId = oc.viewRequestId();
     const signed = oc.signApproval(state.keys, {
-      requestId, device: clip.device, clipIds: [clip.clip_id],
+      requestId, device: clip.device, clips: [clip],
       requesterKey: state.me.box_public, validHours: 1,
     });
     const base = `/app/api/clips/${encodeURIComponent(clip.device)}/${encodeURIComponent(clip.clip_id)}/play`;
@@ -350,8 +351,10 @@ async function loadAsks() {
 async function decide(ask, approve) {
   try {
     if (approve) {
+      // The clips the ask names that are still on record, each with its owner-sealed key.
+      const clips = ask.clips.filter((c) => ask.clip_ids.includes(c.clip_id));
       const signed = oc.signApproval(state.keys, {
-        requestId: ask.request_id, device: ask.device, clipIds: ask.clip_ids, requesterKey: ask.requester_key,
+        requestId: ask.request_id, device: ask.device, clips, requesterKey: ask.requester_key,
       });
       await api("POST", `/app/api/asks/${encodeURIComponent(ask.id)}/approve`, { signed });
     } else {

@@ -1,7 +1,9 @@
 // All of the owners' web app's cryptography, in one module, on today's formats
-// (protocol/crypto.py and protocol/decisions.py are the reference):
+// (docs/formats.md; protocol/crypto.py and protocol/decisions.py are the reference):
 //
-// * ring snapshots and clip keys: libsodium sealed boxes to the owner's X25519 key;
+// * ring snapshots and clip keys: libsodium sealed boxes to the owner's X25519 key; a
+//   clip's key exists only sealed to the owner (`owner_key`), and an approval carries
+//   it re-sealed to the requester (crypto_box_seal_open, then crypto_box_seal);
 // * clips: ChaCha20-Poly1305 (IETF) in the STREAM construction: a 15-byte header
 //   "ODB1" | chunk size (u32 BE) | 7-byte nonce prefix, then chunks of chunk+16 bytes;
 //   chunk i's nonce is prefix | i (u32 BE) | 1 if last else 0; the header is the AAD;
@@ -200,11 +202,36 @@ function signDecision(payload, keys) {
 const nonce = () => b64(crypto.getRandomValues(new Uint8Array(16)));
 const inHours = (h) => Math.floor(Date.now() / 1000) + Math.round(h * 3600);
 
-/** A signed Approval (protocol.decisions.Approval) of `clipIds` to `requesterKey` (base64). */
-export function signApproval(keys, { requestId, device, clipIds, requesterKey, validHours = 24 }) {
+/**
+ * Each clip's key, opened from its `owner_key` (sealed to the owner by the doorbell) and
+ * sealed to `recipientKey` (base64 X25519): {clip_id: base64 of 80 bytes}, one per clip
+ * (docs/formats.md §4-5).  The opened key lives only here, and is wiped after sealing.
+ */
+export function resealKeys(keys, clips, recipientKey) {
+  const recipient = unb64(recipientKey);
+  if (recipient.length !== 32) throw new Error("the recipient's key is not a 32-byte X25519 key");
+  const out = {};
+  for (const c of clips) {
+    if (!c.owner_key) throw new Error(`clip ${c.clip_id} has no key sealed to you`);
+    const key = openSealed(c.owner_key, keys);
+    if (key.length !== 32) throw new Error(`clip ${c.clip_id}'s sealed key is not 32 bytes`);
+    out[c.clip_id] = b64(sodium.crypto_box_seal(key, recipient));
+    key.fill(0);
+  }
+  return out;
+}
+
+/**
+ * A signed Approval (protocol.decisions.Approval) of `clips` (each {clip_id, owner_key})
+ * to `requesterKey` (base64): their keys re-sealed to it inside the signed payload.
+ */
+export function signApproval(keys, { requestId, device, clips, requesterKey, validHours = 24 }) {
+  if (!clips.length) throw new Error("no clips to approve");
   return signDecision({
-    type: "approval", request_id: requestId, device, clip_ids: [...clipIds].sort(),
-    requester_key: requesterKey, expires: inHours(validHours), nonce: nonce(),
+    type: "approval", request_id: requestId, device,
+    clip_ids: clips.map((c) => c.clip_id).sort(),
+    requester_key: requesterKey, keys: resealKeys(keys, clips, requesterKey),
+    expires: inHours(validHours), nonce: nonce(),
   }, keys);
 }
 
@@ -215,7 +242,7 @@ export function signDeletion(keys, { device, clipId }) {
   }, keys);
 }
 
-/** A fresh request id for the owner's own playback (the relay wants "own-…"). */
-export function ownRequestId() {
-  return "own-" + sodium.to_hex(crypto.getRandomValues(new Uint8Array(12)));
+/** A fresh request id for the owner's own view: "view-" and 16 hex digits (formats.md §3.6). */
+export function viewRequestId() {
+  return "view-" + sodium.to_hex(crypto.getRandomValues(new Uint8Array(8)));
 }
