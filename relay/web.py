@@ -9,7 +9,8 @@ Web safety, in one place:
 
 * **Sign-in** with the owner's API token (``POST /app/api/session``) sets a random
   session cookie (``__Host-`` prefix: HttpOnly, Secure, SameSite=Strict, Path=/);
-  Redis keeps only its SHA-256 (``keyspace.web_session``) with a time to live.
+  Redis keeps only its SHA-256 (``keyspace.web_session``) with a time to live; a
+  session lasts only while the token it was signed in with does (revoke, rotate).
 * **CSRF**: every state-changing call needs the session's CSRF token in the
   ``X-CSRF-Token`` header (a cross-site page cannot read it) and, when the browser
   sends one, an ``Origin`` equal to the relay's own.  Sign-in needs a same-origin
@@ -56,7 +57,7 @@ from protocol.crypto import unb64
 from protocol.decisions import Approval, DecisionRefused, verify_decision
 from relay import keyspace as ks
 from relay.blobs import BlobStore, LocalBlobStore, blob_key
-from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal
+from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal, token_hash
 from relay.report import build_report
 
 STATIC = Path(__file__).with_name("web")
@@ -109,19 +110,22 @@ class Sessions:
     def __init__(self, r: Any, ttl_s: int = SESSION_TTL_S) -> None:
         self.r, self.ttl_s = r, ttl_s
 
-    def create(self, owner: str) -> tuple[str, str]:
-        """A new session for ``owner``: (cookie value, CSRF token)."""
+    def create(self, owner: str, token: str) -> tuple[str, str]:
+        """A new session for ``owner``, signed in with ``token``: (cookie value, CSRF token)."""
         cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        self.r.set(
-            ks.web_session(_sha(cookie)),
-            json.dumps({"owner": owner, "csrf": csrf, "created": time.time()}),
-            ex=self.ttl_s,
-        )
+        record = {"owner": owner, "csrf": csrf, "created": time.time()}
+        record["token"] = token_hash(token)  # hashed, as the relay keeps tokens
+        self.r.set(ks.web_session(_sha(cookie)), json.dumps(record), ex=self.ttl_s)
         return cookie, csrf
 
     def get(self, cookie: str) -> dict[str, Any] | None:
+        """The session, while the token it was signed in with is live: ``relay owners
+        revoke|rotate`` ends the owner's web sessions too (the next call gets 401)."""
         raw = self.r.get(ks.web_session(_sha(cookie)))
-        return json.loads(raw) if raw else None
+        found = json.loads(raw) if raw else None
+        if found is None or not self.r.hexists(ks.TOKENS, found.get("token", "")):
+            return None
+        return found
 
     def end(self, cookie: str) -> None:
         self.r.delete(ks.web_session(_sha(cookie)))
@@ -270,7 +274,7 @@ def web_router(
             raise WebError(401, "unauthorized", "unknown token") from None
         if role != "owner":
             raise WebError(403, "forbidden", "the web app is for owners")
-        cookie, csrf = sessions.create(name)
+        cookie, csrf = sessions.create(name, body.token)
         resp = JSONResponse({"owner": name, "csrf": csrf}, headers=SECURITY_HEADERS)
         resp.set_cookie(
             COOKIE,

@@ -366,3 +366,25 @@ def test_open_pages_do_not_starve_the_api(stack, tmp_path):
     finally:
         home.close()
         relay.close()
+
+
+def test_revoking_an_owner_ends_their_web_sessions(stack, tmp_path):
+    """``relay owners revoke`` (issue 11): the owner's open web session gets 401 at once."""
+    relay = Relay(stack, tmp_path)
+    home = Home(stack, relay, tmp_path, "alice-door", 51.5, -0.12)
+    try:
+        h, csrf = session_of(relay, home)
+        assert httpx.get(f"{relay.url}/app/api/me", headers=h).status_code == 200
+        relay.engine.revoke("owner", "owner-of-alice-door")
+        assert httpx.get(f"{relay.url}/app/api/me", headers=h).status_code == 401
+        r = httpx.post(
+            f"{relay.url}/app/api/clips/alice-door/x/delete",
+            json={"signed": "x"},
+            headers={**h, "X-CSRF-Token": csrf, "Origin": relay.url},
+        )
+        assert r.status_code == 401
+        actions = [e["data"].get("action") for e in relay.audit.entries()]
+        assert "owner_revoked" in actions
+    finally:
+        home.close()
+        relay.close()
