@@ -309,7 +309,25 @@ def test_alice_at_her_door_in_a_real_browser(world, stack, browser, tmp_path):
         assert needle in text, needle
     assert page.query_selector(f"li[data-ask='{ask.id}'] img") is None, "a requester's text is text"
     assert page.evaluate("window.pwned") is None
+    # The ask's proof (issue 11) is checked in the browser, as `footage asks` does ...
+    proof = page.inner_text(f"li[data-ask='{ask.id}'] [data-proof='ok']")
+    assert ask.commitment["root"] in proof
     shots(page, "ask")
+
+    # ... and an altered one is flagged (a relay that lies about the public record)
+    def altered(route):
+        resp = route.fetch()
+        asks = resp.json()
+        path = asks[0]["commitment"]["path"]
+        path[0] = ("0" if path[0][0] != "0" else "1") + path[0][1:]
+        route.fulfill(response=resp, json=asks)
+
+    page.route("**/app/api/asks", altered)
+    page.click("#refresh")
+    expect(page, f"li[data-ask='{ask.id}'] [data-proof='bad']", errors)
+    page.unroute("**/app/api/asks")
+    page.click("#refresh")
+    expect(page, f"li[data-ask='{ask.id}'] [data-proof='ok']", errors)
     page.click(f"li[data-ask='{ask.id}'] >> text=Approve")
     expect(page, f"li[data-ask='{ask.id}'][data-status='approved']", errors)
     assert page.inner_text("dd[data-figure='requests']") == "1"

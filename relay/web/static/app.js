@@ -336,7 +336,10 @@ async function loadAsks() {
       el("p", {}, `Case: ${a.case_ref || "none"}; basis: ${a.basis}`),
       el("p", { class: "meta" }, `Area: ${a.center[0].toFixed(5)}, ${a.center[1].toFixed(5)} within ${Math.round(a.radius_m)} m; ` +
         `window: ${whenTs(a.start)} – ${whenTs(a.end)}; answer by ${whenTs(a.expires)}`),
-      el("p", { class: "meta" }, `Your matching clips: ${a.clips.map((c) => `${c.clip_id} (${when(c.start)})`).join(", ") || "none"}`));
+      el("p", { class: "meta" }, `Your matching clips: ${a.clips.map((c) => `${c.clip_id} (${when(c.start)})`).join(", ") || "none"}`),
+      (await oc.checkAskProof(a))
+        ? el("p", { class: "meta", "data-proof": "ok" }, `On the public record under asks_root ${a.commitment.root}`)
+        : el("p", { class: "error", "data-proof": "bad" }, "WARNING: this ask's proof does not check out"));
     if (a.status === "pending") {
       const yes = el("button", { type: "button" }, "Approve");
       const no = el("button", { type: "button" }, "Deny");

@@ -246,3 +246,47 @@ export function signDeletion(keys, { device, clipId }) {
 export function viewRequestId() {
   return "view-" + sodium.to_hex(crypto.getRandomValues(new Uint8Array(8)));
 }
+
+// ------------------------------------------------------------------ the ask's public proof
+
+async function sha256(...parts) {
+  const all = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { all.set(p, at); at += p.length; }
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+}
+
+/**
+ * Does the ask's `commitment` (docs/formats.md §8) open to a leaf describing this very
+ * ask (its id, request and doorbell) whose RFC 9162 §2.1.3.2 audit path leads to
+ * `commitment.root`?  As `footage asks` checks it; false on anything malformed.
+ */
+export async function checkAskProof(ask) {
+  try {
+    const proof = ask.commitment || {};
+    const body = unb64(proof.leaf);
+    const opened = JSON.parse(new TextDecoder().decode(body));
+    if (opened.ask !== ask.id || opened.request !== ask.request_id || opened.device !== ask.device) {
+      return false;
+    }
+    let fn = proof.index;
+    let sn = proof.size - 1;
+    if (!Number.isInteger(fn) || !Number.isInteger(sn) || fn < 0 || fn > sn) return false;
+    let r = await sha256(new Uint8Array([0]), body);
+    for (const hex of proof.path) {
+      const p = sodium.from_hex(hex);
+      if (sn === 0 || p.length !== 32) return false;
+      if (fn % 2 === 1 || fn === sn) {
+        r = await sha256(new Uint8Array([1]), p, r);
+        while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+      } else {
+        r = await sha256(new Uint8Array([1]), r, p);
+      }
+      fn = Math.floor(fn / 2);
+      sn = Math.floor(sn / 2);
+    }
+    return sn === 0 && sodium.to_hex(r) === proof.root;
+  } catch {
+    return false;
+  }
+}
