@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from stack import wait_for
 from test_consent_e2e import Home, Relay
-from test_webapp import PASSPHRASE, expect, expect_js, session_of
+from test_webapp import PASSPHRASE, expect, session_of
 
 from relay.web import WebPush
 from relay.webpush import (
@@ -209,7 +209,7 @@ def show_in_service_worker(browser, relay, home, payload: str) -> dict:
     page.fill("#new-passphrase", PASSPHRASE)
     page.click("#import-form button[type=submit]")
     expect(page, "body[data-unlocked='1'][data-service-worker='1'] #notify:not([hidden])", errors)
-    expect_js(page, "async () => !!(await navigator.serviceWorker.ready).active", errors)
+    until_js(page, "async () => !!(await navigator.serviceWorker.ready).active", "the worker")
     wait_for(lambda: registrations, 10, "the service worker's registration")
     cdp.send(
         "ServiceWorker.deliverPushMessage",
@@ -217,14 +217,26 @@ def show_in_service_worker(browser, relay, home, payload: str) -> dict:
     )
     notes = "async () => (await navigator.serviceWorker.ready).getNotifications()"
     fields = "(n) => ({title: n.title, body: n.body, tag: n.tag})"
-    # Read the notification in the very poll that sees it (a second call, under load,
-    # has found it gone).
-    shown_now = f"(await ({notes})()).map({fields})"
-    seen = f"async () => {{ const n = {shown_now}; return n.length ? n : null; }}"
-    (shown,) = page.wait_for_function(seen, timeout=30000).json_value()
+    shown_now = f"async () => (await ({notes})()).map({fields})"
+    (shown,) = until_js(page, shown_now, "the pushed ring's notification")
     ctx.close()
     assert errors == [], errors
     return shown
+
+
+def until_js(page, fn: str, what: str, timeout: float = 30.0):
+    """Poll an async JS function until it returns something truthy; that value.
+
+    (``page.wait_for_function`` takes a Promise for truthy and returns at once.)
+    """
+    got = []
+
+    def truthy() -> bool:
+        got[:] = [page.evaluate(fn)]
+        return bool(got[0])
+
+    wait_for(truthy, timeout, what)
+    return got[0]
 
 
 def test_subscriptions_are_checked():
