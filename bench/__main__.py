@@ -25,6 +25,7 @@ BENCHMARKS = {
     "clip_finalise": "bench.clip_finalise",
     "release_cycle": "bench.release_cycle",
     "log_proofs": "bench.log_proofs",
+    "web_ring": "bench.web_ring",
 }
 
 

@@ -150,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data-dir", type=Path, default=Path("demo-data"))
     ap.add_argument("--short", action="store_true", help="smaller video, shorter story (tests)")
+    ap.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep the relay and doorbells running after the story (Alice's page), until Ctrl-C",
+    )
     args = ap.parse_args(argv)
     root = args.data_dir.resolve()
     if root.exists():
@@ -159,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with ExitStack() as stack:
             summary = story(root, args.short, stack)
+            if args.stay:
+                print(f"\n{summary}\n\nStaying up for Alice's page (Ctrl-C stops everything).")
+                while True:
+                    time.sleep(3600)
     except KeyboardInterrupt:
         print("\ninterrupted: everything the demo started has been stopped", file=sys.stderr)
         return 130
@@ -253,6 +262,14 @@ blobs_dir = "{root / "relay" / "blobs"}"
         stack.callback(home.stop)
         homes.append(home)
 
+    alice_dir = root / "owners" / "alice"
+    say(
+        "",
+        f"Alice's page: {api}/app/  (sign in with the token in {alice_dir / 'token'}, "
+        f"then import sign.key and box.key from {alice_dir}; rings show up live; "
+        "`.venv/bin/python -m demo --stay` keeps it up after the story)",
+    )
+
     say("3. Life at the door (simulated cameras and buttons, faster than real time)")
     seconds = 14.0 if short else 24.0
     for home, (_, _, _, _, _, ring_at) in zip(homes, HOMES, strict=True):
@@ -261,6 +278,8 @@ blobs_dir = "{root / "relay" / "blobs"}"
         home.bell.controller.shutdown()
         while not home.events.empty():
             ev = home.events.get()
+            if ev.kind == "ring_snapshot":  # sealed to the owner, for the owner's page
+                continue
             extra = ""
             if ev.kind == "clip_saved":
                 extra = (

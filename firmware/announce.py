@@ -9,17 +9,45 @@ from __future__ import annotations
 import logging
 
 from firmware.controller import DoorbellEvent
+from firmware.jpeg import shrink_jpeg
 from firmware.outbox import NORMAL, URGENT
 from firmware.spool import DurableBox
-from protocol import Clip, Deleted, Event, Message, encode, from_timestamp, new_id
+from protocol import (
+    Clip,
+    Deleted,
+    Event,
+    Message,
+    Snapshot,
+    encode,
+    from_timestamp,
+    new_id,
+)
+from protocol.crypto import b64, wrap_key
+from protocol.messages import SNAPSHOT_MAX_B64
 
 log = logging.getLogger(__name__)
 
+SNAPSHOT_MAX_JPEG = SNAPSHOT_MAX_B64 * 3 // 4 - 48
+"""The largest JPEG whose sealed box (48 bytes more) fits a Snapshot message in base64."""
 
-def to_message(device: str, ev: DoorbellEvent) -> Message | None:
-    """The wire message for ``ev``, or None for what stays on the device."""
+
+def to_message(device: str, ev: DoorbellEvent, owner_box: bytes | None = None) -> Message | None:
+    """The wire message for ``ev``, or None for what stays on the device.
+
+    A ring's snapshot leaves only sealed to ``owner_box`` (the owner's X25519 key),
+    and only if it fits in one message; without a key it stays on the device.
+    """
     ts = from_timestamp(ev.at)
     d = ev.data
+    if ev.kind == "ring_snapshot":
+        if owner_box is None:
+            return None
+        jpeg = shrink_jpeg(d["jpeg"], SNAPSHOT_MAX_JPEG)
+        if jpeg is None:
+            log.warning("ring snapshot of %d bytes is too large to announce", len(d["jpeg"]))
+            return None
+        sealed = b64(wrap_key(jpeg, owner_box))
+        return Snapshot(id=new_id(), ts=ts, device=device, ring_id=d["ring"], at=ts, sealed=sealed)
     if ev.kind in ("ring", "motion_start", "motion_end"):
         return Event(id=ev.id, ts=ts, device=device, type=ev.kind, at=ts, motion_id=d.get("motion"))
     if ev.kind == "clip_saved":
@@ -68,14 +96,16 @@ def _clip_id(value: object) -> str | None:
 class Announcer:
     """The controller's event sink on a connected doorbell."""
 
-    def __init__(self, device: str, outbox: DurableBox) -> None:
+    def __init__(self, device: str, outbox: DurableBox, owner_box: bytes | None = None) -> None:
         self.device = device
         self.outbox = outbox
+        self.owner_box = owner_box
 
     def __call__(self, ev: DoorbellEvent) -> None:
-        msg = to_message(self.device, ev)
+        msg = to_message(self.device, ev, self.owner_box)
         if msg is not None:
-            self.message(msg, URGENT if ev.kind == "ring" else NORMAL)
+            urgent = ev.kind in ("ring", "ring_snapshot")
+            self.message(msg, URGENT if urgent else NORMAL)
 
     def message(self, msg: Message, lane: int = NORMAL) -> None:
         """Put any wire message in the outbox (releases and deletions use this)."""

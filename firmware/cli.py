@@ -143,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def print_event(t0: float) -> Any:
     def emit(ev: Any) -> None:
+        if ev.kind == "ring_snapshot":  # the ring's JPEG, for the uplink only
+            return
         line = {"event": ev.kind, "id": ev.id, "t": round(ev.t - t0, 3), "at": _iso(ev.at)}
         for k, v in ev.data.items():
             line[k] = _iso(v) if k in ("start", "end", "trigger_at") else v

@@ -249,8 +249,11 @@ class Controller:
             self.chime.chime_on()
             self._chime_off_at = ev.t + g.chime_pulse_s
             self.counters["rings"] += 1
-            self.emit("ring", ev.t)
+            ring = self.emit("ring", ev.t)
             snapshot = self._snapshot()
+            if snapshot is not None:
+                # For the owner's open page: sealed to the owner by the announcer.
+                self.emit("ring_snapshot", ev.t, ring=ring.id, jpeg=snapshot)
             self._start_or_extend("ring", ev.t, snapshot)
         else:
             self.counters["presses_cooled_down"] += 1

@@ -24,3 +24,30 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 5) -> bytes:
     frame.pts = 0
     packets = ctx.encode(frame) + ctx.encode(None)
     return b"".join(bytes(p) for p in packets)
+
+
+def shrink_jpeg(data: bytes, max_bytes: int, quality: int = 8) -> bytes | None:
+    """``data`` if it fits in ``max_bytes``, else the picture at 1/2, 1/4 … of its size
+    that fits (a notification needs a face, not every pixel); None if none does.
+
+    A ring's snapshot must fit in one MQTT message; a Pi camera's full-size JPEG often
+    does not.
+    """
+    if len(data) <= max_bytes:
+        return data
+    ctx = av.CodecContext.create("mjpeg", "r")
+    try:
+        frames = list(ctx.decode(av.Packet(data)))
+    except av.FFmpegError:
+        return None
+    if not frames:
+        return None
+    frame = frames[0]
+    for scale in (2, 4, 8):
+        w, h = frame.width // scale, frame.height // scale
+        if w < 16 or h < 16:
+            break
+        out = encode_jpeg(frame.reformat(width=w, height=h, format="rgb24").to_ndarray(), quality)
+        if len(out) <= max_bytes:
+            return out
+    return None

@@ -34,7 +34,8 @@ class Uplink:
         # writer thread: a full disk delays them, never loses or blocks them.
         self.writer = OutboxWriter(self.outbox)
         self.writer.start()
-        self.announcer = Announcer(config.device.id, self.writer)
+        box = config.owner.box_public
+        self.announcer = Announcer(config.device.id, self.writer, unb64(box) if box else None)
         self._ledger = NonceLedger(data / "approvals.sqlite")
         self.commands: CommandHandler | None = None
         self.link: MqttLink | None = None

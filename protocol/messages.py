@@ -96,6 +96,24 @@ class Event(Message):
     """For ``clip_failed``: why (e.g. ``OSError: [Errno 28] No space left on device``)."""
 
 
+SNAPSHOT_MAX_B64 = 60_000
+"""A sealed snapshot's base64 stays well under :data:`MAX_PAYLOAD_BYTES` with its JSON."""
+
+
+class Snapshot(Message):
+    """``doorbell/{device}/snapshot``: the press snapshot, for the owner's eyes only.
+
+    ``sealed`` is base64 of a libsodium sealed box of the JPEG to the owner's X25519
+    key (:func:`protocol.crypto.wrap_key`): the relay stores and forwards it, and only
+    the owner's browser or client can open it.  ``ring_id`` is the ring event's id.
+    """
+
+    kind: Literal["snapshot"] = "snapshot"
+    ring_id: MessageId
+    at: UtcTime
+    sealed: Annotated[str, Field(min_length=1, max_length=SNAPSHOT_MAX_B64)]
+
+
 class Clip(Message):
     """``doorbell/{device}/clip``: a clip finished and is stored on the device."""
 
@@ -189,6 +207,7 @@ MODELS: dict[str, type[Message]] = {
     "clip": Clip,
     "deleted": Deleted,
     "released": Released,
+    "snapshot": Snapshot,
     "refused": CommandRefused,
     "cmd/release": ReleaseCommand,
     "cmd/delete": DeleteCommand,

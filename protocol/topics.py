@@ -10,7 +10,7 @@ LOG_HEAD = "relay/log/head"
 DEVICE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,62}$"
 """A device id: 2-63 lower-case letters, digits or dashes, starting with a letter or digit."""
 _DEVICE = re.compile(DEVICE_ID_PATTERN)
-DEVICE_TO_RELAY = ("status", "event", "clip", "deleted", "released", "refused")
+DEVICE_TO_RELAY = ("status", "event", "clip", "deleted", "released", "refused", "snapshot")
 """What a doorbell publishes under ``doorbell/{its id}/``; the relay reads all of them."""
 RELAY_TO_DEVICE = ("cmd/#",)
 """What the relay sends a doorbell under ``doorbell/{id}/``; each doorbell reads only its own."""

@@ -26,6 +26,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from protocol import DeleteCommand, ReleaseCommand, encode, new_id, utcnow
+from relay import web
 from relay.blobs import BlobStore, LocalBlobStore, TokenError, blob_key
 from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal
 from relay.log_api import log_router
@@ -387,6 +388,8 @@ def create_app(
     app.openapi = openapi  # type: ignore[method-assign]
 
     app.include_router(log_router(engine.audit))  # public, no token: relay/log_api.py
+
+    web.install(app, engine, blobs, publish)  # the owners' web app, /app/
 
     @app.get("/v1/health")
     def health() -> HealthOut:

@@ -83,6 +83,15 @@ class ApiConfig(_Section):
     s3_endpoint: str | None = None
 
 
+class WebPushConfig(_Section):
+    """Web Push for owners' closed pages (off unless ``subject`` is set)."""
+
+    subject: str | None = None
+    """Who runs this relay, for push services (``mailto:ops@example.org``)."""
+    vapid_key_file: Path = Path("/var/lib/doorbell-relay/vapid.pem")
+    """The relay's VAPID key (P-256, 0600), made on first use."""
+
+
 class RelayConfig(_Section):
     broker: RelayBroker = RelayBroker()
     redis: RedisConfig = RedisConfig()
@@ -91,6 +100,7 @@ class RelayConfig(_Section):
     ingest: IngestConfig = IngestConfig()
     audit: AuditConfig = AuditConfig()
     api: ApiConfig = ApiConfig()
+    webpush: WebPushConfig = WebPushConfig()
 
 
 class RelayConfigError(ValueError):

@@ -23,8 +23,18 @@ from typing import Any
 
 import redis
 
-from protocol import Clip, CommandRefused, Deleted, Event, Message, Released, Status
-from relay.keyspace import DEAD_LETTERS, DEVICES, GEO, INDEX_LUA, STATS, WORKERS, dkey
+from protocol import Clip, CommandRefused, Deleted, Event, Message, Released, Snapshot, Status
+from relay.keyspace import (
+    DEAD_LETTERS,
+    DEVICES,
+    GEO,
+    INDEX_LUA,
+    SNAPSHOT_TTL_S,
+    STATS,
+    WORKERS,
+    dkey,
+    live_channel,
+)
 
 SEEN_TTL_S = 14 * 86400  # far longer than any redelivery can take
 DEAD_LETTER_MAXLEN = 100_000
@@ -64,9 +74,12 @@ def content_hash(msg: Message) -> str:
 
 def _script_args(msg: Message) -> tuple[list[str], list[Any]]:
     keys, args = _kind_args(msg)
-    args += [""] * (7 - len(args))
+    # The kinds' own arguments take ARGV 1-7 (an eighth is the live channel); the
+    # content hash, the status warning and the live channel follow, in that order.
+    live = args[7] if len(args) > 7 else ""
+    args = args[:7] + [""] * (7 - len(args[:7]))
     warning = (msg.warning or "") if isinstance(msg, Status) else ""
-    return keys, [*args, content_hash(msg), warning]
+    return keys, [*args, content_hash(msg), warning, live]
 
 
 def _kind_args(msg: Message) -> tuple[list[str], list[Any]]:
@@ -88,6 +101,20 @@ def _kind_args(msg: Message) -> tuple[list[str], list[Any]]:
             msg.at.timestamp(),
             msg.model_dump_json(),
             "",
+            "",
+            "",
+            live_channel(d),
+        ]
+    if isinstance(msg, Snapshot):
+        return [*keys, "", dkey(d, f"snap:{msg.ring_id}")], [
+            "snapshot",
+            SEEN_TTL_S,
+            msg.at.timestamp(),
+            msg.model_dump_json(),
+            "",
+            SNAPSHOT_TTL_S,
+            "",
+            live_channel(d),
         ]
     if isinstance(msg, Status):
         return [*keys, "", ""], [
@@ -297,6 +324,26 @@ class RelayIndex:
             out += [json.loads(x) for x in raw if x is not None]
         out.sort(key=lambda c: (c["start"], c["device"], c["clip_id"]))
         return out[:limit]
+
+    def owned_by(self, owner: str) -> list[str]:
+        """The ids of ``owner``'s doorbells (not revoked)."""
+        out = []
+        for d in self.device_ids():
+            info = self.r.hmget(dkey(d, "info"), ["owner", "revoked"])
+            if info[0] is not None and info[0].decode() == owner and info[1] in (None, b"0"):
+                out.append(d)
+        return out
+
+    def events(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest rings and motion of ``device``, newest first; each ring with its
+        sealed snapshot (``sealed``) while the relay keeps it."""
+        events = [json.loads(x) for x in self.r.zrevrange(dkey(device, "events"), 0, limit - 1)]
+        rings = [e for e in events if e["type"] == "ring"]
+        if rings:
+            snaps = self.r.mget([dkey(device, f"snap:{e['id']}") for e in rings])
+            for e, snap in zip(rings, snaps, strict=True):
+                e["sealed"] = json.loads(snap)["sealed"] if snap else None
+        return events
 
     def counts(self) -> dict[str, int]:
         ids = self.device_ids()

@@ -30,6 +30,34 @@ def dkey(device: str, what: str) -> str:
     return f"dev:{{{device}}}:{what}"
 
 
+def live_channel(device: str) -> str:
+    """Pub/sub channel on which indexing publishes a device's events (rings, motion) and
+    ring snapshots, once each (the owners' web app streams it to the owner's open page)."""
+    return f"live:{{{device}}}"
+
+
+SNAPSHOT_TTL_S = 7 * 86400
+"""How long the relay keeps a ring's sealed snapshot (``dkey(device, "snap:<ring id>")``)."""
+
+
+# ---------------------------------------------------------------- web sessions
+
+
+def web_session(session_hash: str) -> str:
+    """An owner's web-app session, by the SHA-256 of its cookie (JSON: owner, csrf)."""
+    return f"websession:{session_hash}"
+
+
+def web_push_subs(owner: str) -> str:
+    """Hash: SHA-256 of a push endpoint → the owner's browser's subscription (JSON)."""
+    return f"webpush:subs:{owner}"
+
+
+def web_push_sent(ring_id: str) -> str:
+    """Claimed (SET NX, 1 h) by the API process that pushes this ring, so it goes once."""
+    return f"webpush:sent:{ring_id}"
+
+
 # ---------------------------------------------------------------- consent
 
 OWNERS = "owners"
@@ -147,6 +175,11 @@ if kind == 'clip' then
 elseif kind == 'event' then
   redis.call('ZADD', KEYS[4], score, ARGV[4])
   redis.call('HINCRBY', KEYS[2], 'events_indexed', 1)
+  if ARGV[10] ~= '' then redis.call('PUBLISH', ARGV[10], ARGV[4]) end
+elseif kind == 'snapshot' then
+  redis.call('SET', KEYS[5], ARGV[4], 'EX', ARGV[6])
+  redis.call('HINCRBY', KEYS[2], 'snapshots', 1)
+  redis.call('PUBLISH', ARGV[10], ARGV[4])
 elseif kind == 'status' then
   local prev = tonumber(redis.call('HGET', KEYS[3], 'status_ts') or '0')
   if score >= prev then
@@ -167,8 +200,9 @@ if score > seen then redis.call('HSET', KEYS[3], 'last_seen', ARGV[3]) end
 return 1
 """
 """Index one message, idempotent on its id.  KEYS: seen, stats, info, target, item.
-ARGV: kind, seen TTL, score, value, member, online flag, firmware, content hash,
-status warning (e.g. ``low_space``; empty for none).
+ARGV: kind, seen TTL, score, value, member, online flag (or snapshot TTL), firmware,
+content hash, status warning (e.g. ``low_space``; empty for none), live channel (events
+and snapshots are published there once, when first indexed).
 Returns 1 (new), 0 (seen before, same content) or 2 (seen before, *different*
 content: a conflict, changes nothing).  The seen-marker holds the content hash;
 a marker of ``'1'`` (written before hashes were kept) counts as the same content."""

@@ -10,6 +10,10 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
+OWN_PLAYBACK = "view-"
+"""Request ids of an owner's own view (``footage view``, the web app's playback): a
+release to the owner's own key (the relay refuses any other), so no release to anyone."""
+
 
 def build_report(
     entries: list[dict[str, Any]], start: float, end: float, policy: dict[str, float]
@@ -20,8 +24,11 @@ def build_report(
     by_basis: Counter[str] = Counter()
     refusals: Counter[str] = Counter()
     decisions: Counter[str] = Counter()
+    own = 0  # an owner watching their own clip is no release to anyone else
     for e in window:
         d = e["data"]
+        if e["kind"] == "release" and str(d.get("request", "")).startswith(OWN_PLAYBACK):
+            own += 1
         if e["kind"] == "request":
             by_requester[e["actor"]] += 1
             by_basis[d.get("basis", "?")] += 1
@@ -43,7 +50,7 @@ def build_report(
         "approvals": decisions["approve"],
         "denials": decisions["deny"],
         "expired": kinds["ask_expired"],
-        "clips_released": kinds["release"],
+        "clips_released": kinds["release"] - own,
         "legal_demands": kinds["legal_demand"],
         "deletions": kinds["deletion"],
         "log_entries": len(window),

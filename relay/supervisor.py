@@ -120,6 +120,10 @@ def serve(
         publisher.wake.set()
 
     app = create_app(relay.engine, relay.blobs, publish)
+    if cfg.webpush.subject:
+        from relay.web import start_web_push
+
+        start_web_push(app, relay.engine, cfg.webpush.vapid_key_file, cfg.webpush.subject)
     base = f"{os.uname().nodename}-serve"
     procs = spawn_workers(config_path, [f"{base}-{i}" for i in range(workers)])
     server = uvicorn.Server(

@@ -16,6 +16,8 @@ declare -A DEB_PACKAGES=(
     [debootstrap]=debootstrap
     [systemd-container]=systemd-nspawn
     [iproute2]=ip
+    [chromium]=chromium
+    [npm]=npm
 )
 
 missing=()
@@ -59,3 +61,5 @@ if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
     fi
     touch "$stamp"
 fi
+# The owners' web app's libsodium.js (npm, pinned by relay/web/package-lock.json).
+./scripts/web_assets.sh

@@ -122,3 +122,27 @@ def plain_snapshot(bell: SimDoorbell, clip_id: str, out: Path) -> Path:
     key = unwrap_key(unb64(record.wrapped_key), bell.owner.box_private)
     out.write_bytes(decrypt_bytes((bell.store.dir / record.snapshot).read_bytes(), key))
     return out
+
+
+CHROMIUM = "/usr/bin/chromium"
+"""Debian's chromium (scripts/bootstrap.sh installs it; never `playwright install`)."""
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def browser():
+    """A real browser for the owners' web app, driven by Playwright."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()

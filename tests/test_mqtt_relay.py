@@ -19,6 +19,7 @@ from firmware.outbox import Outbox
 from hw_sim.runner import SimDoorbell
 from hw_sim.scenes import make_scene
 from protocol import Event, encode, new_id, utcnow
+from protocol.crypto import OwnerKeys
 
 
 def test_a_doorbell_cannot_speak_for_another_nor_read_its_commands(stack):
@@ -95,7 +96,8 @@ def test_broker_outage_loses_nothing_and_doubles_nothing(stack, tmp_path):
     wait_for(link.connected.is_set, 10, "the doorbell to connect")
 
     announced: list = []
-    announcer = Announcer("test-bell", outbox)
+    # With the owner's key, each ring's sealed snapshot is announced too.
+    announcer = Announcer("test-bell", outbox, OwnerKeys.generate().box_public)
 
     def emit(ev):
         announced.append(ev)
@@ -126,6 +128,7 @@ def test_broker_outage_loses_nothing_and_doubles_nothing(stack, tmp_path):
     stats = device()["stats"]
     assert stats["clips_indexed"] == len(clips)
     assert stats["events_indexed"] == len(rings)
+    assert stats["snapshots"] == len(rings), "every ring's sealed snapshot arrived once"
     assert device()["clips"] == len(clips)
     assert {c["clip_id"] for c in stack.index.clips(device="test-bell")} == {
         e.data["clip"] for e in clips

@@ -1,0 +1,389 @@
+// The owners' web app: sign in, unlock keys, then rings (live), clips, asks and the log.
+// Every cryptographic step is in crypto.js; this file only talks to the relay and the page.
+
+import * as oc from "./crypto.js";
+
+const $ = (id) => document.getElementById(id);
+const state = { me: null, keys: null, live: null, rings: new Map(), sounds: 0 };
+
+function say(text, error = false) {
+  $("status").textContent = text;
+  $("status").className = error ? "error" : "";
+}
+
+async function api(method, path, body) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && state.me) headers["X-CSRF-Token"] = state.me.csrf;
+  const resp = await fetch(path, {
+    method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const data = await resp.json().catch(() => ({}));
+  if (!resp.ok) {
+    const err = new Error(data.reason || `HTTP ${resp.status}`);
+    err.status = resp.status;
+    throw err;
+  }
+  return data;
+}
+
+const when = (iso) => new Date(iso).toLocaleString();
+const whenTs = (s) => new Date(s * 1000).toLocaleString();
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v;
+    else if (k.startsWith("data-")) node.setAttribute(k, v);
+    else node[k] = v;
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+// ------------------------------------------------------------------ sign-in and keys
+
+async function start() {
+  await oc.ready();
+  $("sign-in-form").addEventListener("submit", signIn);
+  $("import-form").addEventListener("submit", importKeys);
+  $("unlock-form").addEventListener("submit", unlock);
+  $("forget-keys").addEventListener("click", forget);
+  $("sign-out").addEventListener("click", signOut);
+  $("refresh").addEventListener("click", refresh);
+  $("notify").addEventListener("click", subscribePush);
+  try {
+    state.me = await api("GET", "/app/api/me");
+    await signedIn();
+  } catch (err) {
+    if (err.status !== 401) say(err.message, true);
+    $("sign-in").hidden = false;
+  }
+  document.body.dataset.ready = "1";
+}
+
+async function signIn(ev) {
+  ev.preventDefault();
+  try {
+    await api("POST", "/app/api/session", { token: $("token").value });
+    $("token").value = "";
+    state.me = await api("GET", "/app/api/me");
+    $("sign-in").hidden = true;
+    await signedIn();
+  } catch (err) {
+    say(`sign-in failed: ${err.message}`, true);
+  }
+}
+
+async function signOut() {
+  await api("POST", "/app/api/session/end").catch(() => {});
+  location.reload();
+}
+
+async function signedIn() {
+  $("who").textContent = state.me.owner;
+  $("sign-out").hidden = false;
+  $("keys").hidden = false;
+  const kept = await oc.hasStoredKeys(state.me.owner);
+  $("import-form").hidden = kept;
+  $("unlock-form").hidden = !kept;
+  say(kept ? "Enter your passphrase to unlock your keys." : "Import your keys (once per browser).");
+}
+
+function checkKeys(keys) {
+  if (oc.b64(keys.signPublic) !== state.me.sign_public || oc.b64(keys.boxPublic) !== state.me.box_public) {
+    throw new Error("these are not the keys the relay has for you");
+  }
+}
+
+async function importKeys(ev) {
+  ev.preventDefault();
+  try {
+    const files = {};
+    for (const f of $("key-files").files) files[f.name] = await f.text();
+    const keys = oc.keysFromFolder(files);
+    checkKeys(keys);
+    await oc.storeKeys(state.me.owner, keys, $("new-passphrase").value);
+    $("new-passphrase").value = "";
+    $("key-files").value = "";
+    await unlocked(keys);
+  } catch (err) {
+    say(`import failed: ${err.message}`, true);
+  }
+}
+
+async function unlock(ev) {
+  ev.preventDefault();
+  try {
+    const keys = await oc.loadKeys(state.me.owner, $("passphrase").value);
+    $("passphrase").value = "";
+    checkKeys(keys);
+    await unlocked(keys);
+  } catch (err) {
+    say(`unlock failed: ${err.message}`, true);
+  }
+}
+
+async function forget() {
+  await oc.forgetKeys(state.me.owner);
+  await signedIn();
+}
+
+async function unlocked(keys) {
+  state.keys = keys;
+  $("keys").hidden = true;
+  $("main").hidden = false;
+  say("Keys unlocked.");
+  $("refresh").hidden = false;
+  offerPush();
+  openLive();
+  await Promise.all([loadRings(), loadClips(), loadAsks(), loadLog()]);
+  document.body.dataset.unlocked = "1";
+}
+
+async function refresh() {
+  document.body.dataset.refreshed = "0";
+  await Promise.all([loadRings(), loadClips(), loadAsks(), loadLog()]);
+  document.body.dataset.refreshed = "1";
+}
+
+// ------------------------------------------------------------------ rings, live
+
+function openLive() {
+  if (state.live) state.live.close();
+  const live = new EventSource("/app/api/live");
+  live.addEventListener("open", () => { document.body.dataset.live = "1"; });
+  live.addEventListener("event", (e) => {
+    const ev = JSON.parse(e.data);
+    if (ev.type === "ring") { showRing({ ...ev, sealed: null }, true); chime(); }
+    else showMotion(ev, true);
+  });
+  live.addEventListener("snapshot", (e) => {
+    const snap = JSON.parse(e.data);
+    const ring = state.rings.get(snap.ring_id);
+    if (ring) showSnapshot(ring, snap.sealed);
+    else showRing({ id: snap.ring_id, device: snap.device, at: snap.at, sealed: snap.sealed }, true);
+  });
+  state.live = live;
+}
+
+async function loadRings() {
+  for (const ev of (await api("GET", "/app/api/events")).reverse()) {
+    if (ev.type === "ring") showRing(ev, false);
+    else showMotion(ev, false);
+  }
+}
+
+function showMotion(ev, fresh) {
+  if (state.rings.has(ev.id)) return;
+  const what = ev.type === "motion_start" ? "Motion" : "Motion ended";
+  const li = el("li", { class: fresh ? "motion fresh" : "motion", "data-event": ev.id, "data-type": ev.type },
+    el("strong", {}, what), ` at ${ev.device}, `, el("time", {}, when(ev.at)));
+  state.rings.set(ev.id, li);
+  $("rings").prepend(li);
+}
+
+function showRing(ring, fresh) {
+  if (state.rings.has(ring.id)) return;
+  const li = el("li", { class: fresh ? "ring fresh" : "ring", "data-ring": ring.id },
+    el("strong", {}, "Ring"), ` at ${ring.device}, `, el("time", {}, when(ring.at)));
+  state.rings.set(ring.id, li);
+  $("rings").prepend(li);
+  if (ring.sealed) showSnapshot(li, ring.sealed);
+}
+
+function showSnapshot(li, sealed) {
+  if (li.querySelector("img")) return;
+  try {
+    const jpeg = oc.openSealed(sealed, state.keys);
+    const img = el("img", { alt: "who was at the door" });
+    img.addEventListener("load", () => li.setAttribute("data-snapshot", "shown"), { once: true });
+    img.src = URL.createObjectURL(new Blob([jpeg], { type: "image/jpeg" }));
+    li.append(img);
+  } catch (err) {
+    li.append(el("p", { class: "error" }, `snapshot: ${err.message}`));
+  }
+}
+
+function chime() {
+  // A two-tone ding-dong from WebAudio: no sound file, nothing from elsewhere.
+  try {
+    const ctx = new AudioContext();
+    [659, 523].forEach((f, i) => {
+      const osc = ctx.createOscillator();
+      const gain = ctx.createGain();
+      osc.frequency.value = f;
+      gain.gain.setValueAtTime(0.2, ctx.currentTime + i * 0.4);
+      gain.gain.exponentialRampToValueAtTime(0.001, ctx.currentTime + i * 0.4 + 0.38);
+      osc.connect(gain).connect(ctx.destination);
+      osc.start(ctx.currentTime + i * 0.4);
+      osc.stop(ctx.currentTime + i * 0.4 + 0.4);
+    });
+    state.sounds += 1;
+    document.body.dataset.chimes = String(state.sounds);
+  } catch (err) {
+    console.warn("no sound:", err);
+  }
+}
+
+// ------------------------------------------------------------------ web push
+
+async function offerPush() {
+  if (!("serviceWorker" in navigator) || !("PushManager" in window)) return;
+  try {
+    state.pushKey = (await api("GET", "/app/api/push")).application_server_key;
+    if (!state.pushKey) return;
+    await navigator.serviceWorker.register("/app/sw.js", { scope: "/app/" });
+    document.body.dataset.serviceWorker = "1";
+    $("notify").hidden = false;
+  } catch (err) {
+    console.warn("web push unavailable:", err.message);
+  }
+}
+
+async function subscribePush() {
+  try {
+    if ((await Notification.requestPermission()) !== "granted") throw new Error("notifications are blocked");
+    const reg = await navigator.serviceWorker.ready;
+    const sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: state.pushKey });
+    await api("POST", "/app/api/push/subscribe", sub.toJSON());
+    say("This browser will be notified of rings while the page is closed.");
+    $("notify").hidden = true;
+  } catch (err) {
+    say(`cannot subscribe: ${err.message}`, true);
+  }
+}
+
+// ------------------------------------------------------------------ clips
+
+async function loadClips() {
+  const list = $("clips");
+  list.replaceChildren();
+  for (const c of await api("GET", "/app/api/clips")) {
+    const play = el("button", { type: "button" }, "Play");
+    play.addEventListener("click", () => playClip(c, play));
+    const del = el("button", { type: "button" }, "Delete for good");
+    del.addEventListener("click", () => deleteClip(c, del));
+    list.append(el("li", { "data-clip": c.clip_id },
+      el("strong", {}, c.trigger), ` at ${c.device}, `, el("time", {}, when(c.start)),
+      el("span", { class: "meta" }, ` ${c.duration_s.toFixed(1)} s, ${c.width}×${c.height}`),
+      el("div", {}, play, del)));
+  }
+}
+
+async function playClip(clip, button) {
+  button.disabled = true;
+  try {
+    say(`asking ${clip.device} for the clip…`);
+    // footage view's path: the clip released to the owner's own key, and only to it.
+    const requestId = oc.viewRequestId();
+    const signed = oc.signApproval(state.keys, {
+      requestId, device: clip.device, clips: [clip],
+      requesterKey: state.me.box_public, validHours: 1,
+    });
+    const base = `/app/api/clips/${encodeURIComponent(clip.device)}/${encodeURIComponent(clip.clip_id)}/play`;
+    await api("POST", base, { signed });
+    let got = { ready: false };
+    for (let i = 0; i < 600 && !got.ready; i++) {
+      got = await api("GET", `${base}/${requestId}`);
+      if (!got.ready) await new Promise((r) => setTimeout(r, 100));
+    }
+    if (!got.ready) throw new Error("the doorbell did not upload the clip in time");
+    const resp = await fetch(got.download_url, { credentials: "same-origin" });
+    if (!resp.ok) throw new Error(`download failed: HTTP ${resp.status}`);
+    const data = new Uint8Array(await resp.arrayBuffer());
+    if ((await oc.sha256Hex(data)) !== got.sha256) throw new Error("the download is not what the doorbell sent");
+    const mp4 = oc.decryptClip(data, oc.openSealed(got.wrapped_key, state.keys));
+    const url = URL.createObjectURL(new Blob([mp4], { type: "video/mp4" }));
+    const video = $("video");
+    video.dataset.clip = clip.clip_id;
+    video.src = url;
+    $("download").href = url;
+    $("download").download = `${clip.device}-${clip.clip_id}.mp4`;
+    $("player").hidden = false;
+    say(`playing ${clip.clip_id}`);
+    await video.play().catch(() => {});
+  } catch (err) {
+    say(`cannot play: ${err.message}`, true);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+async function deleteClip(clip, button) {
+  button.disabled = true;
+  try {
+    const signed = oc.signDeletion(state.keys, { device: clip.device, clipId: clip.clip_id });
+    await api("POST", `/app/api/clips/${encodeURIComponent(clip.device)}/${encodeURIComponent(clip.clip_id)}/delete`, { signed });
+    say(`deletion of ${clip.clip_id} sent to ${clip.device}`);
+    document.querySelector(`li[data-clip="${CSS.escape(clip.clip_id)}"]`)?.setAttribute("data-deleting", "1");
+  } catch (err) {
+    say(`cannot delete: ${err.message}`, true);
+    button.disabled = false;
+  }
+}
+
+// ------------------------------------------------------------------ asks and the log
+
+async function loadAsks() {
+  const list = $("asks");
+  list.replaceChildren();
+  for (const a of await api("GET", "/app/api/asks")) {
+    const item = el("li", { "data-ask": a.id, "data-status": a.status },
+      el("strong", {}, `${a.requester} (${a.requester_kind})`), ` — ${a.status}`,
+      el("p", {}, `Reason: ${a.reason}`),
+      el("p", {}, `Case: ${a.case_ref || "none"}; basis: ${a.basis}`),
+      el("p", { class: "meta" }, `Area: ${a.center[0].toFixed(5)}, ${a.center[1].toFixed(5)} within ${Math.round(a.radius_m)} m; ` +
+        `window: ${whenTs(a.start)} – ${whenTs(a.end)}; answer by ${whenTs(a.expires)}`),
+      el("p", { class: "meta" }, `Your matching clips: ${a.clips.map((c) => `${c.clip_id} (${when(c.start)})`).join(", ") || "none"}`),
+      (await oc.checkAskProof(a))
+        ? el("p", { class: "meta", "data-proof": "ok" }, `On the public record under asks_root ${a.commitment.root}`)
+        : el("p", { class: "error", "data-proof": "bad" }, "WARNING: this ask's proof does not check out"));
+    if (a.status === "pending") {
+      const yes = el("button", { type: "button" }, "Approve");
+      const no = el("button", { type: "button" }, "Deny");
+      yes.addEventListener("click", () => decide(a, true));
+      no.addEventListener("click", () => decide(a, false));
+      item.append(el("div", {}, yes, no));
+    }
+    list.append(item);
+  }
+}
+
+async function decide(ask, approve) {
+  try {
+    if (approve) {
+      // The clips the ask names that are still on record, each with its owner-sealed key.
+      const clips = ask.clips.filter((c) => ask.clip_ids.includes(c.clip_id));
+      const signed = oc.signApproval(state.keys, {
+        requestId: ask.request_id, device: ask.device, clips, requesterKey: ask.requester_key,
+      });
+      await api("POST", `/app/api/asks/${encodeURIComponent(ask.id)}/approve`, { signed });
+    } else {
+      await api("POST", `/app/api/asks/${encodeURIComponent(ask.id)}/deny`);
+    }
+    say(`${approve ? "approved" : "denied"}: ${ask.id}`);
+    await Promise.all([loadAsks(), loadLog()]);
+  } catch (err) {
+    say(`cannot answer: ${err.message}`, true);
+  }
+}
+
+async function loadLog() {
+  const [{ head, entries }, report] = await Promise.all([
+    api("GET", "/app/api/log/head"), api("GET", "/app/api/report")]);
+  $("log-head").textContent = head
+    ? `${entries} entries; signed head: size ${head.size}, root ${head.root}`
+    : "the log is empty";
+  const rows = [["requests", "Requests"], ["refused_by_policy", "Refused by policy"], ["asks", "Owners asked"],
+    ["approvals", "Approved"], ["denials", "Denied"], ["expired", "Expired"],
+    ["clips_released", "Clips released"], ["legal_demands", "Legal demands"], ["deletions", "Deletions"]];
+  $("report").replaceChildren(...rows.flatMap(([k, label]) => {
+    const v = report[k];
+    const n = typeof v === "object" ? Object.values(v).reduce((a, b) => a + b, 0) : v;
+    return [el("dt", {}, label), el("dd", { "data-figure": k }, String(n))];
+  }));
+}
+
+start();
