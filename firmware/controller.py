@@ -350,6 +350,13 @@ class Controller:
     def _end_clip(self, now: float, reason: str) -> None:
         clip, self.clip = self.clip, None
         assert clip is not None
+        if clip.packets.error is not None:
+            err = clip.packets.error
+            clip.packets.close()
+            log.error("recording clip %s failed: %s", clip.id, err)
+            self.counters["clips_failed"] += 1
+            self.emit("clip_failed", now, clip=clip.id, error=f"{type(err).__name__}: {err}")
+            return
         packets = clip.packets.until(now)
         if not packets:
             clip.packets.close()

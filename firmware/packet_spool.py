@@ -21,11 +21,12 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import overload
+from typing import Any, overload
 
 from firmware.packets import EncodedPacket
 
@@ -36,17 +37,33 @@ class PacketSpool(Sequence[EncodedPacket]):
     """Append-only packets in a temporary file; see the module doc."""
 
     def __init__(self, folder: Path, initial: Iterable[EncodedPacket] = ()) -> None:
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by close()
-        self._fd = self._file.fileno()
         self._index: list[_Entry] = []
         self._end = 0
+        self._file: Any = None
+        self.error: OSError | None = None
+        """Why the spool stopped taking packets (a full card); the clip then fails with it.
+        The controller's thread must never see a disk error: a ring goes on regardless."""
+        try:
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._file = tempfile.TemporaryFile(dir=folder)  # noqa: SIM115 - closed by close()
+        except OSError as err:
+            self.error = err
+            return
+        self._fd = self._file.fileno()
         for p in initial:
             self.append(p)
 
     def append(self, packet: EncodedPacket) -> None:
-        # pwrite/pread take an offset: the finaliser may read while nothing seeks.
-        os.pwrite(self._fd, packet.data, self._end)
+        if self.error is not None:
+            return
+        try:
+            # pwrite/pread take an offset: the finaliser may read while nothing seeks.
+            written = os.pwrite(self._fd, packet.data, self._end)
+            if written != len(packet.data):
+                raise OSError(errno.ENOSPC, "short write to the clip spool")
+        except OSError as err:
+            self.error = err
+            return
         self._index.append((packet.t, packet.keyframe, self._end, len(packet.data)))
         self._end += len(packet.data)
 
@@ -83,7 +100,8 @@ class PacketSpool(Sequence[EncodedPacket]):
         return self._end
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 class _SpoolView(Sequence[EncodedPacket]):

@@ -30,6 +30,7 @@ import pytest
 
 from firmware.provision import build_wheel
 from protocol.crypto import OwnerKeys
+from relay.broker import ACL_FILE
 from testing.localstack import LocalMosquitto
 from testing.pi_root import (
     Container,
@@ -135,7 +136,13 @@ def broker(tmp_path, veth):
     b = LocalMosquitto(tmp_path / "mosquitto")
     # A second listener on this host's end of the veth: the only address the card sees.
     with open(b.conf, "a") as f:
-        f.write(f"\nlistener {b.port} {veth.host_ip}\nprotocol mqtt\n")
+        # per_listener_settings: this listener names its accounts and ACL like the other
+        # doorbell listener (relay.broker.render_config).
+        f.write(
+            f"\nlistener {b.port} {veth.host_ip}\nprotocol mqtt\n"
+            f"password_file {b.password_file}\nallow_anonymous false\n"
+            f"acl_file {ACL_FILE}\nuse_username_as_clientid true\n"
+        )
     b.add_user(DEVICE, PASSWORD)
     b.add_user("relay", "relay-pw")
     b.start()
@@ -242,7 +249,7 @@ def test_first_boot_installs_from_the_card_once_and_the_doorbell_comes_online(
     tmp_path, debian_root, wheel, wheelhouse, veth, broker
 ):
     boot = provision_card(tmp_path, veth.host_ip, broker.port, wheel, wheelhouse)
-    watch = StatusWatch(broker.port)
+    watch = StatusWatch(broker.relay_port)
     with Overlay(debian_root, tmp_path / "root") as root:
         enable_networkd(root.merged, veth.network_file())
         imager_first_run(root.merged, boot, tmp_path / "firstrun.log")
@@ -337,7 +344,7 @@ def test_trixie_cloud_init_runs_the_installer_after_imagers_settings(
     tmp_path, trixie_root, wheel, wheelhouse_313, veth, broker
 ):
     boot = provision_card(tmp_path, veth.host_ip, broker.port, wheel, wheelhouse_313, True)
-    watch = StatusWatch(broker.port)
+    watch = StatusWatch(broker.relay_port)
     with Overlay(trixie_root, tmp_path / "root") as root:
         enable_networkd(root.merged, veth.network_file())
         configure_cloud_init(root.merged)
