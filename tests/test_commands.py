@@ -67,15 +67,23 @@ def test_a_lost_release_command_still_ends_released(stack, tmp_path):
         t0 = saved.data["start"] - 60
         code, out = run_footage(
             relay, token, "request", "--lat", "51.5", "--lon", "-0.12", "--radius", "100",
-            "--from", str(t0), "--to", str(min(t0 + 3600, time.time() - 1)),
+            "--from", str(t0), "--to", str(min(t0 + 3600, time.time())),
             "--reason", "burglary", "--case", "C-1",
         )  # fmt: skip
         assert code == 0, out
         request_id = out.strip()
-        code, out = run_footage(relay, home.token, "asks", "--json")
         import json
 
-        (ask,) = json.loads(out)
+        # The owners are asked after the requester's answer (no oracle): wait for it.
+        asks: list = []
+
+        def asked() -> bool:
+            code, out = run_footage(relay, home.token, "asks", "--json")
+            asks[:] = json.loads(out) if code == 0 else []
+            return bool(asks)
+
+        wait_for(asked, 30, "the owner's ask")
+        (ask,) = asks
         code, out = run_footage(relay, home.token, "approve", ask["id"], "--keys", str(home.keys))
         assert code == 0, out
 

@@ -719,7 +719,9 @@ def test_with_the_relay_down_presses_still_reach_home_assistant(home, ha, tmp_pa
 def test_with_home_assistant_down_the_relay_link_is_unaffected(home, ha, relay, tmp_path, recorder):
     """The home broker is down from the start; the relay hears the press at once, and Home
     Assistant when its broker comes back."""
-    watcher = Subscriber(relay.port, "relay", tmp_path / "relay-relay.pw", ["doorbell/test-bell/#"])
+    watcher = Subscriber(
+        relay.relay_port, "relay", tmp_path / "relay-relay.pw", ["doorbell/test-bell/#"]
+    )
     home.stop()
     cfg = small_config(
         tmp_path / "bell",
@@ -747,7 +749,9 @@ def test_with_home_assistant_down_the_relay_link_is_unaffected(home, ha, relay, 
 def test_with_both_down_the_doorbell_rings_keeps_clips_and_sends_all_later(
     home, ha, relay, tmp_path, recorder
 ):
-    watcher = Subscriber(relay.port, "relay", tmp_path / "relay-relay.pw", ["doorbell/test-bell/#"])
+    watcher = Subscriber(
+        relay.relay_port, "relay", tmp_path / "relay-relay.pw", ["doorbell/test-bell/#"]
+    )
     cfg = small_config(
         tmp_path / "bell",
         home_assistant=ha_section(tmp_path, home.port),
