@@ -33,6 +33,7 @@ sensor) is drawn from the seed, so two seeds share nothing but the ranges::
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections.abc import Callable
@@ -271,7 +272,7 @@ class Walker:
         p = self.path
         if t < p[0][0] or t > p[-1][0]:
             return None
-        for (t0, x0, z0), (t1, x1, z1) in zip(p, p[1:], strict=False):
+        for (t0, x0, z0), (t1, x1, z1) in itertools.pairwise(p):
             if t0 <= t <= t1:
                 k = (t - t0) / (t1 - t0) if t1 > t0 else 0.0
                 dist = math.hypot(x1 - x0, z1 - z0)
@@ -359,7 +360,7 @@ def _render_walker(
 def _walker_shadow(
     wk: Walker, t: float, cam: Camera, sun: tuple[float, float]
 ) -> np.ndarray | None:
-    """Coverage of the walker's shadow on the ground, for a sun whose shadows run (sx, sz) per metre."""
+    """Coverage of the walker's shadow on the ground; shadows run (sx, sz) per metre of height."""
     pos = wk.where(t)
     if pos is None:
         return None
@@ -444,7 +445,7 @@ class PorchScene(Scene):
         pts = [(x_street, z_street), (p.path_x, z_street), (p.path_x, p.hedge_z), stand]
         keys = [(arrive, *pts[0])]
         t = arrive
-        for a, b in zip(pts, pts[1:], strict=False):
+        for a, b in itertools.pairwise(pts):
             t += math.hypot(b[0] - a[0], b[1] - a[1]) / speed
             keys.append((t, *b))
         t_stand = t
@@ -683,7 +684,7 @@ class PorchScene(Scene):
             key=lambda wk: -wk.where(t)[1],  # type: ignore[index]
         )
         for wk in order:
-            x, z, _, _ = wk.where(t)  # type: ignore[misc]
+            _x, z, _, _ = wk.where(t)  # type: ignore[misc]
             if night:
                 light = self.ir_power * 6 / max(z, 0.5) ** 2
             else:
