@@ -89,11 +89,13 @@ class _Track:
         "confirmed",
         "cx",
         "cy",
+        "doubt",
         "hits",
         "last_live",
         "misses",
         "plausible",
         "size",
+        "speed",
     )
 
     def __init__(self, cx: float, cy: float, size: float, bbox: tuple[int, int, int, int]) -> None:
@@ -102,7 +104,9 @@ class _Track:
         self.misses = 0
         self.plausible = 0  # consecutive frames that looked like a visitor
         self.confirmed = False
+        self.doubt = 0  # consecutive frames it moved implausibly fast
         self.last_live = 0  # frame of the last movement inside it
+        self.speed = 0.0  # smoothed step per frame, in its own sizes
 
 
 def _label(cells: np.ndarray) -> list[list[tuple[int, int]]]:
@@ -138,10 +142,11 @@ class MotionDetector:
         alpha: float = 0.04,
         relearn_fraction: float = 0.45,
         warmup_frames: int = 15,
-        max_speed: float = 0.35,
-        min_focus: float = 0.15,
+        max_speed: float = 0.2,
+        min_aspect: float = 1.2,
         still_absorb_frames: int = 150,
         max_misses: int = 8,
+        hold_objects: bool = True,
     ) -> None:
         if not 1 <= sensitivity <= 10:
             raise ValueError("sensitivity is 1..10")
@@ -154,9 +159,10 @@ class MotionDetector:
         self.relearn_fraction = relearn_fraction
         self.warmup_frames = warmup_frames
         self.max_speed = max_speed
-        self.min_focus = min_focus
+        self.min_aspect = min_aspect
         self.still_absorb_frames = still_absorb_frames
         self.max_misses = max_misses
+        self.hold_objects = hold_objects
         self._mask_src = mask
         self._valid: np.ndarray | None = None
         self._nvalid = 0
@@ -244,7 +250,7 @@ class MotionDetector:
             return MotionResult(False, area, None, relearned=True)
 
         warming = self._frames <= self.warmup_frames
-        self._track(changed, change, logf, prev, warming)
+        self._track(changed, logf, prev, warming)
 
         # Learn the background, except under objects that are there (so a visitor
         # who stands still stays visible); activity slowly, and not from what is
@@ -272,7 +278,7 @@ class MotionDetector:
 
     def _frozen(self, shape: tuple[int, int]) -> np.ndarray | None:
         live = [t for t in self._tracks if t.confirmed]
-        if not live:
+        if not live or not self.hold_objects:
             return None
         keep = np.zeros(shape, dtype=bool)
         for t in live:
@@ -283,7 +289,6 @@ class MotionDetector:
     def _track(
         self,
         changed: np.ndarray,
-        change: np.ndarray,
         logf: np.ndarray,
         prev: np.ndarray,
         warming: bool,
@@ -296,7 +301,7 @@ class MotionDetector:
         cut = (slice(0, ch * C), slice(0, cw * C))
         count = changed[cut].reshape(ch, C, cw, C).sum(axis=(1, 3))
         cells = count >= 2
-        blobs: list[tuple[float, float, float, tuple[int, int, int, int], float]] = []
+        blobs: list[tuple[float, float, float, tuple[int, int, int, int]]] = []
         if cells.any():
             # Neighbouring cells (one cell apart) belong to one object: limbs, a head.
             grown = cells.copy()
@@ -304,8 +309,6 @@ class MotionDetector:
             grown[:-1] |= cells[1:]
             grown[:, 1:] |= grown[:, :-1].copy()
             grown[:, :-1] |= grown[:, 1:].copy()
-            sharp = np.where(changed, change, 0)[cut].reshape(ch, C, cw, C).max(axis=(1, 3))
-            bright = np.abs(logf - self._bg)[cut].reshape(ch, C, cw, C).max(axis=(1, 3))
             for comp in _label(grown):
                 cy = np.array([p[0] for p in comp])
                 cx = np.array([p[1] for p in comp])
@@ -315,9 +318,6 @@ class MotionDetector:
                 cy, cx = cy[own], cx[own]
                 n = count[cy, cx].astype(np.float32)
                 size = float(n.sum())
-                # Focus: the sharpest edge change against the brightness change.  A thing
-                # a few centimetres from the lens is a soft blob: bright, with soft edges.
-                focus = float(sharp[cy, cx].max() / (bright[cy, cx].max() + 0.1))
                 bbox = (
                     int(cx.min()) * C,
                     int(cy.min()) * C,
@@ -326,7 +326,7 @@ class MotionDetector:
                 )
                 mx = float((n * (cx + 0.5)).sum() / size) * C
                 my = float((n * (cy + 0.5)).sum() / size) * C
-                blobs.append((mx, my, size, bbox, focus))
+                blobs.append((mx, my, size, bbox))
 
         min_px = self.min_area * self._nvalid
         free = list(range(len(blobs)))
@@ -334,7 +334,7 @@ class MotionDetector:
         for t in tracks:
             best, best_d = -1, 0.0
             for i in free:
-                mx, my, size, _, _ = blobs[i]
+                mx, my, size, _ = blobs[i]
                 d = math.hypot(mx - t.cx, my - t.cy)
                 gate = 2.0 * math.sqrt(max(t.size, size)) + 4.0
                 if d <= gate and (best < 0 or d < best_d):
@@ -344,19 +344,28 @@ class MotionDetector:
                 t.plausible = 0
                 continue
             free.remove(best)
-            mx, my, size, bbox, focus = blobs[best]
-            speed = best_d / math.sqrt(max(size, 1.0))
+            mx, my, size, bbox = blobs[best]
+            step = best_d / math.sqrt(max(size, 1.0))
+            t.speed = step if t.hits == 1 else 0.6 * t.speed + 0.4 * step
             t.cx, t.cy, t.size, t.bbox = mx, my, size, bbox
             t.hits += 1
             t.misses = 0
-            ok = size >= min_px and speed <= self.max_speed and focus >= self.min_focus
-            t.plausible = t.plausible + 1 if ok else 0
+            # Upright: taller than wide, or tall in the picture (someone close).
+            bw, bh = bbox[2] - bbox[0], bbox[3] - bbox[1]
+            upright = bh >= self.min_aspect * bw or bh >= 0.45 * hh
+            if size >= min_px and t.speed <= self.max_speed and upright:
+                t.plausible += 1
+                t.doubt = 0
+            else:
+                t.plausible = 0
+                if t.speed > self.max_speed:
+                    t.doubt += 1
+                    if t.doubt >= self.min_frames:
+                        t.confirmed = False  # darting about: not a visitor after all
         for i in free:
-            mx, my, size, bbox, focus = blobs[i]
+            mx, my, size, bbox = blobs[i]
             t = _Track(mx, my, size, bbox)
             t.last_live = self._frames
-            ok = size >= min_px and focus >= self.min_focus
-            t.plausible = 1 if ok else 0
             self._tracks.append(t)
 
         # Movement inside an object, frame to frame, says it is alive; a parcel

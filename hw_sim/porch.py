@@ -227,10 +227,11 @@ def _capsule(
     """Coverage of a thick segment: writes max(acc, coverage) and returns its window."""
     h, w = acc.shape
     r = max(r, 0.5)
-    a = max(0, int(min(x0, x1) - r - 2))
-    b = min(w, int(max(x0, x1) + r + 3))
-    c = max(0, int(min(y0, y1) - r - 2))
-    d = min(h, int(max(y0, y1) + r + 3))
+    m = r + soft / 2 + 2  # the soft edge reaches this far from the axis
+    a = max(0, int(min(x0, x1) - m))
+    b = min(w, int(max(x0, x1) + m + 1))
+    c = max(0, int(min(y0, y1) - m))
+    d = min(h, int(max(y0, y1) + m + 1))
     if a >= b or c >= d:
         return None
     ys, xs = np.mgrid[c:d, a:b].astype(np.float32)
@@ -424,8 +425,10 @@ class PorchScene(Scene):
         self.dusk = rng.uniform(0.02, 0.08)
         self.exposure = 1.0
         self.exp_rate = rng.uniform(0.08, 0.2)
-        self.read_noise = rng.uniform(0.8, 2.0)
-        self.shot = rng.uniform(0.03, 0.09)
+        # Noise as a Pi's ISP-downscaled lores stream has it: small at base gain.
+        self.read_noise = rng.uniform(0.4, 1.0)
+        self.shot = rng.uniform(0.004, 0.02)
+        self.night_gain = rng.uniform(4.0, 12.0)
         self.jpeg = int(rng.integers(25, 85)) if rng.random() < 0.7 else None
         self._nrng = np.random.default_rng([seed, 7])
         self._ae_t = -1.0
@@ -746,12 +749,12 @@ class PorchScene(Scene):
         self.exposure = min(max(self.exposure, 0.2), 60.0)
         self._ae_t = t
         sig = np.clip(rad * (self.exposure * 255), 0, 255)
-        gain = max(1.0, self.exposure / 1.5)
+        gain = min(16.0, (self.night_gain if night else 1.0) * max(1.0, self.exposure / 1.5))
         std = np.sqrt(self.read_noise**2 * gain**2 + self.shot * gain * sig[..., 1])
         noise = self._nrng.standard_normal(std.shape, dtype=np.float32) * std
         sig += noise[..., None]
         if not night:
-            sig += self._nrng.standard_normal(sig.shape, dtype=np.float32) * (0.3 * gain)
+            sig += self._nrng.standard_normal(sig.shape, dtype=np.float32) * (0.2 * gain)
         img = np.clip(sig, 0, 255).astype(np.uint8)
         if self.jpeg is not None:
             img = _jpeg(img, self.jpeg)
