@@ -81,9 +81,10 @@ class MotionConfig(_Section):
     """1 = only large, obvious movement; 10 = the smallest changes.  5 suits a porch."""
     min_frames: int = Field(3, ge=1, le=60)
     """An object must look like a visitor for this many low-res frames before it counts."""
-    alpha: float = Field(0.04, gt=0, le=0.5)
-    """How fast the background learns, per frame, where no object is (0.04: a change
-    fades in about 2 s at 15 fps).  Under an object the background does not learn."""
+    alpha: float = Field(0.015, gt=0, le=0.5)
+    """How fast the background learns, per frame, where no object is (0.015: a change
+    fades in about 4 s at 15 fps; faster, and someone walking straight at the camera
+    fades before they are close).  Under an object the background does not learn."""
     max_speed: float = Field(0.2, gt=0, le=5.0)
     """Fastest plausible object, in its own sizes (square root of its area) per frame.
     Insects close to the lens dart several sizes a frame; a person moves a fraction of one."""

@@ -32,6 +32,7 @@ Example::
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,7 @@ from firmware.imaging import box_downscale
 # Work at about this height: enough for a person at the door, cheap on a Pi Zero 2.
 _WORK_HEIGHT = 60
 _LOG_OFFSET = 8.0  # keeps log() tame in the dark, where noise dominates
+_LIVE_LAG = 15  # frames: movement inside an object is looked for over this lag
 _CELL = 4  # objects are grouped on cells of this many work pixels a side
 
 
@@ -91,6 +93,7 @@ class _Track:
         "cy",
         "doubt",
         "hits",
+        "hold",
         "last_live",
         "misses",
         "plausible",
@@ -105,6 +108,7 @@ class _Track:
         self.plausible = 0  # consecutive frames that looked like a visitor
         self.confirmed = False
         self.doubt = 0  # consecutive frames it moved implausibly fast
+        self.hold = bbox  # where the background is held for it: all it has covered lately
         self.last_live = 0  # frame of the last movement inside it
         self.speed = 0.0  # smoothed step per frame, in its own sizes
 
@@ -139,7 +143,7 @@ class MotionDetector:
         sensitivity: int = 5,
         min_frames: int = 3,
         mask: np.ndarray | None = None,
-        alpha: float = 0.04,
+        alpha: float = 0.015,
         relearn_fraction: float = 0.45,
         warmup_frames: int = 15,
         max_speed: float = 0.2,
@@ -171,12 +175,15 @@ class MotionDetector:
         self._bg_gx: np.ndarray | None = None
         self._bg_gy: np.ndarray | None = None
         self._activity: np.ndarray | None = None  # usual edge change per pixel
-        self._prev: np.ndarray | None = None  # last frame's log-luma, for movement inside objects
+        # The last second of log-luma frames: someone standing sways and breathes
+        # too slowly to see from one frame to the next, not over a second.
+        self._recent: deque[np.ndarray] = deque(maxlen=_LIVE_LAG)
         self._tracks: list[_Track] = []
         self._frames = 0
 
     def reset(self) -> None:
         self._bg = None
+        self._recent.clear()
         self._tracks = []
         self._frames = 0
 
@@ -221,7 +228,8 @@ class MotionDetector:
         logf = np.log(small + _LOG_OFFSET)
         gx, gy = _gradients(logf)
         self._frames += 1
-        prev, self._prev = self._prev, logf
+        prev = self._recent[0] if self._recent else None
+        self._recent.append(logf)
         if self._bg is None or self._bg_gx is None or self._bg_gy is None or prev is None:
             self._learn(logf, gx, gy)
             self._activity = np.full(logf.shape, 0.01, dtype=np.float32)
@@ -262,8 +270,9 @@ class MotionDetector:
         self._bg_gx += upd * (gx - self._bg_gx)
         self._bg_gy += upd * (gy - self._bg_gy)
         rate = max(0.03, 1.0 / self._frames)
-        slow = changed if keep is None else changed | keep
-        learn = np.where(slow, rate * 0.07, rate).astype(np.float32)
+        learn = np.where(changed, rate * 0.07, rate).astype(np.float32)
+        if keep is not None:
+            learn[keep] = 0.0  # nor how much edges change under someone standing there
         activity += learn * (np.minimum(change, 0.5) - activity)
 
         live = [t for t in self._tracks if t.confirmed]
@@ -282,7 +291,7 @@ class MotionDetector:
             return None
         keep = np.zeros(shape, dtype=bool)
         for t in live:
-            x0, y0, x1, y1 = t.bbox
+            x0, y0, x1, y1 = t.hold
             keep[max(0, y0 - _CELL) : y1 + _CELL, max(0, x0 - _CELL) : x1 + _CELL] = True
         return keep
 
@@ -348,6 +357,16 @@ class MotionDetector:
             step = best_d / math.sqrt(max(size, 1.0))
             t.speed = step if t.hits == 1 else 0.6 * t.speed + 0.4 * step
             t.cx, t.cy, t.size, t.bbox = mx, my, size, bbox
+            if t.speed < 0.05:  # standing: hold all it has covered while standing
+                h0 = t.hold
+                t.hold = (
+                    min(h0[0], bbox[0]),
+                    min(h0[1], bbox[1]),
+                    max(h0[2], bbox[2]),
+                    max(h0[3], bbox[3]),
+                )
+            else:
+                t.hold = bbox
             t.hits += 1
             t.misses = 0
             # Upright: taller than wide, or tall in the picture (someone close).
@@ -368,7 +387,7 @@ class MotionDetector:
             t.last_live = self._frames
             self._tracks.append(t)
 
-        # Movement inside an object, frame to frame, says it is alive; a parcel
+        # Movement inside an object over the last second says it is alive; a parcel
         # or a moved chair that stays still that long becomes background.
         fd = np.abs(logf - prev)
         noise = 3.0 * float(fd.mean()) + 0.02
