@@ -86,7 +86,21 @@ class MotionConfig(_Section):
     sensitivity: int = Field(5, ge=1, le=10)
     """1 = only large, obvious movement; 10 = the smallest changes.  5 suits a porch."""
     min_frames: int = Field(3, ge=1, le=60)
-    """Motion must persist this many low-res frames before it counts."""
+    """An object must look like a visitor for this many low-res frames before it counts."""
+    alpha: float = Field(0.015, gt=0, le=0.5)
+    """How fast the background learns, per frame, where no object is (0.015: a change
+    fades in about 4 s at 15 fps; faster, and someone walking straight at the camera
+    fades before they are close).  Under an object the background does not learn."""
+    max_speed: float = Field(0.2, gt=0, le=5.0)
+    """Fastest plausible object, in its own sizes (square root of its area) per frame.
+    Insects close to the lens dart several sizes a frame; a person moves a fraction of one."""
+    min_aspect: float = Field(1.2, ge=0, le=5.0)
+    """An object becomes a visitor only while upright: its box at least this many times
+    taller than wide (or close enough to fill half the picture's height).  Insects,
+    snowflakes, headlight beams and shadows on the ground are round or wide; 0 turns this off."""
+    still_absorb_s: float = Field(10.0, ge=1, le=600)
+    """An object with no movement inside it for this long becomes background (a parcel,
+    a moved chair).  A person standing at the door breathes and shifts, so stays."""
 
 
 class ClipsConfig(_Section):

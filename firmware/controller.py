@@ -129,6 +129,10 @@ class Controller:
             sensitivity=config.motion.sensitivity,
             min_frames=config.motion.min_frames,
             mask=lores_mask,
+            alpha=config.motion.alpha,
+            max_speed=config.motion.max_speed,
+            min_aspect=config.motion.min_aspect,
+            still_absorb_frames=round(config.motion.still_absorb_s * config.camera.fps),
         )
         self.ring = PacketRing(config.ring_seconds, config.clips.buffer_max_bytes)
         # Button debouncing and cooldown

@@ -31,6 +31,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +42,8 @@ from firmware.imaging import box_downscale
 # Work at about this height: enough for a person at the door, cheap on a Pi Zero 2.
 _WORK_HEIGHT = 60
 _LOG_OFFSET = 8.0  # keeps log() tame in the dark, where noise dominates
+_LIVE_LAG = 15  # frames: movement inside an object is looked for over this lag
+_CELL = 4  # objects are grouped on cells of this many work pixels a side
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,17 +83,74 @@ def _gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return gx, gy
 
 
+class _Track:
+    """A candidate object: where it has been, how big, how sharp, whether it is confirmed."""
+
+    __slots__ = (
+        "bbox",
+        "confirmed",
+        "cx",
+        "cy",
+        "doubt",
+        "hits",
+        "hold",
+        "last_live",
+        "misses",
+        "plausible",
+        "size",
+        "speed",
+    )
+
+    def __init__(self, cx: float, cy: float, size: float, bbox: tuple[int, int, int, int]) -> None:
+        self.cx, self.cy, self.size, self.bbox = cx, cy, size, bbox
+        self.hits = 1
+        self.misses = 0
+        self.plausible = 0  # consecutive frames that looked like a visitor
+        self.confirmed = False
+        self.doubt = 0  # consecutive frames it moved implausibly fast
+        self.hold = bbox  # where the background is held for it: all it has covered lately
+        self.last_live = 0  # frame of the last movement inside it
+        self.speed = 0.0  # smoothed step per frame, in its own sizes
+
+
+def _label(cells: np.ndarray) -> list[list[tuple[int, int]]]:
+    """4-connected components of a small boolean grid."""
+    h, w = cells.shape
+    seen = np.zeros_like(cells)
+    out = []
+    for y0, x0 in zip(*np.nonzero(cells), strict=True):
+        if seen[y0, x0]:
+            continue
+        stack = [(int(y0), int(x0))]
+        seen[y0, x0] = True
+        comp = []
+        while stack:
+            y, x = stack.pop()
+            comp.append((y, x))
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < h and 0 <= nx < w and cells[ny, nx] and not seen[ny, nx]:
+                    seen[ny, nx] = True
+                    stack.append((ny, nx))
+        out.append(comp)
+    return out
+
+
 class MotionDetector:
-    """Structure-change detector; see the module doc."""
+    """Structure change, grouped into tracked objects; see the module doc."""
 
     def __init__(
         self,
         sensitivity: int = 5,
         min_frames: int = 3,
         mask: np.ndarray | None = None,
-        alpha: float = 0.04,
+        alpha: float = 0.015,
         relearn_fraction: float = 0.45,
         warmup_frames: int = 15,
+        max_speed: float = 0.2,
+        min_aspect: float = 1.2,
+        still_absorb_frames: int = 150,
+        max_misses: int = 8,
+        hold_objects: bool = True,
     ) -> None:
         if not 1 <= sensitivity <= 10:
             raise ValueError("sensitivity is 1..10")
@@ -101,6 +162,11 @@ class MotionDetector:
         self.alpha = alpha
         self.relearn_fraction = relearn_fraction
         self.warmup_frames = warmup_frames
+        self.max_speed = max_speed
+        self.min_aspect = min_aspect
+        self.still_absorb_frames = still_absorb_frames
+        self.max_misses = max_misses
+        self.hold_objects = hold_objects
         self._mask_src = mask
         self._valid: np.ndarray | None = None
         self._nvalid = 0
@@ -109,13 +175,22 @@ class MotionDetector:
         self._bg_gx: np.ndarray | None = None
         self._bg_gy: np.ndarray | None = None
         self._activity: np.ndarray | None = None  # usual edge change per pixel
-        self._streak = 0
+        # The last second of log-luma frames: someone standing sways and breathes
+        # too slowly to see from one frame to the next, not over a second.
+        self._recent: deque[np.ndarray] = deque(maxlen=_LIVE_LAG)
+        self._tracks: list[_Track] = []
         self._frames = 0
 
     def reset(self) -> None:
         self._bg = None
-        self._streak = 0
+        self._recent.clear()
+        self._tracks = []
         self._frames = 0
+
+    @property
+    def tracks(self) -> int:
+        """How many confirmed objects are in view."""
+        return sum(t.confirmed for t in self._tracks)
 
     def _setup(self, h: int, w: int) -> None:
         self._factor = f = max(1, h // _WORK_HEIGHT)
@@ -153,7 +228,9 @@ class MotionDetector:
         logf = np.log(small + _LOG_OFFSET)
         gx, gy = _gradients(logf)
         self._frames += 1
-        if self._bg is None or self._bg_gx is None or self._bg_gy is None:
+        prev = self._recent[0] if self._recent else None
+        self._recent.append(logf)
+        if self._bg is None or self._bg_gx is None or self._bg_gy is None or prev is None:
             self._learn(logf, gx, gy)
             self._activity = np.full(logf.shape, 0.01, dtype=np.float32)
             return MotionResult(False, 0.0, None)
@@ -164,8 +241,7 @@ class MotionDetector:
         activity = self._activity
         assert activity is not None
         # An edge change counts when it is well above what this pixel usually does.
-        thresh = 0.05 + 4.0 * activity
-        changed = (change > thresh) & valid
+        changed = (change > 0.05 + 4.0 * activity) & valid
         # Drop isolated pixels (rain, snow, noise): keep those with a changed neighbour.
         c = changed
         neighbours = np.zeros_like(c)
@@ -178,35 +254,160 @@ class MotionDetector:
 
         if area >= self.relearn_fraction:
             self._learn(logf, gx, gy)
-            self._streak = 0
+            self._tracks = []
             return MotionResult(False, area, None, relearned=True)
 
-        # Learn: the background everywhere (a visitor who stays fades in within
-        # seconds, and so does the ghost they leave); activity slowly, and not
-        # from what is moving now, so a visitor does not teach it to ignore them.
-        a = self.alpha
-        self._bg += a * (logf - self._bg)
-        self._bg_gx += a * (gx - self._bg_gx)
-        self._bg_gy += a * (gy - self._bg_gy)
-        # A plain running mean at first (so flicker is known by the end of the
-        # warm-up), then a slow average.
+        warming = self._frames <= self.warmup_frames
+        self._track(changed, logf, prev, warming)
+
+        # Learn the background, except under objects that are there (so a visitor
+        # who stands still stays visible); activity slowly, and not from what is
+        # changing now, so a visitor does not teach it to ignore them.
+        keep = self._frozen(changed.shape)
+        a = np.float32(self.alpha)
+        upd = a if keep is None else np.where(keep, np.float32(0), a)
+        self._bg += upd * (logf - self._bg)
+        self._bg_gx += upd * (gx - self._bg_gx)
+        self._bg_gy += upd * (gy - self._bg_gy)
         rate = max(0.03, 1.0 / self._frames)
         learn = np.where(changed, rate * 0.07, rate).astype(np.float32)
+        if keep is not None:
+            learn[keep] = 0.0  # nor how much edges change under someone standing there
         activity += learn * (np.minimum(change, 0.5) - activity)
 
-        warming = self._frames <= self.warmup_frames
-        moving = area >= self.min_area and not warming
-        bbox = None
-        if moving:
-            ys, xs = np.nonzero(changed)
-            hh, ww = changed.shape
-            bbox = (
-                float(xs.min()) / ww,
-                float(ys.min()) / hh,
-                float(xs.max() + 1) / ww,
-                float(ys.max() + 1) / hh,
-            )
-            self._streak += 1
-        else:
-            self._streak = 0
-        return MotionResult(self._streak >= self.min_frames, area, bbox)
+        live = [t for t in self._tracks if t.confirmed]
+        if not live:
+            return MotionResult(False, area, None)
+        hh, ww = changed.shape
+        x0 = min(t.bbox[0] for t in live)
+        y0 = min(t.bbox[1] for t in live)
+        x1 = max(t.bbox[2] for t in live)
+        y1 = max(t.bbox[3] for t in live)
+        return MotionResult(True, area, (x0 / ww, y0 / hh, min(x1, ww) / ww, min(y1, hh) / hh))
+
+    def _frozen(self, shape: tuple[int, int]) -> np.ndarray | None:
+        live = [t for t in self._tracks if t.confirmed]
+        if not live or not self.hold_objects:
+            return None
+        keep = np.zeros(shape, dtype=bool)
+        for t in live:
+            x0, y0, x1, y1 = t.hold
+            keep[max(0, y0 - _CELL) : y1 + _CELL, max(0, x0 - _CELL) : x1 + _CELL] = True
+        return keep
+
+    def _track(
+        self,
+        changed: np.ndarray,
+        logf: np.ndarray,
+        prev: np.ndarray,
+        warming: bool,
+    ) -> None:
+        """Group changed pixels into objects and follow them from frame to frame."""
+        assert self._bg is not None
+        C = _CELL
+        hh, ww = changed.shape
+        ch, cw = hh // C, ww // C
+        cut = (slice(0, ch * C), slice(0, cw * C))
+        count = changed[cut].reshape(ch, C, cw, C).sum(axis=(1, 3))
+        cells = count >= 2
+        blobs: list[tuple[float, float, float, tuple[int, int, int, int]]] = []
+        if cells.any():
+            # Neighbouring cells (one cell apart) belong to one object: limbs, a head.
+            grown = cells.copy()
+            grown[1:] |= cells[:-1]
+            grown[:-1] |= cells[1:]
+            grown[:, 1:] |= grown[:, :-1].copy()
+            grown[:, :-1] |= grown[:, 1:].copy()
+            for comp in _label(grown):
+                cy = np.array([p[0] for p in comp])
+                cx = np.array([p[1] for p in comp])
+                own = cells[cy, cx]
+                if not own.any():
+                    continue
+                cy, cx = cy[own], cx[own]
+                n = count[cy, cx].astype(np.float32)
+                size = float(n.sum())
+                bbox = (
+                    int(cx.min()) * C,
+                    int(cy.min()) * C,
+                    int(cx.max() + 1) * C,
+                    int(cy.max() + 1) * C,
+                )
+                mx = float((n * (cx + 0.5)).sum() / size) * C
+                my = float((n * (cy + 0.5)).sum() / size) * C
+                blobs.append((mx, my, size, bbox))
+
+        min_px = self.min_area * self._nvalid
+        free = list(range(len(blobs)))
+        tracks = sorted(self._tracks, key=lambda t: -t.size)
+        for t in tracks:
+            best, best_d = -1, 0.0
+            for i in free:
+                mx, my, size, _ = blobs[i]
+                d = math.hypot(mx - t.cx, my - t.cy)
+                gate = 2.0 * math.sqrt(max(t.size, size)) + 4.0
+                if d <= gate and (best < 0 or d < best_d):
+                    best, best_d = i, d
+            if best < 0:
+                t.misses += 1
+                t.plausible = 0
+                continue
+            free.remove(best)
+            mx, my, size, bbox = blobs[best]
+            step = best_d / math.sqrt(max(size, 1.0))
+            t.speed = step if t.hits == 1 else 0.6 * t.speed + 0.4 * step
+            t.cx, t.cy, t.size, t.bbox = mx, my, size, bbox
+            if t.speed < 0.05:  # standing: hold all it has covered while standing
+                h0 = t.hold
+                t.hold = (
+                    min(h0[0], bbox[0]),
+                    min(h0[1], bbox[1]),
+                    max(h0[2], bbox[2]),
+                    max(h0[3], bbox[3]),
+                )
+            else:
+                t.hold = bbox
+            t.hits += 1
+            t.misses = 0
+            # Upright: taller than wide, or tall in the picture (someone close).
+            bw, bh = bbox[2] - bbox[0], bbox[3] - bbox[1]
+            upright = bh >= self.min_aspect * bw or bh >= 0.45 * hh
+            if size >= min_px and t.speed <= self.max_speed and upright:
+                t.plausible += 1
+                t.doubt = 0
+            else:
+                t.plausible = 0
+                if t.speed > self.max_speed:
+                    t.doubt += 1
+                    if t.doubt >= self.min_frames:
+                        t.confirmed = False  # darting about: not a visitor after all
+        for i in free:
+            mx, my, size, bbox = blobs[i]
+            t = _Track(mx, my, size, bbox)
+            t.last_live = self._frames
+            self._tracks.append(t)
+
+        # Movement inside an object over the last second says it is alive; a parcel
+        # or a moved chair that stays still that long becomes background.
+        fd = np.abs(logf - prev)
+        noise = 3.0 * float(fd.mean()) + 0.02
+        kept = []
+        for t in self._tracks:
+            if t.misses > self.max_misses:
+                continue
+            x0, y0, x1, y1 = t.bbox
+            if int((fd[y0:y1, x0:x1] > noise).sum()) >= 2:
+                t.last_live = self._frames
+            if not warming and t.plausible >= self.min_frames:
+                t.confirmed = True
+            if t.confirmed and self._frames - t.last_live > self.still_absorb_frames:
+                # Learn it at once, or it would come back as a new object.
+                sl = (slice(y0, y1), slice(x0, x1))
+                self._bg[sl] = logf[sl]
+                assert self._bg_gx is not None and self._bg_gy is not None
+                gx, gy = _gradients(logf)
+                self._bg_gx[sl] = gx[sl]
+                self._bg_gy[sl] = gy[sl]
+                continue
+            kept.append(t)
+        self._tracks = kept

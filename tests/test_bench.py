@@ -64,3 +64,24 @@ def test_a_labelled_video_can_be_scored(tmp_path):
     scores = score_video(video, labels)
     assert scores["ours"].visits == 1
     assert scores["ours"].found == 1 and scores["ours"].fp == 0
+
+
+def test_motion_scoring_punishes_always_on_and_always_off():
+    from bench.motion import Score
+
+    truth = [False] * 150 + [True] * 150 + [False] * 300  # 40 s, one 10 s visit
+    quiet = [False] * 600
+    on, off, good = Score(), Score(), Score()
+    for sc, flags, flags_quiet in (
+        (on, [True] * 600, [True] * 600),
+        (off, quiet, quiet),
+        (good, truth, quiet),
+    ):
+        sc.add(truth, flags)
+        sc.add(quiet, flags_quiet)
+    # Always on: the visit is found, but the time before and after it and the empty
+    # video are false alerts, and it is flagged all the time nobody is there.
+    assert on.recall == 1.0 and on.fp == 3 and on.f1 < 0.5
+    assert on.false_time > 0.7
+    assert off.f1 == 0.0 and off.fp == 0
+    assert good.f1 == 1.0 and good.false_time == 0.0
