@@ -26,6 +26,7 @@ BENCHMARKS = {
     "release_cycle": "bench.release_cycle",
     "log_proofs": "bench.log_proofs",
     "web_ring": "bench.web_ring",
+    "slow_disk": "bench.slow_disk",
 }
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import redis
 
 from bench.report import Report, pct
-from relay.index import DEVICES, GEO, Near, RelayIndex, dkey
+from relay import keyspace as ks
+from relay.index import DEVICES, GEO, Near, RelayIndex
 from testing.localstack import LocalRedis
 
 CENTRE = (51.50, -0.12)
@@ -37,7 +38,7 @@ def _load(r: redis.Redis, devices: int, clips: int, days: float, now: float) -> 
         positions.append((d, lat, lon))
         pipe.sadd(DEVICES, d)
         pipe.geoadd(GEO, (lon, lat, d))
-        pipe.hset(dkey(d, "info"), mapping={"owner": f"o{i}", "lat": lat, "lon": lon})
+        pipe.hset(ks.device_info(d), mapping={"owner": f"o{i}", "lat": lat, "lon": lon})
         if i % 5000 == 4999:
             pipe.execute()
     pipe.execute()
@@ -46,8 +47,8 @@ def _load(r: redis.Redis, devices: int, clips: int, days: float, now: float) -> 
         start = now - rng.uniform(0, days * 86400)
         cid = f"c{j:07d}"
         rec = {"device": d, "clip_id": cid, "start": start, "duration_s": 20.0, "size": 1}
-        pipe.set(dkey(d, f"clip:{cid}"), json.dumps(rec))
-        pipe.zadd(dkey(d, "clips"), {cid: start})
+        pipe.set(ks.device_clip(d, cid), json.dumps(rec))
+        pipe.zadd(ks.device_clips(d), {cid: start})
         if j % 10000 == 9999:
             pipe.execute()
     pipe.execute()
@@ -57,7 +58,7 @@ def _load(r: redis.Redis, devices: int, clips: int, days: float, now: float) -> 
 def _baseline(r: redis.Redis, positions: list[tuple], near: Near, lo: float, hi: float) -> int:
     pipe = r.pipeline(transaction=False)
     for d, _, _ in positions:
-        pipe.zrangebyscore(dkey(d, "clips"), lo, hi)
+        pipe.zrangebyscore(ks.device_clips(d), lo, hi)
     found = 0
     for (_d, lat, lon), ids in zip(positions, pipe.execute(), strict=True):
         if ids and _metres(lat, lon, near.lat, near.lon) <= near.radius_m:

@@ -69,14 +69,15 @@ def _wait(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
 
 def _bare_round_trips(broker: LocalMosquitto, tmp: Path, n: int) -> list[float]:
     got: queue.Queue[float] = queue.Queue()
+    # The relay's accounts connect on the relay's own listener (per-listener accounts).
     sub = make_client(
-        BrokerSettings(port=broker.port, password_file=tmp / "relay.pw"), "b-s", "relay"
+        BrokerSettings(port=broker.relay_port, password_file=tmp / "relay.pw"), "b-s", "relay"
     )
     ready = threading.Event()
     sub.on_connect = lambda cl, *_: (cl.subscribe("doorbell/bench-bell/event", qos=1), ready.set())
     sub.on_subscribe = lambda *_: ready.set()
     sub.on_message = lambda *_: got.put(time.perf_counter())
-    sub.connect("127.0.0.1", broker.port)
+    sub.connect("127.0.0.1", broker.relay_port)
     sub.loop_start()
     ready.wait(5)
     time.sleep(0.2)
@@ -128,7 +129,7 @@ def run(presses: int = 100, quick: bool = False) -> Report:
         server_thread.start()
         _wait(lambda: server.started)
         stop = threading.Event()
-        settings = RelayBroker(port=broker.port, password_file=tmp / "relay.pw")
+        settings = RelayBroker(port=broker.relay_port, password_file=tmp / "relay.pw")
         worker = IngestWorker(settings, RelayIndex(r), "bench")
         worker_thread = threading.Thread(target=worker.run, args=(stop,), daemon=True)
         worker_thread.start()

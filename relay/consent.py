@@ -35,7 +35,7 @@ from protocol.decisions import Approval, DecisionRefused, Deletion, verify_decis
 from protocol.refusals import RefusalCode, public_code
 from relay import keyspace as ks
 from relay.audit import AuditLog
-from relay.index import Near, RelayIndex, dkey
+from relay.index import Near, RelayIndex
 
 ASK_TTL_S = 72 * 3600
 DEFAULT_POLICY = {
@@ -538,7 +538,7 @@ class ConsentEngine:
             if ask.status != "approved":
                 continue
             for _field, raw in self.r.hscan_iter(
-                dkey(ask.device, "released"), match=f"{request_id}:*"
+                ks.device_released(ask.device), match=ks.released_match(request_id)
             ):
                 msg = json.loads(raw)
                 out.append(
@@ -600,7 +600,9 @@ class ConsentEngine:
             raise NotFound(request_id)
         device = record["device"]
         out = []
-        for _field, raw in self.r.hscan_iter(dkey(device, "released"), match=f"{request_id}:*"):
+        for _field, raw in self.r.hscan_iter(
+            ks.device_released(device), match=ks.released_match(request_id)
+        ):
             msg = json.loads(raw)
             out.append(
                 {

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from protocol import Clip, CommandRefused, Deleted, Event, Message, Released, Snapshot, Status
+from relay import keyspace as ks
 from relay.keyspace import (
     DEAD_LETTERS,
     DEVICES,
@@ -32,7 +33,6 @@ from relay.keyspace import (
     SNAPSHOT_TTL_S,
     STATS,
     WORKERS,
-    dkey,
     live_channel,
 )
 
@@ -45,7 +45,7 @@ DUPLICATE, NEW, CONFLICT = 0, 1, 2
 """What indexing a message did (the index script's answer)."""
 
 # Re-exported: callers that only need a key name get it from the keyspace.
-__all__ = ["DEAD_LETTERS", "DEVICES", "GEO", "STATS", "WORKERS", "dkey"]
+__all__ = ["DEAD_LETTERS", "DEVICES", "GEO", "STATS", "WORKERS"]
 
 
 class DeviceExists(ValueError):
@@ -85,9 +85,9 @@ def _script_args(msg: Message) -> tuple[list[str], list[Any]]:
 def _kind_args(msg: Message) -> tuple[list[str], list[Any]]:
     d = msg.device
     ts = msg.ts.timestamp()
-    keys = [dkey(d, f"seen:{msg.id}"), dkey(d, "stats"), dkey(d, "info")]
+    keys = [ks.seen(d, msg.id), ks.device_stats(d), ks.device_info(d)]
     if isinstance(msg, Clip):
-        return [*keys, dkey(d, "clips"), dkey(d, f"clip:{msg.clip_id}")], [
+        return [*keys, ks.device_clips(d), ks.device_clip(d, msg.clip_id)], [
             "clip",
             SEEN_TTL_S,
             msg.start.timestamp(),
@@ -95,7 +95,7 @@ def _kind_args(msg: Message) -> tuple[list[str], list[Any]]:
             msg.clip_id,
         ]
     if isinstance(msg, Event):
-        return [*keys, dkey(d, "events"), ""], [
+        return [*keys, ks.device_events(d), ""], [
             "event",
             SEEN_TTL_S,
             msg.at.timestamp(),
@@ -106,7 +106,7 @@ def _kind_args(msg: Message) -> tuple[list[str], list[Any]]:
             live_channel(d),
         ]
     if isinstance(msg, Snapshot):
-        return [*keys, "", dkey(d, f"snap:{msg.ring_id}")], [
+        return [*keys, "", ks.device_snapshot(d, msg.ring_id)], [
             "snapshot",
             SEEN_TTL_S,
             msg.at.timestamp(),
@@ -127,7 +127,7 @@ def _kind_args(msg: Message) -> tuple[list[str], list[Any]]:
             msg.firmware,
         ]
     if isinstance(msg, Deleted):
-        return [*keys, dkey(d, "clips"), dkey(d, f"clip:{msg.clip_id}")], [
+        return [*keys, ks.device_clips(d), ks.device_clip(d, msg.clip_id)], [
             "deleted",
             SEEN_TTL_S,
             ts,
@@ -135,12 +135,12 @@ def _kind_args(msg: Message) -> tuple[list[str], list[Any]]:
             msg.clip_id,
         ]
     if isinstance(msg, Released):
-        return [*keys, dkey(d, "released"), ""], [
+        return [*keys, ks.device_released(d), ""], [
             "released",
             SEEN_TTL_S,
             ts,
             msg.model_dump_json(),
-            f"{msg.request_id}:{msg.clip_id}",
+            ks.released_field(msg.request_id, msg.clip_id),
         ]
     if isinstance(msg, CommandRefused):  # only remembered as seen: the audit log keeps it
         return [*keys, "", ""], ["refused", SEEN_TTL_S, ts, "", ""]
@@ -189,7 +189,7 @@ class RelayIndex:
         for i, msg in enumerate(messages):
             keys, args = _script_args(msg)
             # Empty placeholder keys stay in this device's slot.
-            keys = [k or dkey(msg.device, "_") for k in keys]
+            keys = [k or ks.device_unused(msg.device) for k in keys]
             calls.append((keys, args))
             conn = node_client(self.r, keys[0])
             batches.setdefault(id(conn), (conn, []))[1].append(i)
@@ -260,24 +260,24 @@ class RelayIndex:
         }
         if not self.r.sadd(DEVICES, device):
             raise DeviceExists(device)
-        self.r.hset(dkey(device, "info"), mapping=info)
+        self.r.hset(ks.device_info(device), mapping=info)
         self.r.geoadd(GEO, (lon, lat, device))
         return info
 
     def revoke_device(self, device: str) -> None:
         if not self.r.sismember(DEVICES, device):
             raise UnknownDevice(device)
-        self.r.hset(dkey(device, "info"), "revoked", str(time.time()))
+        self.r.hset(ks.device_info(device), "revoked", str(time.time()))
         self.r.zrem(GEO, device)
 
     def device(self, device: str) -> dict[str, Any] | None:
         if not self.r.sismember(DEVICES, device):
             return None
-        raw = self.r.hgetall(dkey(device, "info"))
-        stats = self.r.hgetall(dkey(device, "stats"))
+        raw = self.r.hgetall(ks.device_info(device))
+        stats = self.r.hgetall(ks.device_stats(device))
         info: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
         info["id"] = device
-        info["clips"] = int(self.r.zcard(dkey(device, "clips")))
+        info["clips"] = int(self.r.zcard(ks.device_clips(device)))
         info["stats"] = {k.decode(): int(v) for k, v in stats.items()}
         return info
 
@@ -314,13 +314,13 @@ class RelayIndex:
         ids = list(ids)
         pipe = self.r.pipeline(transaction=False)
         for d in ids:
-            pipe.zrangebyscore(dkey(d, "clips"), lo, hi, start=0, num=limit)
+            pipe.zrangebyscore(ks.device_clips(d), lo, hi, start=0, num=limit)
         per_device = pipe.execute()
         out: list[dict[str, Any]] = []
         for d, clip_ids in zip(ids, per_device, strict=True):
             if not clip_ids:
                 continue
-            raw = self.r.mget([dkey(d, f"clip:{c.decode()}") for c in clip_ids])
+            raw = self.r.mget([ks.device_clip(d, c.decode()) for c in clip_ids])
             out += [json.loads(x) for x in raw if x is not None]
         out.sort(key=lambda c: (c["start"], c["device"], c["clip_id"]))
         return out[:limit]
@@ -329,7 +329,7 @@ class RelayIndex:
         """The ids of ``owner``'s doorbells (not revoked)."""
         out = []
         for d in self.device_ids():
-            info = self.r.hmget(dkey(d, "info"), ["owner", "revoked"])
+            info = self.r.hmget(ks.device_info(d), ["owner", "revoked"])
             if info[0] is not None and info[0].decode() == owner and info[1] in (None, b"0"):
                 out.append(d)
         return out
@@ -337,10 +337,10 @@ class RelayIndex:
     def events(self, device: str, limit: int = 50) -> list[dict[str, Any]]:
         """The latest rings and motion of ``device``, newest first; each ring with its
         sealed snapshot (``sealed``) while the relay keeps it."""
-        events = [json.loads(x) for x in self.r.zrevrange(dkey(device, "events"), 0, limit - 1)]
+        events = [json.loads(x) for x in self.r.zrevrange(ks.device_events(device), 0, limit - 1)]
         rings = [e for e in events if e["type"] == "ring"]
         if rings:
-            snaps = self.r.mget([dkey(device, f"snap:{e['id']}") for e in rings])
+            snaps = self.r.mget([ks.device_snapshot(device, e["id"]) for e in rings])
             for e, snap in zip(rings, snaps, strict=True):
                 e["sealed"] = json.loads(snap)["sealed"] if snap else None
         return events
@@ -349,7 +349,7 @@ class RelayIndex:
         ids = self.device_ids()
         pipe = self.r.pipeline(transaction=False)
         for d in ids:
-            pipe.zcard(dkey(d, "clips"))
+            pipe.zcard(ks.device_clips(d))
         clips = sum(pipe.execute()) if ids else 0
         dead = int(self.r.hget(STATS, "dead_letters") or 0)
         return {"devices": len(ids), "clips": clips, "dead_letters": dead}

@@ -49,6 +49,7 @@ from protocol import (
 )
 from protocol.refusals import public_code
 from protocol.topics import LOG_HEAD, relay_filters
+from relay import keyspace as ks
 from relay.commands import CommandOutbox
 from relay.index import CONFLICT, NEW, RelayIndex
 from relay.plausible import Plausibility
@@ -273,11 +274,10 @@ class IngestWorker:
     def _forget_released(self, device: str, clip_id: str) -> None:
         """Deleted means deleted: drop released copies of the clip and their records."""
         from relay.blobs import blob_key
-        from relay.index import dkey
 
-        key = dkey(device, "released")
-        for field_, _ in list(self.index.r.hscan_iter(key, match=f"*:{clip_id}")):
-            request_id = field_.decode().rsplit(":", 1)[0]
+        key = ks.device_released(device)
+        for field_, _ in list(self.index.r.hscan_iter(key, match=ks.released_clip_match(clip_id))):
+            request_id = ks.released_request(field_.decode())
             if self.blobs is not None:
                 self.blobs.delete(blob_key(request_id, device, clip_id))
             self.index.r.hdel(key, field_)

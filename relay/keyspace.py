@@ -2,7 +2,8 @@
 
 Per-device keys carry the device id as a Redis Cluster hash tag (``dev:{front-door}:…``)
 so one message's writes stay in one slot; the audit log's keys share the ``{audit}``
-tag so its append transaction does too.  Nothing outside this module spells a key.
+tag so its append transaction does too.  Nothing outside this module spells a key, or a
+hash field made of ids.
 """
 
 from __future__ import annotations
@@ -56,6 +57,70 @@ def web_push_subs(owner: str) -> str:
 def web_push_sent(ring_id: str) -> str:
     """Claimed (SET NX, 1 h) by the API process that pushes this ring, so it goes once."""
     return f"webpush:sent:{ring_id}"
+
+
+def device_info(device: str) -> str:
+    """Hash: owner, place, online state, last seen, firmware, warnings."""
+    return dkey(device, "info")
+
+
+def device_stats(device: str) -> str:
+    """Hash of the device's counters (indexed, duplicates, ...)."""
+    return dkey(device, "stats")
+
+
+def device_clips(device: str) -> str:
+    """Zset of the device's clip ids by start time."""
+    return dkey(device, "clips")
+
+
+def device_clip(device: str, clip_id: str) -> str:
+    """One clip's metadata (JSON)."""
+    return dkey(device, f"clip:{clip_id}")
+
+
+def device_events(device: str) -> str:
+    """Zset of the device's events by time."""
+    return dkey(device, "events")
+
+
+def device_released(device: str) -> str:
+    """Hash: :func:`released_field` → what the doorbell released (JSON)."""
+    return dkey(device, "released")
+
+
+def released_field(request_id: str, clip_id: str) -> str:
+    return f"{request_id}:{clip_id}"
+
+
+def released_clip_match(clip_id: str) -> str:
+    """The HSCAN pattern of every field of :func:`released_field` for one clip."""
+    return f"*:{clip_id}"
+
+
+def released_request(field: str) -> str:
+    """The request id in a :func:`released_field`."""
+    return field.rsplit(":", 1)[0]
+
+
+def released_match(request_id: str) -> str:
+    """The HSCAN pattern of every field of :func:`released_field` for one request."""
+    return f"{request_id}:*"
+
+
+def seen(device: str, message_id: str) -> str:
+    """Marks a message id as indexed (holds its content hash), for idempotence."""
+    return dkey(device, f"seen:{message_id}")
+
+
+def device_snapshot(device: str, ring_id: str) -> str:
+    """A ring's snapshot, sealed to the owner (JSON, expires)."""
+    return dkey(device, f"snap:{ring_id}")
+
+
+def device_unused(device: str) -> str:
+    """A key the index script is given where a message kind needs none (same slot)."""
+    return dkey(device, "_")
 
 
 # ---------------------------------------------------------------- consent

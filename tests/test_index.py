@@ -7,7 +7,8 @@ import pytest
 from test_protocol import clip
 
 from protocol import Deleted, Event, Status, new_id, utcnow
-from relay.index import DeviceExists, Near, RelayIndex, dkey
+from relay import keyspace as ks
+from relay.index import DeviceExists, Near, RelayIndex
 
 
 @pytest.fixture
@@ -97,7 +98,7 @@ def test_deleted_forgets_the_clip(index):
         ]
     )
     assert index.clips(device="front-door") == []
-    assert not index.r.exists(dkey("front-door", f"clip:{c.clip_id}"))
+    assert not index.r.exists(ks.device_clip("front-door", c.clip_id))
 
 
 def test_dead_letters_are_kept_with_reason(index):
