@@ -25,9 +25,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
-from protocol import DeleteCommand, ReleaseCommand, encode, new_id, utcnow
 from relay import web
 from relay.blobs import BlobStore, LocalBlobStore, TokenError, blob_key
+from relay.commands import DoorbellCommands
 from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal
 from relay.log_api import log_router
 
@@ -167,6 +167,7 @@ def create_app(
     publish: Callable[[str, bytes], None],
 ) -> FastAPI:
     """``publish(topic, payload)`` sends a command to a doorbell (QoS 1)."""
+    doorbells = DoorbellCommands(blobs, publish)
     app = FastAPI(
         title="Open Doorbell relay",
         version="1",
@@ -268,19 +269,7 @@ def create_app(
     @app.post("/v1/asks/{ask_id}/approve", responses=_errors(400, 401, 403, 404, 422))
     def approve(ask_id: str, body: ApprovalIn, owner: Owner) -> DecisionOut:
         ask, payload = engine.approve(owner, ask_id, body.approval)
-        urls = {
-            c: blobs.upload_url(blob_key(ask.request_id, ask.device, c))
-            for c in payload["clip_ids"]
-        }
-        cmd = ReleaseCommand(
-            id=new_id(),
-            ts=utcnow(),
-            device=ask.device,
-            request_id=ask.request_id,
-            approval=body.approval,
-            upload_urls=urls,
-        )
-        publish(*encode(cmd))
+        doorbells.release(ask.device, ask.request_id, body.approval, payload["clip_ids"])
         return DecisionOut(id=ask.id, status="approved", forwarded_to=ask.device)
 
     if isinstance(blobs, LocalBlobStore):
@@ -323,16 +312,7 @@ def create_app(
             return StreamingResponse(stream(), media_type="application/octet-stream")
 
     def _forward(approval_b64: str, device: str, request_id: str, clip_ids: list[str]) -> None:
-        urls = {c: blobs.upload_url(blob_key(request_id, device, c)) for c in clip_ids}
-        cmd = ReleaseCommand(
-            id=new_id(),
-            ts=utcnow(),
-            device=device,
-            request_id=request_id,
-            approval=approval_b64,
-            upload_urls=urls,
-        )
-        publish(*encode(cmd))
+        doorbells.release(device, request_id, approval_b64, clip_ids)
 
     @app.get("/v1/devices/{device}/clips", responses=_errors(401, 403, 404))
     def device_clips(device: str, owner: Owner) -> list[ClipOut]:
@@ -359,10 +339,7 @@ def create_app(
     @app.post("/v1/clips/{device}/{clip_id}/delete", responses=_errors(400, 401, 403, 404, 422))
     def delete_clip(device: str, clip_id: str, body: DeletionIn, owner: Owner) -> DeleteOut:
         engine.check_deletion(owner, device, clip_id, body.signature)
-        cmd = DeleteCommand(
-            id=new_id(), ts=utcnow(), device=device, clip_id=clip_id, signature=body.signature
-        )
-        publish(*encode(cmd))
+        doorbells.delete(device, clip_id, body.signature)
         return DeleteOut(clip=clip_id, status="sent to the doorbell")
 
     def openapi() -> dict[str, Any]:

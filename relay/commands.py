@@ -35,7 +35,18 @@ from typing import Any
 
 import redis
 
-from protocol import DeleteCommand, Deleted, Message, ReleaseCommand, Released, decode
+from protocol import (
+    DeleteCommand,
+    Deleted,
+    Message,
+    ReleaseCommand,
+    Released,
+    decode,
+    encode,
+    new_id,
+    utcnow,
+)
+from relay.blobs import BlobStore, blob_key
 from relay.keyspace import COMMANDS_LOG, COMMANDS_PENDING
 
 log = logging.getLogger(__name__)
@@ -169,3 +180,32 @@ class CommandPublisher:
                 log.warning("command outbox unavailable (%s); retrying", err)
             self.wake.wait(self.poll_s)
             self.wake.clear()
+
+
+class DoorbellCommands:
+    """What the relay sends a doorbell on an owner's signed word: one place that builds
+    ``cmd/release`` (with one upload link per approved clip) and ``cmd/delete``, for the
+    HTTP API and the owners' web app alike.  ``publish`` is the durable outbox's
+    :meth:`CommandOutbox.enqueue` under ``relay serve``."""
+
+    def __init__(self, blobs: BlobStore, publish: Callable[[str, bytes], None]) -> None:
+        self.blobs = blobs
+        self.publish = publish
+
+    def release(self, device: str, request_id: str, approval: str, clip_ids: list[str]) -> None:
+        urls = {c: self.blobs.upload_url(blob_key(request_id, device, c)) for c in clip_ids}
+        cmd = ReleaseCommand(
+            id=new_id(),
+            ts=utcnow(),
+            device=device,
+            request_id=request_id,
+            approval=approval,
+            upload_urls=urls,
+        )
+        self.publish(*encode(cmd))
+
+    def delete(self, device: str, clip_id: str, signature: str) -> None:
+        cmd = DeleteCommand(
+            id=new_id(), ts=utcnow(), device=device, clip_id=clip_id, signature=signature
+        )
+        self.publish(*encode(cmd))

@@ -52,11 +52,11 @@ from fastapi.responses import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 
-from protocol import DeleteCommand, ReleaseCommand, encode, new_id, utcnow
 from protocol.crypto import unb64
 from protocol.decisions import Approval, DecisionRefused, verify_decision
 from relay import keyspace as ks
 from relay.blobs import BlobStore, LocalBlobStore, blob_key
+from relay.commands import DoorbellCommands
 from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal, token_hash
 from relay.report import build_report
 
@@ -185,6 +185,7 @@ def web_router(
 ) -> APIRouter:
     """The web app's routes; :func:`relay.api.create_app` includes them."""
     router = APIRouter(include_in_schema=False)
+    doorbells = DoorbellCommands(blobs, publish)
     sessions = Sessions(engine.r)
     index = engine.index
     aio: list[Any] = []
@@ -364,15 +365,7 @@ def web_router(
             raise WebError(404, "not_found", f"no doorbell {device}") from None
         except PolicyRefusal as err:
             raise WebError(422, "refused", str(err)) from None
-        cmd = ReleaseCommand(
-            id=new_id(),
-            ts=utcnow(),
-            device=device,
-            request_id=approval.request_id,
-            approval=body.signed,
-            upload_urls={clip_id: blobs.upload_url(blob_key(approval.request_id, device, clip_id))},
-        )
-        publish(*encode(cmd))
+        doorbells.release(device, approval.request_id, body.signed, [clip_id])
         return {"request_id": approval.request_id, "status": "sent to the doorbell"}
 
     @router.get("/app/api/clips/{device}/{clip_id}/play/{request_id}")
@@ -402,10 +395,7 @@ def web_router(
             raise WebError(404, "not_found", f"no doorbell {device}") from None
         except PolicyRefusal as err:
             raise WebError(422, "refused", str(err)) from None
-        cmd = DeleteCommand(
-            id=new_id(), ts=utcnow(), device=device, clip_id=clip_id, signature=body.signed
-        )
-        publish(*encode(cmd))
+        doorbells.delete(device, clip_id, body.signed)
         return {"clip": clip_id, "status": "sent to the doorbell"}
 
     # ------------------------------------------------------------ asks
@@ -428,19 +418,7 @@ def web_router(
             raise WebError(404, "not_found", f"no ask {ask_id}") from None
         except PolicyRefusal as err:
             raise WebError(422, "refused", str(err)) from None
-        urls = {
-            c: blobs.upload_url(blob_key(ask.request_id, ask.device, c))
-            for c in payload["clip_ids"]
-        }
-        cmd = ReleaseCommand(
-            id=new_id(),
-            ts=utcnow(),
-            device=ask.device,
-            request_id=ask.request_id,
-            approval=body.signed,
-            upload_urls=urls,
-        )
-        publish(*encode(cmd))
+        doorbells.release(ask.device, ask.request_id, body.signed, payload["clip_ids"])
         return {"id": ask.id, "status": "approved", "forwarded_to": ask.device}
 
     @router.post("/app/api/asks/{ask_id}/deny")
