@@ -33,11 +33,35 @@ from firmware.packets import EncodedPacket
 _Entry = tuple[float, bool, int, int]  # t, keyframe, offset, size
 
 
-class PacketSpool(Sequence[EncodedPacket]):
+class _Packets(Sequence[EncodedPacket]):
+    """Packets of a spool, read from its file on demand: the spool itself, or a view."""
+
+    def __init__(self, spool: PacketSpool, index: list[_Entry]) -> None:
+        self._spool, self._index = spool, index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    @overload
+    def __getitem__(self, i: int) -> EncodedPacket: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[EncodedPacket]: ...
+    def __getitem__(self, i: int | slice) -> EncodedPacket | Sequence[EncodedPacket]:
+        if isinstance(i, slice):
+            return _SpoolView(self._spool, self._index[i])
+        return self._spool._read(self._index[i])
+
+    def __iter__(self) -> Iterator[EncodedPacket]:
+        # A copy: the controller may append to the spool while the finaliser reads.
+        for entry in list(self._index):
+            yield self._spool._read(entry)
+
+
+class PacketSpool(_Packets):
     """Append-only packets in a temporary file; see the module doc."""
 
     def __init__(self, folder: Path, initial: Iterable[EncodedPacket] = ()) -> None:
-        self._index: list[_Entry] = []
+        super().__init__(self, [])
         self._end = 0
         self._file: Any = None
         self.error: OSError | None = None
@@ -79,22 +103,6 @@ class PacketSpool(Sequence[EncodedPacket]):
         t, key, offset, size = entry
         return EncodedPacket(os.pread(self._fd, size, offset), t, key)
 
-    def __len__(self) -> int:
-        return len(self._index)
-
-    @overload
-    def __getitem__(self, i: int) -> EncodedPacket: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[EncodedPacket]: ...
-    def __getitem__(self, i: int | slice) -> EncodedPacket | Sequence[EncodedPacket]:
-        if isinstance(i, slice):
-            return _SpoolView(self, self._index[i])
-        return self._read(self._index[i])
-
-    def __iter__(self) -> Iterator[EncodedPacket]:
-        for entry in list(self._index):
-            yield self._read(entry)
-
     @property
     def bytes_on_disk(self) -> int:
         return self._end
@@ -104,27 +112,8 @@ class PacketSpool(Sequence[EncodedPacket]):
             self._file.close()
 
 
-class _SpoolView(Sequence[EncodedPacket]):
+class _SpoolView(_Packets):
     """Some of a spool's packets (what a clip keeps when it is cut)."""
-
-    def __init__(self, spool: PacketSpool, index: list[_Entry]) -> None:
-        self._spool, self._index = spool, index
-
-    def __len__(self) -> int:
-        return len(self._index)
-
-    @overload
-    def __getitem__(self, i: int) -> EncodedPacket: ...
-    @overload
-    def __getitem__(self, i: slice) -> Sequence[EncodedPacket]: ...
-    def __getitem__(self, i: int | slice) -> EncodedPacket | Sequence[EncodedPacket]:
-        if isinstance(i, slice):
-            return _SpoolView(self._spool, self._index[i])
-        return self._spool._read(self._index[i])
-
-    def __iter__(self) -> Iterator[EncodedPacket]:
-        for entry in self._index:
-            yield self._spool._read(entry)
 
     def close(self) -> None:
         self._spool.close()
