@@ -11,7 +11,6 @@ message, in the same run.
 
 from __future__ import annotations
 
-import base64
 import queue
 import statistics
 import tempfile
@@ -24,10 +23,10 @@ import paho.mqtt.client as mqtt
 from gpiozero.pins.mock import MockFactory
 
 from bench.report import Report, pct
+from bench.rig import bench_doorbell
 from common.mqtt import BrokerSettings, make_client
 from firmware.app import build
 from firmware.clock import SystemClock
-from firmware.config import parse_config
 from firmware.events import Stop
 from hw_sim.camera import SimCamera
 from hw_sim.scenes import make_scene
@@ -97,27 +96,16 @@ def run(presses: int = 500, quick: bool = False) -> Report:
         pub.loop_stop()
 
         owner = OwnerKeys.generate()
-        cfg = parse_config(
-            {
-                "device": {"id": "bench-bell", "data_dir": str(tmp / "bell")},
-                "camera": {"main_size": [320, 240], "lores_size": [160, 120], "fps": 15},
-                "gpio": {"ring_cooldown_s": 0.0, "debounce_s": 0.005},
-                "clips": {"pre_roll_s": 1.0, "post_roll_s": 1.0, "max_length_s": 30},
-                "mqtt": {
-                    "enabled": True,
-                    "port": relay.port,
-                    "password_file": str(tmp / f"{relay.port}-bench-bell.pw"),
-                },
-                "home_assistant": {
-                    "enabled": True,
-                    "port": home.port,
-                    "password_file": str(tmp / f"{home.port}-bench-bell.pw"),
-                },
-                "owner": {
-                    "sign_public": base64.b64encode(owner.sign_public).decode(),
-                    "box_public": base64.b64encode(owner.box_public).decode(),
-                },
-            }
+        cfg = bench_doorbell(
+            tmp / "bell",
+            relay.port,
+            tmp / f"{relay.port}-bench-bell.pw",
+            owner,
+            home_assistant={
+                "enabled": True,
+                "port": home.port,
+                "password_file": str(tmp / f"{home.port}-bench-bell.pw"),
+            },
         )
         clock = SystemClock()
         factory = MockFactory()

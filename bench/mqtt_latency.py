@@ -20,13 +20,13 @@ import paho.mqtt.client as mqtt
 from gpiozero.pins.mock import MockFactory
 
 from bench.report import Report, pct
+from bench.rig import bench_doorbell
 from common.mqtt import BrokerSettings, make_client
 from firmware.app import build
 from firmware.clock import SystemClock
-from firmware.config import parse_config
 from firmware.events import Stop
 from hw_sim.hardware import SimHardware
-from protocol.crypto import OwnerKeys, b64
+from protocol.crypto import OwnerKeys
 from testing.localstack import LocalMosquitto
 
 
@@ -80,23 +80,7 @@ def run(presses: int = 1000, quick: bool = False) -> Report:
 
         # Ours: the whole doorbell in real time, wired as `doorbell run` wires it.
         owner = OwnerKeys.generate()
-        cfg = parse_config(
-            {
-                "device": {"id": "bench-bell", "data_dir": str(tmp / "bell")},
-                "camera": {"main_size": [320, 240], "lores_size": [160, 120], "fps": 15},
-                "gpio": {"ring_cooldown_s": 0.0, "debounce_s": 0.005},
-                "clips": {"pre_roll_s": 1.0, "post_roll_s": 1.0, "max_length_s": 30},
-                "mqtt": {
-                    "enabled": True,
-                    "port": broker.port,
-                    "password_file": str(tmp / "bell.pw"),
-                },
-                "owner": {
-                    "sign_public": b64(owner.sign_public),
-                    "box_public": b64(owner.box_public),
-                },
-            }
-        )
+        cfg = bench_doorbell(tmp / "bell", broker.port, tmp / "bell.pw", owner)
         clock = SystemClock()
         factory = MockFactory()
         hardware = SimHardware("porch")

@@ -21,12 +21,12 @@ from typing import Any
 from gpiozero.pins.mock import MockFactory
 
 from bench.report import Report, pct
+from bench.rig import bench_doorbell
 from firmware.app import build
 from firmware.clock import SystemClock
-from firmware.config import parse_config
 from firmware.events import Stop
 from hw_sim.hardware import SimHardware
-from protocol.crypto import OwnerKeys, b64
+from protocol.crypto import OwnerKeys
 from testing.localstack import LocalMosquitto
 
 DISK_DELAY_S = 0.5
@@ -34,16 +34,7 @@ DISK_DELAY_S = 0.5
 
 def _presses(tmp: Path, port: int, presses: int, disk_delay: float) -> tuple[list, list]:
     owner = OwnerKeys.generate()
-    cfg = parse_config(
-        {
-            "device": {"id": "bench-bell", "data_dir": str(tmp)},
-            "camera": {"main_size": [320, 240], "lores_size": [160, 120], "fps": 15},
-            "gpio": {"ring_cooldown_s": 0.0, "debounce_s": 0.005, "chime_pulse_s": 0.05},
-            "clips": {"pre_roll_s": 1.0, "post_roll_s": 1.0, "max_length_s": 30},
-            "mqtt": {"enabled": True, "port": port, "password_file": str(tmp.parent / "bell.pw")},
-            "owner": {"sign_public": b64(owner.sign_public), "box_public": b64(owner.box_public)},
-        }
-    )
+    cfg = bench_doorbell(tmp, port, tmp.parent / "bell.pw", owner, gpio={"chime_pulse_s": 0.05})
     rang: dict[int, float] = {}
     chimed: dict[int, float] = {}
     n = [0]
