@@ -78,6 +78,8 @@ KINDS = frozenset(
         "deletion_refused",
         "doorbell_refused",
         "command_failed",
+        "masks_changed",
+        "masks_refused",
     }
 )
 
@@ -87,7 +89,9 @@ A refusal's ``why`` is free text that can name a doorbell; its ``code`` is publi
 PUBLIC_ACTORS = frozenset({"operator", "relay"})
 """Actors named in public; requesters are public too (their entries say who asked)."""
 DOORBELL_KINDS = frozenset({"release", "deletion", "doorbell_refused"})
-OWNER_KINDS = frozenset({"decision", "approval_refused", "deletion_refused"})
+OWNER_KINDS = frozenset(
+    {"decision", "approval_refused", "deletion_refused", "masks_changed", "masks_refused"}
+)
 
 
 class LogDamaged(Exception):
