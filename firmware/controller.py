@@ -143,6 +143,9 @@ class Controller:
         self.owner_masks = owner_masks
         self.mask_update: MaskUpdate | None = None  # the owner's signed set in force
         self.masks_hash: str | None = None
+        # After the masks change at time t, no packet captured before t may start a
+        # pre-roll: the ring is emptied and refills from the first keyframe after t.
+        self._mask_gate: float | None = None
         # Button debouncing and cooldown
         self._last_edge_t: float | None = None
         self._last_ring_t: float | None = None
@@ -189,9 +192,14 @@ class Controller:
         return polys
 
     def _apply_masks(self) -> None:
+        """From the next frame on: camera (main stream before encoding, snapshots), motion,
+        and the pre-roll (nothing encoded under the old masks starts a later clip)."""
         polys = self.effective_masks()
         self.camera.set_masks(polys)
         self.detector.set_mask(rasterize(polys, *self.config.camera.lores_size))
+        self.ring.clear()
+        self._mask_gate = self.clock.monotonic()
+        self.camera.request_keyframe()
 
     def _load_owner_masks(self) -> None:
         """Before the first frame: the persisted signed set, re-verified (never a forged one)."""
@@ -205,6 +213,7 @@ class Controller:
         if loaded.update is not None:
             self.mask_update, self.masks_hash = loaded.update, loaded.hash
             self._apply_masks()
+            self._mask_gate = None  # before the first frame: nothing to hold back
             self.emit("masks_applied", t, hash=loaded.hash, masks=len(loaded.update.masks))
 
     def _on_apply_masks(self, ev: ApplyMasks) -> None:
@@ -365,15 +374,19 @@ class Controller:
             self.clip.last_activity = max(self.clip.last_activity, t)
 
     def _on_packet(self, packet: EncodedPacket) -> None:
-        self.ring.push(packet)
+        gate = self._mask_gate
+        if gate is not None and packet.keyframe and packet.t > gate:
+            self._mask_gate = gate = None  # the first keyframe under the new masks
+        if gate is None:
+            self.ring.push(packet)
         clip = self.clip
         if clip is None:
             return
         # Packets already taken from the pre-roll must not be added twice.
         if clip.packets and packet.t <= clip.packets.last_t:
             return
-        if not clip.packets and not packet.keyframe:
-            return  # nothing decodable yet; a keyframe was requested
+        if not clip.packets and (not packet.keyframe or gate is not None):
+            return  # nothing decodable (under the masks in force) yet; a keyframe was requested
         clip.packets.append(packet)
 
     # ---------------------------------------------------------------- clips
