@@ -28,6 +28,7 @@ import time
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -154,7 +155,20 @@ MASK_MAX_POINTS = 64
 _MASK_NAME = r"^[A-Za-z0-9._-]{1,64}$"
 _REASON = r"^[A-Za-z0-9._:-]{1,128}$"
 
-Coordinate = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+MASK_DECIMALS = 4
+"""Coordinates carry at most 4 decimal places (a tenth of a pixel at 1080p), so the
+largest set (16 masks of 64 points) stays well inside one ``cmd/masks`` message."""
+
+
+def _few_decimals(v: float) -> float:
+    if round(v, MASK_DECIMALS) != v:
+        raise ValueError(f"coordinates have at most {MASK_DECIMALS} decimal places")
+    return v
+
+
+Coordinate = Annotated[
+    float, Field(ge=0.0, le=1.0, allow_inf_nan=False), AfterValidator(_few_decimals)
+]
 Point = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
 """``[x, y]`` as fractions of the frame's width and height, (0, 0) the top left."""
 
@@ -206,13 +220,14 @@ class MaskUpdate(_Decision):
         reason: str | None = None,
         expires: float | None = None,
     ) -> MaskUpdate:
-        """``masks``: (name, [(x, y), ...]) pairs; ``issued`` defaults to now."""
+        """``masks``: (name, [(x, y), ...]) pairs, rounded to :data:`MASK_DECIMALS`;
+        ``issued`` defaults to now."""
         issued = int(time.time()) if issued is None else issued
         return cls(
             device=device,
             issued=issued,
             masks=[
-                NamedMask(name=n, points=[[float(x), float(y)] for x, y in pts])
+                NamedMask(name=n, points=[[_q(x), _q(y)] for x, y in pts])
                 for n, pts in sorted(masks, key=lambda m: m[0])
             ],
             reason=reason,
@@ -222,6 +237,10 @@ class MaskUpdate(_Decision):
 
     def polygons(self) -> list[list[tuple[float, float]]]:
         return [m.polygon() for m in self.masks]
+
+
+def _q(v: float) -> float:
+    return round(float(v), MASK_DECIMALS)
 
 
 D = TypeVar("D", Approval, Deletion, MaskUpdate)
