@@ -109,6 +109,8 @@ def build_update(
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise MaskError(f"not a valid mask set: {where}: {first['msg']}") from None
+    except ValueError as err:  # a point off the frame
+        raise MaskError(str(err)) from None
 
 
 class MaskBook:
@@ -160,7 +162,7 @@ def describe(update: MaskUpdate | None, signed: str | None, device: str) -> dict
         "issued": update.issued if update else None,
         "reason": update.reason if update else None,
         "masks": [
-            {"name": m.name, "points": [list(p) for p in m.points]}
+            {"name": m.name, "points": [list(p) for p in m.polygon()]}
             for m in (update.masks if update else [])
         ],
     }

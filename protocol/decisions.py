@@ -28,7 +28,6 @@ import time
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -155,22 +154,15 @@ MASK_MAX_POINTS = 64
 _MASK_NAME = r"^[A-Za-z0-9._-]{1,64}$"
 _REASON = r"^[A-Za-z0-9._:-]{1,128}$"
 
-MASK_DECIMALS = 4
-"""Coordinates carry at most 4 decimal places (a tenth of a pixel at 1080p), so the
+MASK_SCALE = 10_000
+"""Mask coordinates are integers: fractions of the frame times 10 000 (a tenth of a pixel
+at 1080p).  Decisions carry no floats, so every client encodes the same bytes, and the
 largest set (16 masks of 64 points) stays well inside one ``cmd/masks`` message."""
 
-
-def _few_decimals(v: float) -> float:
-    if round(v, MASK_DECIMALS) != v:
-        raise ValueError(f"coordinates have at most {MASK_DECIMALS} decimal places")
-    return v
-
-
-Coordinate = Annotated[
-    float, Field(ge=0.0, le=1.0, allow_inf_nan=False), AfterValidator(_few_decimals)
-]
+Coordinate = Annotated[int, Field(ge=0, le=MASK_SCALE)]
 Point = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
-"""``[x, y]`` as fractions of the frame's width and height, (0, 0) the top left."""
+"""``[x, y]``: fractions of the frame's width and height times :data:`MASK_SCALE`,
+``[0, 0]`` the top left, ``[10000, 10000]`` the bottom right."""
 
 
 class NamedMask(BaseModel):
@@ -182,7 +174,8 @@ class NamedMask(BaseModel):
     points: list[Point] = Field(min_length=MASK_MIN_POINTS, max_length=MASK_MAX_POINTS)
 
     def polygon(self) -> list[tuple[float, float]]:
-        return [(float(x), float(y)) for x, y in self.points]
+        """The points as fractions of the frame (what :mod:`firmware.masks` rasterises)."""
+        return [(x / MASK_SCALE, y / MASK_SCALE) for x, y in self.points]
 
 
 class MaskUpdate(_Decision):
@@ -193,8 +186,8 @@ class MaskUpdate(_Decision):
 
     >>> u = MaskUpdate.create("front-door", [("street", [(0, 0.5), (1, 0.5), (1, 1)])],
     ...                       issued=1_800_000_000)
-    >>> u.type, u.masks[0].name, len(u.masks[0].points)
-    ('masks', 'street', 3)
+    >>> u.type, u.masks[0].name, u.masks[0].points[1]
+    ('masks', 'street', [10000, 5000])
     """
 
     type: Literal["masks"] = "masks"
@@ -220,8 +213,8 @@ class MaskUpdate(_Decision):
         reason: str | None = None,
         expires: float | None = None,
     ) -> MaskUpdate:
-        """``masks``: (name, [(x, y), ...]) pairs, rounded to :data:`MASK_DECIMALS`;
-        ``issued`` defaults to now."""
+        """``masks``: (name, [(x, y), ...]) pairs in frame fractions (stored as integers
+        of :data:`MASK_SCALE`); ``issued`` defaults to now."""
         issued = int(time.time()) if issued is None else issued
         return cls(
             device=device,
@@ -239,8 +232,10 @@ class MaskUpdate(_Decision):
         return [m.polygon() for m in self.masks]
 
 
-def _q(v: float) -> float:
-    return round(float(v), MASK_DECIMALS)
+def _q(v: float) -> int:
+    if v != v or not 0.0 <= v <= 1.0:  # NaN, or off the frame
+        raise ValueError(f"a mask point must be a fraction of the frame in [0, 1], not {v}")
+    return round(v * MASK_SCALE)
 
 
 D = TypeVar("D", Approval, Deletion, MaskUpdate)

@@ -194,7 +194,7 @@ def test_owner_mask_is_ignored_by_motion(bells, owner):
 def _malformed(owner: OwnerKeys) -> str:
     """Validly signed, but a polygon of two points."""
     payload = MaskUpdate.create(DEVICE, [("x", POLY)], issued=5000).payload()
-    payload["masks"][0]["points"] = [[0.1, 0.1], [0.2, 0.2]]
+    payload["masks"][0]["points"] = [[1000, 1000], [2000, 2000]]
     return b64(json.dumps(owner.sign(payload)).encode())
 
 
@@ -320,7 +320,7 @@ def test_bounds_are_inclusive_and_expiry_is_checked_unless_allowed(owner):
     wire = sign_decision(ok, owner.sign_private)
     assert len(wire) < 48_000, "fits a cmd/masks message"
     payload = ok.payload()
-    payload["masks"][0]["points"][0][0] = 0.123456  # more decimals than a mask carries
+    payload["masks"][0]["points"][0][0] = 0.5  # coordinates are integers (x 10 000)
     with pytest.raises(DecisionRefused) as err:
         verify_decision(
             b64(json.dumps(owner.sign(payload)).encode()),
