@@ -104,6 +104,11 @@ class Signed(BaseModel):
     signed: Annotated[str, Field(min_length=1, max_length=16384)]
 
 
+class SignedMasks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signed: Annotated[str, Field(min_length=1, max_length=48_000)]
+
+
 class Sessions:
     """Owners' web sessions in Redis, by the SHA-256 of the cookie's value."""
 
@@ -397,6 +402,18 @@ def web_router(
             raise WebError(422, "refused", str(err)) from None
         doorbells.delete(device, clip_id, body.signed)
         return {"clip": clip_id, "status": "sent to the doorbell"}
+
+    @router.post("/app/api/devices/{device}/masks")
+    def masks(device: str, body: SignedMasks, s: Changing) -> dict[str, Any]:
+        """The owner's signed mask set (signed in the page; the page has no editor yet)."""
+        try:
+            update, digest = engine.check_masks(s["owner"], device, body.signed)
+        except NotFound:
+            raise WebError(404, "not_found", f"no doorbell {device}") from None
+        except PolicyRefusal as err:
+            raise WebError(422, "refused", str(err)) from None
+        doorbells.masks(device, body.signed)
+        return {"device": device, "hash": digest, "masks": len(update.masks), "status": "sent"}
 
     # ------------------------------------------------------------ asks
 

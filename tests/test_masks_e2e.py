@@ -212,3 +212,27 @@ def test_the_relay_refuses_bad_updates_early(world, tmp_path):
     refused = [e for e in relay.audit.entries() if e["kind"] == "masks_refused"]
     assert [e["data"]["code"] for e in refused] == ["bad_signature", "not_found"]
     assert alice.commands.counters["refused"] == 0, "nothing reached the doorbell"
+
+
+def test_the_web_app_backend_takes_a_signed_set_too(world):
+    from test_webapp import session_of
+
+    relay, alice, bob, _commands = world
+    headers, csrf = session_of(relay, alice)
+    signed = sign_decision(
+        MaskUpdate.create("alice-door", [("street", POLY)]), alice.owner.sign_private
+    )
+    url = f"{relay.url}/app/api/devices/alice-door/masks"
+    import httpx
+
+    assert httpx.post(url, json={"signed": signed}, headers=headers).status_code == 403, "CSRF"
+    headers = {**headers, "X-CSRF-Token": csrf}
+    forged = sign_decision(MaskUpdate.create("alice-door", []), OwnerKeys.generate().sign_private)
+    assert httpx.post(url, json={"signed": forged}, headers=headers).status_code == 422
+    r = httpx.post(url, json={"signed": signed}, headers=headers)
+    assert r.status_code == 200 and r.json()["hash"] == decision_hash(signed)
+    until(alice, lambda: kinds(alice, "masks_applied"), "the doorbell to apply it")
+    assert alice.bell.controller.masks_hash == decision_hash(signed)
+    bob_headers, bob_csrf = session_of(relay, bob)
+    r = httpx.post(url, json={"signed": signed}, headers={**bob_headers, "X-CSRF-Token": bob_csrf})
+    assert r.status_code == 404, "only the doorbell's owner"
