@@ -362,3 +362,47 @@ def test_build_update_keeps_the_set_and_moves_issued_forward(owner, tmp_path):
     assert book.current(DEVICE, owner.sign_public) == third
     with pytest.raises(MaskError):  # kept by this owner, not another
         book.current(DEVICE, OwnerKeys.generate().sign_public)
+
+
+# ------------------------------------------------------------------ the Pi's camera backend
+
+
+def test_the_pi_backend_changes_masks_without_a_restart(monkeypatch):
+    """picamera2's pre_callback (the main buffer, before the encoder and any JPEG) reads
+    the mask per frame: installed even with no masks, it blanks a new set at once."""
+    from firmware.camera.picamera2_backend import Picamera2Backend
+    from firmware.clock import SystemClock
+    from tests import fake_picamera2
+
+    fake_picamera2.install(monkeypatch, pi5=False)
+    w, h, stride = 64, 48, 64
+    frame = np.full(stride * h * 3 // 2, 200, np.uint8)
+
+    class Mapped:
+        def __init__(self, request, stream, reshape=True, write=True):
+            assert stream == "main"
+            self.array = frame
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    import picamera2  # the fake, in sys.modules
+
+    monkeypatch.setattr(picamera2, "MappedArray", Mapped)
+    cam = Picamera2Backend(SystemClock(), (w, h), (32, 24), 20.0, 0.5, 1_000_000)
+    cam.start(lambda p: None, lambda f: None)
+    try:
+        callback = cam._cam.pre_callback
+        assert callback is not None, "installed without masks, for masks added later"
+        callback(object())
+        assert (frame == 200).all(), "no mask yet: nothing blanked"
+        cam.set_masks([POLY])
+        callback(object())
+        luma = frame[: stride * h].reshape(h, stride)[:, :w]
+        m = rasterize([POLY], w, h)
+        assert (luma[m] == 16).all() and (luma[~m] == 200).all()
+    finally:
+        cam.stop()
