@@ -207,14 +207,19 @@ class Controller:
             return
         loaded = self.owner_masks.load()
         t = self.clock.monotonic()
-        for problem in loaded.problems:
+        for why, code in loaded.problems:
             # Loud: on the record through the refusal path, and in the log.
-            self.emit("masks_refused", t, command=None, code="bad_signature", reason=problem)
+            self.emit("masks_refused", t, command=None, code=code, reason=why)
         if loaded.update is not None:
             self.mask_update, self.masks_hash = loaded.update, loaded.hash
             self._apply_masks()
             self._mask_gate = None  # before the first frame: nothing to hold back
             self.emit("masks_applied", t, hash=loaded.hash, masks=len(loaded.update.masks))
+            if loaded.problems and loaded.signed is not None:
+                try:  # the good copy replaces the refused one (it was reported above)
+                    self.owner_masks.save(loaded.signed)
+                except OSError as err:
+                    log.error("could not repair the kept owner masks: %s", err)
 
     def _on_apply_masks(self, ev: ApplyMasks) -> None:
         t = self.clock.monotonic()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from protocol.decisions import DecisionRefused, MaskUpdate, decision_hash, verify_decision
+from protocol.refusals import RefusalCode
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class LoadedMasks:
     update: MaskUpdate | None = None
     signed: str | None = None
     hash: str | None = None
-    problems: list[str] = field(default_factory=list)
+    problems: list[tuple[str, RefusalCode]] = field(default_factory=list)
+    """Each refused file: why, and the code for the record."""
 
 
 class OwnerMasks:
@@ -83,7 +85,7 @@ class OwnerMasks:
             try:
                 update, signed = self._read(name)
             except DecisionRefused as err:
-                problems.append(f"{name} refused: {err}")
+                problems.append((f"{name} refused: {err}", err.code))
                 log.error("persisted owner masks %s refused, not applied: %s", name, err)
                 continue
             if best is None or update.issued > best[0].issued:

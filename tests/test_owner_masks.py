@@ -282,10 +282,20 @@ def test_the_kept_set_survives_a_restart_and_tampering_is_refused(bells, owner, 
     assert_masked(frames[0], [POLY], "tampered file refused")
     third.close()
 
-    # Both copies forged: nothing forged is applied, loudly.
-    (data / "masks.bak.json").write_text((data / "masks.json").read_text())
+    # The good copy was written back over the refused one.
+    assert json.loads((data / "masks.json").read_text())["update"] == signed
+    fourth_again = bells(owner, data=data)
+    assert fourth_again.recorder.of("masks_refused") == []
+    fourth_again.close()
+
+    # Both copies forged (one re-signed by someone else, one not JSON): nothing forged
+    # is applied, loudly.
+    forged = update(OwnerKeys.generate(), [], issued=9999)
+    (data / "masks.json").write_text(json.dumps({"update": forged}))
+    (data / "masks.bak.json").write_text("{not json")
     fourth = bells(owner, data=data)
-    assert len(fourth.recorder.of("masks_refused")) == 2
+    codes = sorted(e.data["code"] for e in fourth.recorder.of("masks_refused"))
+    assert codes == ["bad_signature", "malformed"]
     assert fourth.recorder.of("masks_applied") == []
     assert fourth.sim.controller.mask_update is None
 
