@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.messages import MASK_UPDATE_MAX_B64
 from relay import web
 from relay.blobs import BlobStore, LocalBlobStore, TokenError, blob_key
 from relay.commands import DoorbellCommands
@@ -63,7 +64,9 @@ class DeletionIn(BaseModel):
 
 class MasksIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    decision: Annotated[str, Field(max_length=48_000, description="a signed MaskUpdate")]
+    decision: Annotated[
+        str, Field(max_length=MASK_UPDATE_MAX_B64, description="a signed MaskUpdate")
+    ]
 
 
 class MasksOut(BaseModel):

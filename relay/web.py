@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocol.crypto import unb64
 from protocol.decisions import Approval, DecisionRefused, verify_decision
+from protocol.messages import MASK_UPDATE_MAX_B64
 from relay import keyspace as ks
 from relay.blobs import BlobStore, LocalBlobStore, blob_key
 from relay.commands import DoorbellCommands
@@ -106,7 +107,7 @@ class Signed(BaseModel):
 
 class SignedMasks(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    signed: Annotated[str, Field(min_length=1, max_length=48_000)]
+    signed: Annotated[str, Field(min_length=1, max_length=MASK_UPDATE_MAX_B64)]
 
 
 class Sessions:
