@@ -80,6 +80,7 @@ KINDS = frozenset(
         "command_failed",
         "masks_changed",
         "masks_refused",
+        "masks_applied",
     }
 )
 
@@ -88,7 +89,7 @@ SEALED_FIELDS = frozenset({"owner", "device", "lat", "lon", "reason", "case_ref"
 A refusal's ``why`` is free text that can name a doorbell; its ``code`` is public."""
 PUBLIC_ACTORS = frozenset({"operator", "relay"})
 """Actors named in public; requesters are public too (their entries say who asked)."""
-DOORBELL_KINDS = frozenset({"release", "deletion", "doorbell_refused"})
+DOORBELL_KINDS = frozenset({"release", "deletion", "doorbell_refused", "masks_applied"})
 OWNER_KINDS = frozenset(
     {"decision", "approval_refused", "deletion_refused", "masks_changed", "masks_refused"}
 )

@@ -111,6 +111,13 @@ def test_owner_adds_a_mask_through_the_relay_and_the_next_clip_is_black(world, t
     text = json.dumps(pub)
     assert "alice" not in text and "bystander" not in text
     assert "points" not in text and str(round(POLY[0][0] * 10_000)) not in text
+    # And the doorbell's own word that the set with that hash is in force.
+    wait_for(
+        lambda: [e for e in relay.audit.entries() if e["kind"] == "masks_applied"], 30, "applied"
+    )
+    public = [json.loads(p) for p in relay.audit.public_entries(0, -1)]
+    (done,) = [e for e in public if e["kind"] == "masks_applied"]
+    assert done["actor"] == "doorbell" and done["data"] == {"hash": digest}
 
     # `footage masks list` is the client's own kept, re-verified set.
     code, out = run_footage(
