@@ -37,6 +37,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -231,8 +232,9 @@ class Client:
         return resp.json()
 
 
-def cmd_masks(client: Client | None, args: argparse.Namespace) -> int:
-    """Change the whole signed set: the one kept in the client's state (see footage.masks)."""
+def cmd_masks(connect: Callable[[], Client], args: argparse.Namespace) -> int:
+    """Change the whole signed set: the one kept in the client's state (see footage.masks).
+    Bad input is refused before the relay is contacted; ``list`` never contacts it."""
     try:
         keys = OwnerKeys.load(args.keys)
     except CryptoFailure as err:
@@ -263,8 +265,7 @@ def cmd_masks(client: Client | None, args: argparse.Namespace) -> int:
     except MaskError as err:
         raise Failure(str(err)) from None
     signed = sign_decision(update, keys.sign_private)
-    assert client is not None
-    out = client.call("POST", f"/v1/devices/{args.device}/masks", json={"decision": signed})
+    out = connect().call("POST", f"/v1/devices/{args.device}/masks", json={"decision": signed})
     book.save(args.device, signed)
     print(f"{len(update.masks)} owner masks {out['status']} (set {out['hash']})")
     return 0
@@ -530,8 +531,14 @@ def main(argv: list[str] | None = None) -> int:
             if not args.relay:
                 return cmd_log_offline(args)
             return cmd_log(Client(args.relay, args.token, need_token=False), args)
-        if args.command == "masks" and args.masks_command == "list":
-            return cmd_masks(None, args)  # the client's own state: no relay needed
+        if args.command == "masks":
+
+            def connect() -> Client:
+                client = Client(args.relay, args.token)
+                witness_for(client, args)
+                return client
+
+            return cmd_masks(connect, args)
         client = Client(args.relay, args.token)
         witness_for(client, args)
         if args.command == "request":
@@ -588,8 +595,6 @@ def main(argv: list[str] | None = None) -> int:
             path = f"/v1/clips/{args.device}/{args.clip}/delete"
             print(client.call("POST", path, json={"signature": signed})["status"])
             return 0
-        if args.command == "masks":
-            return cmd_masks(client, args)
         if args.command == "deny":
             print(client.call("POST", f"/v1/asks/{args.ask}/deny")["status"])
             return 0

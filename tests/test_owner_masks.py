@@ -416,3 +416,24 @@ def test_the_pi_backend_changes_masks_without_a_restart(monkeypatch):
         assert (luma[m] == 16).all() and (luma[~m] == 200).all()
     finally:
         cam.stop()
+
+
+def test_footage_masks_refuses_bad_input_in_one_line_before_any_relay(owner, tmp_path, capsys):
+    from footage import cli as footage
+
+    keys = tmp_path / "keys"
+    owner.save(keys)
+    base = ["--relay", "http://127.0.0.1:9", "--token", str(tmp_path / "none"),
+            "--state", str(tmp_path / "state"), "masks"]  # fmt: skip
+    assert footage.main([*base, "list", DEVICE, "--keys", str(keys)]) == 0
+    assert "no owner masks sent" in capsys.readouterr().out
+    for bad, says in [
+        ("0,0 1,0", "at least 3"),
+        ("0,0 1,0 1;1", "not an x,y point"),
+        ("0,0 1.5,0 1,1", "fraction of the frame"),
+    ]:
+        code = footage.main([*base, "add", DEVICE, "--polygon", bad, "--keys", str(keys)])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
+    code = footage.main([*base, "remove", DEVICE, "nope", "--keys", str(keys)])
+    assert code == 2 and "no mask named 'nope'" in capsys.readouterr().err
