@@ -14,6 +14,7 @@ from firmware.outbox import NORMAL, URGENT
 from firmware.spool import DurableBox
 from protocol import (
     Clip,
+    CommandRefused,
     Deleted,
     Event,
     Message,
@@ -80,6 +81,22 @@ def to_message(device: str, ev: DoorbellEvent, owner_box: bytes | None = None) -
             at=ts,
             clip_id=_clip_id(d.get("clip")),
             reason=str(d.get("error", "unknown"))[:256],
+        )
+    if ev.kind == "masks_applied":
+        return Event(
+            id=ev.id, ts=ts, device=device, type="masks_applied", at=ts, masks_hash=d["hash"]
+        )
+    if ev.kind == "masks_refused":
+        # A mask update refused by the controller (rollback, not stored) or a persisted
+        # set refused at boot: on the record like any refused command.
+        return CommandRefused(
+            id=ev.id,
+            ts=ts,
+            device=device,
+            command_id=d.get("command") or new_id(),
+            command="masks",
+            reason=str(d["reason"])[:500],
+            code=d["code"],
         )
     if ev.kind == "clip_deleted":
         return Deleted(id=new_id(), ts=ts, device=device, clip_id=d["clip"], reason=d["reason"])

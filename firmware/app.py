@@ -26,6 +26,7 @@ from firmware.config import Config
 from firmware.controller import Controller, DoorbellEvent
 from firmware.gpio import DoorbellIO
 from firmware.local_link import HomeAssistantLink, SnapshotTap
+from firmware.owner_masks import OwnerMasks
 from firmware.store import ClipStore
 from firmware.uplink import Uplink
 from firmware.witness import LogWitness
@@ -60,7 +61,7 @@ class Doorbell:
         if self.witness is not None:
             self.witness.start()
         if self.uplink is not None:
-            self.uplink.start(self.store)
+            self.uplink.start(self.store, apply_masks=self.controller.submit)
         if self.home is not None:
             self.home.start()
 
@@ -137,8 +138,21 @@ def build(
 
     events: queue.SimpleQueue[object] = queue.SimpleQueue()
     io = DoorbellIO(config.gpio, events.put, clock, pin_factory=pins)
+    owner_masks = None
+    if config.owner.sign_public is not None:
+        owner_masks = OwnerMasks(
+            config.device.data_dir, unb64(config.owner.sign_public), config.device.id
+        )
     controller = Controller(
-        config, clock, ctl_camera, io, store, emit, finaliser=finaliser, events=events
+        config,
+        clock,
+        ctl_camera,
+        io,
+        store,
+        emit,
+        finaliser=finaliser,
+        events=events,
+        owner_masks=owner_masks,
     )
     witness = None
     if uplink is not None and config.log.relay_url:

@@ -13,6 +13,10 @@ sealed to the owner, and the owner's client re-seals them for a release.
 A delete command works the same way, with a signed deletion; the clip and its
 key are destroyed and ``deleted`` is announced.
 
+A masks command carries a signed mask update: checked here the same way (owner,
+doorbell, expiry, shape, nonce), then only handed to the controller, which owns the
+masks (see :mod:`firmware.owner_masks`) and announces ``masks_applied`` or a refusal.
+
 Commands are handled on a thread of their own: uploads never hold up a ring.
 """
 
@@ -28,18 +32,28 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from firmware.events import ApplyMasks
 from firmware.store import ClipStore
 from protocol import (
     CommandRefused,
     DeleteCommand,
     Deleted,
+    MasksCommand,
     Message,
     ReleaseCommand,
     Released,
     new_id,
     utcnow,
 )
-from protocol.decisions import Approval, D, DecisionRefused, Deletion, verify_decision
+from protocol.decisions import (
+    Approval,
+    D,
+    DecisionRefused,
+    Deletion,
+    MaskUpdate,
+    decision_hash,
+    verify_decision,
+)
 from protocol.refusals import RefusalCode
 
 log = logging.getLogger(__name__)
@@ -98,6 +112,7 @@ class CommandHandler:
         ledger: NonceLedger,
         upload: Callable[[str, Path], None] = http_put,
         now: Callable[[], float] = time.time,
+        apply_masks: Callable[[ApplyMasks], None] | None = None,
     ) -> None:
         self.device = device
         self.owner_sign_public = owner_sign_public
@@ -106,6 +121,8 @@ class CommandHandler:
         self.ledger = ledger
         self.upload = upload
         self.now = now
+        self.apply_masks = apply_masks
+        """The controller's queue: it owns the masks (``None``: masks are not taken)."""
         self.queue: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self.counters = {"released": 0, "deleted": 0, "refused": 0, "failed": 0}
         self.refusals: list[str] = []
@@ -137,6 +154,8 @@ class CommandHandler:
                 self._release(msg)
             elif isinstance(msg, DeleteCommand):
                 self._delete(msg)
+            elif isinstance(msg, MasksCommand):
+                self._masks(msg)
             else:
                 raise Refused(f"{msg.kind} is not a command")
         except Refused as err:
@@ -156,7 +175,7 @@ class CommandHandler:
                 ts=utcnow(),
                 device=self.device,
                 command_id=msg.id,
-                command=msg.kind if msg.kind in ("release", "delete") else "other",
+                command=msg.kind if msg.kind in ("release", "delete", "masks") else "other",
                 request_id=getattr(msg, "request_id", None),
                 clip_id=getattr(msg, "clip_id", None),
                 reason=why[:500],
@@ -217,3 +236,10 @@ class CommandHandler:
                 id=new_id(), ts=utcnow(), device=self.device, clip_id=cmd.clip_id, reason="owner"
             )
         )
+
+    def _masks(self, cmd: MasksCommand) -> None:
+        if self.apply_masks is None:
+            raise Refused("this doorbell takes no mask updates (no controller attached)")
+        update = self._verified(cmd.update, MaskUpdate)
+        # Newer than the set in force? Only the controller, which owns it, can say.
+        self.apply_masks(ApplyMasks(update, cmd.update, decision_hash(cmd.update), cmd.id))

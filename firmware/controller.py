@@ -34,6 +34,7 @@ from firmware.camera.base import CameraBackend
 from firmware.clock import Clock
 from firmware.config import Config
 from firmware.events import (
+    ApplyMasks,
     ButtonEdge,
     ClipFailed,
     ClipWritten,
@@ -43,10 +44,12 @@ from firmware.events import (
 from firmware.masks import rasterize
 from firmware.motion import MotionDetector
 from firmware.mp4 import write_mp4
+from firmware.owner_masks import OwnerMasks
 from firmware.packet_spool import PacketSpool
 from firmware.packets import EncodedPacket, LoresFrame
 from firmware.ringbuffer import PacketRing
 from firmware.store import ClipStore
+from protocol.decisions import MaskUpdate
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,7 @@ class Controller:
         finaliser: Executor | None = None,
         detector: MotionDetector | None = None,
         events: queue.SimpleQueue[object] | None = None,
+        owner_masks: OwnerMasks | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -135,6 +139,13 @@ class Controller:
             still_absorb_frames=round(config.motion.still_absorb_s * config.camera.fps),
         )
         self.ring = PacketRing(config.ring_seconds, config.clips.buffer_max_bytes)
+        # Privacy masks: the config's, plus the owner's signed set (firmware.owner_masks).
+        self.owner_masks = owner_masks
+        self.mask_update: MaskUpdate | None = None  # the owner's signed set in force
+        self.masks_hash: str | None = None
+        # After the masks change at time t, no packet captured before t may start a
+        # pre-roll: the ring is emptied and refills from the first keyframe after t.
+        self._mask_gate: float | None = None
         # Button debouncing and cooldown
         self._last_edge_t: float | None = None
         self._last_ring_t: float | None = None
@@ -167,8 +178,74 @@ class Controller:
         self.queue.put(event)
 
     def start(self) -> None:
+        self._load_owner_masks()
         self.camera.start(on_packet=self.submit, on_lores=self.submit)
         self._enforce_retention(self.clock.monotonic())
+
+    # ---------------------------------------------------------------- masks
+
+    def effective_masks(self) -> list[list[tuple[float, float]]]:
+        """The config's polygons and the owner's signed ones: what is never recorded."""
+        polys = [list(m.polygon) for m in self.config.masks]
+        if self.mask_update is not None:
+            polys += self.mask_update.polygons()
+        return polys
+
+    def _apply_masks(self) -> None:
+        """From the next frame on: camera (main stream before encoding, snapshots), motion,
+        and the pre-roll (nothing encoded under the old masks starts a later clip)."""
+        polys = self.effective_masks()
+        self.camera.set_masks(polys)
+        self.detector.set_mask(rasterize(polys, *self.config.camera.lores_size))
+        self.ring.clear()
+        self._mask_gate = self.clock.monotonic()
+        self.camera.request_keyframe()
+
+    def _load_owner_masks(self) -> None:
+        """Before the first frame: the persisted signed set, re-verified (never a forged one)."""
+        if self.owner_masks is None:
+            return
+        loaded = self.owner_masks.load()
+        t = self.clock.monotonic()
+        for why, code in loaded.problems:
+            # Loud: on the record through the refusal path, and in the log.
+            self.emit("masks_refused", t, command=None, code=code, reason=why)
+        if loaded.update is not None:
+            self.mask_update, self.masks_hash = loaded.update, loaded.hash
+            self._apply_masks()
+            self._mask_gate = None  # before the first frame: nothing to hold back
+            self.emit("masks_applied", t, hash=loaded.hash, masks=len(loaded.update.masks))
+            if loaded.problems and loaded.signed is not None:
+                try:  # the good copy replaces the refused one (it was reported above)
+                    self.owner_masks.save(loaded.signed)
+                except OSError as err:
+                    log.error("could not repair the kept owner masks: %s", err)
+
+    def _on_apply_masks(self, ev: ApplyMasks) -> None:
+        t = self.clock.monotonic()
+        held = self.mask_update
+        if held is not None and ev.update.issued <= held.issued:
+            why = (
+                f"mask update issued at {ev.update.issued} is not newer than the one in "
+                f"force ({held.issued}): refused, the masks are unchanged"
+            )
+            log.warning("%s", why)
+            self.emit("masks_refused", t, command=ev.command_id, code="rollback", reason=why)
+            return
+        if self.owner_masks is not None:
+            try:
+                self.owner_masks.save(ev.signed)
+            except OSError as err:
+                why = f"the mask update could not be stored ({err}); the masks are unchanged"
+                log.error("%s", why)
+                self.emit("masks_refused", t, command=ev.command_id, code="other", reason=why)
+                return
+        self.mask_update, self.masks_hash = ev.update, ev.hash
+        self._apply_masks()
+        log.info("owner masks applied: %d polygons, %s", len(ev.update.masks), ev.hash)
+        self.emit(
+            "masks_applied", t, hash=ev.hash, masks=len(ev.update.masks), command=ev.command_id
+        )
 
     def process_pending(self) -> None:
         """Handle everything queued so far, then run due timers (used by simulation)."""
@@ -233,6 +310,8 @@ class Controller:
             self._finalising -= 1
             self.counters["clips_failed"] += 1
             self.emit("clip_failed", self.clock.monotonic(), clip=event.clip_id, error=event.error)
+        elif isinstance(event, ApplyMasks):
+            self._on_apply_masks(event)
         elif isinstance(event, Stop):
             self.shutdown()
         else:
@@ -300,15 +379,19 @@ class Controller:
             self.clip.last_activity = max(self.clip.last_activity, t)
 
     def _on_packet(self, packet: EncodedPacket) -> None:
-        self.ring.push(packet)
+        gate = self._mask_gate
+        if gate is not None and packet.keyframe and packet.t > gate:
+            self._mask_gate = gate = None  # the first keyframe under the new masks
+        if gate is None:
+            self.ring.push(packet)
         clip = self.clip
         if clip is None:
             return
         # Packets already taken from the pre-roll must not be added twice.
         if clip.packets and packet.t <= clip.packets.last_t:
             return
-        if not clip.packets and not packet.keyframe:
-            return  # nothing decodable yet; a keyframe was requested
+        if not clip.packets and (not packet.keyframe or gate is not None):
+            return  # nothing decodable (under the masks in force) yet; a keyframe was requested
         clip.packets.append(packet)
 
     # ---------------------------------------------------------------- clips

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from firmware.store import ClipRecord
+from protocol.decisions import MaskUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +39,14 @@ class ClipFailed:
 @dataclass(frozen=True, slots=True)
 class Stop:
     """Finish the clip in progress and stop the controller loop."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyMasks:
+    """An owner's mask update whose signature and nonce the command handler checked;
+    the controller decides (newer than the one it holds?) and applies it."""
+
+    update: MaskUpdate
+    signed: str
+    hash: str
+    command_id: str

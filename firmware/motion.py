@@ -181,6 +181,13 @@ class MotionDetector:
         self._tracks: list[_Track] = []
         self._frames = 0
 
+    def set_mask(self, mask: np.ndarray | None) -> None:
+        """Ignore these pixels from the next frame on (the owner changed the masks);
+        the background is kept, the validity grid is rebuilt on the next frame."""
+        self._mask_src = mask
+        self._valid = None
+        self._tracks = []
+
     def reset(self) -> None:
         self._bg = None
         self._recent.clear()

@@ -295,7 +295,7 @@ class MqttLink:
             self.counters["bad_commands"] += 1
             log.warning("ignoring bad command on %s: %s", message.topic, err)
             return
-        if msg.device != self.device or msg.kind not in ("release", "delete", "ack"):
+        if msg.device != self.device or msg.kind not in ("release", "delete", "masks", "ack"):
             self.counters["bad_commands"] += 1
             log.warning(
                 "ignoring %s on %s: not a command for this doorbell", msg.kind, message.topic

@@ -15,6 +15,7 @@ from firmware.announce import Announcer
 from firmware.config import Config
 from firmware.consent import CommandHandler, NonceLedger
 from firmware.controller import DoorbellEvent
+from firmware.events import ApplyMasks
 from firmware.mqtt_link import MqttLink
 from firmware.outbox import Outbox
 from firmware.spool import OutboxWriter
@@ -46,11 +47,19 @@ class Uplink:
         """The controller's event sink: durable in the outbox, then sent."""
         self.announcer(ev)
 
-    def start(self, store: ClipStore) -> None:
+    def start(
+        self, store: ClipStore, apply_masks: Callable[[ApplyMasks], None] | None = None
+    ) -> None:
+        """``apply_masks``: the controller's queue, which owns the privacy masks."""
         cfg = self.config
         assert cfg.owner.sign_public is not None
         self.commands = CommandHandler(
-            cfg.device.id, unb64(cfg.owner.sign_public), store, self.announcer.message, self._ledger
+            cfg.device.id,
+            unb64(cfg.owner.sign_public),
+            store,
+            self.announcer.message,
+            self._ledger,
+            apply_masks=apply_masks,
         )
         self.link = MqttLink(
             cfg.device.id, cfg.mqtt, self.outbox, self.commands.submit, data_dir=cfg.device.data_dir

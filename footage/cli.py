@@ -10,6 +10,9 @@
     footage deny ASK
     footage delete CLIP --device ID --keys DIR    (owners) destroy a clip on the doorbell
     footage view CLIP... --device ID --keys DIR --out DIR   (owners) your own clips, remotely
+    footage masks add DEVICE --polygon "x,y x,y x,y ..." [--name N] [--reason R] --keys DIR
+    footage masks remove DEVICE NAME --keys DIR   (owners) privacy masks, signed, whole set
+    footage masks list DEVICE --keys DIR [--json] the set last sent (footage/masks.py)
     footage verify-proof FILE [--relay-key KEY]   check an audit-log inclusion proof
     footage log head [--json]                     the relay's signed log head, checked
     footage log check-consistency A B             do two exported heads share one history?
@@ -34,6 +37,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +47,7 @@ except ModuleNotFoundError as err:  # the client part is not installed here
     sys.exit(f"footage: {err.name} is missing: install the client with: pip install '.[footage]'")
 
 from common.cli import EXIT_NO_SPACE, UsageParser, disk_full, no_space_message, parse_time
+from footage.masks import MaskBook, MaskError, build_update, describe, parse_polygon
 from footage.witness import (
     Witness,
     WitnessError,
@@ -147,6 +152,24 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("clip")
     de.add_argument("--device", required=True, help="your doorbell's id")
     de.add_argument("--keys", type=Path, required=True, help="your key folder")
+    ms = sub.add_parser("masks", help="(owners) privacy masks your doorbell adds, signed")
+    msub = ms.add_subparsers(dest="masks_command", required=True, parser_class=UsageParser)
+    ma = msub.add_parser("add", help="black out one more polygon from the next frame on")
+    ma.add_argument("device")
+    ma.add_argument(
+        "--polygon", required=True, help='"x,y x,y x,y ..." as fractions of the frame (3-64)'
+    )
+    ma.add_argument("--name", help="a name for it (default: mask-N)")
+    ma.add_argument("--reason", help="a reference, e.g. bystander:REQUEST")
+    ma.add_argument("--keys", type=Path, required=True, help="your key folder")
+    mr = msub.add_parser("remove", help="stop blacking out a named mask")
+    mr.add_argument("device")
+    mr.add_argument("name")
+    mr.add_argument("--keys", type=Path, required=True, help="your key folder")
+    ml = msub.add_parser("list", help="the owner masks last sent to a doorbell")
+    ml.add_argument("device")
+    ml.add_argument("--keys", type=Path, required=True, help="your key folder")
+    ml.add_argument("--json", action="store_true")
     vp = sub.add_parser("verify-proof", help="check an audit-log inclusion proof offline")
     vp.add_argument("proof", type=Path, help="a proof from: relay audit proof N")
     vp.add_argument("--relay-key", type=Path, help="the relay's public key, to pin it")
@@ -207,6 +230,45 @@ class Client:
                 why = resp.text[:200]
             raise Failure(f"the relay said no ({resp.status_code}): {why}", EXIT_FAILED)
         return resp.json()
+
+
+def cmd_masks(connect: Callable[[], Client], args: argparse.Namespace) -> int:
+    """Change the whole signed set: the one kept in the client's state (see footage.masks).
+    Bad input is refused before the relay is contacted; ``list`` never contacts it."""
+    try:
+        keys = OwnerKeys.load(args.keys)
+    except CryptoFailure as err:
+        raise Failure(str(err)) from None
+    book = MaskBook(args.state)
+    try:
+        current = book.current(args.device, keys.sign_public)
+        if args.masks_command == "list":
+            view = describe(current, book.signed(args.device), args.device)
+            if args.json:
+                print(json.dumps(view, indent=2))
+            elif not view["masks"]:
+                print(f"no owner masks sent to {args.device}")
+            else:
+                print(f"{args.device}: set {view['hash']} issued {view['issued']}")
+                for m in view["masks"]:  # type: ignore[attr-defined]
+                    pts = " ".join(f"{x:g},{y:g}" for x, y in m["points"])
+                    print(f"  {m['name']}: {pts}")
+            return 0
+        if args.masks_command == "add":
+            names = {m.name for m in current.masks} if current else set()
+            name = args.name or next(f"mask-{i}" for i in range(1, 100) if f"mask-{i}" not in names)
+            update = build_update(
+                current, args.device, add=[(name, parse_polygon(args.polygon))], reason=args.reason
+            )
+        else:
+            update = build_update(current, args.device, remove=[args.name])
+    except MaskError as err:
+        raise Failure(str(err)) from None
+    signed = sign_decision(update, keys.sign_private)
+    out = connect().call("POST", f"/v1/devices/{args.device}/masks", json={"decision": signed})
+    book.save(args.device, signed)
+    print(f"{len(update.masks)} owner masks {out['status']} (set {out['hash']})")
+    return 0
 
 
 def cmd_fetch(client: Client, args: argparse.Namespace) -> int:
@@ -469,6 +531,14 @@ def main(argv: list[str] | None = None) -> int:
             if not args.relay:
                 return cmd_log_offline(args)
             return cmd_log(Client(args.relay, args.token, need_token=False), args)
+        if args.command == "masks":
+
+            def connect() -> Client:
+                client = Client(args.relay, args.token)
+                witness_for(client, args)
+                return client
+
+            return cmd_masks(connect, args)
         client = Client(args.relay, args.token)
         witness_for(client, args)
         if args.command == "request":

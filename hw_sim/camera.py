@@ -89,7 +89,7 @@ class SimCamera:
         # The ISP's lores output sees the sensor, not the masked main buffer;
         # motion detection applies the same masks itself.
         lores = rgb_to_luma(rgb, self.lores_size)
-        blank_rgb(rgb, self._mask)
+        blank_rgb(rgb, self._mask)  # one read of the mask per frame (see set_masks)
         with self._lock:
             self._latest = rgb
         for packet in self._encoder.encode(rgb, t):
@@ -128,3 +128,14 @@ class SimCamera:
 
     def request_keyframe(self) -> None:
         self._encoder.request_keyframe()
+
+    def set_masks(self, polygons: Sequence[Polygon]) -> None:
+        mask = rasterize(polygons, *self.main_size)
+        # One assignment: capture() reads the mask once per frame, so a frame is
+        # blanked with the old set or the new one, never half of each.
+        self._mask = mask
+        with self._lock:
+            if self._latest is not None:
+                latest = self._latest.copy()
+                blank_rgb(latest, mask)
+                self._latest = latest

@@ -1,6 +1,7 @@
 """The owner's signed decisions: an :class:`Approval` releases clips to one requester,
-a :class:`Deletion` destroys a clip.  One model each, and one check, used by both
-the relay (before it forwards) and the doorbell (before it acts).
+a :class:`Deletion` destroys a clip, a :class:`MaskUpdate` sets the owner-added privacy
+masks.  One model each, and one check, used by both the relay (before it forwards) and
+the doorbell (before it acts).
 
 On the wire a decision is ``base64(JSON {"payload": base64(body), "signature":
 base64(Ed25519(body))})`` where ``body`` is the decision's canonical JSON (keys
@@ -20,10 +21,11 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -146,14 +148,104 @@ class Deletion(_Decision):
         )
 
 
-D = TypeVar("D", Approval, Deletion)
+MASK_MAX_MASKS = 16
+MASK_MIN_POINTS = 3
+MASK_MAX_POINTS = 64
+_MASK_NAME = r"^[A-Za-z0-9._-]{1,64}$"
+_REASON = r"^[A-Za-z0-9._:-]{1,128}$"
+
+MASK_SCALE = 10_000
+"""Mask coordinates are integers: fractions of the frame times 10 000 (a tenth of a pixel
+at 1080p).  Decisions carry no floats, so every client encodes the same bytes, and the
+largest set (16 masks of 64 points) stays well inside one ``cmd/masks`` message."""
+
+Coordinate = Annotated[int, Field(ge=0, le=MASK_SCALE)]
+Point = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
+"""``[x, y]``: fractions of the frame's width and height times :data:`MASK_SCALE`,
+``[0, 0]`` the top left, ``[10000, 10000]`` the bottom right."""
+
+
+class NamedMask(BaseModel):
+    """One owner-added privacy mask: a polygon in frame fractions, with a name."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: str = Field(pattern=_MASK_NAME)
+    points: list[Point] = Field(min_length=MASK_MIN_POINTS, max_length=MASK_MAX_POINTS)
+
+    def polygon(self) -> list[tuple[float, float]]:
+        """The points as fractions of the frame (what :mod:`firmware.masks` rasterises)."""
+        return [(x / MASK_SCALE, y / MASK_SCALE) for x, y in self.points]
+
+
+class MaskUpdate(_Decision):
+    """The owner sets the *whole* set of owner-added masks of ``device`` (the config's
+    masks stay; the effective mask is their union).  ``issued`` (Unix seconds) orders
+    updates: the doorbell keeps only an update newer than the one it holds, so a relay
+    that replays an older signed set cannot roll the masks back.
+
+    >>> u = MaskUpdate.create("front-door", [("street", [(0, 0.5), (1, 0.5), (1, 1)])],
+    ...                       issued=1_800_000_000)
+    >>> u.type, u.masks[0].name, u.masks[0].points[1]
+    ('masks', 'street', [10000, 5000])
+    """
+
+    type: Literal["masks"] = "masks"
+    issued: int = Field(ge=0)
+    masks: list[NamedMask] = Field(max_length=MASK_MAX_MASKS)
+    """Sorted by name; names are unique.  Empty: no owner-added masks."""
+    reason: str | None = Field(default=None, pattern=_REASON)
+    """A reference, e.g. ``bystander:<request id>`` when a passer-by asked for the mask."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> MaskUpdate:
+        names = [m.name for m in self.masks]
+        if len(set(names)) != len(names):
+            raise ValueError("mask names must be unique")
+        return self
+
+    @classmethod
+    def create(
+        cls,
+        device: str,
+        masks: list[tuple[str, list[tuple[float, float]]]],
+        issued: int | None = None,
+        reason: str | None = None,
+        expires: float | None = None,
+    ) -> MaskUpdate:
+        """``masks``: (name, [(x, y), ...]) pairs in frame fractions (stored as integers
+        of :data:`MASK_SCALE`); ``issued`` defaults to now."""
+        issued = int(time.time()) if issued is None else issued
+        return cls(
+            device=device,
+            issued=issued,
+            masks=[
+                NamedMask(name=n, points=[[_q(x), _q(y)] for x, y in pts])
+                for n, pts in sorted(masks, key=lambda m: m[0])
+            ],
+            reason=reason,
+            expires=int(expires if expires is not None else time.time() + 7 * 86400),
+            nonce=_nonce(),
+        )
+
+    def polygons(self) -> list[list[tuple[float, float]]]:
+        return [m.polygon() for m in self.masks]
+
+
+def _q(v: float) -> int:
+    if v != v or not 0.0 <= v <= 1.0:  # NaN, or off the frame
+        raise ValueError(f"a mask point must be a fraction of the frame in [0, 1], not {v}")
+    return round(v * MASK_SCALE)
+
+
+D = TypeVar("D", Approval, Deletion, MaskUpdate)
 
 
 def _nonce() -> str:
     return b64(os.urandom(16))
 
 
-def sign_decision(decision: Approval | Deletion, sign_private: bytes) -> str:
+def sign_decision(decision: Approval | Deletion | MaskUpdate, sign_private: bytes) -> str:
     """The wire form of ``decision`` signed with the owner's Ed25519 key."""
     return b64(json.dumps(sign_payload(decision.payload(), sign_private)).encode())
 
@@ -165,9 +257,13 @@ def verify_decision(
     *,
     now: float,
     device: str | None = None,
+    allow_expired: bool = False,
 ) -> D:
     """The decision if the owner signed it, it is a ``kind``, for ``device`` and not
-    expired at ``now``; else :class:`DecisionRefused` saying which."""
+    expired at ``now``; else :class:`DecisionRefused` saying which.
+
+    ``allow_expired``: only to re-check a decision that was accepted while valid and
+    kept since (a doorbell's persisted mask set, at boot); everything else still holds."""
     try:
         envelope = json.loads(unb64(signed_b64))
         if not isinstance(envelope, dict):
@@ -188,9 +284,21 @@ def verify_decision(
         raise DecisionRefused(
             f"signed for doorbell {decision.device!r}, not {device!r}", "wrong_device"
         )
-    if decision.expires <= now:
+    if decision.expires <= now and not allow_expired:
         raise DecisionRefused("the owner's signature has expired", "expired")
     return decision
+
+
+def decision_hash(signed_b64: str) -> str:
+    """SHA-256 (hex) of the signed body bytes exactly as the owner signed them: how the
+    doorbell, the relay and the public log name one decision (e.g. a mask update).
+    Raises :class:`DecisionRefused` if ``signed_b64`` is not a signed envelope."""
+    try:
+        envelope = json.loads(unb64(signed_b64))
+        body = unb64(envelope["payload"])
+    except (ValueError, TypeError, KeyError) as err:
+        raise DecisionRefused(f"not a signed decision ({err})", "bad_signature") from None
+    return hashlib.sha256(body).hexdigest()
 
 
 def approval_payload(

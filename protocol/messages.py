@@ -87,13 +87,16 @@ class Event(Message):
     """``doorbell/{device}/event``: a ring or motion; never imagery."""
 
     kind: Literal["event"] = "event"
-    type: Literal["ring", "motion_start", "motion_end", "clip_failed"]
+    type: Literal["ring", "motion_start", "motion_end", "clip_failed", "masks_applied"]
     at: UtcTime
     motion_id: MessageId | None = None
     clip_id: ClipId | None = None
     """For ``clip_failed``: the clip that could not be written."""
     reason: Annotated[str, Field(max_length=256)] | None = None
     """For ``clip_failed``: why (e.g. ``OSError: [Errno 28] No space left on device``)."""
+    masks_hash: Sha256 | None = None
+    """For ``masks_applied``: :func:`protocol.decisions.decision_hash` of the owner's
+    signed mask update now in force (from the next frame on)."""
 
 
 SNAPSHOT_MAX_B64 = 60_000
@@ -160,6 +163,20 @@ class DeleteCommand(Message):
     signature: Annotated[str, Field(max_length=4096)]  # base64 of the signed deletion
 
 
+MASK_UPDATE_MAX_B64 = 48_000
+"""A signed mask update (16 masks of 64 points) fits with room to spare."""
+
+
+class MasksCommand(Message):
+    """``doorbell/{device}/cmd/masks``: the owner's signed :class:`~protocol.decisions.MaskUpdate`,
+    forwarded by the relay; answered by an ``event`` of type ``masks_applied`` or a
+    ``refused`` with ``command`` ``masks``."""
+
+    kind: Literal["masks"] = "masks"
+    update: Annotated[str, Field(min_length=1, max_length=MASK_UPDATE_MAX_B64)]
+    """base64 of the signed mask update."""
+
+
 class Released(Message):
     """``doorbell/{device}/released``: ciphertext uploaded, key wrapped to the requester."""
 
@@ -181,7 +198,7 @@ class CommandRefused(Message):
 
     kind: Literal["refused"] = "refused"
     command_id: MessageId
-    command: Literal["release", "delete", "other"]
+    command: Literal["release", "delete", "masks", "other"]
     request_id: MessageId | None = None
     clip_id: ClipId | None = None
     reason: Annotated[str, Field(max_length=500)]
@@ -211,6 +228,7 @@ MODELS: dict[str, type[Message]] = {
     "refused": CommandRefused,
     "cmd/release": ReleaseCommand,
     "cmd/delete": DeleteCommand,
+    "cmd/masks": MasksCommand,
     "cmd/ack": Ack,
 }
 

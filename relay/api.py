@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.messages import MASK_UPDATE_MAX_B64
 from relay import web
 from relay.blobs import BlobStore, LocalBlobStore, TokenError, blob_key
 from relay.commands import DoorbellCommands
@@ -59,6 +60,21 @@ class RequestIn(BaseModel):
 class DeletionIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     signature: Annotated[str, Field(max_length=4096, description="a signed Deletion")]
+
+
+class MasksIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    decision: Annotated[
+        str, Field(max_length=MASK_UPDATE_MAX_B64, description="a signed MaskUpdate")
+    ]
+
+
+class MasksOut(BaseModel):
+    device: str
+    hash: str
+    """SHA-256 of the signed body: the doorbell announces it as ``masks_applied``."""
+    masks: int
+    status: str
 
 
 class ApprovalIn(BaseModel):
@@ -341,6 +357,17 @@ def create_app(
         engine.check_deletion(owner, device, clip_id, body.signature)
         doorbells.delete(device, clip_id, body.signature)
         return DeleteOut(clip=clip_id, status="sent to the doorbell")
+
+    @app.post("/v1/devices/{device}/masks", responses=_errors(400, 401, 403, 404, 422))
+    def set_masks(device: str, body: MasksIn, owner: Owner) -> MasksOut:
+        """Set your doorbell's owner-added privacy masks: the whole set, signed.  The
+        doorbell checks the signature again and refuses an update not newer than the one
+        it holds; it answers with an event ``masks_applied`` carrying ``hash``."""
+        update, digest = engine.check_masks(owner, device, body.decision)
+        doorbells.masks(device, body.decision)
+        return MasksOut(
+            device=device, hash=digest, masks=len(update.masks), status="sent to the doorbell"
+        )
 
     def openapi() -> dict[str, Any]:
         """FastAPI's schema, less the 422 validation errors it assumes: this API answers

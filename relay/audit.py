@@ -78,6 +78,9 @@ KINDS = frozenset(
         "deletion_refused",
         "doorbell_refused",
         "command_failed",
+        "masks_changed",
+        "masks_refused",
+        "masks_applied",
     }
 )
 
@@ -86,8 +89,10 @@ SEALED_FIELDS = frozenset({"owner", "device", "lat", "lon", "reason", "case_ref"
 A refusal's ``why`` is free text that can name a doorbell; its ``code`` is public."""
 PUBLIC_ACTORS = frozenset({"operator", "relay"})
 """Actors named in public; requesters are public too (their entries say who asked)."""
-DOORBELL_KINDS = frozenset({"release", "deletion", "doorbell_refused"})
-OWNER_KINDS = frozenset({"decision", "approval_refused", "deletion_refused"})
+DOORBELL_KINDS = frozenset({"release", "deletion", "doorbell_refused", "masks_applied"})
+OWNER_KINDS = frozenset(
+    {"decision", "approval_refused", "deletion_refused", "masks_changed", "masks_refused"}
+)
 
 
 class LogDamaged(Exception):

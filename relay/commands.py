@@ -9,7 +9,9 @@ pending commands, plus an entry on the ``commands:log`` stream), and a
 until the doorbell's answer arrives through ingestion:
 
 - a ``cmd/release`` is answered by a ``released`` message for its request;
-- a ``cmd/delete`` by a ``deleted`` message (reason ``owner``) for its clip.
+- a ``cmd/delete`` by a ``deleted`` message (reason ``owner``) for its clip;
+- a ``cmd/masks`` by an ``event`` ``masks_applied`` or a ``refused`` ``masks`` of its
+  doorbell (one pending per doorbell: a newer update replaces one not yet delivered).
 
 The ingest worker calls :meth:`CommandOutbox.settle` for each such message.  A
 command unanswered after ``give_up_s`` is dropped and recorded in the audit log
@@ -36,8 +38,11 @@ from typing import Any
 import redis
 
 from protocol import (
+    CommandRefused,
     DeleteCommand,
     Deleted,
+    Event,
+    MasksCommand,
     Message,
     ReleaseCommand,
     Released,
@@ -46,8 +51,9 @@ from protocol import (
     new_id,
     utcnow,
 )
+from protocol.decisions import decision_hash
 from relay.blobs import BlobStore, blob_key
-from relay.keyspace import COMMANDS_LOG, COMMANDS_PENDING
+from relay.keyspace import COMMANDS_LOG, COMMANDS_PENDING, SETTLE_IF_ANSWERED_LUA
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +64,19 @@ MAX_DOUBLINGS = 5
 
 def command_key(msg: Message) -> str | None:
     """The key of a command and of the answer to it: ``release:DEVICE:REQUEST``,
-    ``delete:DEVICE:CLIP``."""
+    ``delete:DEVICE:CLIP``, ``masks:DEVICE:-``."""
     if isinstance(msg, ReleaseCommand | Released):
         return f"release:{msg.device}:{msg.request_id}"
     if isinstance(msg, DeleteCommand):
         return f"delete:{msg.device}:{msg.clip_id}"
     if isinstance(msg, Deleted) and msg.reason == "owner":
         return f"delete:{msg.device}:{msg.clip_id}"
+    if isinstance(msg, MasksCommand):
+        return f"masks:{msg.device}:-"
+    if isinstance(msg, Event) and msg.type == "masks_applied":
+        return f"masks:{msg.device}:-"
+    if isinstance(msg, CommandRefused) and msg.command == "masks":
+        return f"masks:{msg.device}:-"
     return None
 
 
@@ -90,7 +102,17 @@ class CommandOutbox:
         if key is None:
             raise ValueError(f"{msg.kind} is not a command the relay keeps")
         now = self.clock()
-        entry = {"topic": topic, "payload": payload.decode(), "at": now, "next": now, "tries": 0}
+        entry: dict[str, Any] = {
+            "topic": topic,
+            "payload": payload.decode(),
+            "at": now,
+            "next": now,
+            "tries": 0,
+        }
+        if isinstance(msg, MasksCommand):
+            # One key per doorbell, so only these answers settle it: the applied
+            # update's hash, or a refusal of this very command.
+            entry["answers"] = [decision_hash(msg.update), msg.id]
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(COMMANDS_PENDING, key, json.dumps(entry))
         pipe.xadd(COMMANDS_LOG, {"key": key, "event": "queued", "at": now}, maxlen=100_000)
@@ -125,9 +147,13 @@ class CommandOutbox:
     def settle(self, msg: Message) -> bool:
         """``msg`` from a doorbell answers a pending command: it is done."""
         key = command_key(msg)
-        if key is None or not isinstance(msg, Released | Deleted):
+        if key is None or not isinstance(msg, Released | Deleted | Event | CommandRefused):
             return False
-        if not self.r.hdel(COMMANDS_PENDING, key):
+        if isinstance(msg, Event | CommandRefused):
+            token = msg.masks_hash if isinstance(msg, Event) else msg.command_id
+            if not self.r.eval(SETTLE_IF_ANSWERED_LUA, 1, COMMANDS_PENDING, key, token or ""):
+                return False
+        elif not self.r.hdel(COMMANDS_PENDING, key):
             return False
         self.r.xadd(COMMANDS_LOG, {"key": key, "event": "answered", "at": self.clock()})
         return True
@@ -209,3 +235,7 @@ class DoorbellCommands:
             id=new_id(), ts=utcnow(), device=device, clip_id=clip_id, signature=signature
         )
         self.publish(*encode(cmd))
+
+    def masks(self, device: str, update: str) -> None:
+        """Forward the owner's signed mask update (the doorbell checks it again)."""
+        self.publish(*encode(MasksCommand(id=new_id(), ts=utcnow(), device=device, update=update)))

@@ -31,7 +31,14 @@ import redis
 
 from protocol import askset
 from protocol.crypto import b64, unb64
-from protocol.decisions import Approval, DecisionRefused, Deletion, verify_decision
+from protocol.decisions import (
+    Approval,
+    DecisionRefused,
+    Deletion,
+    MaskUpdate,
+    decision_hash,
+    verify_decision,
+)
 from protocol.refusals import RefusalCode, public_code
 from relay import keyspace as ks
 from relay.audit import AuditLog
@@ -646,6 +653,46 @@ class ConsentEngine:
             owner,
             {"action": "deletion_requested", "device": device, "clip": clip_id},
         )
+
+    def check_masks(self, owner: str, device: str, signed_b64: str) -> tuple[MaskUpdate, str]:
+        """An owner may set the masks only of their own doorbell, with a valid signed
+        update; returns it and its :func:`~protocol.decisions.decision_hash`.
+
+        On the public record: that a doorbell's owner changed its masks, the update's
+        hash, how many masks and when issued; never the polygons (they show the home),
+        and the device and ``reason`` sealed like every other owner entry.  A refused
+        update is on the record too (``masks_refused``, with a public code)."""
+        try:
+            return self._check_masks(owner, device, signed_b64)
+        except (PolicyRefusal, NotFound) as err:
+            self._refused("masks_refused", owner, {"device": device[:100]}, err)
+            raise
+
+    def _check_masks(self, owner: str, device: str, signed_b64: str) -> tuple[MaskUpdate, str]:
+        info = self.index.device(device)
+        if info is None or info.get("owner") != owner:
+            raise NotFound(device)
+        try:
+            update = verify_decision(
+                signed_b64,
+                unb64(self.owner(owner)["sign_public"]),
+                MaskUpdate,
+                now=self.clock(),
+                device=device,
+            )
+        except DecisionRefused as err:
+            raise PolicyRefusal(f"the mask update is refused: {err}", err.code) from None
+        digest = decision_hash(signed_b64)
+        data: dict[str, Any] = {
+            "device": device,
+            "hash": digest,
+            "masks": len(update.masks),
+            "issued": update.issued,
+        }
+        if update.reason is not None:
+            data["reason"] = update.reason
+        self.audit.append("masks_changed", owner, data)
+        return update, digest
 
     def expire_due(self, now: float | None = None) -> int:
         """Mark every pending ask past its 72 h as expired (audited); return how many."""

@@ -38,6 +38,7 @@ from protocol import (
     Ack,
     CommandRefused,
     Deleted,
+    Event,
     Message,
     ProtocolError,
     Released,
@@ -247,6 +248,10 @@ class IngestWorker:
             self.audit.append(
                 "doorbell_refused", msg.device, refusal_entry(msg), once=f"msg:{msg.id}"
             )
+        elif isinstance(msg, Event) and msg.type == "masks_applied":
+            # The doorbell's word that the owner's mask set is in force (by its hash).
+            data = {"hash": msg.masks_hash}
+            self.audit.append("masks_applied", msg.device, data, once=f"msg:{msg.id}")
 
     def _index_batch(self, batch: list[_Held]) -> list[int]:
         """Index the batch's good messages; an outcome per batch entry (-1: not indexed).

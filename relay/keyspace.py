@@ -174,7 +174,8 @@ LEGAL_DEMANDS = "legal_demands"
 # ---------------------------------------------------------------- commands to doorbells
 
 COMMANDS_PENDING = "commands:pending"
-"""Hash: command key (release:DEVICE:REQUEST, delete:DEVICE:CLIP) → the command, until answered."""
+"""Hash: command key (release:DEVICE:REQUEST, delete:DEVICE:CLIP, masks:DEVICE:-) → the
+command, until answered."""
 COMMANDS_LOG = "commands:log"
 """Stream: queued / answered / failed, per command key."""
 
@@ -210,6 +211,20 @@ def audit_once(key: str) -> str:
 
 
 # ---------------------------------------------------------------- scripts
+
+SETTLE_IF_ANSWERED_LUA = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+local answers = cjson.decode(raw)['answers']
+if type(answers) ~= 'table' then return 0 end
+for _, a in ipairs(answers) do
+  if a == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+end
+return 0
+"""
+"""Drop a pending command only if ``ARGV[2]`` is one of the answers it waits for (a
+newer mask update may have replaced the one a doorbell just answered).  KEYS: the
+pending hash.  ARGV: command key, answer token.  Returns 1 if dropped."""
 
 LIMIT_LUA = """
 local n = tonumber(redis.call('GET', KEYS[1]) or '0')

@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocol.crypto import unb64
 from protocol.decisions import Approval, DecisionRefused, verify_decision
+from protocol.messages import MASK_UPDATE_MAX_B64
 from relay import keyspace as ks
 from relay.blobs import BlobStore, LocalBlobStore, blob_key
 from relay.commands import DoorbellCommands
@@ -102,6 +103,11 @@ class SignIn(BaseModel):
 class Signed(BaseModel):
     model_config = ConfigDict(extra="forbid")
     signed: Annotated[str, Field(min_length=1, max_length=16384)]
+
+
+class SignedMasks(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    signed: Annotated[str, Field(min_length=1, max_length=MASK_UPDATE_MAX_B64)]
 
 
 class Sessions:
@@ -397,6 +403,18 @@ def web_router(
             raise WebError(422, "refused", str(err)) from None
         doorbells.delete(device, clip_id, body.signed)
         return {"clip": clip_id, "status": "sent to the doorbell"}
+
+    @router.post("/app/api/devices/{device}/masks")
+    def masks(device: str, body: SignedMasks, s: Changing) -> dict[str, Any]:
+        """The owner's signed mask set (signed in the page; the page has no editor yet)."""
+        try:
+            update, digest = engine.check_masks(s["owner"], device, body.signed)
+        except NotFound:
+            raise WebError(404, "not_found", f"no doorbell {device}") from None
+        except PolicyRefusal as err:
+            raise WebError(422, "refused", str(err)) from None
+        doorbells.masks(device, body.signed)
+        return {"device": device, "hash": digest, "masks": len(update.masks), "status": "sent"}
 
     # ------------------------------------------------------------ asks
 

@@ -130,3 +130,31 @@ def approve(api: Api, ask: dict[str, Any], sign_seed: bytes, box_private: bytes,
     return api.call(
         "POST", f"/v1/asks/{ask['id']}/approve", json={"approval": sign(payload, sign_seed)}
     )
+
+
+def set_masks(
+    api: Api,
+    device: str,
+    masks: dict[str, list[tuple[float, float]]],
+    sign_seed: bytes,
+    issued: int,
+    expires: int,
+) -> tuple[dict[str, Any], str]:
+    """§3.7, §4: sign the whole set of owner masks (points as integers x 10 000), send
+    it; returns the relay's answer and the hash the doorbell will announce."""
+    payload = {
+        "type": "masks",
+        "device": device,
+        "issued": issued,
+        "masks": [
+            {"name": name, "points": [[round(x * 10_000), round(y * 10_000)] for x, y in pts]}
+            for name, pts in sorted(masks.items())
+        ],
+        "expires": expires,
+        "nonce": b64(os.urandom(16)),
+    }
+    digest = hashlib.sha256(canonical(payload)).hexdigest()
+    out = api.call(
+        "POST", f"/v1/devices/{device}/masks", json={"decision": sign(payload, sign_seed)}
+    )
+    return out, digest

@@ -72,3 +72,31 @@ def test_request_approve_fetch_decrypt_from_the_documented_formats(stack, tmp_pa
     finally:
         home.close()
         relay.close()
+
+
+def test_owner_masks_from_the_documented_formats(stack, tmp_path):
+    from test_owner_masks import POLY, assert_masked, frames_of
+
+    relay = Relay(stack, tmp_path)
+    home = Home(stack, relay, tmp_path, "dave-door", 51.5000, -0.1200)
+    try:
+        owner = fc.Api(relay.url, home.token.read_text().strip())
+        sign_seed = fc.read_key_file((home.keys / "sign.key").read_text())
+        now = int(time.time())
+        out, digest = fc.set_masks(owner, "dave-door", {"street": POLY}, sign_seed, now, now + 600)
+        assert out["hash"] == digest and out["masks"] == 1
+
+        def applied() -> list:
+            home.bell.run(1 / 15)
+            return [e for e in home.events if e.kind == "masks_applied"]
+
+        wait_for(applied, 30, "the doorbell to apply the mask")
+        assert applied()[0].data["hash"] == digest
+        home.bell.schedule_press(home.bell.clock.monotonic() + 0.5)
+        home.bell.run(8.0)
+        (saved,) = [e for e in home.events if e.kind == "clip_saved"]
+        frames = frames_of(plain_clip(home.bell, saved.data["clip"], tmp_path / "c.mp4"))
+        assert_masked(frames[0], [POLY], "masked by a documented-format client")
+    finally:
+        home.close()
+        relay.close()

@@ -3,14 +3,15 @@
 A backend delivers two things through callbacks that only enqueue: encoded main-
 stream packets (privacy masks already applied before encoding) and low-res luma
 frames for motion detection.  It can also take a JPEG of the current main frame
-(masked too) and force the next frame to be a keyframe.
+(masked too), force the next frame to be a keyframe, and change the masks while running.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from firmware.masks import Polygon
 from firmware.packets import EncodedPacket, LoresFrame
 
 PacketSink = Callable[[EncodedPacket], None]
@@ -33,3 +34,9 @@ class CameraBackend(Protocol):
         ...
 
     def request_keyframe(self) -> None: ...
+
+    def set_masks(self, polygons: Sequence[Polygon]) -> None:
+        """Blank exactly these polygons (frame fractions) from the next frame on, in the
+        main stream before encoding and in snapshots.  Called by the controller thread
+        with the whole effective set (config masks and the owner's signed ones)."""
+        ...

@@ -148,15 +148,17 @@ class Picamera2Backend:
         cam.configure(config)
         main_stride = cam.stream_configuration("main")["stride"]
         lores_stride = cam.stream_configuration("lores")["stride"]
-        mask, (w, h) = self._mask, self.main_size
+        (w, h) = self.main_size
 
-        if mask.any():
-
-            def blank(request: Any) -> None:
+        def blank(request: Any) -> None:
+            # One read per frame: set_masks swaps the array between frames.
+            mask = self._mask
+            if mask.any():
                 with pc2.MappedArray(request, "main") as m:
                     blank_yuv420(m.array.reshape(-1), mask, w, h, main_stride)
 
-            cam.pre_callback = blank
+        # Always installed, so masks the owner adds later apply without a restart.
+        cam.pre_callback = blank
 
         clock = self.clock
         anchor: dict[str, float] = {}
@@ -212,6 +214,10 @@ class Picamera2Backend:
         # capture_file goes through the same pre_callback, so masks apply.
         self._cam.capture_file(buf, format="jpeg")
         return buf.getvalue()
+
+    def set_masks(self, polygons: Sequence[Polygon]) -> None:
+        """Blank ``polygons`` from the next frame on (the pre_callback reads it per frame)."""
+        self._mask = rasterize(polygons, *self.main_size)
 
     def request_keyframe(self) -> None:
         """Ask for a keyframe where the encoder can give one safely.

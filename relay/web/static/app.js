@@ -157,7 +157,7 @@ function openLive() {
   live.addEventListener("event", (e) => {
     const ev = JSON.parse(e.data);
     if (ev.type === "ring") { showRing({ ...ev, sealed: null }, true); chime(); }
-    else showMotion(ev, true);
+    else if (ev.type === "motion_start" || ev.type === "motion_end") showMotion(ev, true);
   });
   live.addEventListener("snapshot", (e) => {
     const snap = JSON.parse(e.data);
@@ -171,7 +171,7 @@ function openLive() {
 async function loadRings() {
   for (const ev of (await api("GET", "/app/api/events")).reverse()) {
     if (ev.type === "ring") showRing(ev, false);
-    else showMotion(ev, false);
+    else if (ev.type === "motion_start" || ev.type === "motion_end") showMotion(ev, false);
   }
 }
 

@@ -1,0 +1,245 @@
+"""An owner adds a privacy mask through the relay; the doorbell blacks it out from the
+next frame.  Real Mosquitto (the project's ACL), real Redis, the relay's HTTP API and
+durable command outbox, the `footage` client, a simulated doorbell, MP4s decoded
+with PyAV pixel by pixel."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import redis
+from conftest import plain_clip
+from stack import wait_for
+from test_consent_e2e import Home, Relay, run_footage
+from test_owner_masks import POLY, assert_masked, frames_of
+
+from protocol import MasksCommand, encode, new_id, utcnow
+from protocol.crypto import OwnerKeys
+from protocol.decisions import MaskUpdate, decision_hash, sign_decision
+from relay.commands import CommandOutbox, CommandPublisher
+
+POLYGON_ARG = " ".join(f"{x},{y}" for x, y in POLY)
+
+
+@pytest.fixture
+def world(stack, tmp_path):
+    r = redis.Redis.from_url(stack.redis.url)
+    commands = CommandOutbox(r, retry_s=0.5)
+    holder: dict = {}
+    publisher = CommandPublisher(commands, lambda t, p: holder["pub"].publish(t, p, qos=1))
+
+    def publish(topic: str, payload: bytes) -> None:
+        commands.enqueue(topic, payload)
+        publisher.wake.set()
+
+    relay = Relay(stack, tmp_path, publish=publish)
+    holder["pub"] = relay.pub
+    stop = threading.Event()
+    threading.Thread(target=publisher.run, args=(stop,), daemon=True).start()
+    home = Home(stack, relay, tmp_path, "alice-door", 51.5, -0.12)
+    neighbour = Home(stack, relay, tmp_path, "bob-door", 51.5004, -0.12)
+    yield relay, home, neighbour, commands
+    stop.set()
+    home.close()
+    neighbour.close()
+    relay.close()
+
+
+def until(home: Home, pred, what: str) -> None:
+    """Run the simulated doorbell frame by frame until ``pred`` (its controller takes
+    commands with the frames; the command handler and the link run on their threads)."""
+
+    def step() -> bool:
+        home.bell.run(1 / 15)
+        return bool(pred())
+
+    wait_for(step, 30, what)
+
+
+def kinds(home: Home, kind: str) -> list:
+    return [e for e in home.events if e.kind == kind]
+
+
+def press_clip(home: Home, tmp_path, name: str):
+    before = len(kinds(home, "clip_saved"))
+    home.bell.schedule_press(home.bell.clock.monotonic() + 0.5)
+    home.bell.run(10.0)
+    saved = kinds(home, "clip_saved")
+    assert len(saved) == before + 1
+    return frames_of(plain_clip(home.bell, saved[-1].data["clip"], tmp_path / f"{name}.mp4"))
+
+
+def test_owner_adds_a_mask_through_the_relay_and_the_next_clip_is_black(world, tmp_path):
+    relay, alice, bob, commands = world
+    state = tmp_path / "alice-client"
+    alice.bell.run(3.0)
+    frames = press_clip(alice, tmp_path, "before")
+    with pytest.raises(AssertionError):
+        assert_masked(frames[0], [POLY], "before the owner's mask")
+
+    code, out = run_footage(
+        relay, alice.token, "--state", str(state), "masks", "add", "alice-door",
+        "--polygon", POLYGON_ARG, "--name", "street", "--reason", "bystander:r-1",
+        "--keys", str(alice.keys),
+    )  # fmt: skip
+    assert code == 0, out
+    signed = json.loads((state / "masks" / "alice-door.json").read_text())["update"]
+    digest = decision_hash(signed)
+    assert digest in out
+
+    until(alice, lambda: kinds(alice, "masks_applied"), "the doorbell to apply the mask")
+    (applied,) = kinds(alice, "masks_applied")
+    assert applied.data["hash"] == digest
+    wait_for(lambda: commands.pending() == {}, 30, "masks_applied settles the command")
+
+    frames = press_clip(alice, tmp_path, "after")
+    assert len(frames) > 30
+    for i, img in enumerate(frames):
+        assert_masked(img, [POLY], f"frame {i} of the next clip")
+    assert kinds(bob, "masks_applied") == [], "only the owner's own doorbell"
+
+    # On the public record: that an owner changed masks, and the hash; no polygon,
+    # no doorbell, no reason (they are sealed or never sent).
+    (entry,) = [e for e in relay.audit.entries() if e["kind"] == "masks_changed"]
+    assert entry["data"]["device"] == "alice-door"  # the operator's view, opened
+    public = [json.loads(p) for p in relay.audit.public_entries(0, -1)]
+    (pub,) = [e for e in public if e["kind"] == "masks_changed"]
+    assert pub["actor"] == "owner" and pub["data"]["hash"] == digest
+    assert pub["data"]["masks"] == 1
+    text = json.dumps(pub)
+    assert "alice" not in text and "bystander" not in text
+    assert "points" not in text and str(round(POLY[0][0] * 10_000)) not in text
+    # And the doorbell's own word that the set with that hash is in force.
+    wait_for(
+        lambda: [e for e in relay.audit.entries() if e["kind"] == "masks_applied"], 30, "applied"
+    )
+    public = [json.loads(p) for p in relay.audit.public_entries(0, -1)]
+    (done,) = [e for e in public if e["kind"] == "masks_applied"]
+    assert done["actor"] == "doorbell" and done["data"] == {"hash": digest}
+
+    # `footage masks list` is the client's own kept, re-verified set.
+    code, out = run_footage(
+        relay, alice.token, "--state", str(state), "masks", "list", "alice-door",
+        "--keys", str(alice.keys), "--json",
+    )  # fmt: skip
+    listed = json.loads(out)
+    assert listed["hash"] == digest and listed["masks"][0]["name"] == "street"
+
+    # Removing it is a newer signed set without it.
+    code, out = run_footage(
+        relay, alice.token, "--state", str(state), "masks", "remove", "alice-door", "street",
+        "--keys", str(alice.keys),
+    )  # fmt: skip
+    assert code == 0, out
+    until(alice, lambda: len(kinds(alice, "masks_applied")) == 2, "the removal")
+    assert alice.bell.controller.mask_update.masks == []
+
+
+def test_the_relay_cannot_forge_replay_or_roll_back_masks(world, tmp_path):
+    relay, alice, _bob, _commands = world
+    state = tmp_path / "alice-client"
+    code, out = run_footage(
+        relay, alice.token, "--state", str(state), "masks", "add", "alice-door",
+        "--polygon", POLYGON_ARG, "--name", "street", "--keys", str(alice.keys),
+    )  # fmt: skip
+    assert code == 0, out
+    until(alice, lambda: kinds(alice, "masks_applied"), "applied")
+    accepted = json.loads((state / "masks" / "alice-door.json").read_text())["update"]
+    held = alice.bell.controller.mask_update
+    kept = (alice.bell.config.device.data_dir / "masks.json").read_bytes()
+
+    def publish(update: str) -> None:
+        cmd = MasksCommand(id=new_id(), ts=utcnow(), device="alice-door", update=update)
+        relay.pub.publish(*encode(cmd), qos=1)
+
+    # The owner once signed an emptier set that was never delivered; a relay that kept
+    # it delivers it now (a rollback with a valid signature and a fresh nonce).
+    stale = sign_decision(
+        MaskUpdate.create("alice-door", [], issued=held.issued - 10), alice.owner.sign_private
+    )
+    forged = sign_decision(
+        MaskUpdate.create("alice-door", [], issued=held.issued + 100),
+        OwnerKeys.generate().sign_private,
+    )
+    attempts = [
+        (accepted, "replay"),  # the accepted one again
+        (stale, "rollback"),
+        (forged, "bad_signature"),  # the relay's own signature
+        ("bm90IGEgZGVjaXNpb24=", "bad_signature"),  # not a signed envelope at all
+    ]
+    for update, why in attempts:
+        refusals = len(kinds(alice, "masks_refused")) + alice.commands.counters["refused"]
+        publish(update)
+        until(
+            alice,
+            lambda r=refusals: (
+                len(kinds(alice, "masks_refused")) + alice.commands.counters["refused"] > r
+            ),
+            why,
+        )
+    alice.bell.run(1.0)
+    assert alice.bell.controller.mask_update == held
+    assert (alice.bell.config.device.data_dir / "masks.json").read_bytes() == kept
+    assert len(kinds(alice, "masks_applied")) == 1
+
+    # Every refusal is on the public record with its code.
+    def refused_codes() -> list[str]:
+        return [
+            e["data"]["code"]
+            for e in relay.audit.entries()
+            if e["kind"] == "doorbell_refused" and e["data"]["command"] == "masks"
+        ]
+
+    wait_for(lambda: len(refused_codes()) == 4, 30, "the refusals on the record")
+    assert sorted(refused_codes()) == sorted(why for _u, why in attempts)
+    frames = press_clip(alice, tmp_path, "after-attacks")
+    assert_masked(frames[0], [POLY], "the owner's mask still holds")
+
+
+def test_the_relay_refuses_bad_updates_early(world, tmp_path):
+    relay, alice, bob, _commands = world
+    import httpx
+
+    stranger = OwnerKeys.generate()
+    forged = sign_decision(MaskUpdate.create("alice-door", [], issued=1), stranger.sign_private)
+
+    def post(device: str, token, decision: str) -> httpx.Response:
+        return httpx.post(
+            f"{relay.url}/v1/devices/{device}/masks",
+            json={"decision": decision},
+            headers={"Authorization": f"Bearer {token.read_text().strip()}"},
+        )
+
+    assert post("alice-door", alice.token, forged).status_code == 422
+    mine = sign_decision(MaskUpdate.create("alice-door", [], issued=1), alice.owner.sign_private)
+    assert post("alice-door", bob.token, mine).status_code == 404, "only the device's owner"
+    assert post("alice-door", alice.token, "x" * 50_000).status_code == 400
+    refused = [e for e in relay.audit.entries() if e["kind"] == "masks_refused"]
+    assert [e["data"]["code"] for e in refused] == ["bad_signature", "not_found"]
+    assert alice.commands.counters["refused"] == 0, "nothing reached the doorbell"
+
+
+def test_the_web_app_backend_takes_a_signed_set_too(world):
+    from test_webapp import session_of
+
+    relay, alice, bob, _commands = world
+    headers, csrf = session_of(relay, alice)
+    signed = sign_decision(
+        MaskUpdate.create("alice-door", [("street", POLY)]), alice.owner.sign_private
+    )
+    url = f"{relay.url}/app/api/devices/alice-door/masks"
+    import httpx
+
+    assert httpx.post(url, json={"signed": signed}, headers=headers).status_code == 403, "CSRF"
+    headers = {**headers, "X-CSRF-Token": csrf}
+    forged = sign_decision(MaskUpdate.create("alice-door", []), OwnerKeys.generate().sign_private)
+    assert httpx.post(url, json={"signed": forged}, headers=headers).status_code == 422
+    r = httpx.post(url, json={"signed": signed}, headers=headers)
+    assert r.status_code == 200 and r.json()["hash"] == decision_hash(signed)
+    until(alice, lambda: kinds(alice, "masks_applied"), "the doorbell to apply it")
+    assert alice.bell.controller.masks_hash == decision_hash(signed)
+    bob_headers, bob_csrf = session_of(relay, bob)
+    r = httpx.post(url, json={"signed": signed}, headers={**bob_headers, "X-CSRF-Token": bob_csrf})
+    assert r.status_code == 404, "only the doorbell's owner"
