@@ -78,6 +78,11 @@ KINDS = frozenset(
         "deletion_refused",
         "doorbell_refused",
         "command_failed",
+        "bystander_request",
+        "bystander_refused",
+        "bystander_answer",
+        "bystander_reminder",
+        "bystander_expired",
     }
 )
 
@@ -87,7 +92,7 @@ A refusal's ``why`` is free text that can name a doorbell; its ``code`` is publi
 PUBLIC_ACTORS = frozenset({"operator", "relay"})
 """Actors named in public; requesters are public too (their entries say who asked)."""
 DOORBELL_KINDS = frozenset({"release", "deletion", "doorbell_refused"})
-OWNER_KINDS = frozenset({"decision", "approval_refused", "deletion_refused"})
+OWNER_KINDS = frozenset({"decision", "approval_refused", "deletion_refused", "bystander_answer"})
 
 
 class LogDamaged(Exception):

@@ -5,6 +5,7 @@
 [mosquitto]         the broker's password file and pid file, for ``relay devices``
 [provisioning]      where bundles go, and the broker address doorbells are given
 [ingest]            shared-subscription group and batch size
+[bystander]         passers-by's requests: proof of work, rate limits, deadlines, proxies
 """
 
 from __future__ import annotations
@@ -92,6 +93,27 @@ class WebPushConfig(_Section):
     """The relay's VAPID key (P-256, 0600), made on first use."""
 
 
+class BystanderConfig(_Section):
+    """Bystanders' requests (``POST /v1/bystander/requests``, unauthenticated)."""
+
+    difficulty: int = Field(20, ge=0, le=32)
+    """Leading zero bits of the proof of work (20: about a second of a laptop's SHA-256)."""
+    challenge_ttl_s: int = Field(600, ge=10, le=86400)
+    """How long an issued challenge may be used (once)."""
+    requests_per_window: int = Field(5, ge=1)
+    """Requests one source may send per ``rate_window_s`` (refused with 429 beyond)."""
+    challenges_per_window: int = Field(20, ge=1)
+    """Challenges one source may fetch per ``rate_window_s``."""
+    rate_window_s: int = Field(3600, ge=1)
+    deadline_days: float = Field(30.0, gt=0)
+    """How long an owner has to answer (a month, as data-protection law expects)."""
+    reminder_days: float = Field(7.0, ge=0)
+    """How long before the deadline the owner is reminded (0: no reminder)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses of the operator's reverse proxies: from these, the client address is the
+    last X-Forwarded-For hop not itself a trusted proxy (the rate limit's source)."""
+
+
 class RelayConfig(_Section):
     broker: RelayBroker = RelayBroker()
     redis: RedisConfig = RedisConfig()
@@ -101,6 +123,7 @@ class RelayConfig(_Section):
     audit: AuditConfig = AuditConfig()
     api: ApiConfig = ApiConfig()
     webpush: WebPushConfig = WebPushConfig()
+    bystander: BystanderConfig = BystanderConfig()
 
 
 class RelayConfigError(ValueError):
