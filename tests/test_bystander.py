@@ -1,0 +1,474 @@
+"""Passers-by get a say: bystanders' requests through a real broker, Redis, HTTP and
+simulated doorbells (issue 17).
+
+The relay, the homes and the footage runner are those of test_consent_e2e; each test
+lowers the proof of work to 8 bits (the relay config's ``bystander.difficulty``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from conftest import ffprobe
+from stack import wait_for
+from test_consent_e2e import Home, Relay, run_footage
+
+from footage import cli as footage
+from protocol import bystander as bys
+from protocol.crypto import OwnerKeys, b64
+from protocol.transparency import check_meaning
+from relay.config import BystanderConfig
+from relay.report import build_report
+
+
+def run_anon(relay: Relay, *args: str) -> tuple[int, str]:
+    """``footage`` without a token (a bystander has none)."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = footage.main(["--relay", relay.url, *args])
+    return code, out.getvalue()
+
+
+def record_clip(home: Home) -> dict:
+    home.bell.schedule_press(2.0)
+    home.bell.run(9.0)
+    home.bell.controller.shutdown()
+    (saved,) = [e for e in home.events if e.kind == "clip_saved"]
+    return saved.data
+
+
+def solved(relay: Relay, headers: dict | None = None) -> dict:
+    ch = httpx.get(f"{relay.url}/v1/bystander/challenge", headers=headers or {}).json()
+    return {"challenge": ch["challenge"], "nonce": bys.solve(ch["challenge"], ch["difficulty"])}
+
+
+def body_for(clip: dict, lat: float, lon: float, kind: str, key: bytes | None) -> dict:
+    start = clip["start"] - 60
+    body = {
+        "lat": lat,
+        "lon": lon,
+        "radius_m": 50.0,
+        "start": start,
+        "end": min(start + 1200, time.time()),
+        "kind": kind,
+        "description": "red coat, walking a small white dog, about 2 pm",
+    }
+    if key is not None:
+        body["box_public"] = b64(key)
+    return body
+
+
+def asks_of(relay: Relay, home: Home) -> list[dict]:
+    code, out = run_footage(relay, home.token, "asks", "--json")
+    assert code == 0, out
+    return json.loads(out)
+
+
+def public_entries(relay: Relay) -> list[dict]:
+    raw = httpx.get(f"{relay.url}/v1/log/entries?start=0&end=100000").json()["entries"]
+    import base64
+
+    return [json.loads(base64.b64decode(e["entry"])) for e in raw]
+
+
+@pytest.fixture
+def three(stack, tmp_path):
+    relay = Relay(stack, tmp_path)
+    relay.engine.bystander = BystanderConfig(
+        difficulty=8, requests_per_window=50, challenges_per_window=50,
+        trusted_proxies=("127.0.0.1",),
+    )  # fmt: skip
+    homes = [
+        Home(stack, relay, tmp_path, "alice-door", 51.5000, -0.1200),
+        Home(stack, relay, tmp_path, "bob-door", 51.5100, -0.1200),  # 1.1 km north
+        Home(stack, relay, tmp_path, "carol-door", 51.5200, -0.1200),
+    ]
+    yield relay, homes
+    for h in homes:
+        h.close()
+    relay.close()
+
+
+def shape(value: object) -> object:
+    """The shape of a JSON value: types, keys and string lengths, not the values."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    if isinstance(value, str):
+        return ("str", len(value))
+    return type(value).__name__
+
+
+def test_only_the_filmed_home_is_asked_and_the_answers_reach_the_bystander(three, tmp_path):
+    relay, (alice, bob, carol) = three
+    clip = record_clip(alice)
+    record_clip(bob)  # in the window, but 1.1 km away
+    wait_for(lambda: relay.engine.index.counts()["clips"] == 2, 30, "both clips indexed")
+    me = OwnerKeys.generate()
+    me.save(tmp_path / "me")
+
+    # One request where Alice's doorbell filmed; one where no doorbell is.  Each from
+    # its own address, through the operator's (trusted) proxy.
+    def post(body: dict, addr: str) -> httpx.Response:
+        hdr = {"X-Forwarded-For": addr}
+        return httpx.post(
+            f"{relay.url}/v1/bystander/requests", json={**body, **solved(relay, hdr)}, headers=hdr
+        )
+
+    match = post(body_for(clip, 51.5, -0.12, "copy", me.box_public), "198.51.100.1")
+    none = post(body_for(clip, 48.85, 2.35, "copy", me.box_public), "198.51.100.2")
+    for resp in (match, none):
+        assert resp.status_code == 202, resp.text
+    assert shape(match.json()) == shape(none.json())
+    assert set(match.json()) == {"id", "status", "status_token", "deadline"}
+    drop = {"date", "content-length"}
+    assert {k: v for k, v in match.headers.items() if k not in drop} == {
+        k: v for k, v in none.headers.items() if k not in drop
+    }
+    assert match.headers["content-length"] == none.headers["content-length"]
+    assert match.headers["cache-control"] == "no-store"
+
+    # Owners are asked after the answer: only Alice.
+    wait_for(lambda: asks_of(relay, alice), 10, "Alice's ask")
+    relay.engine.fan_out_due(older_than_s=-1)
+    (ask,) = asks_of(relay, alice)
+    assert asks_of(relay, bob) == [] and asks_of(relay, carol) == []
+    assert ask["requester_kind"] == "bystander" and ask["bystander"]["kind"] == "copy"
+    assert ask["bystander"]["description"].startswith("red coat")
+    assert ask["clip_ids"] == [clip["clip"]] and len(ask["clips"]) == 1
+    assert ask["expires"] - ask["created"] == pytest.approx(30 * 86400)
+    code, out = run_footage(relay, alice.token, "asks")
+    assert "from a bystander, asking copy" in out and "red coat" in out
+
+    # Polling is identical too, before anyone answers: same status, same fields.
+    def status(resp: httpx.Response) -> httpx.Response:
+        d = resp.json()
+        return httpx.get(
+            f"{relay.url}/v1/bystander/requests/{d['id']}",
+            headers={"Authorization": f"Bearer {d['status_token']}"},
+        )
+
+    s_match, s_none = status(match), status(none)
+    assert s_match.status_code == s_none.status_code == 200
+    assert shape(s_match.json()) == shape(s_none.json())
+    assert s_match.json()["answers"] == [] and s_match.json()["status"] == "open"
+    assert set(s_match.headers) - drop == set(s_none.headers) - drop
+    # The public record of both requests has one shape (a padded, committed ask set).
+    reqs = [e for e in public_entries(relay) if e["kind"] == "bystander_request"]
+    assert len(reqs) == 2 and shape(reqs[0]) == shape(reqs[1])
+    assert all("lat" not in e["data"] and "description" not in str(e) for e in reqs)
+    # A wrong token looks like no request at all.
+    wrong = httpx.get(
+        f"{relay.url}/v1/bystander/requests/{match.json()['id']}",
+        headers={"Authorization": "Bearer nope"},
+    )
+    assert wrong.status_code == 404
+
+    # Two more requests for the same footage, filed with the client: an erasure and a
+    # copy the owner will decline.
+    start = clip["start"] - 60
+    end = str(min(start + 1200, time.time()))
+    common = ["--lat", "51.5", "--lon", "-0.12", "--radius", "50", "--from", str(start),
+              "--to", end, "--description", "red coat, dog"]  # fmt: skip
+    code, out = run_anon(relay, "bystander", "request", *common, "--kind", "erase",
+                         "--save", str(tmp_path / "erase.json"))  # fmt: skip
+    assert code == 0, out
+    code, out = run_anon(relay, "bystander", "request", *common, "--kind", "copy", "--key",
+                         str(tmp_path / "me"), "--save", str(tmp_path / "decl.json"))  # fmt: skip
+    assert code == 0, out
+    wait_for(lambda: len(asks_of(relay, alice)) == 3, 10, "three asks")
+    by_req = {a["request_id"]: a for a in asks_of(relay, alice)}
+    erase_req = json.loads((tmp_path / "erase.json").read_text())["id"]
+    decl_req = json.loads((tmp_path / "decl.json").read_text())["id"]
+
+    # Decline: the reason code reaches the bystander.
+    code, out = run_footage(
+        relay, alice.token, "answer", by_req[decl_req]["id"], "decline", "--reason", "others_shown"
+    )
+    assert code == 0, out
+    code, out = run_anon(relay, "bystander", "status", str(tmp_path / "decl.json"))
+    assert code == 0, out
+    (answer,) = json.loads(out)["answers"]
+    assert answer["outcome"] == "decline" and answer["reason"] == "others_shown"
+    # An unknown reason is refused (the list is short and fixed).
+    bad = httpx.post(
+        f"{relay.url}/v1/asks/{by_req[erase_req]['id']}/answer",
+        json={"answer": "decline", "reason": "dont-care"},
+        headers={"Authorization": f"Bearer {alice.token.read_text().strip()}"},
+    )
+    assert bad.status_code == 400
+
+    # Copy: sealed to the bystander's key; the bystander decrypts an MP4.
+    match_file = tmp_path / "match.json"
+    match_file.write_text(json.dumps(match.json()))
+    code, out = run_footage(
+        relay, alice.token, "answer", ask["id"], "copy", "--keys", str(alice.keys)
+    )
+    assert code == 0, out
+    wait_for(lambda: alice.commands.counters["released"] == 1, 30, "the doorbell to release")
+    wait_for(
+        lambda: "download_url" in run_anon(relay, "bystander", "status", str(match_file))[1],
+        30,
+        "the release indexed",
+    )
+    code, out = run_anon(
+        relay, "bystander", "fetch", str(match_file), "--key", str(tmp_path / "me"),
+        "--out", str(tmp_path / "got"),
+    )  # fmt: skip
+    assert code == 0, out
+    (mp4,) = (tmp_path / "got").glob("*.mp4")
+    assert ffprobe(mp4)["streams"][0]["codec_name"] == "h264"
+    status_text = run_anon(relay, "bystander", "status", str(match_file))[1]
+    assert "alice" not in status_text and "device" not in status_text
+
+    # Erase: signed deletions; the doorbell, the index and the blob store forget the
+    # clip, and the owner is told a copy went out before, for which request.
+    code, out = run_footage(
+        relay, alice.token, "answer", by_req[erase_req]["id"], "erase", "--keys", str(alice.keys)
+    )
+    assert code == 0, out
+    assert f"released before for request {match.json()['id']}" in out
+    clip_id = clip["clip"]
+    wait_for(lambda: alice.bell.store.get(clip_id) is None, 30, "the doorbell to delete")
+    wait_for(lambda: relay.engine.index.clips(device="alice-door") == [], 30, "the index")
+    wait_for(lambda: relay.stored_blobs(tmp_path) == b"", 30, "the released copy to go")
+    assert not list(alice.bell.store.dir.glob(f"{clip_id}*"))
+    code, out = run_anon(relay, "bystander", "status", str(tmp_path / "erase.json"))
+    (answer,) = json.loads(out)["answers"]
+    assert (answer["outcome"], answer["clips"]) == ("erase", 1)
+
+    # On the record: requests, answers, the deletion; nothing names a home.
+    entries = relay.audit.entries()
+    kinds = [e["kind"] for e in entries]
+    assert kinds.count("bystander_request") == 4
+    answers = [e["data"]["answer"] for e in entries if e["kind"] == "bystander_answer"]
+    assert sorted(answers) == ["copy", "decline", "erase"]
+    assert "deletion" in kinds and "release" in kinds
+    public = public_entries(relay)
+    assert check_meaning(public) == []
+    for e in public:
+        if e["kind"].startswith("bystander"):
+            assert "alice" not in json.dumps(e), e
+            assert e["actor"] in ("bystander", "owner", "relay")
+    assert relay.audit.verify().ok
+
+    report = build_report(entries, 0, time.time() + 1, relay.engine.policy())
+    assert report["bystander"]["requests_by_kind"] == {"copy": 3, "erase": 1}
+    assert report["bystander"]["answers_by_outcome"] == {"copy": 1, "decline": 1, "erase": 1}
+    assert sum(report["bystander"]["time_to_answer"].values()) == 3
+    # Agencies' figures are not mixed with bystanders'.
+    assert (report["requests"], report["approvals"], report["denials"]) == (0, 0, 0)
+
+
+@pytest.fixture
+def one(stack, tmp_path):
+    relay = Relay(stack, tmp_path)
+    relay.engine.bystander = BystanderConfig(
+        difficulty=8, requests_per_window=5, challenges_per_window=20
+    )
+    home = Home(stack, relay, tmp_path, "alice-door", 51.5000, -0.1200)
+    yield relay, home
+    home.close()
+    relay.close()
+
+
+def test_spam_is_throttled_and_refused_requests_reach_no_owner(one, tmp_path):
+    relay, alice = one
+    clip = record_clip(alice)
+    wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
+    me = OwnerKeys.generate()
+    body = body_for(clip, 51.5, -0.12, "copy", me.box_public)
+    url = f"{relay.url}/v1/bystander/requests"
+    with httpx.Client() as http:
+        good = solved(relay)
+        no_work = {**solved(relay)}
+        no_work["nonce"] = next(
+            n for n in (str(i) for i in range(10**6))
+            if not bys.check_work(no_work["challenge"], n, 8)
+        )  # fmt: skip
+        codes = [http.post(url, json={**body, **no_work}).status_code]  # bad proof
+        codes.append(http.post(url, json={**body, **good}).status_code)  # good
+        codes.append(http.post(url, json={**body, **good}).status_code)  # reused challenge
+        # A flood: made-up challenges, and spoofed X-Forwarded-For (no proxy is trusted).
+        limited = []
+        for i in range(997):
+            resp = http.post(
+                url,
+                json={**body, "challenge": f"{i:032x}", "nonce": "1"},
+                headers={"X-Forwarded-For": f"203.0.113.{i % 250}"},
+            )
+            codes.append(resp.status_code)
+            if resp.status_code == 429:
+                limited.append(resp)
+    assert codes[:3] == [403, 202, 403]
+    assert codes.count(429) == 995 and codes.count(202) == 1
+    assert all(int(r.headers["Retry-After"]) > 0 for r in limited)
+    assert limited[0].json()["error"] == "too_many"
+    # Even a valid proof of work waits for the next window.
+    assert httpx.post(url, json={**body, **good}).status_code == 429
+
+    # Alice is asked once: for the one request that was let in.
+    wait_for(lambda: asks_of(relay, alice), 10, "Alice's ask")
+    relay.engine.fan_out_due(older_than_s=-1)
+    assert len(asks_of(relay, alice)) == 1
+    kinds = [e["kind"] for e in relay.audit.entries()]
+    assert kinds.count("bystander_request") == 1 and "bystander_refused" not in kinds
+    refused = {k.decode(): int(v) for k, v in relay.engine.r.hgetall("bystander:refused").items()}
+    assert refused == {"bad_work": 1, "bad_challenge": 3, "rate_limited": 996}
+
+    # Challenges are limited per address too.
+    got = [httpx.get(f"{relay.url}/v1/bystander/challenge").status_code for _ in range(20)]
+    assert got.count(429) == 2, "two challenges were fetched above"
+
+
+def test_policy_bounds_apply_to_bystanders_and_refusals_are_logged(one):
+    relay, _alice = one
+    relay.engine.bystander = BystanderConfig(difficulty=8, requests_per_window=50)
+    now = time.time()
+    base = {"lat": 51.5, "lon": -0.12, "radius_m": 50.0, "start": now - 600, "end": now,
+            "kind": "erase", "description": "blue hat"}  # fmt: skip
+    url = f"{relay.url}/v1/bystander/requests"
+    cases = [
+        ({"radius_m": 5000.0}, "radius"),
+        ({"start": now - 3 * 3600}, "window"),
+        ({"end": now + 600}, "future"),
+        ({"kind": "copy"}, "box_public"),
+        ({"kind": "stop_filming"}, "polygon"),
+        ({"kind": "stop_filming", "polygon": [[0, 0], [2, 0], [0, 1]]}, "polygon"),
+        ({"description": "\u200b"}, "visible"),
+    ]
+    for change, why in cases:
+        resp = httpx.post(url, json={**base, **change, **solved(relay)})
+        assert resp.status_code == 422, (change, resp.text)
+        assert why in resp.json()["reason"], (why, resp.json())
+    resp = httpx.post(url, json={**base, "kind": "everything", **solved(relay)})
+    assert resp.status_code == 400
+    refused = [e for e in relay.audit.entries() if e["kind"] == "bystander_refused"]
+    assert len(refused) == len(cases)
+    assert relay.engine.r.keys("ask:*") == []
+    # A proposal to stop filming a spot, in bounds, is accepted.
+    poly = [[0.0, 0.5], [0.4, 0.5], [0.4, 1.0], [0.0, 1.0]]
+    resp = httpx.post(url, json={**base, "kind": "stop_filming", "polygon": poly, **solved(relay)})
+    assert resp.status_code == 202, resp.text
+
+
+def test_stop_filming_is_proposed_and_accepted(one, tmp_path):
+    relay, alice = one
+    clip = record_clip(alice)
+    wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
+    start = clip["start"] - 60
+    code, out = run_anon(
+        relay, "bystander", "request", "--lat", "51.5", "--lon", "-0.12", "--radius", "30",
+        "--from", str(start), "--to", str(min(start + 600, time.time())),
+        "--kind", "stop_filming", "--description", "I live opposite: my front window",
+        "--polygon", "0.7,0", "1,0", "1,0.4", "0.7,0.4", "--save", str(tmp_path / "s.json"),
+    )  # fmt: skip
+    assert code == 0, out
+    wait_for(lambda: asks_of(relay, alice), 10, "Alice's ask")
+    (ask,) = asks_of(relay, alice)
+    assert ask["bystander"]["polygon"] == [[0.7, 0], [1, 0], [1, 0.4], [0.7, 0.4]]
+    code, out = run_footage(relay, alice.token, "asks")
+    assert "proposes masking" in out
+    # A stop_filming request is not answered with a copy or an erasure.
+    code, out = run_footage(relay, alice.token, "answer", ask["id"], "erase", "--keys",
+                            str(alice.keys))  # fmt: skip
+    assert code == 1
+    code, out = run_footage(relay, alice.token, "answer", ask["id"], "accept")
+    assert code == 0, out
+    assert "proposed mask" in out
+    (ask,) = asks_of(relay, alice)
+    assert ask["status"] == "accepted"
+    assert ask["bystander"]["answer"]["polygon"] == [[0.7, 0], [1, 0], [1, 0.4], [0.7, 0.4]]
+    code, out = run_anon(relay, "bystander", "status", str(tmp_path / "s.json"))
+    assert json.loads(out)["answers"][0]["outcome"] == "accept"
+    (entry,) = [e for e in public_entries(relay) if e["kind"] == "bystander_answer"]
+    assert entry["data"]["answer"] == "accept" and entry["actor"] == "owner"
+
+
+def test_a_reminder_before_the_deadline_and_expiry_at_30_days(one, tmp_path):
+    relay, alice = one
+    clip = record_clip(alice)
+    wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
+    resp = httpx.post(
+        f"{relay.url}/v1/bystander/requests",
+        json={**body_for(clip, 51.5, -0.12, "erase", None), **solved(relay)},
+    )
+    assert resp.status_code == 202
+    saved = tmp_path / "r.json"
+    saved.write_text(resp.text)
+    wait_for(lambda: asks_of(relay, alice), 10, "Alice's ask")
+    (ask,) = asks_of(relay, alice)
+    created = ask["created"]
+    now = [created]
+    relay.engine.clock = lambda: now[0]  # the injected clock: 30 days pass in no time
+    day = 86400.0
+
+    def kinds() -> list[str]:
+        return [e["kind"] for e in relay.audit.entries()]
+
+    now[0] = created + 23 * day - 1  # the reminder is due 7 days before the deadline
+    assert relay.engine.expire_due() == 0
+    assert "bystander_reminder" not in kinds()
+    now[0] = created + 23 * day
+    assert relay.engine.expire_due() == 0
+    assert kinds().count("bystander_reminder") == 1
+    code, out = run_footage(relay, alice.token, "asks")
+    assert "REMINDER" in out
+    (ask,) = asks_of(relay, alice)
+    assert ask["bystander"]["reminded_at"] == created + 23 * day
+    relay.engine.expire_due()
+    assert kinds().count("bystander_reminder") == 1, "once"
+
+    now[0] = created + 30 * day - 1
+    assert relay.engine.expire_due() == 0
+    assert asks_of(relay, alice)[0]["status"] == "pending"
+    now[0] = created + 30 * day
+    assert relay.engine.expire_due() == 1
+    assert kinds().count("bystander_expired") == 1
+    (ask,) = asks_of(relay, alice)
+    assert ask["status"] == "expired"
+    code, out = run_footage(relay, alice.token, "answer", ask["id"], "decline",
+                            "--reason", "excessive")  # fmt: skip
+    assert code == 1
+    code, out = run_anon(relay, "bystander", "status", str(saved))
+    status = json.loads(out)
+    assert (status["status"], status["answers"]) == ("closed", [])
+    public = public_entries(relay)
+    assert check_meaning(public) == []
+    report = build_report(relay.audit.entries(), 0, now[0] + 1, relay.engine.policy())
+    assert report["bystander"]["expired"] == 1 and report["bystander"]["reminders"] == 1
+
+
+def test_proof_of_work_and_client_address() -> None:
+    nonce = bys.solve("abc", 12)
+    assert bys.check_work("abc", nonce, 12)
+    assert (
+        not bys.check_work("abd", nonce, 12)
+        or bys.leading_zero_bits(bys.work_hash("abd", nonce)) >= 12
+    )
+    assert not bys.check_work("abc", "", 0) and not bys.check_work("abc", "x" * 65, 0)
+    assert bys.leading_zero_bits(b"\x00\x00\x01") == 23
+
+    from starlette.requests import Request
+
+    from relay.api import client_address
+
+    def req(peer: str, xff: str | None) -> Request:
+        headers = [(b"x-forwarded-for", xff.encode())] if xff else []
+        return Request({"type": "http", "client": (peer, 1), "headers": headers})
+
+    assert client_address(req("192.0.2.9", "1.2.3.4"), ()) == "192.0.2.9"
+    assert client_address(req("10.0.0.1", "1.2.3.4, 198.51.100.5"), ("10.0.0.1",)) == (
+        "198.51.100.5"
+    )
+    assert client_address(req("10.0.0.1", "1.2.3.4, 10.0.0.2"), ("10.0.0.1", "10.0.0.2")) == (
+        "1.2.3.4"
+    )
+    assert client_address(req("10.0.0.1", None), ("10.0.0.1",)) == "10.0.0.1"
