@@ -388,7 +388,7 @@ def create_app(
     # ------------------------------------------------------------ bystanders
 
     def source(request: Request) -> str:
-        return client_address(request, engine.bystander.trusted_proxies)
+        return client_address(request)
 
     no_store = {"Cache-Control": "no-store"}
 
@@ -537,18 +537,12 @@ def create_app(
     return app
 
 
-def client_address(request: Request, trusted_proxies: tuple[str, ...]) -> str:
-    """The client's address: the peer, or, when the peer is one of the operator's
-    ``trusted_proxies``, the last X-Forwarded-For hop that is not itself one (a client
-    can prepend anything to the header; only what trusted proxies appended counts)."""
-    peer = request.client.host if request.client else "unknown"
-    if peer not in trusted_proxies:
-        return peer
-    hops = [h.strip() for h in request.headers.get("x-forwarded-for", "").split(",")]
-    for hop in reversed([h for h in hops if h]):
-        if hop not in trusted_proxies:
-            return hop[:64]
-    return peer
+def client_address(request: Request) -> str:
+    """The client's address, the source the rate limit counts.  Behind the operator's
+    reverse proxy uvicorn has already replaced the peer with the last X-Forwarded-For hop
+    its ``forwarded_allow_ips`` (``[api] forwarded_allow_ips``) does not trust, so a
+    client cannot pick its own address by sending the header."""
+    return (request.client.host if request.client else "unknown")[:64]
 
 
 def answer_bystander(

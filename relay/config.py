@@ -5,7 +5,7 @@
 [mosquitto]         the broker's password file and pid file, for ``relay devices``
 [provisioning]      where bundles go, and the broker address doorbells are given
 [ingest]            shared-subscription group and batch size
-[bystander]         passers-by's requests: proof of work, rate limits, deadlines, proxies
+[bystander]         passers-by's requests: proof of work, rate limits, deadlines
 """
 
 from __future__ import annotations
@@ -82,6 +82,10 @@ class ApiConfig(_Section):
     s3_bucket: str | None = None
     """Use this S3 bucket instead of blobs_dir (boto3 reads credentials as usual)."""
     s3_endpoint: str | None = None
+    forwarded_allow_ips: str = "127.0.0.1"
+    """The reverse proxies (comma-separated addresses, or ``*``) whose X-Forwarded-For
+    uvicorn believes: the client address (e.g. a bystander's rate limit) is the last hop
+    none of these added.  The default trusts the nginx of deploy/relay on this host."""
 
 
 class WebPushConfig(_Section):
@@ -109,9 +113,6 @@ class BystanderConfig(_Section):
     """How long an owner has to answer (a month, as data-protection law expects)."""
     reminder_days: float = Field(7.0, ge=0)
     """How long before the deadline the owner is reminded (0: no reminder)."""
-    trusted_proxies: tuple[str, ...] = ()
-    """Addresses of the operator's reverse proxies: from these, the client address is the
-    last X-Forwarded-For hop not itself a trusted proxy (the rate limit's source)."""
 
 
 class RelayConfig(_Section):

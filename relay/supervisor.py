@@ -127,7 +127,13 @@ def serve(
     base = f"{os.uname().nodename}-serve"
     procs = spawn_workers(config_path, [f"{base}-{i}" for i in range(workers)])
     server = uvicorn.Server(
-        uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning")
+        uvicorn.Config(
+            app,
+            host=cfg.api.host,
+            port=cfg.api.port,
+            log_level="warning",
+            forwarded_allow_ips=cfg.api.forwarded_allow_ips,
+        )
     )
     if seconds:
         threading.Timer(seconds, lambda: setattr(server, "should_exit", True)).start()
