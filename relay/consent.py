@@ -829,7 +829,8 @@ class ConsentEngine:
             "polygon": body.get("polygon"),
             "token_hash": token_hash(token),
             "created": now,
-            "deadline": now + self.bystander.deadline_days * 86400,
+            # Whole seconds: the answer's length must not vary from request to request.
+            "deadline": float(int(now + self.bystander.deadline_days * 86400)),
         }
         try:
             self._check_bystander(record)
