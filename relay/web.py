@@ -240,6 +240,11 @@ def web_router(
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)
 
+    @router.get("/bystander")
+    def bystander_form() -> FileResponse:
+        """The plain form for passers-by (no account; docs/formats.md §3.7)."""
+        return FileResponse(STATIC / "bystander.html", headers=SECURITY_HEADERS)
+
     @router.get("/app/sw.js")
     def service_worker() -> FileResponse:
         # Served from /app/ so that its scope is the page's.

@@ -451,3 +451,61 @@ def test_proof_of_work() -> None:
     assert not bys.check_work("abc", "", 0) and not bys.check_work("abc", "x" * 65, 0)
     assert bys.leading_zero_bits(b"\x00\x00\x01") == 23
     assert bys.leading_zero_bits(b"\x80") == 0
+
+
+def test_the_web_form_solves_the_proof_of_work_in_a_real_browser(one, browser, tmp_path):
+    from datetime import UTC, datetime
+
+    relay, alice = one
+    relay.engine.bystander = BystanderConfig(difficulty=12, requests_per_window=5)
+    clip = record_clip(alice)
+    wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
+    me = OwnerKeys.generate()
+    ctx = browser.new_context(base_url=relay.url, timezone_id="UTC")
+    page = ctx.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    resp = page.goto("/bystander")
+    assert resp is not None and "script-src 'self'" in resp.headers["content-security-policy"]
+
+    def local(ts: float) -> str:
+        return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+    start = clip["start"] - 120
+    page.fill("#lat", "51.5")
+    page.fill("#lon", "-0.12")
+    page.fill("#radius", "40")
+    page.fill("#from", local(start))
+    page.fill("#to", local(min(start + 1800, time.time())))
+    page.select_option("#kind", "copy")
+    page.fill("#description", "grey hoodie, delivering a parcel")
+    page.fill("#box-public", b64(me.box_public))
+    page.click("#send")
+    page.wait_for_selector("#sent:not([hidden])", timeout=60_000)
+    request_id = page.text_content("#sent-id")
+    assert request_id and request_id.startswith("bys-")
+    assert errors == []
+
+    # Alice is asked, with the description the form carried.
+    wait_for(lambda: asks_of(relay, alice), 10, "Alice's ask")
+    (ask,) = asks_of(relay, alice)
+    assert ask["request_id"] == request_id
+    assert ask["bystander"]["description"] == "grey hoodie, delivering a parcel"
+    assert ask["requester_key"] == b64(me.box_public)
+
+    # Her decline shows in the form, in words.
+    code, out = run_footage(relay, alice.token, "answer", ask["id"], "decline",
+                            "--reason", "others_shown")  # fmt: skip
+    assert code == 0, out
+    page.click("#status-form button[type=submit]")
+    page.wait_for_selector("li.answer", timeout=10_000)
+    assert "would show other people" in page.text_content("#answers")
+    # A second request from this browser spends a fresh challenge (single use).
+    page.fill("#description", "the same, once more")
+    page.click("#send")
+    page.wait_for_function(
+        "(old) => document.getElementById('sent-id').textContent !== old", arg=request_id
+    )
+    assert errors == []
+    ctx.close()
