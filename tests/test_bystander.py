@@ -482,7 +482,8 @@ def test_the_web_form_solves_the_proof_of_work_in_a_real_browser(one, browser, t
     page.fill("#description", "grey hoodie, delivering a parcel")
     page.fill("#box-public", b64(me.box_public))
     page.click("#send")
-    page.wait_for_selector("#sent:not([hidden])", timeout=60_000)
+    page.wait_for_selector("#sent:not([hidden]), #status.error", timeout=60_000)
+    assert page.get_attribute("#status", "class") != "error", page.text_content("#status")
     request_id = page.text_content("#sent-id")
     assert request_id and request_id.startswith("bys-")
     assert errors == []
