@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from protocol.bystander import MAX_DESCRIPTION, NONCE_MAX, BystanderKind, DeclineReason
 from relay import web
 from relay.blobs import BlobStore, LocalBlobStore, TokenError, blob_key
-from relay.commands import DoorbellCommands
+from relay.commands import DoorbellCommands, answer_bystander
 from relay.consent import (
     BadWork,
     ConsentEngine,
@@ -543,45 +543,3 @@ def client_address(request: Request) -> str:
     its ``forwarded_allow_ips`` (``[api] forwarded_allow_ips``) does not trust, so a
     client cannot pick its own address by sending the header."""
     return (request.client.host if request.client else "unknown")[:64]
-
-
-def answer_bystander(
-    engine: ConsentEngine,
-    doorbells: DoorbellCommands,
-    owner: str,
-    ask_id: str,
-    body: dict[str, Any],
-) -> dict[str, Any]:
-    """Check and record an owner's answer to a bystander's ask and send the doorbell
-    what it implies; the HTTP API and the web app both call this."""
-    what = body["answer"]
-    if what == "copy":
-        if not body.get("approval"):
-            raise PolicyRefusal("copy needs approval: a signed Approval")
-        ask, payload = engine.approve(owner, ask_id, body["approval"])
-        doorbells.release(ask.device, ask.request_id, body["approval"], payload["clip_ids"])
-        return {"id": ask.id, "status": "approved", "forwarded_to": ask.device}
-    if what == "erase":
-        if not body.get("deletions"):
-            raise PolicyRefusal("erase needs deletions: clip id -> a signed Deletion")
-        ask, before = engine.bystander_erase(owner, ask_id, body["deletions"])
-        for clip_id, signature in sorted(body["deletions"].items()):
-            doorbells.delete(ask.device, clip_id, signature)
-        return {
-            "id": ask.id,
-            "status": "erased",
-            "forwarded_to": ask.device,
-            "released_before": before,
-        }
-    if what == "decline":
-        if not body.get("reason"):
-            raise PolicyRefusal("decline needs a reason code")
-        return {
-            "id": engine.bystander_decline(owner, ask_id, body["reason"]).id,
-            "status": "denied",
-        }
-    ask = engine.bystander_accept(owner, ask_id)
-    # The mask itself is the owner's signed MaskUpdate (POST /v1/devices/{device}/masks);
-    # the polygon is returned so that the client can propose exactly it.
-    polygon = (ask.bystander or {}).get("polygon")
-    return {"id": ask.id, "status": "accepted", "forwarded_to": ask.device, "polygon": polygon}

@@ -510,3 +510,59 @@ def test_the_web_form_solves_the_proof_of_work_in_a_real_browser(one, browser, t
     )
     assert errors == []
     ctx.close()
+
+
+def test_an_owner_answers_bystanders_in_the_web_app(one, browser, tmp_path):
+    from test_webapp import PASSPHRASE, expect, open_page, sign_in
+
+    relay, alice = one
+    clip = record_clip(alice)
+    wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
+    me = OwnerKeys.generate()
+    xss = '<img src=x onerror="window.pwned=1">'
+    filed = {}
+    for kind, key in (("copy", me.box_public), ("erase", None)):
+        body = body_for(clip, 51.5, -0.12, kind, key)
+        body["description"] = f"{kind}: green scarf {xss}"
+        resp = httpx.post(f"{relay.url}/v1/bystander/requests", json={**body, **solved(relay)})
+        assert resp.status_code == 202, resp.text
+        filed[kind] = resp.json()
+    wait_for(lambda: len(asks_of(relay, alice)) == 2, 10, "two asks")
+    asks = {a["bystander"]["kind"]: a for a in asks_of(relay, alice)}
+
+    errors: list[str] = []
+    page = open_page(browser, relay, errors)
+    sign_in(page, alice)
+    expect(page, "#import-form:not([hidden])", errors)
+    page.set_input_files("#key-files", [str(alice.keys / "sign.key"), str(alice.keys / "box.key")])
+    page.fill("#new-passphrase", PASSPHRASE)
+    page.click("#import-form button[type=submit]")
+    expect(page, "body[data-unlocked='1']", errors)
+    errors.clear()  # the page asks who is signed in before anyone is: a 401
+    copy_li = f"li[data-ask='{asks['copy']['id']}']"
+    erase_li = f"li[data-ask='{asks['erase']['id']}']"
+    expect(page, f"{copy_li}[data-bystander='copy'][data-status='pending']", errors)
+    text = page.inner_text(copy_li)
+    assert "green scarf" in text and xss in text and clip["clip"] in text
+    assert page.query_selector(f"{copy_li} img") is None and page.evaluate("window.pwned") is None
+    answers = [
+        b.get_attribute("data-answer") for b in page.query_selector_all(f"{erase_li} button")
+    ]
+    assert answers == ["erase", "decline"]
+
+    # Decline the copy with a reason from the list; the bystander reads it.
+    page.select_option(f"{copy_li} select[data-reason]", "legal_hold")
+    page.click(f"{copy_li} button[data-answer='decline']")
+    expect(page, f"{copy_li}[data-status='denied']", errors)
+    status = httpx.get(
+        f"{relay.url}/v1/bystander/requests/{filed['copy']['id']}",
+        headers={"Authorization": f"Bearer {filed['copy']['status_token']}"},
+    ).json()
+    assert [(a["outcome"], a["reason"]) for a in status["answers"]] == [("decline", "legal_hold")]
+
+    # Erase: signed in the browser, one Deletion per clip; the doorbell deletes.
+    page.click(f"{erase_li} button[data-answer='erase']")
+    expect(page, f"{erase_li}[data-status='erased']", errors)
+    wait_for(lambda: alice.bell.store.get(clip["clip"]) is None, 30, "the doorbell to delete")
+    wait_for(lambda: relay.engine.index.clips(device="alice-door") == [], 30, "the index")
+    assert errors == [], errors
