@@ -566,3 +566,32 @@ def test_an_owner_answers_bystanders_in_the_web_app(one, browser, tmp_path):
     wait_for(lambda: alice.bell.store.get(clip["clip"]) is None, 30, "the doorbell to delete")
     wait_for(lambda: relay.engine.index.clips(device="alice-door") == [], 30, "the index")
     assert errors == [], errors
+
+
+def test_the_answer_does_not_wait_for_matching(one):
+    """Owners are matched after the answer is sent: with matching held up, the bystander
+    still gets their answer (a relay that matched first would time out here)."""
+    import threading
+
+    relay, alice = one
+    clip = record_clip(alice)
+    wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
+    gate = threading.Event()
+    real = relay.engine.fan_out
+
+    def held(request_id: str) -> None:
+        assert gate.wait(30), "the test never let matching go"
+        real(request_id)
+
+    relay.engine.fan_out = held
+    try:
+        resp = httpx.post(
+            f"{relay.url}/v1/bystander/requests",
+            json={**body_for(clip, 51.5, -0.12, "erase", None), **solved(relay)},
+            timeout=10,
+        )
+        assert resp.status_code == 202
+        assert relay.engine.r.zscore("fanout_pending", resp.json()["id"]) is not None
+    finally:
+        gate.set()
+    wait_for(lambda: asks_of(relay, alice), 10, "Alice's ask, once matching runs")
