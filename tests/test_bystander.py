@@ -263,6 +263,11 @@ def test_only_the_filmed_home_is_asked_and_the_answers_reach_the_bystander(three
     assert report["bystander"]["requests_by_kind"] == {"copy": 3, "erase": 1}
     assert report["bystander"]["answers_by_outcome"] == {"copy": 1, "decline": 1, "erase": 1}
     assert sum(report["bystander"]["time_to_answer"].values()) == 3
+    assert report["bystander"]["time_to_answer"] == {"within a day": 3}
+    from relay.report import to_markdown
+
+    md = to_markdown(report)
+    assert "Passers-by's requests: copy 3, erase 1; answers: copy 1, decline 1, erase 1" in md
     # Agencies' figures are not mixed with bystanders'.
     assert (report["requests"], report["approvals"], report["denials"]) == (0, 0, 0)
 
@@ -376,6 +381,8 @@ def test_stop_filming_is_proposed_and_accepted(one, tmp_path):
     code, out = run_footage(relay, alice.token, "answer", ask["id"], "erase", "--keys",
                             str(alice.keys))  # fmt: skip
     assert code == 1
+    later = time.time() + 3 * 86400  # the injected clock: Alice answers three days later
+    relay.engine.clock = lambda: later
     code, out = run_footage(relay, alice.token, "answer", ask["id"], "accept")
     assert code == 0, out
     assert "proposed mask" in out
@@ -386,6 +393,10 @@ def test_stop_filming_is_proposed_and_accepted(one, tmp_path):
     assert json.loads(out)["answers"][0]["outcome"] == "accept"
     (entry,) = [e for e in public_entries(relay) if e["kind"] == "bystander_answer"]
     assert entry["data"]["answer"] == "accept" and entry["actor"] == "owner"
+    assert entry["data"]["after_h"] in (71, 72)
+    report = build_report(relay.audit.entries(), 0, later + 1, relay.engine.policy())
+    assert report["bystander"]["time_to_answer"] == {"within a week": 1}
+    assert report["bystander"]["answers_by_outcome"] == {"accept": 1}
 
 
 def test_a_reminder_before_the_deadline_and_expiry_at_30_days(one, tmp_path):
