@@ -532,14 +532,14 @@ def test_an_owner_answers_bystanders_in_the_web_app(one, browser, tmp_path):
     me = OwnerKeys.generate()
     xss = '<img src=x onerror="window.pwned=1">'
     filed = {}
-    for kind, key in (("copy", me.box_public), ("erase", None)):
-        body = body_for(clip, 51.5, -0.12, kind, key)
-        body["description"] = f"{kind}: green scarf {xss}"
+    for name, key in (("copy", me.box_public), ("erase", None), ("copy2", me.box_public)):
+        body = body_for(clip, 51.5, -0.12, name[:4] if name != "erase" else name, key)
+        body["description"] = f"{name}: green scarf {xss}"
         resp = httpx.post(f"{relay.url}/v1/bystander/requests", json={**body, **solved(relay)})
         assert resp.status_code == 202, resp.text
-        filed[kind] = resp.json()
-    wait_for(lambda: len(asks_of(relay, alice)) == 2, 10, "two asks")
-    asks = {a["bystander"]["kind"]: a for a in asks_of(relay, alice)}
+        filed[name] = resp.json()
+    wait_for(lambda: len(asks_of(relay, alice)) == 3, 10, "three asks")
+    asks = {a["bystander"]["description"].split(":")[0]: a for a in asks_of(relay, alice)}
 
     errors: list[str] = []
     page = open_page(browser, relay, errors)
@@ -571,11 +571,30 @@ def test_an_owner_answers_bystanders_in_the_web_app(one, browser, tmp_path):
     ).json()
     assert [(a["outcome"], a["reason"]) for a in status["answers"]] == [("decline", "legal_hold")]
 
+    # Send a copy: an Approval sealed to the bystander's key, signed in the browser.
+    copy2_li = f"li[data-ask='{asks['copy2']['id']}']"
+    page.click(f"{copy2_li} button[data-answer='copy']")
+    expect(page, f"{copy2_li}[data-status='approved']", errors)
+    saved = tmp_path / "copy2.json"
+    saved.write_text(json.dumps(filed["copy2"]))
+    me.save(tmp_path / "me")
+    wait_for(
+        lambda: "download_url" in run_anon(relay, "bystander", "status", str(saved))[1],
+        30,
+        "the doorbell to upload the copy",
+    )
+    code, out = run_anon(relay, "bystander", "fetch", str(saved), "--key", str(tmp_path / "me"),
+                         "--out", str(tmp_path / "got"))  # fmt: skip
+    assert code == 0, out
+    (mp4,) = (tmp_path / "got").glob("*.mp4")
+    assert ffprobe(mp4)["streams"][0]["codec_name"] == "h264"
+
     # Erase: signed in the browser, one Deletion per clip; the doorbell deletes.
     page.click(f"{erase_li} button[data-answer='erase']")
     expect(page, f"{erase_li}[data-status='erased']", errors)
     wait_for(lambda: alice.bell.store.get(clip["clip"]) is None, 30, "the doorbell to delete")
     wait_for(lambda: relay.engine.index.clips(device="alice-door") == [], 30, "the index")
+    assert filed["copy2"]["id"] in page.inner_text("#status"), "copies released before"
     assert errors == [], errors
 
 
