@@ -1047,7 +1047,8 @@ class ConsentEngine:
         return ask, sorted(before)
 
     def remind_due(self, now: float | None = None) -> int:
-        """Remind owners of bystander asks whose deadline is near (once each, logged)."""
+        """Remind owners of bystander asks whose deadline is near: once each, on the
+        record and on the doorbell's live channel (the web app and Web Push show it)."""
         now = self.clock() if now is None else now
         n = 0
         for raw in self.r.zrangebyscore(ks.BYSTANDER_REMINDERS, "-inf", now):
@@ -1062,5 +1063,15 @@ class ConsentEngine:
             self.audit.append(
                 "bystander_reminder", "relay", {"ask": ask.id, "deadline": ask.expires}
             )
+            # On the doorbell's live channel: the owner's open page and Web Push hear it.
+            reminder = {
+                "kind": "reminder",
+                "id": f"reminder-{ask.id}",
+                "device": ask.device,
+                "ask": ask.id,
+                "deadline": ask.expires,
+                "at": now,
+            }
+            self.r.publish(ks.live_channel(ask.device), json.dumps(reminder))
             n += 1
         return n

@@ -399,7 +399,7 @@ def test_stop_filming_is_proposed_and_accepted(one, tmp_path):
     assert report["bystander"]["answers_by_outcome"] == {"accept": 1}
 
 
-def test_a_reminder_before_the_deadline_and_expiry_at_30_days(one, tmp_path):
+def test_a_reminder_before_the_deadline_and_expiry_at_30_days(one, tmp_path, request):
     relay, alice = one
     clip = record_clip(alice)
     wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
@@ -420,12 +420,42 @@ def test_a_reminder_before_the_deadline_and_expiry_at_30_days(one, tmp_path):
     def kinds() -> list[str]:
         return [e["kind"] for e in relay.audit.entries()]
 
+    # Alice's browser is subscribed to Web Push (a loopback push service plays it).
+    import threading
+
+    from test_webpush import Browser, PushService
+
+    from relay.webpush import PushSender, PushSubscriptions, load_vapid
+
+    service = PushService()
+    subs = PushSubscriptions(relay.engine.r, hosts=("127.0.0.1",), https=False)
+    phone = Browser(service.url + "/alice")
+    subs.add("owner-of-alice-door", phone.subscription)
+    sender = PushSender(
+        relay.engine.r,
+        relay.engine.index,
+        subs,
+        load_vapid(tmp_path / "v.pem"),
+        "mailto:ops@relay.test",
+    )
+    stop = threading.Event()
+    request.addfinalizer(service.close)
+    request.addfinalizer(stop.set)  # before the fixture stops Redis (finalizers run first)
+    threading.Thread(target=sender.run, args=(stop,), daemon=True).start()
+    wait_for(sender.ready.is_set, 10, "the push sender")
+
     now[0] = created + 23 * day - 1  # the reminder is due 7 days before the deadline
     assert relay.engine.expire_due() == 0
     assert "bystander_reminder" not in kinds()
     now[0] = created + 23 * day
     assert relay.engine.expire_due() == 0
     assert kinds().count("bystander_reminder") == 1
+    _path, _headers, body = service.got.get(timeout=30)
+    assert phone.decrypt(body) == {
+        "kind": "reminder",
+        "ask": ask["id"],
+        "deadline": ask["expires"],
+    }
     code, out = run_footage(relay, alice.token, "asks")
     assert "REMINDER" in out
     (ask,) = asks_of(relay, alice)

@@ -159,6 +159,11 @@ function openLive() {
     if (ev.type === "ring") { showRing({ ...ev, sealed: null }, true); chime(); }
     else showMotion(ev, true);
   });
+  live.addEventListener("reminder", async (e) => {
+    const r = JSON.parse(e.data);
+    say(`A passer-by waits for your answer (ask ${r.ask}) until ${whenTs(r.deadline)}.`);
+    await loadAsks();
+  });
   live.addEventListener("snapshot", (e) => {
     const snap = JSON.parse(e.data);
     const ring = state.rings.get(snap.ring_id);
