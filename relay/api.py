@@ -392,7 +392,7 @@ def create_app(
 
     no_store = {"Cache-Control": "no-store"}
 
-    @app.get("/v1/bystander/challenge", responses=_errors(429))
+    @app.get("/v1/bystander/challenge", response_model=ChallengeOut, responses=_errors(429))
     def bystander_challenge(request: Request) -> JSONResponse:
         """A single-use proof-of-work challenge for one bystander request."""
         out = ChallengeOut(**engine.bystander_challenge(source(request)))
@@ -415,7 +415,12 @@ def create_app(
         out = BystanderOut(**result)
         return JSONResponse(out.model_dump(), status_code=202, headers=no_store)
 
-    @app.get("/v1/bystander/requests/{request_id}", responses=_errors(401, 404))
+    @app.get(
+        "/v1/bystander/requests/{request_id}",
+        response_model=BystanderStatusOut,
+        response_model_exclude_none=True,
+        responses=_errors(401, 404),
+    )
     def bystander_status(
         request_id: str,
         cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],

@@ -354,6 +354,13 @@ def test_policy_bounds_apply_to_bystanders_and_refusals_are_logged(one):
     refused = [e for e in relay.audit.entries() if e["kind"] == "bystander_refused"]
     assert len(refused) == len(cases)
     assert relay.engine.r.keys("ask:*") == []
+    # The OpenAPI lists the bystanders' routes, without a token, with their answers.
+    spec = httpx.get(f"{relay.url}/openapi.json").json()
+    post = spec["paths"]["/v1/bystander/requests"]["post"]
+    assert {"202", "400", "403", "422", "429"} <= set(post["responses"])
+    assert "security" not in post
+    status = spec["paths"]["/v1/bystander/requests/{request_id}"]["get"]["responses"]["200"]
+    assert "BystanderStatusOut" in json.dumps(status)
     # A proposal to stop filming a spot, in bounds, is accepted.
     poly = [[0.0, 0.5], [0.4, 0.5], [0.4, 1.0], [0.0, 1.0]]
     resp = httpx.post(url, json={**base, "kind": "stop_filming", "polygon": poly, **solved(relay)})
