@@ -795,8 +795,12 @@ class ConsentEngine:
             self.r.hincrby(ks.BYSTANDER_REFUSED, "bad_work", 1)
             raise BadWork(f"the nonce does not solve the challenge at {int(stored)} bits")
 
+    def count_bystander(self, source: str) -> None:
+        """Count one bystander request from ``source``, or raise RateLimited."""
+        self._rate("request", source, self.bystander.requests_per_window)
+
     def file_bystander(
-        self, source: str, body: dict[str, Any], fan_out: bool = True
+        self, source: str, body: dict[str, Any], fan_out: bool = True, counted: bool = False
     ) -> dict[str, Any]:
         """File a bystander's request from client address ``source``.
 
@@ -804,9 +808,10 @@ class ConsentEngine:
         copy), polygon (for stop_filming), challenge, nonce.  Raises RateLimited,
         BadWork (no owner, no log entry) or PolicyRefusal (logged, no owner).  Returns
         the same fields whatever matched: ``id``, ``status``, ``status_token``,
-        ``deadline``.
+        ``deadline``.  ``counted``: the caller ran :meth:`count_bystander` already.
         """
-        self._rate("request", source, self.bystander.requests_per_window)
+        if not counted:
+            self.count_bystander(source)
         self._claim_work(body.get("challenge", ""), body.get("nonce", ""))
         request_id = "bys-" + secrets.token_hex(8)
         token = secrets.token_urlsafe(32)

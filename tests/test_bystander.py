@@ -301,14 +301,17 @@ def test_spam_is_throttled_and_refused_requests_reach_no_owner(one, tmp_path):
         codes = [http.post(url, json={**body, **no_work}).status_code]  # bad proof
         codes.append(http.post(url, json={**body, **good}).status_code)  # good
         codes.append(http.post(url, json={**body, **good}).status_code)  # reused challenge
-        # A flood of made-up challenges.
+        # A flood of made-up challenges, half of them malformed (no kind).
         limited = []
         for i in range(997):
-            resp = http.post(url, json={**body, "challenge": f"{i:032x}", "nonce": "1"})
+            junk = {**body, "challenge": f"{i:032x}", "nonce": "1"}
+            if i % 2 == 0:
+                del junk["kind"]
+            resp = http.post(url, json=junk)
             codes.append(resp.status_code)
             if resp.status_code == 429:
                 limited.append(resp)
-    assert codes[:3] == [403, 202, 403]
+    assert codes[:5] == [403, 202, 403, 400, 403]
     assert codes.count(429) == 995 and codes.count(202) == 1
     assert all(int(r.headers["Retry-After"]) > 0 for r in limited)
     assert limited[0].json()["error"] == "too_many"
@@ -322,7 +325,7 @@ def test_spam_is_throttled_and_refused_requests_reach_no_owner(one, tmp_path):
     kinds = [e["kind"] for e in relay.audit.entries()]
     assert kinds.count("bystander_request") == 1 and "bystander_refused" not in kinds
     refused = {k.decode(): int(v) for k, v in relay.engine.r.hgetall("bystander:refused").items()}
-    assert refused == {"bad_work": 1, "bad_challenge": 3, "rate_limited": 996}
+    assert refused == {"bad_work": 1, "bad_challenge": 2, "rate_limited": 996}
 
     # Challenges are limited per address too.
     got = [httpx.get(f"{relay.url}/v1/bystander/challenge").status_code for _ in range(20)]
