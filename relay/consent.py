@@ -959,7 +959,8 @@ class ConsentEngine:
             "id": request_id,
             "kind": record["bystander_kind"],
             "status": "open" if self.clock() < record["deadline"] else "closed",
-            "created": record["created"],
+            # Whole seconds, as the deadline: the body's length says nothing either.
+            "created": float(int(record["created"])),
             "deadline": record["deadline"],
             "answers": answers,
         }
