@@ -392,6 +392,11 @@ def create_app(
 
     no_store = {"Cache-Control": "no-store"}
 
+    def count_bystander(request: Request) -> None:
+        # A dependency: FastAPI runs it before it validates the body, so malformed
+        # requests count against the address's limit too.
+        engine.count_bystander(source(request))
+
     @app.get("/v1/bystander/challenge", response_model=ChallengeOut, responses=_errors(429))
     def bystander_challenge(request: Request) -> JSONResponse:
         """A single-use proof-of-work challenge for one bystander request."""
@@ -405,12 +410,17 @@ def create_app(
         responses=_errors(400, 403, 422, 429),
     )
     def bystander_request(
-        body: BystanderIn, request: Request, later: BackgroundTasks
+        _counted: Annotated[None, Depends(count_bystander)],
+        body: BystanderIn,
+        request: Request,
+        later: BackgroundTasks,
     ) -> JSONResponse:
         """A passer-by's request for a copy, an erasure or a spot no longer filmed.
 
         The answer is the same whatever the place holds: owners are asked after it."""
-        result = engine.file_bystander(source(request), body.model_dump(), fan_out=False)
+        result = engine.file_bystander(
+            source(request), body.model_dump(), fan_out=False, counted=True
+        )
         later.add_task(engine.fan_out, result["id"])
         out = BystanderOut(**result)
         return JSONResponse(out.model_dump(), status_code=202, headers=no_store)
