@@ -4,7 +4,8 @@ Ours: ``POST /v1/requests`` over HTTP on a real Redis, the relay answering befor
 matches and asks owners.  Baseline in the same run: the same API with matching and
 asking done before the answer (the design before issue 11).  Both for an area with no
 doorbell and one with ``N`` doorbells; the row that matters is the gap between the two
-areas (an oracle when it stands out of the noise).  Nothing here is asserted.
+areas (an oracle when it stands out of the noise).  The same for bystanders'
+``POST /v1/bystander/requests`` (issue 17).  Nothing here is asserted.
 
 Not measured: a requester who sends a second request right after the first may see
 it slowed by the first one's matching, still running on the same relay.  Matching
@@ -26,11 +27,12 @@ import redis
 import uvicorn
 
 from bench.report import Report
-from protocol import Clip, new_id, utcnow
+from protocol import Clip, bystander, new_id, utcnow
 from protocol.crypto import OwnerKeys
 from relay.api import create_app
 from relay.audit import AuditLog
 from relay.blobs import LocalBlobStore
+from relay.config import BystanderConfig
 from relay.consent import ConsentEngine
 from relay.index import RelayIndex
 from testing.localstack import LocalRedis, free_port
@@ -49,6 +51,12 @@ class _AnswerAfterMatching(ConsentEngine):
     def file_request(self, *args: Any, **kw: Any) -> dict[str, Any]:
         kw["fan_out"] = True
         result = super().file_request(*args, **kw)
+        self.done.add(result["id"])
+        return result
+
+    def file_bystander(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        kw["fan_out"] = True
+        result = super().file_bystander(*args, **kw)
         self.done.add(result["id"])
         return result
 
@@ -130,6 +138,36 @@ def _time_requests(url: str, token: str, audit: AuditLog, centre: tuple, n: int)
     return out
 
 
+def _time_bystanders(url: str, audit: AuditLog, centre: tuple, n: int) -> list[float]:
+    """As :func:`_time_requests`, for bystanders' requests; the proof of work is solved
+    before the clock starts (it is the client's time, the same for every area)."""
+    out = []
+    with httpx.Client(base_url=url, timeout=30) as http:
+        for _ in range(n):
+            now = time.time()
+            ch = http.get("/v1/bystander/challenge").json()
+            body = {
+                "lat": centre[0],
+                "lon": centre[1],
+                "radius_m": 250.0,
+                "start": now - 3600,
+                "end": now,
+                "kind": "erase",
+                "description": "bench",
+                "challenge": ch["challenge"],
+                "nonce": bystander.solve(ch["challenge"], ch["difficulty"]),
+            }
+            before = audit.size()
+            t0 = time.perf_counter()
+            resp = http.post("/v1/bystander/requests", json=body)
+            out.append((time.perf_counter() - t0) * 1000)
+            assert resp.status_code == 202, resp.text
+            while audit.size() == before:
+                time.sleep(0.001)
+            time.sleep(0.05)
+    return out
+
+
 def run(quick: bool = False) -> Report:
     homes, n = (4, 10) if quick else (50, 100)
     report = Report("request_oracle", f"A requester's answer: empty area vs {homes} doorbells")
@@ -139,7 +177,13 @@ def run(quick: bool = False) -> Report:
         with LocalRedis(tmp / "redis") as server_r:
             r = redis.Redis.from_url(server_r.url)
             audit = AuditLog(r, OwnerKeys.generate().sign_private)
-            engine = cls(RelayIndex(r), audit)
+            engine = cls(
+                RelayIndex(r),
+                audit,
+                bystander=BystanderConfig(
+                    difficulty=8, requests_per_window=10**6, challenges_per_window=10**6
+                ),
+            )
             engine.set_policy("bench", max_per_day=1e9)
             _populate(engine, homes)
             token = engine.add_requester("bench", "agency", OwnerKeys.generate().box_public)
@@ -148,12 +192,17 @@ def run(quick: bool = False) -> Report:
                 _time_requests(url, token, audit, EMPTY, 5)  # warm up
                 empty = _time_requests(url, token, audit, EMPTY, n)
                 full = _time_requests(url, token, audit, FULL, n)
+                by_empty = _time_bystanders(url, audit, EMPTY, n)
+                by_full = _time_bystanders(url, audit, FULL, n)
             finally:
                 server.should_exit = True
         results[name] = {
             "empty": statistics.median(empty),
             "full": statistics.median(full),
             "noise": statistics.pstdev(empty),
+            "bystander_empty": statistics.median(by_empty),
+            "bystander_full": statistics.median(by_full),
+            "bystander_noise": statistics.pstdev(by_empty),
         }
     ours, base = results["ours"], results["baseline"]
     report.add("p50 answer, empty area", ours["empty"], base["empty"], "match before answer", "ms")
@@ -167,6 +216,15 @@ def run(quick: bool = False) -> Report:
         "match before answer",
         "ms",
         note=f"noise (stdev, empty area): ours {ours['noise']:.2f} ms",
+    )
+    report.add(
+        "bystander: gap full - empty",
+        max(abs(ours["bystander_full"] - ours["bystander_empty"]), 1e-3),
+        max(abs(base["bystander_full"] - base["bystander_empty"]), 1e-3),
+        "match before answer",
+        "ms",
+        note=f"p50 empty {ours['bystander_empty']:.2f} ms, full {ours['bystander_full']:.2f} ms;"
+        f" noise {ours['bystander_noise']:.2f} ms",
     )
     report.extra = {"requests_per_area": n, "doorbells": homes, **results}
     return report

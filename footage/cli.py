@@ -13,6 +13,13 @@
     footage masks add DEVICE --polygon "x,y x,y x,y ..." [--name N] [--reason R] --keys DIR
     footage masks remove DEVICE NAME --keys DIR   (owners) privacy masks, signed, whole set
     footage masks list DEVICE --keys DIR [--json] the set last sent (footage/masks.py)
+    footage answer ASK copy|erase|decline|accept --keys DIR [--reason R]
+                                                  (owners) answer a bystander's ask
+    footage bystander request --lat --lon --radius M --from T --to T --kind K
+                    --description D [--key DIR] [--polygon X,Y ...] --save FILE
+                                                  (anyone filmed) solves the proof of work
+    footage bystander status FILE                 the answers so far (FILE from --save)
+    footage bystander fetch FILE --key DIR --out DIR   download and decrypt a copy
     footage verify-proof FILE [--relay-key KEY]   check an audit-log inclusion proof
     footage log head [--json]                     the relay's signed log head, checked
     footage log check-consistency A B             do two exported heads share one history?
@@ -58,6 +65,7 @@ from footage.witness import (
     same_size,
 )
 from protocol import askset
+from protocol import bystander as bys
 from protocol.crypto import (
     CryptoFailure,
     OwnerKeys,
@@ -140,6 +148,35 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--valid-hours", type=float, default=24.0)
     dn = sub.add_parser("deny", help="(owners) say no")
     dn.add_argument("ask")
+
+    an = sub.add_parser("answer", help="(owners) answer a bystander's ask")
+    an.add_argument("ask")
+    an.add_argument("answer", choices=("copy", "erase", "decline", "accept"))
+    an.add_argument("--keys", type=Path, help="your key folder (copy and erase sign)")
+    an.add_argument("--reason", choices=bys.DECLINE_REASONS, help="with decline")
+    an.add_argument("--valid-hours", type=float, default=24.0)
+
+    by = sub.add_parser("bystander", help="(anyone filmed) ask owners for a copy or erasure")
+    bsub = by.add_subparsers(dest="bystander_command", required=True, parser_class=UsageParser)
+    br = bsub.add_parser("request", help="file a request (solves the relay's proof of work)")
+    br.add_argument("--lat", type=float, required=True)
+    br.add_argument("--lon", type=float, required=True)
+    br.add_argument("--radius", type=float, required=True, help="metres")
+    br.add_argument("--from", dest="start", type=parse_time, required=True)
+    br.add_argument("--to", dest="end", type=parse_time, required=True)
+    br.add_argument("--kind", choices=bys.KINDS, required=True)
+    br.add_argument("--description", required=True, help="how an owner can recognise you")
+    br.add_argument("--key", type=Path, help="with --kind copy: your key folder (box.pub)")
+    br.add_argument(
+        "--polygon", nargs="+", metavar="X,Y", help="with stop_filming: frame fractions"
+    )
+    br.add_argument("--save", type=Path, required=True, help="where the id and secret go")
+    bs = bsub.add_parser("status", help="the answers so far")
+    bs.add_argument("saved", type=Path, help="the file from request --save")
+    bf = bsub.add_parser("fetch", help="download and decrypt copies released to you")
+    bf.add_argument("saved", type=Path, help="the file from request --save")
+    bf.add_argument("--key", type=Path, required=True, help="your key folder")
+    bf.add_argument("--out", type=Path, required=True, help="where the MP4s go")
 
     vw = sub.add_parser("view", help="(owners) watch your own doorbell's clips remotely")
     vw.add_argument("clips", nargs="+", metavar="CLIP")
@@ -310,7 +347,7 @@ def download(item: dict[str, Any], box_private: bytes, out_dir: Path) -> Path:
             f"clip {item['clip_id']} does not match its sha256: not what the doorbell sent",
             EXIT_FAILED,
         )
-    out = out_dir / f"{item['device']}-{item['clip_id']}.mp4"
+    out = out_dir / f"{item.get('device', 'copy')}-{item['clip_id']}.mp4"
     with open(enc, "rb") as src, open(out, "wb") as dst:
         decrypt_stream(src, dst, key)
     enc.unlink()
@@ -350,6 +387,120 @@ def cmd_view(client: Client, args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     for item in released:
         print(download(item, keys.box_private, args.out))
+    return 0
+
+
+def _polygon(points: list[str] | None) -> list[list[float]] | None:
+    if points is None:
+        return None
+    try:
+        poly = [[float(v) for v in p.split(",")] for p in points]
+    except ValueError:
+        raise Failure("--polygon takes X,Y points such as 0.1,0.2") from None
+    if not bys.valid_polygon(poly):
+        raise Failure("--polygon needs 3 to 16 X,Y points, each within 0..1")
+    return poly
+
+
+def cmd_bystander(client: Client, args: argparse.Namespace) -> int:
+    """A bystander's request: no account, a proof of work; the status token is saved."""
+    if args.bystander_command != "request":
+        saved = _read_json(args.saved, "saved request")
+        try:
+            request_id, token = saved["id"], saved["status_token"]
+        except (KeyError, TypeError):
+            raise Failure(f"{args.saved} is not a file from: footage bystander request") from None
+        status = client.call(
+            "GET",
+            f"/v1/bystander/requests/{request_id}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if args.bystander_command == "status":
+            print(json.dumps(status, indent=2))
+            return 0
+        try:
+            keys = OwnerKeys.load(args.key)
+        except CryptoFailure as err:
+            raise Failure(str(err)) from None
+        items = [i for a in status["answers"] for i in a.get("released") or []]
+        if not items:
+            print("no copy has been released to you (yet)")
+            return 0
+        args.out.mkdir(parents=True, exist_ok=True)
+        for item in items:
+            print(download(item, keys.box_private, args.out))
+        return 0
+    body: dict[str, Any] = {
+        "lat": args.lat,
+        "lon": args.lon,
+        "radius_m": args.radius,
+        "start": args.start,
+        "end": args.end,
+        "kind": args.kind,
+        "description": args.description,
+    }
+    if args.kind == "copy":
+        if args.key is None:
+            raise Failure("--kind copy needs --key DIR: the copy is sealed to your box.pub")
+        body["box_public"] = b64(_key_file(args.key / "box.pub"))
+    if args.polygon is not None or args.kind == "stop_filming":
+        body["polygon"] = _polygon(args.polygon)
+    if args.save.exists():
+        raise Failure(f"{args.save} exists: the secret of another request may be in it")
+    ch = client.call("GET", "/v1/bystander/challenge")
+    print(f"solving the relay's proof of work ({ch['difficulty']} bits)...", file=sys.stderr)
+
+    def progress(tries: int) -> None:
+        print(f"  {tries} tries", file=sys.stderr)
+
+    body["challenge"] = ch["challenge"]
+    body["nonce"] = bys.solve(ch["challenge"], ch["difficulty"], progress)
+    result = client.call("POST", "/v1/bystander/requests", json=body)
+    fd = os.open(args.save, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"relay": client.relay, **result}, f)
+    print(result["id"])
+    return 0
+
+
+def cmd_answer(client: Client, args: argparse.Namespace) -> int:
+    """An owner's answer to a bystander's ask, signed where it releases or deletes."""
+    ask = next((a for a in client.call("GET", "/v1/asks") if a["id"] == args.ask), None)
+    if ask is None or not ask.get("bystander"):
+        raise Failure(f"no bystander's ask {args.ask!r} for you")
+    body: dict[str, Any] = {"answer": args.answer}
+    if args.answer == "decline":
+        if not args.reason:
+            raise Failure(f"decline needs --reason, one of {', '.join(bys.DECLINE_REASONS)}")
+        body["reason"] = args.reason
+    elif args.answer in ("copy", "erase"):
+        if args.keys is None:
+            raise Failure(f"{args.answer} needs --keys DIR: it is signed with your key")
+        try:
+            keys = OwnerKeys.load(args.keys)
+        except CryptoFailure as err:
+            raise Failure(str(err)) from None
+        if args.answer == "copy":
+            approval = Approval.create(
+                ask["request_id"],
+                ask["device"],
+                ask["clip_ids"],
+                unb64(ask["requester_key"]),
+                time.time() + args.valid_hours * 3600,
+                open_clip_keys(ask, ask["clip_ids"], keys.box_private),
+            )
+            body["approval"] = sign_decision(approval, keys.sign_private)
+        else:
+            body["deletions"] = {
+                c: sign_decision(Deletion.create(ask["device"], c), keys.sign_private)
+                for c in ask["clip_ids"]
+            }
+    result = client.call("POST", f"/v1/asks/{args.ask}/answer", json=body)
+    print(f"{result['status']}")
+    for other in result.get("released_before") or []:
+        print(f"    a copy of these clips was released before for request {other}: follow up")
+    if result.get("polygon"):
+        print(f"    proposed mask: {json.dumps(result['polygon'])} (footage masks add)")
     return 0
 
 
@@ -539,8 +690,14 @@ def main(argv: list[str] | None = None) -> int:
                 return client
 
             return cmd_masks(connect, args)
+        if args.command == "bystander":
+            client = Client(args.relay, None, need_token=False)
+            witness_for(client, args)
+            return cmd_bystander(client, args)
         client = Client(args.relay, args.token)
         witness_for(client, args)
+        if args.command == "answer":
+            return cmd_answer(client, args)
         if args.command == "request":
             body = {
                 "lat": args.lat,
@@ -570,10 +727,23 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             pending = [a for a in asks if a["status"] == "pending"]
             for a in pending:
-                print(
-                    f"{a['id']}  from {a['requester']} ({a['requester_kind']}), case "
-                    f"{a['case_ref']}, basis {a['basis']}: {a['reason']}"
-                )
+                b = a.get("bystander")
+                if b:
+                    print(
+                        f"{a['id']}  from a bystander, asking {b['kind']}, answer by "
+                        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(a['expires']))}"
+                        f"{' (REMINDER: the deadline is near)' if b.get('reminded_at') else ''}"
+                        f": {b['description']!r}"
+                    )
+                    if b.get("polygon"):
+                        print(f"    proposes masking {json.dumps(b['polygon'])}")
+                    answers = "|".join(bys.ANSWERS[b["kind"]])
+                    print(f"    answer with: footage answer {a['id']} {answers}")
+                else:
+                    print(
+                        f"{a['id']}  from {a['requester']} ({a['requester_kind']}), case "
+                        f"{a['case_ref']}, basis {a['basis']}: {a['reason']}"
+                    )
                 print(f"    doorbell {a['device']}, clips: {' '.join(a['clip_ids'])}")
                 for d in a.get("legal_demands", []):
                     print(f"    legal demand {d['docket']} by {d['authority']}")

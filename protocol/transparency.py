@@ -155,7 +155,8 @@ def check_meaning(entries: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
 
     A request's asks are on the record only as a commitment (``asks_root``), and an
     owner's decision names its ask but not the request, so that the record does not
-    tell which homes a request reached.  What can be checked in public: a request id
+    tell which homes a request reached (a bystander's request and its answers
+    likewise).  What can be checked in public: a request id
     is made once; an ask named on its own (older logs) follows its request; an ask is
     decided at most once and never after it expired; every release names an earlier
     request and a clip that an earlier decision approved, not deleted since, and not
@@ -173,7 +174,7 @@ def check_meaning(entries: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
     for i, e in enumerate(entries):
         kind, d = e.get("kind"), e.get("data") or {}
         try:
-            if kind == "request":
+            if kind in ("request", "bystander_request"):
                 if "id" in d:
                     if d["id"] in requests:
                         problems.append((i, f"request {d['id']} was already made"))
@@ -181,14 +182,14 @@ def check_meaning(entries: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
             elif kind == "ask":
                 if d["request"] not in requests:
                     problems.append((i, f"ask {d['ask']} names no earlier request"))
-            elif kind == "ask_expired":
+            elif kind in ("ask_expired", "bystander_expired"):
                 closed.setdefault(d["ask"], "expired")
-            elif kind == "decision":
+            elif kind in ("decision", "bystander_answer"):
                 ask = d["ask"]
                 if ask in closed:
                     was = "was already decided" if closed[ask] == "decided" else "had expired"
                     problems.append((i, f"decision on ask {ask}: ask {ask} {was}"))
-                elif d.get("decision") == "approve":
+                elif d.get("decision", d.get("answer")) in ("approve", "copy"):
                     approved_clips.update(d.get("clips", []))
                 closed.setdefault(ask, "decided")
             elif kind == "deletion":

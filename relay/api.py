@@ -25,11 +25,19 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.bystander import MAX_DESCRIPTION, NONCE_MAX, BystanderKind, DeclineReason
 from protocol.messages import MASK_UPDATE_MAX_B64
 from relay import web
 from relay.blobs import BlobStore, LocalBlobStore, TokenError, blob_key
-from relay.commands import DoorbellCommands
-from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal
+from relay.commands import DoorbellCommands, answer_bystander
+from relay.consent import (
+    BadWork,
+    ConsentEngine,
+    Forbidden,
+    NotFound,
+    PolicyRefusal,
+    RateLimited,
+)
 from relay.log_api import log_router
 
 
@@ -55,6 +63,88 @@ class RequestIn(BaseModel):
     basis: Literal["consent", "legal-demand"]
     demand: Annotated[str | None, Field(max_length=200)] = None
     """With basis legal-demand: the docket of a demand the operator put on file."""
+
+
+class BystanderIn(BaseModel):
+    """A bystander's request (no token: a solved challenge from
+    ``GET /v1/bystander/challenge`` instead)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+    lat: Annotated[float, Field(ge=-90, le=90, description="degrees, WGS 84")]
+    lon: Annotated[float, Field(ge=-180, le=180, description="degrees, WGS 84")]
+    radius_m: Annotated[float, Field(gt=0, description="metres; the policy sets the bounds")]
+    start: Annotated[float, Field(description="Unix seconds (UTC) of the window's start")]
+    end: Annotated[float, Field(description="Unix seconds (UTC); not in the future")]
+    kind: BystanderKind
+    description: Annotated[str, Field(min_length=1, max_length=MAX_DESCRIPTION)]
+    box_public: Annotated[str | None, Field(max_length=64)] = None
+    """With kind copy: the X25519 public key (base64) a copy is sealed to."""
+    polygon: Annotated[list[list[float]] | None, Field(max_length=16)] = None
+    """With kind stop_filming: [x, y] points, fractions of the frame (0..1)."""
+    challenge: Annotated[str, Field(min_length=1, max_length=64)]
+    nonce: Annotated[str, Field(min_length=1, max_length=NONCE_MAX)]
+
+
+class BystanderOut(BaseModel):
+    id: str
+    status: Literal["accepted"]
+    status_token: str = Field(description="secret: send as Bearer to read the status")
+    deadline: float = Field(description="Unix seconds: owners answer by then")
+
+
+class ChallengeOut(BaseModel):
+    challenge: str
+    difficulty: int = Field(description="leading zero bits of SHA-256(challenge:nonce)")
+    expires: float
+
+
+class BystanderReleasedOut(BaseModel):
+    clip_id: str
+    wrapped_key: str = Field(description="the clip key sealed to your X25519 key (base64)")
+    sha256: str
+    download_url: str
+
+
+class BystanderAnswerOut(BaseModel):
+    outcome: Literal["copy", "erase", "decline", "accept"]
+    at: float
+    released: list[BystanderReleasedOut] | None = None
+    clips: int | None = Field(None, description="with erase: how many clips were erased")
+    reason: str | None = Field(None, description="with decline: a code (docs/formats.md)")
+
+
+class BystanderStatusOut(BaseModel):
+    id: str
+    kind: str
+    status: Literal["open", "closed"]
+    created: float
+    deadline: float
+    answers: list[BystanderAnswerOut]
+
+
+class AnswerIn(BaseModel):
+    """An owner's answer to a bystander's ask."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    answer: Literal["copy", "erase", "decline", "accept"]
+    reason: DeclineReason | None = None
+    approval: Annotated[str | None, Field(max_length=65536)] = None
+    """With copy: an Approval sealed to the bystander's key."""
+    deletions: Annotated[
+        dict[_Id, Annotated[str, Field(max_length=4096)]] | None, Field(max_length=1000)
+    ] = None
+    """With erase: clip id → a signed Deletion of that clip."""
+
+
+class AnswerOut(BaseModel):
+    id: str
+    status: Literal["approved", "erased", "denied", "accepted"]
+    forwarded_to: str | None = None
+    released_before: list[str] = Field(
+        default_factory=list,
+        description="with erase: requests copies of these clips were released to before",
+    )
+    polygon: list[list[float]] | None = None
 
 
 class DeletionIn(BaseModel):
@@ -139,12 +229,16 @@ class AskOut(BaseModel):
     end: float
     created: float
     expires: float
-    status: Literal["pending", "approved", "denied", "expired"]
+    status: Literal["pending", "approved", "denied", "expired", "erased", "accepted"]
     legal_demands: list[dict[str, Any]]
     commitment: dict[str, Any] = Field(
         description="this ask's opening and inclusion path under the request's asks_root"
     )
     clips: list[ClipOut]
+    bystander: dict[str, Any] | None = Field(
+        None,
+        description="a bystander's ask: kind, description, polygon, remind_at, reminded_at, answer",
+    )
 
 
 class DecisionOut(BaseModel):
@@ -170,9 +264,10 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     what = {
         400: "malformed input",
         401: "no token, or an unknown or revoked one",
-        403: "your role may not do this, or a bad link",
+        403: "your role may not do this, a bad link, or no valid proof of work",
         404: "not found, or not yours",
         422: "refused by policy",
+        429: "too many from this address (Retry-After says when to try again)",
     }
     return {c: {"model": ErrorOut, "description": what[c]} for c in codes}
 
@@ -211,6 +306,18 @@ def create_app(
         return JSONResponse(
             {"error": "invalid", "reason": f"{where}: {first['msg']}"}, status_code=400
         )
+
+    @app.exception_handler(RateLimited)
+    async def _limited(_r: Request, e: RateLimited) -> JSONResponse:
+        return JSONResponse(
+            {"error": "too_many", "reason": str(e)},
+            status_code=429,
+            headers={"Retry-After": str(e.retry_after)},
+        )
+
+    @app.exception_handler(BadWork)
+    async def _bad_work(_r: Request, e: BadWork) -> JSONResponse:
+        return JSONResponse({"error": "bad_work", "reason": str(e)}, status_code=403)
 
     bearer = HTTPBearer(auto_error=False, description="an API token from the relay operator")
 
@@ -282,11 +389,80 @@ def create_app(
     def deny(ask_id: str, owner: Owner) -> DecisionOut:
         return DecisionOut(id=engine.deny(owner, ask_id).id, status="denied")
 
+    @app.post("/v1/asks/{ask_id}/answer", responses=_errors(400, 401, 403, 404, 422))
+    def answer(ask_id: str, body: AnswerIn, owner: Owner) -> AnswerOut:
+        """Answer a bystander's ask: copy (an Approval), erase (Deletions), decline
+        (a reason code) or, for stop_filming, accept."""
+        return AnswerOut(**answer_bystander(engine, doorbells, owner, ask_id, body.model_dump()))
+
     @app.post("/v1/asks/{ask_id}/approve", responses=_errors(400, 401, 403, 404, 422))
     def approve(ask_id: str, body: ApprovalIn, owner: Owner) -> DecisionOut:
         ask, payload = engine.approve(owner, ask_id, body.approval)
         doorbells.release(ask.device, ask.request_id, body.approval, payload["clip_ids"])
         return DecisionOut(id=ask.id, status="approved", forwarded_to=ask.device)
+
+    # ------------------------------------------------------------ bystanders
+
+    def source(request: Request) -> str:
+        return client_address(request)
+
+    no_store = {"Cache-Control": "no-store"}
+
+    def count_bystander(request: Request) -> None:
+        # A dependency: FastAPI runs it before it validates the body, so malformed
+        # requests count against the address's limit too.
+        engine.count_bystander(source(request))
+
+    @app.get("/v1/bystander/challenge", response_model=ChallengeOut, responses=_errors(429))
+    def bystander_challenge(request: Request) -> JSONResponse:
+        """A single-use proof-of-work challenge for one bystander request."""
+        out = ChallengeOut(**engine.bystander_challenge(source(request)))
+        return JSONResponse(out.model_dump(), headers=no_store)
+
+    @app.post(
+        "/v1/bystander/requests",
+        status_code=202,
+        response_model=BystanderOut,
+        responses=_errors(400, 403, 422, 429),
+    )
+    def bystander_request(
+        _counted: Annotated[None, Depends(count_bystander)],
+        body: BystanderIn,
+        request: Request,
+        later: BackgroundTasks,
+    ) -> JSONResponse:
+        """A passer-by's request for a copy, an erasure or a spot no longer filmed.
+
+        The answer is the same whatever the place holds: owners are asked after it."""
+        result = engine.file_bystander(
+            source(request), body.model_dump(), fan_out=False, counted=True
+        )
+        later.add_task(engine.fan_out, result["id"])
+        out = BystanderOut(**result)
+        return JSONResponse(out.model_dump(), status_code=202, headers=no_store)
+
+    @app.get(
+        "/v1/bystander/requests/{request_id}",
+        response_model=BystanderStatusOut,
+        response_model_exclude_none=True,
+        responses=_errors(401, 404),
+    )
+    def bystander_status(
+        request_id: str,
+        cred: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> JSONResponse:
+        """The answers so far; the request's status token as ``Authorization: Bearer``."""
+        if cred is None:
+            raise ApiError(401, "unauthorized", "send Authorization: Bearer STATUS_TOKEN")
+        status = engine.bystander_status(request_id, cred.credentials.strip())
+        for answer in status["answers"]:
+            for item in answer.get("released", []):
+                device = item.pop("device")
+                item["download_url"] = blobs.download_url(
+                    blob_key(request_id, device, item["clip_id"])
+                )
+        out = BystanderStatusOut(**status)
+        return JSONResponse(out.model_dump(exclude_none=True), headers=no_store)
 
     if isinstance(blobs, LocalBlobStore):
         local = blobs
@@ -401,3 +577,11 @@ def create_app(
         return HealthOut(ok=True)
 
     return app
+
+
+def client_address(request: Request) -> str:
+    """The client's address, the source the rate limit counts.  Behind the operator's
+    reverse proxy uvicorn has already replaced the peer with the last X-Forwarded-For hop
+    its ``forwarded_allow_ips`` (``[api] forwarded_allow_ips``) does not trust, so a
+    client cannot pick its own address by sending the header."""
+    return (request.client.host if request.client else "unknown")[:64]

@@ -81,6 +81,11 @@ KINDS = frozenset(
         "masks_changed",
         "masks_refused",
         "masks_applied",
+        "bystander_request",
+        "bystander_refused",
+        "bystander_answer",
+        "bystander_reminder",
+        "bystander_expired",
     }
 )
 
@@ -91,7 +96,14 @@ PUBLIC_ACTORS = frozenset({"operator", "relay"})
 """Actors named in public; requesters are public too (their entries say who asked)."""
 DOORBELL_KINDS = frozenset({"release", "deletion", "doorbell_refused", "masks_applied"})
 OWNER_KINDS = frozenset(
-    {"decision", "approval_refused", "deletion_refused", "masks_changed", "masks_refused"}
+    {
+        "decision",
+        "approval_refused",
+        "deletion_refused",
+        "masks_changed",
+        "masks_refused",
+        "bystander_answer",
+    }
 )
 
 

@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     pset.add_argument(
         "--retention-days", type=positive, help="how far back a request's window may start"
     )
+    pset.add_argument(
+        "--bystander-max-window-h", type=positive, help="the longest window a bystander may ask"
+    )
     ld = sub.add_parser("legal-demand", help="record a legal demand (the owners are told)")
     ldsub = ld.add_subparsers(dest="ld_command", required=True, parser_class=UsageParser)
     ldr = ldsub.add_parser(
@@ -451,13 +454,17 @@ def cmd_policy(relay: Relay, args: argparse.Namespace, out: Console) -> int:
                 ("max_per_day", args.max_per_day),
                 ("min_radius_m", args.min_radius_m),
                 ("retention_s", args.retention_days and args.retention_days * 86400),
+                (
+                    "bystander_max_window_s",
+                    args.bystander_max_window_h and args.bystander_max_window_h * 3600,
+                ),
             )
             if v
         }
         if not changes:
             raise UsageError(
                 "nothing to change: give --max-radius-m, --min-radius-m, --max-window-h, "
-                "--max-per-day or --retention-days"
+                "--max-per-day, --retention-days or --bystander-max-window-h"
             )
         engine.set_policy("operator", **changes)
     _print_json(engine.policy())

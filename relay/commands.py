@@ -53,6 +53,7 @@ from protocol import (
 )
 from protocol.decisions import decision_hash
 from relay.blobs import BlobStore, blob_key
+from relay.consent import PolicyRefusal
 from relay.keyspace import COMMANDS_LOG, COMMANDS_PENDING, SETTLE_IF_ANSWERED_LUA
 
 log = logging.getLogger(__name__)
@@ -239,3 +240,45 @@ class DoorbellCommands:
     def masks(self, device: str, update: str) -> None:
         """Forward the owner's signed mask update (the doorbell checks it again)."""
         self.publish(*encode(MasksCommand(id=new_id(), ts=utcnow(), device=device, update=update)))
+
+
+def answer_bystander(
+    engine: Any,
+    doorbells: DoorbellCommands,
+    owner: str,
+    ask_id: str,
+    body: dict[str, Any],
+) -> dict[str, Any]:
+    """Check and record an owner's answer to a bystander's ask and send the doorbell
+    what it implies; the HTTP API and the web app both call this."""
+    what = body["answer"]
+    if what == "copy":
+        if not body.get("approval"):
+            raise PolicyRefusal("copy needs approval: a signed Approval")
+        ask, payload = engine.approve(owner, ask_id, body["approval"])
+        doorbells.release(ask.device, ask.request_id, body["approval"], payload["clip_ids"])
+        return {"id": ask.id, "status": "approved", "forwarded_to": ask.device}
+    if what == "erase":
+        if not body.get("deletions"):
+            raise PolicyRefusal("erase needs deletions: clip id -> a signed Deletion")
+        ask, before = engine.bystander_erase(owner, ask_id, body["deletions"])
+        for clip_id, signature in sorted(body["deletions"].items()):
+            doorbells.delete(ask.device, clip_id, signature)
+        return {
+            "id": ask.id,
+            "status": "erased",
+            "forwarded_to": ask.device,
+            "released_before": before,
+        }
+    if what == "decline":
+        if not body.get("reason"):
+            raise PolicyRefusal("decline needs a reason code")
+        return {
+            "id": engine.bystander_decline(owner, ask_id, body["reason"]).id,
+            "status": "denied",
+        }
+    ask = engine.bystander_accept(owner, ask_id)
+    # The mask itself is the owner's signed MaskUpdate (POST /v1/devices/{device}/masks);
+    # the polygon is returned so that the client can propose exactly it.
+    polygon = (ask.bystander or {}).get("polygon")
+    return {"id": ask.id, "status": "accepted", "forwarded_to": ask.device, "polygon": polygon}

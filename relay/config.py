@@ -5,6 +5,7 @@
 [mosquitto]         the broker's password file and pid file, for ``relay devices``
 [provisioning]      where bundles go, and the broker address doorbells are given
 [ingest]            shared-subscription group and batch size
+[bystander]         passers-by's requests: proof of work, rate limits, deadlines
 """
 
 from __future__ import annotations
@@ -81,6 +82,10 @@ class ApiConfig(_Section):
     s3_bucket: str | None = None
     """Use this S3 bucket instead of blobs_dir (boto3 reads credentials as usual)."""
     s3_endpoint: str | None = None
+    forwarded_allow_ips: str = "127.0.0.1"
+    """The reverse proxies (comma-separated addresses, or ``*``) whose X-Forwarded-For
+    uvicorn believes: the client address (e.g. a bystander's rate limit) is the last hop
+    none of these added.  The default trusts the nginx of deploy/relay on this host."""
 
 
 class WebPushConfig(_Section):
@@ -92,6 +97,25 @@ class WebPushConfig(_Section):
     """The relay's VAPID key (P-256, 0600), made on first use."""
 
 
+class BystanderConfig(_Section):
+    """Bystanders' requests (``POST /v1/bystander/requests``, unauthenticated)."""
+
+    difficulty: int = Field(20, ge=0, le=32)
+    """Leading zero bits of the proof of work: 2^20 hashes expected, about 0.4 s of Python's
+    SHA-256 and 10 s of a browser's (WebCrypto, batched) on the test machine."""
+    challenge_ttl_s: int = Field(600, ge=10, le=86400)
+    """How long an issued challenge may be used (once)."""
+    requests_per_window: int = Field(5, ge=1)
+    """Requests one source may send per ``rate_window_s`` (refused with 429 beyond)."""
+    challenges_per_window: int = Field(20, ge=1)
+    """Challenges one source may fetch per ``rate_window_s``."""
+    rate_window_s: int = Field(3600, ge=1)
+    deadline_days: float = Field(30.0, gt=0)
+    """How long an owner has to answer (a month, as data-protection law expects)."""
+    reminder_days: float = Field(7.0, ge=0)
+    """How long before the deadline the owner is reminded (0: no reminder)."""
+
+
 class RelayConfig(_Section):
     broker: RelayBroker = RelayBroker()
     redis: RedisConfig = RedisConfig()
@@ -101,6 +125,7 @@ class RelayConfig(_Section):
     audit: AuditConfig = AuditConfig()
     api: ApiConfig = ApiConfig()
     webpush: WebPushConfig = WebPushConfig()
+    bystander: BystanderConfig = BystanderConfig()
 
 
 class RelayConfigError(ValueError):

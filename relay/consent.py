@@ -13,6 +13,12 @@ An owner's approval is checked here against the owner's registered key (the
 doorbell checks it again, with the key it was provisioned with), then forwarded
 to the doorbell with one upload URL per clip.  Asks unanswered for 72 h expire
 as a no.
+
+A bystander (someone a doorbell filmed) files a request of their own without an
+account: a proof of work and a per-address rate limit stand in for one.  It is
+the same kind of request (one record, the same policy bounds, the same deferred
+fan-out and committed ask set); its asks carry ``bystander`` (the kind, the
+description, a proposed mask) and wait a month, with a reminder before the end.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any
 import redis
 
 from protocol import askset
+from protocol import bystander as bys
 from protocol.crypto import b64, unb64
 from protocol.decisions import (
     Approval,
@@ -42,6 +49,7 @@ from protocol.decisions import (
 from protocol.refusals import RefusalCode, public_code
 from relay import keyspace as ks
 from relay.audit import AuditLog
+from relay.config import BystanderConfig
 from relay.index import Near, RelayIndex
 
 ASK_TTL_S = 72 * 3600
@@ -51,8 +59,10 @@ DEFAULT_POLICY = {
     "max_window_s": 6 * 3600.0,
     "max_per_day": 5,
     "retention_s": 30 * 86400.0,
+    "bystander_max_window_s": 2 * 3600.0,
 }
-"""``retention_s``: how far back a window may start (doorbells keep clips 30 days)."""
+"""``retention_s``: how far back a window may start (doorbells keep clips 30 days);
+``bystander_max_window_s``: a bystander's window is shorter (they know when they passed)."""
 KINDS = ("agency", "neighbour", "owner")
 BASES = ("consent", "legal-demand")
 ROLES = ("owner", "requester")
@@ -68,6 +78,18 @@ class PolicyRefusal(ValueError):
 
 class NotFound(KeyError):
     pass
+
+
+class RateLimited(Exception):
+    """Too many from one client address; ``retry_after`` seconds until the next window."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many requests from this address; retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class BadWork(ValueError):
+    """A bystander request without a valid, unused proof of work."""
 
 
 class Forbidden(PermissionError):
@@ -101,6 +123,9 @@ class Ask:
     legal_demands: list[dict[str, Any]] = field(default_factory=list)
     commitment: dict[str, Any] = field(default_factory=dict)
     """This ask's opening and inclusion proof under the request's public ``asks_root``."""
+    bystander: dict[str, Any] | None = None
+    """A bystander's ask: ``kind``, ``description``, ``polygon`` (stop_filming),
+    ``remind_at``, ``reminded_at``, and once answered ``answer`` (what and when)."""
 
 
 def visible(text: str) -> bool:
@@ -111,10 +136,16 @@ def visible(text: str) -> bool:
 
 class ConsentEngine:
     def __init__(
-        self, index: RelayIndex, audit: AuditLog, clock: Callable[[], float] = time.time
+        self,
+        index: RelayIndex,
+        audit: AuditLog,
+        clock: Callable[[], float] = time.time,
+        bystander: BystanderConfig | None = None,
     ) -> None:
-        # Injected so that tests can let 72 h pass without touching stored data.
+        # Injected so that tests can let 72 h (or a bystander's 30 days) pass without
+        # touching stored data.
         self.clock = clock
+        self.bystander = bystander or BystanderConfig()
         self.index = index
         self.r: redis.Redis = index.r
         self.audit = audit
@@ -325,7 +356,13 @@ class ConsentEngine:
 
     def _fan_out(self, request_id: str) -> None:
         record = self.request(request_id)
-        req = self.requester(record["requester"])
+        from_bystander = record.get("kind") == "bystander"
+        if from_bystander:
+            req = {"kind": "bystander", "box_public": record.get("box_public") or ""}
+            ttl = self.bystander.deadline_days * 86400
+        else:
+            req = self.requester(record["requester"])
+            ttl = ASK_TTL_S
         lat, lon, radius_m = record["lat"], record["lon"], record["radius_m"]
         clips = self.index.clips(
             since=record["start"], until=record["end"], near=Near(lat, lon, radius_m)
@@ -358,8 +395,9 @@ class ConsentEngine:
                     start=record["start"],
                     end=record["end"],
                     created=now,
-                    expires=now + ASK_TTL_S,
+                    expires=now + ttl,
                     legal_demands=[self._demand(record["demand"])] if record["demand"] else [],
+                    bystander=self._bystander_part(record, now + ttl) if from_bystander else None,
                 )
             )
         root, size, proofs = askset.commit(
@@ -380,6 +418,15 @@ class ConsentEngine:
             self.r.zadd(ks.owner_asks(ask.owner), {ask.id: now})
             self.r.zadd(ks.ASKS_PENDING, {ask.id: ask.expires})
             self.r.rpush(ks.request_asks(request_id), ask.id)
+            if ask.bystander and ask.bystander["remind_at"] is not None:
+                self.r.zadd(ks.BYSTANDER_REMINDERS, {ask.id: ask.bystander["remind_at"]})
+        if from_bystander:
+            self.audit.append(
+                "bystander_request",
+                "bystander",
+                {**self._bystander_public(record), "asks_root": root, "asks_size": size},
+            )
+            return
         public = {k: v for k, v in record.items() if k != "status"}
         self.audit.append(
             "request", record["requester"], {**public, "asks_root": root, "asks_size": size}
@@ -443,16 +490,23 @@ class ConsentEngine:
             self._save_ask(ask)
             # No request id on the record: counting an id's decisions and expiries would
             # say how many homes it reached.  The ask id is random and public nowhere else.
-            self.audit.append("ask_expired", "relay", {"ask": ask.id})
+            if ask.bystander is not None:
+                self.r.zrem(ks.BYSTANDER_REMINDERS, ask.id)
+                self.audit.append("bystander_expired", "relay", {"ask": ask.id})
+            else:
+                self.audit.append("ask_expired", "relay", {"ask": ask.id})
         return ask
 
     def asks_for(self, owner: str) -> list[Ask]:
         self.fan_out_due()
+        self.remind_due()
         ids = [i.decode() for i in self.r.zrange(ks.owner_asks(owner), 0, -1)]
         return [self.ask(i) for i in ids]
 
     def deny(self, owner: str, ask_id: str) -> Ask:
         ask = self._pending(owner, ask_id)
+        if ask.bystander is not None:
+            raise PolicyRefusal("a bystander's ask is declined with a reason (answer)", "policy")
         ask.status = "denied"
         self._save_ask(ask)
         self.r.zrem(ks.ASKS_PENDING, ask.id)
@@ -515,6 +569,11 @@ class ConsentEngine:
             if not ok:
                 raise PolicyRefusal(f"the approval is {why}", code)
         payload = approval.payload()
+        if ask.bystander is not None:
+            if "copy" not in bys.ANSWERS[ask.bystander["kind"]]:
+                raise PolicyRefusal("this bystander did not ask for a copy", "policy")
+            self._answered(ask, "copy", "approved", {"clips": payload["clip_ids"]})
+            return ask, payload
         ask.status = "approved"
         self._save_ask(ask)
         self.r.zrem(ks.ASKS_PENDING, ask.id)
@@ -695,9 +754,11 @@ class ConsentEngine:
         return update, digest
 
     def expire_due(self, now: float | None = None) -> int:
-        """Mark every pending ask past its 72 h as expired (audited); return how many."""
+        """Mark every pending ask past its 72 h (a bystander's: its deadline) as expired
+        (audited), after reminding owners whose bystander deadline is near; how many."""
         now = self.clock() if now is None else now
         self.fan_out_due()
+        self.remind_due(now)
         due = [a.decode() for a in self.r.zrangebyscore(ks.ASKS_PENDING, "-inf", now)]
         n = 0
         for ask_id in due:
@@ -743,3 +804,327 @@ class ConsentEngine:
             self._save_ask(ask)
         self.audit.append("legal_demand", actor, demand)
         return demand
+
+    # ------------------------------------------------------------ bystanders' requests
+
+    def _rate(self, what: str, source: str, limit: int) -> None:
+        """Count one ``what`` from ``source`` in the current window, or raise RateLimited."""
+        window_s = self.bystander.rate_window_s
+        now = self.clock()
+        n = int(now // window_s)
+        key = ks.bystander_rate(what, source[:64], n)
+        if not self.r.eval(ks.LIMIT_LUA, 1, key, limit, 2 * window_s):
+            self.r.hincrby(ks.BYSTANDER_REFUSED, "rate_limited", 1)
+            raise RateLimited(max(1, math.ceil((n + 1) * window_s - now)))
+
+    def bystander_challenge(self, source: str) -> dict[str, Any]:
+        """A new single-use proof-of-work challenge for ``source`` (a client address).
+
+        >>> engine.bystander_challenge("198.51.100.7")  # doctest: +SKIP
+        {'challenge': '9f…', 'difficulty': 20, 'expires': 1780000600.0}
+        """
+        self._rate("challenge", source, self.bystander.challenges_per_window)
+        challenge = secrets.token_hex(16)
+        difficulty = self.bystander.difficulty
+        ttl = self.bystander.challenge_ttl_s
+        self.r.set(ks.bystander_challenge(challenge), difficulty, ex=ttl)
+        return {"challenge": challenge, "difficulty": difficulty, "expires": self.clock() + ttl}
+
+    def _claim_work(self, challenge: str, nonce: str) -> None:
+        """Use ``challenge`` up (whatever the nonce: a guess costs a challenge) and check it."""
+        if not isinstance(challenge, str) or len(challenge) > 64:
+            raise BadWork("no such challenge")
+        stored = self.r.getdel(ks.bystander_challenge(challenge))
+        if stored is None:
+            self.r.hincrby(ks.BYSTANDER_REFUSED, "bad_challenge", 1)
+            raise BadWork("the challenge is unknown, expired or used already: get a new one")
+        if not bys.check_work(challenge, nonce, int(stored)):
+            self.r.hincrby(ks.BYSTANDER_REFUSED, "bad_work", 1)
+            raise BadWork(f"the nonce does not solve the challenge at {int(stored)} bits")
+
+    def count_bystander(self, source: str) -> None:
+        """Count one bystander request from ``source``, or raise RateLimited."""
+        self._rate("request", source, self.bystander.requests_per_window)
+
+    def file_bystander(
+        self, source: str, body: dict[str, Any], fan_out: bool = True, counted: bool = False
+    ) -> dict[str, Any]:
+        """File a bystander's request from client address ``source``.
+
+        ``body``: lat, lon, radius_m, start, end, kind, description, box_public (for a
+        copy), polygon (for stop_filming), challenge, nonce.  Raises RateLimited,
+        BadWork (no owner, no log entry) or PolicyRefusal (logged, no owner).  Returns
+        the same fields whatever matched: ``id``, ``status``, ``status_token``,
+        ``deadline``.  ``counted``: the caller ran :meth:`count_bystander` already.
+        """
+        if not counted:
+            self.count_bystander(source)
+        self._claim_work(body.get("challenge", ""), body.get("nonce", ""))
+        request_id = "bys-" + secrets.token_hex(8)
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        record = {
+            "id": request_id,
+            "kind": "bystander",
+            "requester": "bystander",
+            "bystander_kind": body["kind"],
+            "lat": body["lat"],
+            "lon": body["lon"],
+            "radius_m": body["radius_m"],
+            "start": body["start"],
+            "end": body["end"],
+            "reason": body["description"],
+            "case_ref": "",
+            "basis": "bystander",
+            "demand": None,
+            "box_public": body.get("box_public") or "",
+            "polygon": body.get("polygon"),
+            "token_hash": token_hash(token),
+            "created": now,
+            # Whole seconds: the answer's length must not vary from request to request.
+            "deadline": float(int(now + self.bystander.deadline_days * 86400)),
+        }
+        try:
+            self._check_bystander(record)
+        except PolicyRefusal as err:
+            # Refused after a valid proof of work: on the record (without the text the
+            # bystander wrote, or the place), never shown to an owner.
+            self.audit.append(
+                "bystander_refused",
+                "bystander",
+                {**self._bystander_public(record), "refusal": str(err)},
+            )
+            raise
+        record["status"] = "accepted"
+        self.r.set(ks.request(request_id), json.dumps(record))
+        self.r.zadd(ks.REQUESTS, {request_id: now})
+        self.r.zadd(ks.FANOUT_PENDING, {request_id: now})
+        if fan_out:
+            self.fan_out(request_id)
+        return {
+            "id": request_id,
+            "status": "accepted",
+            "status_token": token,
+            "deadline": record["deadline"],
+        }
+
+    @staticmethod
+    def _bystander_public(record: dict[str, Any]) -> dict[str, Any]:
+        """What the log says of a bystander's request (lat/lon are sealed by the log)."""
+        return {
+            "id": record["id"],
+            "kind": record["bystander_kind"],
+            "lat": record["lat"],
+            "lon": record["lon"],
+            "radius_m": record["radius_m"],
+            "start": record["start"],
+            "end": record["end"],
+            "created": record["created"],
+            "deadline": record["deadline"],
+        }
+
+    def _bystander_part(self, record: dict[str, Any], deadline: float) -> dict[str, Any]:
+        remind = self.bystander.reminder_days * 86400
+        return {
+            "kind": record["bystander_kind"],
+            "description": record["reason"],
+            "polygon": record.get("polygon"),
+            "remind_at": deadline - remind if remind > 0 else None,
+            "reminded_at": None,
+            "answer": None,
+        }
+
+    def _check_bystander(self, r: dict[str, Any]) -> None:
+        p = self.policy()
+        now = self.clock()
+        if r["bystander_kind"] not in bys.KINDS:
+            raise PolicyRefusal(f"kind must be one of {', '.join(bys.KINDS)}")
+        desc = r["reason"]
+        if not isinstance(desc, str) or not visible(desc) or len(desc) > bys.MAX_DESCRIPTION:
+            raise PolicyRefusal(
+                f"a description of visible characters (at most {bys.MAX_DESCRIPTION}) is required"
+            )
+        if r["bystander_kind"] == "copy":
+            try:
+                ok = len(unb64(r["box_public"])) == 32
+            except (ValueError, TypeError):
+                ok = False
+            if not ok:
+                raise PolicyRefusal("a copy needs box_public: a base64 X25519 public key")
+        if r["bystander_kind"] == "stop_filming" and not bys.valid_polygon(r["polygon"]):
+            raise PolicyRefusal(
+                "stop_filming needs polygon: 3 to 16 [x, y] points, fractions of the frame"
+            )
+        if r["bystander_kind"] != "stop_filming" and r["polygon"] is not None:
+            raise PolicyRefusal("a polygon is proposed only with kind stop_filming")
+        if not all(math.isfinite(r[k]) for k in ("lat", "lon", "radius_m", "start", "end")):
+            raise PolicyRefusal("numbers must be finite")
+        if not p["min_radius_m"] <= r["radius_m"] <= p["max_radius_m"]:
+            raise PolicyRefusal(
+                f"radius must be within {p['min_radius_m']:g}..{p['max_radius_m']:g} m"
+            )
+        longest = p["bystander_max_window_s"]
+        if not 0 < r["end"] - r["start"] <= longest:
+            raise PolicyRefusal(f"the window must be within {longest / 3600:g} h")
+        if r["end"] > now:
+            raise PolicyRefusal("the window must not reach into the future")
+        if r["start"] < now - p["retention_s"]:
+            raise PolicyRefusal(
+                f"the window must lie within the last {p['retention_s'] / 86400:g} days"
+            )
+        if not (-85 <= r["lat"] <= 85 and -180 <= r["lon"] <= 180):
+            raise PolicyRefusal("the centre is not a place on Earth")
+
+    def bystander_status(self, request_id: str, token: str) -> dict[str, Any]:
+        """What the bystander holding ``token`` may know: the answers given so far,
+        without devices, owners or how many homes were asked (NotFound on a bad token)."""
+        try:
+            record = self.request(request_id)
+        except NotFound:
+            record = {}
+        good = record.get("kind") == "bystander" and secrets.compare_digest(
+            record.get("token_hash", ""), token_hash(token)
+        )
+        if not good:
+            raise NotFound(request_id)  # a wrong token and no request look the same
+        answers = []
+        for raw_id in self.r.lrange(ks.request_asks(request_id), 0, -1):
+            ask = self.ask(raw_id.decode())
+            answer = (ask.bystander or {}).get("answer")
+            if not answer:
+                continue  # pending and expired asks are not told: they would count homes
+            out: dict[str, Any] = {"outcome": answer["answer"], "at": answer["at"]}
+            if answer["answer"] == "copy":
+                out["released"] = self._released_of(ask)
+            elif answer["answer"] == "erase":
+                out["clips"] = len(answer.get("clips", []))
+            elif answer["answer"] == "decline":
+                out["reason"] = answer["reason"]
+            answers.append(out)
+        answers.sort(key=lambda a: a["at"])
+        return {
+            "id": request_id,
+            "kind": record["bystander_kind"],
+            "status": "open" if self.clock() < record["deadline"] else "closed",
+            # Whole seconds, as the deadline: the body's length says nothing either.
+            "created": float(int(record["created"])),
+            "deadline": record["deadline"],
+            "answers": answers,
+        }
+
+    def _released_of(self, ask: Ask) -> list[dict[str, Any]]:
+        out = []
+        for _field, raw in self.r.hscan_iter(
+            ks.device_released(ask.device), match=ks.released_match(ask.request_id)
+        ):
+            msg = json.loads(raw)
+            out.append(
+                {
+                    "device": ask.device,  # for the download link; the API drops it
+                    "clip_id": msg["clip_id"],
+                    "wrapped_key": msg["wrapped_key"],
+                    "sha256": msg["sha256"],
+                }
+            )
+        return out
+
+    def _answered(self, ask: Ask, answer: str, status: str, extra: dict[str, Any]) -> None:
+        """Record an owner's answer to a bystander's ask, and put it on the record with
+        the time it took (in whole hours: enough for the report, no finer a timestamp)."""
+        assert ask.bystander is not None
+        now = self.clock()
+        ask.status = status
+        ask.bystander["answer"] = {"answer": answer, "at": now, **extra}
+        self._save_ask(ask)
+        self.r.zrem(ks.ASKS_PENDING, ask.id)
+        self.r.zrem(ks.BYSTANDER_REMINDERS, ask.id)
+        public = {k: v for k, v in extra.items() if k in ("clips", "reason")}
+        self.audit.append(
+            "bystander_answer",
+            ask.owner,
+            {
+                "ask": ask.id,
+                "answer": answer,
+                **public,
+                "after_h": int((now - ask.created) // 3600),
+            },
+        )
+
+    def _bystander_pending(self, owner: str, ask_id: str, answer: str) -> Ask:
+        ask = self._pending(owner, ask_id)
+        if ask.bystander is None:
+            raise PolicyRefusal("not a bystander's ask: approve or deny it", "policy")
+        if answer not in bys.ANSWERS[ask.bystander["kind"]]:
+            allowed = ", ".join(bys.ANSWERS[ask.bystander["kind"]])
+            raise PolicyRefusal(f"a {ask.bystander['kind']} request is answered {allowed}")
+        return ask
+
+    def bystander_decline(self, owner: str, ask_id: str, reason: str) -> Ask:
+        if reason not in bys.DECLINE_REASONS:
+            raise PolicyRefusal(f"the reason must be one of {', '.join(bys.DECLINE_REASONS)}")
+        ask = self._bystander_pending(owner, ask_id, "decline")
+        self._answered(ask, "decline", "denied", {"reason": reason})
+        return ask
+
+    def bystander_accept(self, owner: str, ask_id: str) -> Ask:
+        """Accept a proposed mask: recorded; the owner's signed mask update follows."""
+        ask = self._bystander_pending(owner, ask_id, "accept")
+        assert ask.bystander is not None
+        self._answered(ask, "accept", "accepted", {"polygon": ask.bystander["polygon"]})
+        return ask
+
+    def bystander_erase(
+        self, owner: str, ask_id: str, deletions: dict[str, str]
+    ) -> tuple[Ask, list[str]]:
+        """Check the owner's signed ``Deletion`` of each clip (clip id → signature) and
+        record the answer.  Returns the ask and the ids of other requests copies of
+        these clips were released to before (so the owner can follow up)."""
+        ask = self._bystander_pending(owner, ask_id, "erase")
+        if not deletions or not set(deletions) <= set(ask.clip_ids):
+            raise PolicyRefusal(
+                "sign a Deletion for each clip to erase, of this ask", "wrong_clips"
+            )
+        for clip_id, signature in sorted(deletions.items()):
+            self.check_deletion(owner, ask.device, clip_id, signature)
+        before: set[str] = set()
+        for clip_id in deletions:
+            for fld, _raw in self.r.hscan_iter(
+                ks.device_released(ask.device), match=ks.released_clip_match(clip_id)
+            ):
+                other = ks.released_request(fld.decode())
+                if other != ask.request_id and not other.startswith("view-"):
+                    before.add(other)
+        self._answered(
+            ask, "erase", "erased", {"clips": sorted(deletions), "released_before": sorted(before)}
+        )
+        return ask, sorted(before)
+
+    def remind_due(self, now: float | None = None) -> int:
+        """Remind owners of bystander asks whose deadline is near: once each, on the
+        record and on the doorbell's live channel (the web app and Web Push show it)."""
+        now = self.clock() if now is None else now
+        n = 0
+        for raw in self.r.zrangebyscore(ks.BYSTANDER_REMINDERS, "-inf", now):
+            ask_id = raw.decode()
+            if not self.r.zrem(ks.BYSTANDER_REMINDERS, ask_id):
+                continue  # another process reminds
+            ask = self.ask(ask_id)
+            if ask.status != "pending" or ask.bystander is None:
+                continue
+            ask.bystander["reminded_at"] = now
+            self._save_ask(ask)
+            self.audit.append(
+                "bystander_reminder", "relay", {"ask": ask.id, "deadline": ask.expires}
+            )
+            # On the doorbell's live channel: the owner's open page and Web Push hear it.
+            reminder = {
+                "kind": "reminder",
+                "id": f"reminder-{ask.id}",
+                "device": ask.device,
+                "ask": ask.id,
+                "deadline": ask.expires,
+                "at": now,
+            }
+            self.r.publish(ks.live_channel(ask.device), json.dumps(reminder))
+            n += 1
+        return n

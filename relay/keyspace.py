@@ -167,6 +167,27 @@ def credential(role: str, name: str) -> str:
     return f"credential:{role}:{name}"
 
 
+# ---------------------------------------------------------------- bystanders' requests
+
+
+def bystander_challenge(challenge: str) -> str:
+    """An issued proof-of-work challenge (its difficulty; expires); GETDEL uses it once."""
+    return f"bystander:challenge:{challenge}"
+
+
+def bystander_rate(what: str, source: str, window: int) -> str:
+    """How many ``what`` (``challenge`` or ``request``) one client address made in the
+    rate window numbered ``window``; counted by :data:`LIMIT_LUA`."""
+    return f"bystander:rate:{what}:{source}:{window}"
+
+
+BYSTANDER_REMINDERS = "bystander:reminders"
+"""Zset of pending bystander ask ids by the time their owner is to be reminded."""
+BYSTANDER_REFUSED = "bystander:refused"
+"""Hash: why → how many bystander requests were refused before the policy check
+(``rate_limited``, ``bad_work``, ``bad_challenge``); they reach no owner and no log."""
+
+
 LEGAL_DEMANDS = "legal_demands"
 """Hash: docket → a legal demand on file (JSON: authority, organisation, when)."""
 

@@ -25,8 +25,16 @@ def build_report(
     refusals: Counter[str] = Counter()
     decisions: Counter[str] = Counter()
     own = 0  # an owner watching their own clip is no release to anyone else
+    bys_kinds: Counter[str] = Counter()
+    bys_outcomes: Counter[str] = Counter()
+    bys_after: Counter[str] = Counter()
     for e in window:
         d = e["data"]
+        if e["kind"] == "bystander_request":
+            bys_kinds[d.get("kind", "?")] += 1
+        elif e["kind"] == "bystander_answer":
+            bys_outcomes[d.get("answer", "?")] += 1
+            bys_after[_answer_bucket(d.get("after_h"))] += 1
         if e["kind"] == "release" and str(d.get("request", "")).startswith(OWN_PLAYBACK):
             own += 1
         if e["kind"] == "request":
@@ -54,7 +62,36 @@ def build_report(
         "legal_demands": kinds["legal_demand"],
         "deletions": kinds["deletion"],
         "log_entries": len(window),
+        # Passers-by's requests (issue 17): counted apart from agencies' requests.
+        "bystander": {
+            "requests": sum(bys_kinds.values()),
+            "requests_by_kind": dict(bys_kinds),
+            "refused_by_policy": kinds["bystander_refused"],
+            "answers_by_outcome": dict(bys_outcomes),
+            "time_to_answer": {b: bys_after[b] for b in ANSWER_BUCKETS if bys_after[b]},
+            "reminders": kinds["bystander_reminder"],
+            "expired": kinds["bystander_expired"],
+        },
     }
+
+
+ANSWER_BUCKETS = ("within a day", "within a week", "within 30 days", "later")
+
+
+def _answer_bucket(after_h: Any) -> str:
+    """>>> _answer_bucket(3), _answer_bucket(200), _answer_bucket(None)
+    ('within a day', 'within 30 days', 'later')
+    """
+    if not isinstance(after_h, int | float):
+        return "later"
+    for limit, name in zip((24, 7 * 24, 30 * 24), ANSWER_BUCKETS, strict=False):
+        if after_h < limit:
+            return name
+    return "later"
+
+
+def _counts(c: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items())) or "none"
 
 
 def _day(ts: float) -> str:
@@ -85,6 +122,14 @@ def to_markdown(r: dict[str, Any]) -> str:
         "",
         "Refusals: "
         + (", ".join(f"{k} ({v})" for k, v in r["refused_by_policy"].items()) or "none"),
+        "",
+        "Passers-by's requests: "
+        + _counts(r["bystander"]["requests_by_kind"])
+        + "; answers: "
+        + _counts(r["bystander"]["answers_by_outcome"])
+        + "; time to answer: "
+        + _counts(r["bystander"]["time_to_answer"])
+        + f"; unanswered by the deadline: {r['bystander']['expired']}.",
         "",
         f"Policy: radius at most {r['policy']['max_radius_m']:g} m, window at most "
         f"{r['policy']['max_window_s'] / 3600:g} h, at most {r['policy']['max_per_day']:g} "

@@ -84,7 +84,7 @@ class Relay:
     def engine(self) -> Any:
         from relay.consent import ConsentEngine
 
-        return ConsentEngine(self.index, self.audit, clock=self.clock)
+        return ConsentEngine(self.index, self.audit, clock=self.clock, bystander=self.cfg.bystander)
 
     @cached_property
     def registry(self) -> Any:

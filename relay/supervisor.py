@@ -7,6 +7,7 @@ reads the config itself, so a worker is the same whether ``relay ingest`` or
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
@@ -16,6 +17,11 @@ from typing import Any
 
 from relay.config import load_relay_config
 from relay.services import Relay
+
+log = logging.getLogger(__name__)
+
+SWEEP_S = 300.0
+"""How often ``relay serve`` expires asks and reminds owners of bystanders' deadlines."""
 
 
 def worker_main(
@@ -115,6 +121,17 @@ def serve(
         target=publisher.run, args=(stop_publisher,), name="commands", daemon=True
     ).start()
 
+    # Bystanders' reminders and every ask's expiry are due at a time, not on a call: a
+    # sweep puts them on the record (and in owners' asks) even when no one looks.
+    def sweep() -> None:
+        while not stop_publisher.wait(SWEEP_S):
+            try:
+                relay.engine.expire_due()
+            except Exception:  # a Redis hiccup must not end the sweep
+                log.exception("the expiry and reminder sweep failed; trying again")
+
+    threading.Thread(target=sweep, name="sweep", daemon=True).start()
+
     def publish(topic: str, payload: bytes) -> None:
         commands.enqueue(topic, payload)
         publisher.wake.set()
@@ -127,7 +144,13 @@ def serve(
     base = f"{os.uname().nodename}-serve"
     procs = spawn_workers(config_path, [f"{base}-{i}" for i in range(workers)])
     server = uvicorn.Server(
-        uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning")
+        uvicorn.Config(
+            app,
+            host=cfg.api.host,
+            port=cfg.api.port,
+            log_level="warning",
+            forwarded_allow_ips=cfg.api.forwarded_allow_ips,
+        )
     )
     if seconds:
         threading.Timer(seconds, lambda: setattr(server, "should_exit", True)).start()

@@ -39,7 +39,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Header, Request
@@ -52,12 +52,13 @@ from fastapi.responses import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.bystander import DeclineReason
 from protocol.crypto import unb64
 from protocol.decisions import Approval, DecisionRefused, verify_decision
 from protocol.messages import MASK_UPDATE_MAX_B64
 from relay import keyspace as ks
 from relay.blobs import BlobStore, LocalBlobStore, blob_key
-from relay.commands import DoorbellCommands
+from relay.commands import DoorbellCommands, answer_bystander
 from relay.consent import ConsentEngine, Forbidden, NotFound, PolicyRefusal, token_hash
 from relay.report import build_report
 
@@ -98,6 +99,19 @@ class WebError(Exception):
 class SignIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     token: Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class BystanderAnswer(BaseModel):
+    """As ``POST /v1/asks/{id}/answer`` (docs/formats.md §3.8)."""
+
+    model_config = ConfigDict(extra="forbid")
+    answer: Literal["copy", "erase", "decline", "accept"]
+    reason: DeclineReason | None = None
+    approval: Annotated[str | None, Field(max_length=65536)] = None
+    deletions: Annotated[
+        dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")], str] | None,
+        Field(max_length=1000),
+    ] = None
 
 
 class Signed(BaseModel):
@@ -245,6 +259,11 @@ def web_router(
     @router.get("/app/")
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=SECURITY_HEADERS)
+
+    @router.get("/bystander")
+    def bystander_form() -> FileResponse:
+        """The plain form for passers-by (no account; docs/formats.md §3.7)."""
+        return FileResponse(STATIC / "bystander.html", headers=SECURITY_HEADERS)
 
     @router.get("/app/sw.js")
     def service_worker() -> FileResponse:
@@ -443,6 +462,16 @@ def web_router(
     def deny(ask_id: str, s: Changing) -> dict[str, Any]:
         try:
             return {"id": engine.deny(s["owner"], ask_id).id, "status": "denied"}
+        except NotFound:
+            raise WebError(404, "not_found", f"no ask {ask_id}") from None
+        except PolicyRefusal as err:
+            raise WebError(422, "refused", str(err)) from None
+
+    @router.post("/app/api/asks/{ask_id}/answer")
+    def answer(ask_id: str, body: BystanderAnswer, s: Changing) -> dict[str, Any]:
+        """A bystander's ask answered: copy, erase, decline (with a reason) or accept."""
+        try:
+            return answer_bystander(engine, doorbells, s["owner"], ask_id, body.model_dump())
         except NotFound:
             raise WebError(404, "not_found", f"no ask {ask_id}") from None
         except PolicyRefusal as err:

@@ -6,7 +6,8 @@ browsers a push message through their push service (``pywebpush``): the payload 
 encrypted to the subscription's P-256 key and auth secret (``aes128gcm``, RFC 8291), so
 the push service learns nothing, and it holds only the ring's metadata (doorbell, time,
 ring id) — never the snapshot, which stays sealed to the owner at the relay until the
-page fetches it.
+page fetches it.  A bystander's ask whose deadline is near is pushed the same way (its
+ask id and deadline only).
 
 Safety: subscriptions are per owner (``keyspace.web_push_subs``); the relay POSTs only to
 ``https`` endpoints on the push services in ``hosts`` (an owner cannot make the relay
@@ -167,17 +168,28 @@ class PushSender:
             pubsub.close()
 
     def handle(self, event: dict[str, Any]) -> int:
-        """Push one ring to its owner's browsers; the number of pushes sent."""
-        if event.get("kind") != "event" or event.get("type") != "ring":
+        """Push one ring, or one reminder of a bystander's deadline, to its owner's
+        browsers; the number of pushes sent."""
+        if event.get("kind") == "reminder":
+            payload = json.dumps(
+                {"kind": "reminder", "ask": event["ask"], "deadline": event["deadline"]}
+            )
+        elif event.get("kind") == "event" and event.get("type") == "ring":
+            payload = json.dumps(
+                {
+                    "kind": "ring",
+                    "device": event["device"],
+                    "ring_id": event["id"],
+                    "at": event["at"],
+                }
+            )
+        else:
             return 0
         device = event["device"]
         info = self.index.device(device) or {}
         owner = info.get("owner")
         if not owner or not self.r.set(ks.web_push_sent(event["id"]), "1", nx=True, ex=3600):
             return 0  # no owner, or another API process pushed it
-        payload = json.dumps(
-            {"kind": "ring", "device": device, "ring_id": event["id"], "at": event["at"]}
-        )
         sent = 0
         for sub in self.subs.of(owner):
             sent += self._push(owner, sub, payload)

@@ -140,7 +140,7 @@ def set_masks(
     issued: int,
     expires: int,
 ) -> tuple[dict[str, Any], str]:
-    """§3.7, §4: sign the whole set of owner masks (points as integers x 10 000), send
+    """§3.9, §4: sign the whole set of owner masks (points as integers x 10 000), send
     it; returns the relay's answer and the hash the doorbell will announce."""
     payload = {
         "type": "masks",
@@ -158,3 +158,95 @@ def set_masks(
         "POST", f"/v1/devices/{device}/masks", json={"decision": sign(payload, sign_seed)}
     )
     return out, digest
+
+
+# ------------------------------------------------------------------ a bystander
+
+
+def solve_work(challenge: str, difficulty: int) -> str:
+    """§3.7 step 2: a decimal nonce; SHA-256(challenge ":" nonce) has leading zero bits."""
+    i = 0
+    while True:
+        digest = hashlib.sha256(f"{challenge}:{i}".encode()).digest()
+        if int.from_bytes(digest, "big") >> (256 - difficulty) == 0:
+            return str(i)
+        i += 1
+
+
+def bystander_request(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """§3.7 steps 1-3, without a token."""
+    ch = httpx.get(f"{url}/v1/bystander/challenge", timeout=30).json()
+    nonce = solve_work(ch["challenge"], ch["difficulty"])
+    resp = httpx.post(
+        f"{url}/v1/bystander/requests",
+        json={**body, "challenge": ch["challenge"], "nonce": nonce},
+        timeout=30,
+    )
+    assert resp.status_code == 202, resp.text
+    return resp.json()
+
+
+def bystander_status(url: str, filed: dict[str, Any]) -> dict[str, Any]:
+    """§3.7 step 4."""
+    resp = httpx.get(
+        f"{url}/v1/bystander/requests/{filed['id']}",
+        headers={"Authorization": f"Bearer {filed['status_token']}"},
+        timeout=30,
+    )
+    resp.raise_for_status()
+    return resp.json()
+
+
+def bystander_fetch(url: str, filed: dict[str, Any], box_private: bytes) -> dict[str, bytes]:
+    """§3.7 (outcome copy), §5, §6: clip id → plaintext MP4."""
+    out = {}
+    for answer in bystander_status(url, filed)["answers"]:
+        for item in answer.get("released", []):
+            key = SealedBox(PrivateKey(box_private)).decrypt(base64.b64decode(item["wrapped_key"]))
+            blob = httpx.get(item["download_url"], timeout=30)
+            blob.raise_for_status()
+            if hashlib.sha256(blob.content).hexdigest() != item["sha256"]:
+                raise ValueError("the download does not match its sha256")
+            out[item["clip_id"]] = decrypt_container(blob.content, key)
+    return out
+
+
+def answer_copy(api: Api, ask: dict[str, Any], sign_seed: bytes, box_private: bytes, expires: int):
+    """§3.8: a copy is an Approval (§4) sent as {"answer": "copy", "approval": ...}."""
+    requester = PublicKey(base64.b64decode(ask["requester_key"]))
+    keys = {}
+    for clip in ask["clips"]:
+        key = SealedBox(PrivateKey(box_private)).decrypt(base64.b64decode(clip["owner_key"]))
+        keys[clip["clip_id"]] = b64(SealedBox(requester).encrypt(key))
+    payload = {
+        "type": "approval",
+        "request_id": ask["request_id"],
+        "device": ask["device"],
+        "clip_ids": sorted(keys),
+        "requester_key": ask["requester_key"],
+        "keys": keys,
+        "expires": expires,
+        "nonce": b64(os.urandom(16)),
+    }
+    body = {"answer": "copy", "approval": sign(payload, sign_seed)}
+    return api.call("POST", f"/v1/asks/{ask['id']}/answer", json=body)
+
+
+def answer_erase(api: Api, ask: dict[str, Any], sign_seed: bytes, expires: int):
+    """§3.8: an erasure is one signed Deletion (§4) per clip."""
+    deletions = {
+        c: sign(
+            {
+                "type": "delete",
+                "device": ask["device"],
+                "clip_id": c,
+                "expires": expires,
+                "nonce": b64(os.urandom(16)),
+            },
+            sign_seed,
+        )
+        for c in ask["clip_ids"]
+    }
+    return api.call(
+        "POST", f"/v1/asks/{ask['id']}/answer", json={"answer": "erase", "deletions": deletions}
+    )

@@ -100,3 +100,55 @@ def test_owner_masks_from_the_documented_formats(stack, tmp_path):
     finally:
         home.close()
         relay.close()
+
+
+def test_a_bystander_and_an_owner_from_the_documented_formats(stack, tmp_path):
+    from nacl.public import PrivateKey
+
+    from relay.config import BystanderConfig
+
+    relay = Relay(stack, tmp_path)
+    relay.engine.bystander = BystanderConfig(difficulty=10)
+    home = Home(stack, relay, tmp_path, "dave-door", 51.5000, -0.1200)
+    try:
+        home.bell.schedule_press(2.0)
+        home.bell.run(9.0)
+        home.bell.controller.shutdown()
+        (saved,) = [e for e in home.events if e.kind == "clip_saved"]
+        wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
+        owner = fc.Api(relay.url, home.token.read_text().strip())
+        sign_seed = fc.read_key_file((home.keys / "sign.key").read_text())
+        box_private = fc.read_key_file((home.keys / "box.key").read_text())
+
+        me = PrivateKey.generate()
+        start = saved.data["start"] - 60
+        end = min(time.time(), start + 3600)
+        where = {"lat": 51.5, "lon": -0.12, "radius_m": 40.0, "start": start,
+                 "end": end, "description": "yellow raincoat"}  # fmt: skip
+        copy = fc.bystander_request(
+            relay.url, {**where, "kind": "copy", "box_public": fc.b64(bytes(me.public_key))}
+        )
+        erase = fc.bystander_request(relay.url, {**where, "kind": "erase"})
+        wait_for(lambda: len(owner.call("GET", "/v1/asks")) == 2, 10, "the owner to be asked")
+        asks = {a["bystander"]["kind"]: a for a in owner.call("GET", "/v1/asks")}
+        assert asks["copy"]["requester_kind"] == "bystander"
+
+        expires = int(time.time()) + 600
+        assert fc.answer_copy(owner, asks["copy"], sign_seed, box_private, expires)["status"] == (
+            "approved"
+        )
+        wait_for(lambda: fc.bystander_fetch(relay.url, copy, bytes(me)), 30, "the copy")
+        (plain,) = fc.bystander_fetch(relay.url, copy, bytes(me)).values()
+        expected = plain_clip(home.bell, saved.data["clip"], tmp_path / "owner.mp4").read_bytes()
+        assert plain == expected
+        (tmp_path / "got.mp4").write_bytes(plain)
+        assert ffprobe(tmp_path / "got.mp4")["streams"][0]["codec_name"] == "h264"
+
+        done = fc.answer_erase(owner, asks["erase"], sign_seed, expires)
+        assert done["status"] == "erased" and done["released_before"] == [copy["id"]]
+        wait_for(lambda: home.bell.store.get(saved.data["clip"]) is None, 30, "the erasure")
+        (answer,) = fc.bystander_status(relay.url, erase)["answers"]
+        assert (answer["outcome"], answer["clips"]) == ("erase", 1)
+    finally:
+        home.close()
+        relay.close()

@@ -159,6 +159,11 @@ function openLive() {
     if (ev.type === "ring") { showRing({ ...ev, sealed: null }, true); chime(); }
     else if (ev.type === "motion_start" || ev.type === "motion_end") showMotion(ev, true);
   });
+  live.addEventListener("reminder", async (e) => {
+    const r = JSON.parse(e.data);
+    say(`A passer-by waits for your answer (ask ${r.ask}) until ${whenTs(r.deadline)}.`);
+    await loadAsks();
+  });
   live.addEventListener("snapshot", (e) => {
     const snap = JSON.parse(e.data);
     const ring = state.rings.get(snap.ring_id);
@@ -330,6 +335,10 @@ async function loadAsks() {
   const list = $("asks");
   list.replaceChildren();
   for (const a of await api("GET", "/app/api/asks")) {
+    if (a.bystander) {
+      list.append(await bystanderAsk(a));
+      continue;
+    }
     const item = el("li", { "data-ask": a.id, "data-status": a.status },
       el("strong", {}, `${a.requester} (${a.requester_kind})`), ` — ${a.status}`,
       el("p", {}, `Reason: ${a.reason}`),
@@ -348,6 +357,63 @@ async function loadAsks() {
       item.append(el("div", {}, yes, no));
     }
     list.append(item);
+  }
+}
+
+// A passer-by's ask (issue 17): their description, the clips, the deadline, and the
+// answers their kind allows (protocol/bystander.py ANSWERS).
+const BYSTANDER_ANSWERS = { copy: ["copy", "erase", "decline"], erase: ["erase", "decline"], stop_filming: ["accept", "decline"] };
+const BYSTANDER_KINDS = { copy: "a copy of footage of them", erase: "erasure of footage of them", stop_filming: "that you stop filming a spot" };
+const DECLINE_REASONS = ["not_shown", "cannot_identify", "others_shown", "legal_hold", "excessive", "spot_needed"];
+
+async function bystanderAsk(a) {
+  const b = a.bystander;
+  const item = el("li", { "data-ask": a.id, "data-status": a.status, "data-bystander": b.kind },
+    el("strong", {}, `A passer-by asks for ${BYSTANDER_KINDS[b.kind] || b.kind}`), ` — ${a.status}`,
+    el("p", {}, `They describe themselves: ${b.description}`),
+    el("p", { class: "meta" }, `Window: ${whenTs(a.start)} – ${whenTs(a.end)}; answer by ${whenTs(a.expires)}`),
+    el("p", { class: "meta" }, `Your matching clips: ${a.clips.map((c) => `${c.clip_id} (${when(c.start)})`).join(", ") || "none"}`));
+  if (b.polygon) item.append(el("p", { class: "meta" }, `Proposed mask (fractions of the picture): ${JSON.stringify(b.polygon)}`));
+  if (b.reminded_at && a.status === "pending") item.append(el("p", { class: "error", "data-reminder": "1" }, "Reminder: the deadline is near."));
+  if (a.status === "pending") {
+    const row = el("div", {});
+    const labels = { copy: "Send a copy", erase: "Erase these clips", accept: "Accept the mask" };
+    for (const answer of BYSTANDER_ANSWERS[b.kind] || []) {
+      if (answer === "decline") continue;
+      const button = el("button", { type: "button", "data-answer": answer }, labels[answer]);
+      button.addEventListener("click", () => answerBystander(a, answer));
+      row.append(button);
+    }
+    const reason = el("select", { "data-reason": "1" }, ...DECLINE_REASONS.map((r) => el("option", { value: r }, r)));
+    const no = el("button", { type: "button", "data-answer": "decline" }, "Decline");
+    no.addEventListener("click", () => answerBystander(a, "decline", reason.value));
+    row.append(reason, no);
+    item.append(row);
+  }
+  return item;
+}
+
+async function answerBystander(ask, answer, reason) {
+  try {
+    const clips = ask.clips.filter((c) => ask.clip_ids.includes(c.clip_id));
+    const body = { answer };
+    if (answer === "decline") body.reason = reason;
+    if (answer === "copy") {
+      body.approval = oc.signApproval(state.keys, {
+        requestId: ask.request_id, device: ask.device, clips, requesterKey: ask.requester_key,
+      });
+    }
+    if (answer === "erase") {
+      body.deletions = Object.fromEntries(clips.map((c) => [c.clip_id,
+        oc.signDeletion(state.keys, { device: ask.device, clipId: c.clip_id })]));
+    }
+    const out = await api("POST", `/app/api/asks/${encodeURIComponent(ask.id)}/answer`, body);
+    const before = (out.released_before || []).length
+      ? `; copies were released before for: ${out.released_before.join(", ")}` : "";
+    say(`${out.status}: ${ask.id}${before}`);
+    await Promise.all([loadAsks(), loadClips(), loadLog()]);
+  } catch (err) {
+    say(`cannot answer: ${err.message}`, true);
   }
 }
 

@@ -10,6 +10,16 @@ self.addEventListener("push", (event) => {
   } catch {
     ring = {};
   }
+  if (ring.kind === "reminder") {
+    // A passer-by's request: only its ask id and deadline travel through the push service.
+    const by = ring.deadline ? new Date(ring.deadline * 1000).toLocaleDateString() : "soon";
+    event.waitUntil(self.registration.showNotification("A passer-by waits for your answer", {
+      body: `Answer their request by ${by}, or it lapses.`,
+      tag: ring.ask || "reminder",
+      data: ring,
+    }));
+    return;
+  }
   const at = ring.at ? new Date(ring.at).toLocaleTimeString() : "just now";
   event.waitUntil(self.registration.showNotification("Someone is at the door", {
     body: `${ring.device || "Your doorbell"} rang at ${at}`,
