@@ -269,7 +269,9 @@ def verify_decision(
         if not isinstance(envelope, dict):
             raise ValueError("not an object")
         payload = verify_payload(envelope, owner_sign_public)
-    except (CryptoFailure, ValueError, TypeError) as err:
+    except (CryptoFailure, ValueError, TypeError, RecursionError) as err:
+        # RecursionError: JSON nested deeper than the decoder recurses (``[[[[...``
+        # fits a cmd/masks), which must be one refusal, not a crash or an HTTP 500.
         raise DecisionRefused(f"not signed by the owner ({err})", "bad_signature") from None
     expected = kind.model_fields["type"].default
     if payload.get("type") != expected:
@@ -296,7 +298,7 @@ def decision_hash(signed_b64: str) -> str:
     try:
         envelope = json.loads(unb64(signed_b64))
         body = unb64(envelope["payload"])
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, RecursionError) as err:
         raise DecisionRefused(f"not a signed decision ({err})", "bad_signature") from None
     return hashlib.sha256(body).hexdigest()
 
