@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 
 import httpx
+import numpy as np
+import pytest
 from stack import wait_for
 from test_masks_e2e import applied, kinds, press_clip, until, world  # noqa: F401 - a fixture
 from test_owner_masks import (  # noqa: F401 - fixtures
@@ -26,6 +28,7 @@ from test_owner_masks import (  # noqa: F401 - fixtures
     update,
 )
 
+from firmware.masks import rasterize
 from protocol import MasksCommand, encode, new_id, utcnow
 from protocol.crypto import b64
 from protocol.decisions import MaskUpdate, decision_hash, sign_decision
@@ -183,3 +186,169 @@ def test_the_boot_state_reaches_the_public_record(world):  # noqa: F811
     states = [e for e in public if e["kind"] == "masks_applied"]
     assert [(e["actor"], e["data"]) for e in states] == [("doorbell", {"hash": None})] * 2
     assert commands.pending() == {}
+
+
+# ------------------------------------------------------------------ timing: the Pi backend
+
+
+class _Request:
+    """A completed request as picamera2 hands it around: one YUV420 main buffer."""
+
+    def __init__(self, w: int, h: int, stride: int, value: int, sensor_ns: int) -> None:
+        self.buf = np.full(stride * h * 3 // 2, value, np.uint8)
+        self.w, self.h, self.stride = w, h, stride
+        self.metadata = {"SensorTimestamp": sensor_ns}
+        self.released = False
+
+    def luma(self) -> np.ndarray:
+        return self.buf[: self.stride * self.h].reshape(self.h, self.stride)[:, : self.w]
+
+    def get_metadata(self) -> dict:
+        return dict(self.metadata)
+
+    def save(self, name, file_output, format=None, exif_data=None) -> None:
+        assert name == "main" and format == "jpeg"
+        file_output.write(self.luma().tobytes())  # the test reads pixels, not JPEG
+
+    def release(self) -> None:
+        self.released = True
+
+
+class _Mapped:
+    def __init__(self, request, stream, reshape=True, write=True):
+        assert stream == "main"
+        self.array = request.buf
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _loop_camera(fake):
+    """picamera2's event loop, as upstream's ``process_requests`` runs it (read from
+    raspberrypi/picamera2 picamera2.py): each completed request goes through
+    ``pre_callback``, is kept as the one "completed request" a capture can take at once
+    (``queue=True``, the video default), then goes to the encoder; ``capture_file`` /
+    ``capture_request`` take that kept request (``capture_file_`` pops
+    ``completed_requests[0]``).  The test drives it frame by frame."""
+
+    class LoopCamera(fake.Picamera2):
+        def start_recording(self, encoder, output, pts=None, config=None, quality=None, name=None):
+            self.encoder, self.output = encoder, output
+            self.completed: list[_Request] = []
+            self.first_us: int | None = None
+            self.encoding: list[int] = []
+
+        def complete(self, req: _Request) -> None:
+            """libcamera completed ``req``: pre_callback, keep it, encode it."""
+            self.pre_callback(req)
+            self.completed.append(req)
+            while len(self.completed) > 1:
+                self.completed.pop(0).release()
+            us = req.metadata["SensorTimestamp"] // 1000  # upstream Encoder._timestamp
+            if self.first_us is None:
+                self.first_us = us
+            self.encoder.firsttimestamp = self.first_us
+            self.encoding.append(us - self.first_us)
+
+        def output_next(self, keyframe: bool) -> None:
+            """The encoder's output for the oldest frame in it arrives (asynchronously)."""
+            ts = self.encoding.pop(0)
+            self.output.outputframe(b"\x00\x00\x00\x01" + bytes(8), keyframe, ts)
+
+        def capture_file(self, file_output, name="main", format=None, wait=None, **_):
+            req = self.completed.pop(0)
+            req.save(name, file_output, format=format)
+            req.release()
+
+        def capture_request(self, wait=None, signal_function=None, flush=None):
+            return self.completed.pop(0)
+
+        def capture_buffer(self, name="main", wait=None, signal_function=None):
+            self._stop.wait()
+            raise RuntimeError("camera stopped")
+
+    return LoopCamera
+
+
+@pytest.fixture
+def pi(monkeypatch):
+    """The Pi backend on a fake clock, its picamera2 driven frame by frame."""
+    from firmware.camera.picamera2_backend import Picamera2Backend
+    from tests import fake_picamera2
+
+    fake_picamera2.install(monkeypatch, pi5=False)
+    import picamera2
+
+    loop = _loop_camera(fake_picamera2)
+    monkeypatch.setattr(picamera2, "Picamera2", loop)
+    monkeypatch.setattr(picamera2, "MappedArray", _Mapped)
+
+    class Clock:
+        now = 100.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+    clock = Clock()
+    cam = Picamera2Backend(clock, (64, 48), (32, 24), 20.0, 0.5, 1_000_000)
+    packets: list = []
+    cam.start(packets.append, lambda f: None)
+    yield cam, cam._cam, clock, packets
+    cam.stop()
+
+
+def test_pi_snapshot_right_after_a_mask_change_is_masked(pi):
+    """The controller sets the masks, then (a ring in the same tick) takes a snapshot.
+    picamera2 serves it from the request it kept, which went through pre_callback
+    *before* set_masks: the snapshot must still be blanked with the masks now in force."""
+    cam, loop, _clock, _packets = pi
+    w, h, stride = 64, 48, 64
+    loop.complete(_Request(w, h, stride, 200, 1_000_000_000))  # blanked with no mask
+    loop.output_next(True)
+    cam.set_masks([POLY])
+    luma = np.frombuffer(cam.snapshot_jpeg(), np.uint8).reshape(h, w)
+    m = rasterize([POLY], w, h)
+    assert (luma[m] == 16).all(), f"{(luma[m] != 16).sum()} pixels under the new mask are lit"
+    assert (luma[~m] == 200).all()
+
+
+def test_pi_packets_stamped_after_a_mask_change_were_blanked_with_it(pi):
+    """The controller opens the pre-roll again at the first keyframe stamped after the
+    change (``packet.t`` > the time it called set_masks).  So a frame blanked with the
+    old masks must never be stamped later than that, however late the (asynchronous)
+    encoder hands it over: else an old-mask keyframe and the frames after it refill
+    the pre-roll, and the next clip opens with what the owner just masked."""
+    cam, loop, clock, packets = pi
+    w, h, stride = 64, 48, 64
+    m = rasterize([POLY], w, h)
+    frames = []
+
+    def complete(at: float, sensor_s: float) -> None:
+        clock.now = at
+        req = _Request(w, h, stride, 200, int(sensor_s * 1e9))
+        frames.append(req)
+        loop.complete(req)
+
+    def output(at: float, keyframe: bool) -> None:
+        clock.now = at
+        loop.output_next(keyframe)
+
+    complete(100.000, 1.000)
+    complete(100.050, 1.050)  # blanked here, with no mask yet
+    clock.now = 100.060
+    cam.set_masks([POLY])
+    gate = clock.monotonic()  # what the controller takes right after set_masks
+    complete(100.100, 1.100)  # the first frame blanked with the new mask
+    # The encoder hands frames over later (the first one late: start-up).
+    output(100.150, True)
+    output(100.160, True)  # a keyframe (the GOP's), of the frame blanked before
+    output(100.170, False)
+    assert len(packets) == len(frames) == 3
+    for packet, req in zip(packets, frames, strict=True):
+        masked = bool((req.luma()[m] == 16).all())
+        if packet.t > gate:
+            assert masked, f"a frame blanked before the change is stamped {packet.t} > {gate}"
+    assert [p.t for p in packets] == sorted(p.t for p in packets)

@@ -411,10 +411,11 @@ def test_the_pi_backend_changes_masks_without_a_restart(monkeypatch):
     try:
         callback = cam._cam.pre_callback
         assert callback is not None, "installed without masks, for masks added later"
-        callback(object())
+        request = fake_picamera2.CompletedRequest()
+        callback(request)
         assert (frame == 200).all(), "no mask yet: nothing blanked"
         cam.set_masks([POLY])
-        callback(object())
+        callback(request)
         luma = frame[: stride * h].reshape(h, stride)[:, :w]
         m = rasterize([POLY], w, h)
         assert (luma[m] == 16).all() and (luma[~m] == 200).all()
