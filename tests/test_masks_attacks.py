@@ -25,6 +25,8 @@ from test_owner_masks import (  # noqa: F401 - fixtures
     bells,
     frames_of,
     owner,
+    plain_clip,
+    plain_snapshot,
     update,
 )
 
@@ -352,3 +354,69 @@ def test_pi_packets_stamped_after_a_mask_change_were_blanked_with_it(pi):
         if packet.t > gate:
             assert masked, f"a frame blanked before the change is stamped {packet.t} > {gate}"
     assert [p.t for p in packets] == sorted(p.t for p in packets)
+
+
+# ------------------------------------------------------------------ timing: the controller
+
+
+def _send_only(bell, signed: str) -> None:
+    """Hand the update to the command handler; the controller takes it with the next frame."""
+    bell.handler.handle(MasksCommand(id=new_id(), ts=utcnow(), device=DEVICE, update=signed))
+
+
+def _snapshot_of(bell, tmp_path, clip: str) -> np.ndarray:
+    import av
+
+    snap = plain_snapshot(bell.sim, clip, tmp_path / f"{clip}.jpg")
+    with av.open(str(snap)) as c:
+        return next(c.decode(video=0)).to_ndarray(format="rgb24")
+
+
+@pytest.mark.parametrize("ticks", [0, 1])
+def test_a_ring_right_after_the_update_is_masked_throughout(bells, owner, tmp_path, ticks):  # noqa: F811
+    """The update and a press reach the controller in the same tick (or the press one
+    tick later), after that tick's frame was captured and encoded under the old masks:
+    the snapshot, the pre-roll and every frame of the clip are under the new masks."""
+    bell = bells(owner)
+    bell.sim.run(3.0)  # a full pre-roll recorded before the mask
+    # The worst case: that tick's frame, encoded under the old masks, is a keyframe (one
+    # a pre-roll could start from).
+    bell.sim.camera.request_keyframe()
+    _send_only(bell, update(owner, [("street", POLY)], issued=1000))
+    bell.sim.run(ticks / 15)
+    bell.sim.schedule_press(bell.sim.clock.monotonic())
+    bell.sim.run(6.0)
+    (saved,) = bell.recorder.of("clip_saved")
+    clip = saved.data["clip"]
+    frames = frames_of(plain_clip(bell.sim, clip, tmp_path / "same-tick.mp4"))
+    assert len(frames) >= 30
+    for i, img in enumerate([_snapshot_of(bell, tmp_path, clip), *frames]):
+        assert_masked(img, [POLY], f"image {i} (0: the snapshot)")
+
+
+def test_a_clip_in_progress_is_masked_from_the_change_on(bells, owner, tmp_path):  # noqa: F811
+    """A clip is recording when the update arrives: what was encoded before the change
+    stays as it was recorded, every frame after it is masked, with no frame in between."""
+    bell = bells(owner)
+    bell.sim.run(1.0)
+    bell.sim.schedule_press(bell.sim.clock.monotonic())
+    bell.sim.run(1.0)
+    assert bell.sim.controller.clip is not None, "recording"
+    recorded = len(bell.sim.controller.clip.packets)
+    _send_only(bell, update(owner, [("street", POLY)], issued=1000))
+    bell.sim.run(6.0)
+    (saved,) = bell.recorder.of("clip_saved")
+    frames = frames_of(plain_clip(bell.sim, saved.data["clip"], tmp_path / "in-progress.mp4"))
+
+    def masked(img) -> bool:
+        try:
+            assert_masked(img, [POLY], "")
+        except AssertionError:
+            return False
+        return True
+
+    flags = [masked(img) for img in frames]
+    first = flags.index(True)
+    assert not any(flags[:first]) and all(flags[first:]), flags
+    assert recorded <= first <= recorded + 1, (recorded, first)
+    assert len(frames) - first >= 15  # the 2 s post-roll at 15 fps, at least
