@@ -17,7 +17,8 @@ import httpx
 import numpy as np
 import pytest
 from stack import wait_for
-from test_masks_e2e import applied, kinds, press_clip, until, world  # noqa: F401 - a fixture
+from test_consent_e2e import run_footage
+from test_masks_e2e import POLYGON_ARG, applied, kinds, until, world  # noqa: F401 - a fixture
 from test_owner_masks import (  # noqa: F401 - fixtures
     DEVICE,
     POLY,
@@ -420,3 +421,55 @@ def test_a_clip_in_progress_is_masked_from_the_change_on(bells, owner, tmp_path)
     assert not any(flags[:first]) and all(flags[first:]), flags
     assert recorded <= first <= recorded + 1, (recorded, first)
     assert len(frames) - first >= 15  # the 2 s post-roll at 15 fps, at least
+
+
+# ------------------------------------------------------------------ the footage client
+
+
+def test_a_relay_answer_cannot_make_the_owner_sign_a_mask_away(world, tmp_path, monkeypatch):  # noqa: F811
+    """The relay delivers the owner's new set, then answers the client with an error
+    (or with another set's hash).  The client keeps what the owner signed whatever the
+    answer, so the owner's next change is built on it: it cannot drop the mask the
+    relay pretended was refused."""
+    from footage import cli as footage
+
+    relay, alice, _bob, _commands = world
+    state = tmp_path / "alice-client"
+    base = ["--state", str(state), "masks"]
+    keys = ["--keys", str(alice.keys)]
+
+    def footage_masks(*args: str) -> tuple[int, str]:
+        return run_footage(relay, alice.token, *base, *args, *keys)
+
+    code, out = footage_masks("add", "alice-door", "--polygon", POLYGON_ARG, "--name", "street")
+    assert code == 0, out
+    until(alice, lambda: len(applied(alice)) == 1, "the first set")
+
+    honest = footage.Client.call
+    lie: dict = {}
+
+    def lying(self, method: str, path: str, **kw):
+        out = honest(self, method, path, **kw)  # delivered to the doorbell
+        if path.endswith("/masks") and lie.get("how") == "error":
+            raise footage.Failure("the relay said no (500): internal error", 1)
+        if path.endswith("/masks") and lie.get("how") == "hash":
+            return {**out, "hash": "0" * 64, "status": "applied"}
+        return out
+
+    monkeypatch.setattr(footage.Client, "call", lying)
+    lie["how"] = "error"
+    code, _ = footage_masks("add", "alice-door", "--polygon", "0,0 0.3,0 0,0.3", "--name", "more")
+    assert code != 0, "the owner is told it failed"
+    until(alice, lambda: len(applied(alice)) == 2, "the relay delivered it anyway")
+
+    lie["how"] = "hash"
+    code, out = footage_masks("add", "alice-door", "--polygon", "1,1 0.7,1 1,0.7", "--name", "x")
+    assert code != 0, f"a relay answering for another set is not believed: {out}"
+    until(alice, lambda: len(applied(alice)) == 3, "delivered too")
+
+    lie.clear()
+    code, out = footage_masks("remove", "alice-door", "street")
+    assert code == 0, out
+    until(alice, lambda: len(applied(alice)) == 4, "the removal")
+    names = [m.name for m in alice.bell.controller.mask_update.masks]
+    assert names == ["more", "x"], f"the owner removed only 'street', the doorbell has {names}"
