@@ -12,6 +12,7 @@ covered by test_owner_masks.py / test_masks_e2e.py are not repeated here.
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import numpy as np
@@ -32,9 +33,9 @@ from test_owner_masks import (  # noqa: F401 - fixtures
 )
 
 from firmware.masks import rasterize
-from protocol import MasksCommand, encode, new_id, utcnow
-from protocol.crypto import b64
-from protocol.decisions import MaskUpdate, decision_hash, sign_decision
+from protocol import DeleteCommand, MasksCommand, encode, new_id, utcnow
+from protocol.crypto import OwnerKeys, b64
+from protocol.decisions import Approval, Deletion, MaskUpdate, decision_hash, sign_decision
 
 NESTED = b64(b"[" * 36_000)
 """Fits the 48 000-character limit of a cmd/masks (and of the API's field), and nests
@@ -473,3 +474,103 @@ def test_a_relay_answer_cannot_make_the_owner_sign_a_mask_away(world, tmp_path, 
     until(alice, lambda: len(applied(alice)) == 4, "the removal")
     names = [m.name for m in alice.bell.controller.mask_update.masks]
     assert names == ["more", "x"], f"the owner removed only 'street', the doorbell has {names}"
+
+
+# ------------------------------------------------------------------ the relay's operator, held
+
+
+def _signed_payload(keys: OwnerKeys, payload: dict) -> str:
+    """What the owner's key signed, byte for byte (to sign what no client would build)."""
+    return b64(json.dumps(keys.sign(payload)).encode())
+
+
+def test_the_operator_cannot_pass_off_other_signed_things_as_masks(world):  # noqa: F811
+    """Everything the operator could get signed or hold: the owner's deletion and
+    approval relabelled as a mask update (and an update relabelled as a deletion), an
+    update signed by another registered owner, the owner's update for another doorbell,
+    a name outside the allowed characters (unicode): each refused by the doorbell with
+    its code, on the public record, and by the relay before it sends anything."""
+    relay, alice, bob, _commands = world
+    a = alice.owner
+    deletion = sign_decision(Deletion.create("alice-door", "clip-1"), a.sign_private)
+    approval = sign_decision(
+        Approval.create(
+            "req-1", "alice-door", ["clip-1"], OwnerKeys.generate().box_public,
+            time.time() + 3600, {"clip-1": bytes(32)},
+        ),
+        a.sign_private,
+    )  # fmt: skip
+    bobs = sign_decision(MaskUpdate.create("alice-door", [], issued=1), bob.owner.sign_private)
+    unicode = MaskUpdate.create("alice-door", [("street", POLY)], issued=5).payload()
+    unicode["masks"][0]["name"] = "straße"
+    unicode_signed = _signed_payload(a, unicode)
+    mine = sign_decision(MaskUpdate.create("alice-door", [("street", POLY)]), a.sign_private)
+
+    attempts = [  # (where to, what, the code)
+        ("alice-door", deletion, "wrong_kind"),
+        ("alice-door", approval, "wrong_kind"),
+        ("alice-door", bobs, "bad_signature"),
+        ("alice-door", unicode_signed, "malformed"),
+        ("bob-door", mine, "bad_signature"),  # B's doorbell checks with B's owner's key
+    ]
+    for device, signed, _code in attempts:
+        home = alice if device == "alice-door" else bob
+        n = home.commands.counters["refused"]
+        _publish(relay, device, signed)
+        until(home, lambda h=home, n=n: h.commands.counters["refused"] == n + 1, "a refusal")
+    # The other way round: the owner's mask update as the signature of a deletion.
+    n = alice.commands.counters["refused"]
+    cmd = DeleteCommand(
+        id=new_id(), ts=utcnow(), device="alice-door", clip_id="clip-1", signature=mine
+    )
+    relay.pub.publish(*encode(cmd), qos=1)
+    until(alice, lambda: alice.commands.counters["refused"] == n + 1, "the deletion refused")
+
+    assert applied(alice) == [] and applied(bob) == []
+    assert alice.bell.controller.mask_update is None and bob.bell.controller.mask_update is None
+
+    def refused() -> list[tuple[str, str]]:
+        return [
+            (e["data"]["command"], e["data"]["code"])
+            for e in relay.audit.entries()
+            if e["kind"] == "doorbell_refused"
+        ]
+
+    wait_for(lambda: len(refused()) == 6, 30, "the refusals on the record")
+    assert sorted(refused()) == sorted(
+        [("masks", c) for _d, _s, c in attempts] + [("delete", "wrong_kind")]
+    )
+
+    # The relay refuses the same before anything is sent.
+    for signed, code in [
+        (deletion, "wrong_kind"),
+        (approval, "wrong_kind"),
+        (bobs, "bad_signature"),
+        (unicode_signed, "malformed"),
+    ]:
+        r = _post(relay, "alice-door", alice.token, signed)
+        assert r.status_code == 422, (code, r.text)
+    codes = [e["data"]["code"] for e in relay.audit.entries() if e["kind"] == "masks_refused"]
+    assert codes == ["wrong_kind", "wrong_kind", "bad_signature", "malformed"]
+    r = _post(relay, "bob-door", alice.token, mine)
+    assert r.status_code == 404, "alice's update, alice's token, bob's doorbell"
+
+
+def test_a_nonce_spent_by_another_kind_of_decision_is_a_replay(bells, owner):  # noqa: F811
+    """One nonce ledger for every kind of decision: a mask update carrying the nonce of
+    a deletion the doorbell already carried out is refused as a replay."""
+    bell = bells(owner)
+    deletion = Deletion.create(DEVICE, "clip-1")
+    bell.handler.handle(
+        DeleteCommand(
+            id=new_id(), ts=utcnow(), device=DEVICE, clip_id="clip-1",
+            signature=sign_decision(deletion, owner.sign_private),
+        )
+    )  # fmt: skip
+    assert bell.handler.counters["deleted"] == 0 and bell.handler.counters["refused"] == 0
+    payload = MaskUpdate.create(DEVICE, [("street", POLY)], issued=10).payload()
+    payload["nonce"] = deletion.nonce
+    bell.send(_signed_payload(owner, payload))
+    (refusal,) = bell.refusals()
+    assert refusal.code == "replay" and refusal.command == "masks"
+    assert bell.applied() == []
