@@ -574,3 +574,56 @@ def test_a_nonce_spent_by_another_kind_of_decision_is_a_replay(bells, owner):  #
     (refusal,) = bell.refusals()
     assert refusal.code == "replay" and refusal.command == "masks"
     assert bell.applied() == []
+
+
+# ------------------------------------------------------------------ polygons blanked otherwise
+
+CROSSED = [(0.1, 0.1), (0.9, 0.9), (0.9, 0.1), (0.1, 0.9)]
+"""A rectangle's corners in the wrong order: a bow-tie, two triangles, half the area."""
+TWICE = [(0.1, 0.1), (0.9, 0.1), (0.9, 0.9), (0.1, 0.9)] * 2
+"""A rectangle traced twice: the even-odd rule masks none of it."""
+FLAT = [(0.1, 0.1), (0.5, 0.5), (0.9, 0.9)]
+"""No area: masks nothing."""
+BACK = [(0.1, 0.1), (0.9, 0.1), (0.9, 0.9), (0.9, 0.1)]
+"""An edge folding back on the one before it."""
+
+
+@pytest.mark.parametrize(
+    "polygon", [CROSSED, TWICE, FLAT, BACK], ids=["crossed", "twice", "flat", "back"]
+)
+def test_a_polygon_that_would_mask_other_than_its_drawing_is_refused(
+    bells,  # noqa: F811
+    owner,  # noqa: F811
+    tmp_path,
+    polygon,
+):
+    """What the owner (or a passer-by's proposal) draws is what must be blacked out.  A
+    polygon crossing itself, traced twice, folding back or without area would be blanked
+    as something else (even-odd: a twice-traced one not at all) while the doorbell
+    announced it applied: refused, one clear error, by the client, the relay's check and
+    the doorbell."""
+    from footage.masks import MaskError, build_update
+
+    with pytest.raises(MaskError, match="polygon"):
+        build_update(None, DEVICE, add=[("spot", polygon)])
+    with pytest.raises(ValueError, match="polygon"):
+        MaskUpdate.create(DEVICE, [("spot", polygon)], issued=1)
+
+    bell = bells(owner)
+    payload = MaskUpdate.create(DEVICE, [("street", POLY)], issued=10).payload()
+    payload["masks"][0]["points"] = [[round(x * 10_000), round(y * 10_000)] for x, y in polygon]
+    bell.send(_signed_payload(owner, payload))
+    (refusal,) = bell.refusals()
+    assert refusal.code == "malformed" and "polygon" in refusal.reason, refusal.reason
+    assert bell.applied() == []
+
+
+def test_simple_polygons_of_every_shape_are_taken(owner):  # noqa: F811
+    """The check refuses only those: concave, with collinear points, at the frame's edges."""
+    for polygon in (
+        POLY,
+        [(0, 0), (1, 0), (1, 1), (0, 1)],  # the whole frame
+        [(0, 0), (0.5, 0), (1, 0), (1, 1)],  # three points on one edge
+        [(0.1, 0.1), (0.9, 0.1), (0.5, 0.5), (0.9, 0.9), (0.1, 0.9)],  # concave
+    ):
+        MaskUpdate.create(DEVICE, [("ok", polygon)], issued=1)
