@@ -627,3 +627,34 @@ def test_simple_polygons_of_every_shape_are_taken(owner):  # noqa: F811
         [(0.1, 0.1), (0.9, 0.1), (0.5, 0.5), (0.9, 0.9), (0.1, 0.9)],  # concave
     ):
         MaskUpdate.create(DEVICE, [("ok", polygon)], issued=1)
+
+
+def test_an_update_never_delivered_ends_on_the_record_as_failed(stack):
+    """The relay cannot reach the doorbell (or an operator holds it back): the command
+    is not forgotten in silence; past give_up_s it is ``command_failed`` on the record,
+    next to the ``masks_changed`` the owner's update made and with no ``masks_applied``."""
+    import redis
+
+    from relay.audit import AuditLog
+    from relay.commands import CommandOutbox
+
+    r = redis.Redis.from_url(stack.redis.url)
+    audit = AuditLog(r, OwnerKeys.generate().sign_private)
+    now = [1_000.0]
+    outbox = CommandOutbox(r, audit=audit, clock=lambda: now[0], retry_s=1, give_up_s=60)
+    signed = sign_decision(
+        MaskUpdate.create("carol-door", [("street", POLY)]), OwnerKeys.generate().sign_private
+    )
+    key = outbox.enqueue(
+        *encode(MasksCommand(id=new_id(), ts=utcnow(), device="carol-door", update=signed))
+    )
+    assert key == "masks:carol-door:-"
+    for _ in range(10):
+        for k, entry in outbox.due():
+            outbox.sent(k, entry)  # published; nothing answers
+        now[0] += 30
+    assert outbox.pending() == {}
+    (failed,) = [e for e in audit.entries() if e["kind"] == "command_failed"]
+    assert failed["data"]["command"] == "masks" and failed["data"]["device"] == "carol-door"
+    public = [json.loads(p) for p in audit.public_entries(0, -1)]
+    assert [e["kind"] for e in public] == ["command_failed"]
