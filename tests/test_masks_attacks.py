@@ -658,3 +658,24 @@ def test_an_update_never_delivered_ends_on_the_record_as_failed(stack):
     assert failed["data"]["command"] == "masks" and failed["data"]["device"] == "carol-door"
     public = [json.loads(p) for p in audit.public_entries(0, -1)]
     assert [e["kind"] for e in public] == ["command_failed"]
+
+
+def test_an_oversized_masks_command_is_dropped_and_the_doorbell_goes_on(world):  # noqa: F811
+    """Past the 48 000-character bound the command is not even a command: the doorbell's
+    link counts it as bad and drops it (nothing to answer or record), and takes the
+    owner's next update as usual."""
+    relay, alice, _bob, _commands = world
+    topic, payload = encode(
+        MasksCommand(id=new_id(), ts=utcnow(), device="alice-door", update="A" * 100)
+    )
+    doc = json.loads(payload)
+    doc["update"] = "A" * 60_000
+    before = alice.uplink.link.counters["bad_commands"]
+    relay.pub.publish(topic, json.dumps(doc).encode(), qos=1)
+    until(alice, lambda: alice.uplink.link.counters["bad_commands"] == before + 1, "dropped")
+    assert alice.commands.counters == {"released": 0, "deleted": 0, "refused": 0, "failed": 0}
+    good = sign_decision(
+        MaskUpdate.create("alice-door", [("street", POLY)]), alice.owner.sign_private
+    )
+    assert _post(relay, "alice-door", alice.token, good).status_code == 200
+    until(alice, lambda: applied(alice), "the next good update")
