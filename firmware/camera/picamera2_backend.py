@@ -157,6 +157,8 @@ class Picamera2Backend:
         # blanked, so a packet stamped after set_masks was blanked with the new masks
         # (the controller's pre-roll gate relies on it).  The encoder's output comes
         # later, asynchronously; anchoring to it stamped old-mask frames after a change.
+        # Stamps still rise: the offset shrinks between two outputs by at most their
+        # frames' sensor spacing (the clock is monotonic and blanking runs in order).
         blanked_at: dict[str, float] = {}
 
         def blank(request: Any) -> None:
