@@ -210,7 +210,13 @@ class Controller:
         for why, code in loaded.problems:
             # Loud: on the record through the refusal path, and in the log.
             self.emit("masks_refused", t, command=None, code=code, reason=why)
-        if loaded.update is not None:
+        if loaded.update is None:
+            # Nothing kept: never set, or both files deleted from the card.  The doorbell
+            # cannot tell which, so it says what is in force, at every boot: no owner set
+            # (a null hash).  A record whose last applied hash was a real set then shows
+            # the masks went without a signed decision.
+            self.emit("masks_applied", t, hash=None, masks=0)
+        else:
             self.mask_update, self.masks_hash = loaded.update, loaded.hash
             self._apply_masks()
             self._mask_gate = None  # before the first frame: nothing to hold back

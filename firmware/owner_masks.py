@@ -63,7 +63,9 @@ class OwnerMasks:
             signed = doc["update"]
             if not isinstance(signed, str):
                 raise TypeError("update is not a string")
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError) as err:
+            # RecursionError: a file nested deeper than the JSON decoder recurses; the
+            # card is not trusted, and a refused file must not stop the doorbell booting.
             raise DecisionRefused(f"{name} is unreadable ({err})") from None
         update = verify_decision(
             signed,

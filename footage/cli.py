@@ -75,7 +75,7 @@ from protocol.crypto import (
     unb64,
     unwrap_key,
 )
-from protocol.decisions import Approval, Deletion, sign_decision
+from protocol.decisions import Approval, Deletion, decision_hash, sign_decision
 from protocol.merkle import CompactTree, leaf_hash
 from protocol.transparency import (
     Inconsistent,
@@ -302,9 +302,21 @@ def cmd_masks(connect: Callable[[], Client], args: argparse.Namespace) -> int:
     except MaskError as err:
         raise Failure(str(err)) from None
     signed = sign_decision(update, keys.sign_private)
-    out = connect().call("POST", f"/v1/devices/{args.device}/masks", json={"decision": signed})
+    digest = decision_hash(signed)
+    # Kept before it is sent: once the relay holds it, it may deliver it whatever it
+    # answers, so the next change must build on it (else a relay that answered "error"
+    # would have the owner sign away the mask it delivered).  The doorbell only takes a
+    # newer set, so keeping one that never arrives removes nothing.
     book.save(args.device, signed)
-    print(f"{len(update.masks)} owner masks {out['status']} (set {out['hash']})")
+    out = connect().call("POST", f"/v1/devices/{args.device}/masks", json={"decision": signed})
+    if not isinstance(out, dict) or out.get("hash") != digest:
+        got = out.get("hash") if isinstance(out, dict) else None
+        raise Failure(
+            f"the relay answered for another mask set ({got!r}, not {digest}); the doorbell "
+            "announces the set it applies (masks_applied) on the public log",
+            EXIT_FAILED,
+        )
+    print(f"{len(update.masks)} owner masks sent to the doorbell (set {digest})")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 A :class:`~protocol.decisions.MaskUpdate` carries the *whole* set of owner-added masks,
 so changing one means signing the current set with the change.  The client keeps the
-last set it sent, as the owner signed it, in its own state (``$FOOTAGE_STATE/masks/
+last set the owner signed (kept before it is sent: the relay may deliver it whatever it
+answers), as the owner signed it, in its own state (``$FOOTAGE_STATE/masks/
 <device>.json``) and re-checks that signature with the owner's key whenever it reads it.
 It does not ask the relay what the current set is: the relay is not trusted with the
 owner's word, and a relay that answered with a shorter set would have the owner sign
@@ -16,8 +17,8 @@ Example (what the bystander "stop filming this spot" answer calls)::
     update = build_update(current, "front-door", add=[("bystander-r1", polygon)],
                           reason="bystander:r1")
     signed = sign_decision(update, keys.sign_private)
-    # POST /v1/devices/front-door/masks {"decision": signed}; then:
-    book.save("front-door", signed)
+    book.save("front-door", signed)   # first: see above
+    # POST /v1/devices/front-door/masks {"decision": signed}; check the answer's hash
 """
 
 from __future__ import annotations

@@ -165,6 +165,63 @@ Point = Annotated[list[Coordinate], Field(min_length=2, max_length=2)]
 ``[0, 0]`` the top left, ``[10000, 10000]`` the bottom right."""
 
 
+def _cross(o: list[int], a: list[int], b: list[int]) -> int:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+def _within(p: list[int], q: list[int], r: list[int]) -> bool:
+    """``q`` (collinear with ``p``-``r``) lies on the segment ``p``-``r``."""
+    return min(p[0], r[0]) <= q[0] <= max(p[0], r[0]) and min(p[1], r[1]) <= q[1] <= max(p[1], r[1])
+
+
+def _touch(p1: list[int], p2: list[int], p3: list[int], p4: list[int]) -> bool:
+    """Segments ``p1``-``p2`` and ``p3``-``p4`` share a point (exact: integer points)."""
+    d1, d2 = _cross(p3, p4, p1), _cross(p3, p4, p2)
+    d3, d4 = _cross(p1, p2, p3), _cross(p1, p2, p4)
+    if ((d1 > 0 > d2) or (d1 < 0 < d2)) and ((d3 > 0 > d4) or (d3 < 0 < d4)):
+        return True
+    return (
+        (d1 == 0 and _within(p3, p1, p4))
+        or (d2 == 0 and _within(p3, p2, p4))
+        or (d3 == 0 and _within(p1, p3, p2))
+        or (d4 == 0 and _within(p1, p4, p2))
+    )
+
+
+def polygon_problem(points: list[list[int]]) -> str | None:
+    """Why ``points`` would not be blanked as the area its outline encloses, or None.
+
+    A mask is what the owner draws: a simple polygon.  One that crosses itself, is
+    traced twice, folds back or has no area would be rasterised (even-odd) as something
+    else (a twice-traced one as nothing) while the doorbell announced it applied.
+
+    >>> polygon_problem([[0, 0], [10, 0], [10, 10], [0, 10]]) is None
+    True
+    >>> polygon_problem([[0, 0], [10, 10], [10, 0], [0, 10]])
+    'edges 1 and 3 cross'
+    """
+    n = len(points)
+    if len({(x, y) for x, y in points}) != n:
+        return "a point is repeated"
+    for i in range(n):
+        a, b = points[i], points[(i + 1) % n]
+        for j in range(i + 1, n):
+            c, d = points[j], points[(j + 1) % n]
+            if j == i + 1 or (i == 0 and j == n - 1):
+                # Neighbours share a point; they overlap only by folding back.
+                shared, p, q = (b, a, d) if j == i + 1 else (a, b, c)
+                dot = (p[0] - shared[0]) * (q[0] - shared[0]) + (p[1] - shared[1]) * (
+                    q[1] - shared[1]
+                )
+                if _cross(shared, p, q) == 0 and dot > 0:
+                    return f"edge {j + 1 if j == i + 1 else i + 1} folds back"
+            elif _touch(a, b, c, d):
+                return f"edges {i + 1} and {j + 1} cross"
+    if sum(_cross([0, 0], points[i], points[(i + 1) % n]) for i in range(n)) == 0:
+        return "it has no area"
+    return None
+
+
 class NamedMask(BaseModel):
     """One owner-added privacy mask: a polygon in frame fractions, with a name."""
 
@@ -172,6 +229,14 @@ class NamedMask(BaseModel):
 
     name: str = Field(pattern=_MASK_NAME)
     points: list[Point] = Field(min_length=MASK_MIN_POINTS, max_length=MASK_MAX_POINTS)
+
+    @field_validator("points")
+    @classmethod
+    def _simple(cls, v: list[list[int]]) -> list[list[int]]:
+        why = polygon_problem(v)
+        if why is not None:
+            raise ValueError(f"not a simple polygon: {why}")
+        return v
 
     def polygon(self) -> list[tuple[float, float]]:
         """The points as fractions of the frame (what :mod:`firmware.masks` rasterises)."""
@@ -269,7 +334,9 @@ def verify_decision(
         if not isinstance(envelope, dict):
             raise ValueError("not an object")
         payload = verify_payload(envelope, owner_sign_public)
-    except (CryptoFailure, ValueError, TypeError) as err:
+    except (CryptoFailure, ValueError, TypeError, RecursionError) as err:
+        # RecursionError: JSON nested deeper than the decoder recurses (``[[[[...``
+        # fits a cmd/masks), which must be one refusal, not a crash or an HTTP 500.
         raise DecisionRefused(f"not signed by the owner ({err})", "bad_signature") from None
     expected = kind.model_fields["type"].default
     if payload.get("type") != expected:
@@ -296,7 +363,7 @@ def decision_hash(signed_b64: str) -> str:
     try:
         envelope = json.loads(unb64(signed_b64))
         body = unb64(envelope["payload"])
-    except (ValueError, TypeError, KeyError) as err:
+    except (ValueError, TypeError, KeyError, RecursionError) as err:
         raise DecisionRefused(f"not a signed decision ({err})", "bad_signature") from None
     return hashlib.sha256(body).hexdigest()
 

@@ -96,7 +96,8 @@ class Event(Message):
     """For ``clip_failed``: why (e.g. ``OSError: [Errno 28] No space left on device``)."""
     masks_hash: Sha256 | None = None
     """For ``masks_applied``: :func:`protocol.decisions.decision_hash` of the owner's
-    signed mask update now in force (from the next frame on)."""
+    signed mask update now in force (from the next frame on); at boot ``None`` when the
+    doorbell keeps no owner set."""
 
 
 SNAPSHOT_MAX_B64 = 60_000

@@ -101,6 +101,20 @@ class MappedArray:
         raise AssertionError("the contract scenes use no masks")
 
 
+class CompletedRequest:
+    """The calls the backend makes on a request (picamera2 request.py)."""
+
+    def get_metadata(self):
+        return {"SensorTimestamp": time.monotonic_ns()}
+
+    def save(self, name, file_output, format=None, exif_data=None):
+        _record("CompletedRequest.save", name=name, format=format)
+        file_output.write(b"\xff\xd8\xff\xe0fake jpeg\xff\xd9")
+
+    def release(self):
+        pass
+
+
 class Picamera2:
     def __init__(self, camera_num=0, verbose_console=None, tuning=None, allocator=None):
         _record("Picamera2", camera_num=camera_num)
@@ -178,6 +192,10 @@ class Picamera2:
     ):
         _record("capture_file", name=name, format=format)
         file_output.write(b"\xff\xd8\xff\xe0fake jpeg\xff\xd9")
+
+    def capture_request(self, wait=None, signal_function=None, flush=None):
+        _record("capture_request")
+        return CompletedRequest()
 
     def stop_recording(self):
         _record("stop_recording")

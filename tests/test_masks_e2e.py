@@ -62,6 +62,11 @@ def kinds(home: Home, kind: str) -> list:
     return [e for e in home.events if e.kind == kind]
 
 
+def applied(home: Home) -> list:
+    """Owner sets put in force (every boot with none kept announces a null hash)."""
+    return [e for e in kinds(home, "masks_applied") if e.data["hash"] is not None]
+
+
 def press_clip(home: Home, tmp_path, name: str):
     before = len(kinds(home, "clip_saved"))
     home.bell.schedule_press(home.bell.clock.monotonic() + 0.5)
@@ -89,16 +94,16 @@ def test_owner_adds_a_mask_through_the_relay_and_the_next_clip_is_black(world, t
     digest = decision_hash(signed)
     assert digest in out
 
-    until(alice, lambda: kinds(alice, "masks_applied"), "the doorbell to apply the mask")
-    (applied,) = kinds(alice, "masks_applied")
-    assert applied.data["hash"] == digest
+    until(alice, lambda: applied(alice), "the doorbell to apply the mask")
+    (done,) = applied(alice)
+    assert done.data["hash"] == digest
     wait_for(lambda: commands.pending() == {}, 30, "masks_applied settles the command")
 
     frames = press_clip(alice, tmp_path, "after")
     assert len(frames) > 30
     for i, img in enumerate(frames):
         assert_masked(img, [POLY], f"frame {i} of the next clip")
-    assert kinds(bob, "masks_applied") == [], "only the owner's own doorbell"
+    assert applied(bob) == [], "only the owner's own doorbell"
 
     # On the public record: that an owner changed masks, and the hash; no polygon,
     # no doorbell, no reason (they are sealed or never sent).
@@ -113,10 +118,16 @@ def test_owner_adds_a_mask_through_the_relay_and_the_next_clip_is_black(world, t
     assert "points" not in text and str(round(POLY[0][0] * 10_000)) not in text
     # And the doorbell's own word that the set with that hash is in force.
     wait_for(
-        lambda: [e for e in relay.audit.entries() if e["kind"] == "masks_applied"], 30, "applied"
+        lambda: [
+            e
+            for e in relay.audit.entries()
+            if e["kind"] == "masks_applied" and e["data"]["hash"] is not None
+        ],
+        30,
+        "applied",
     )
     public = [json.loads(p) for p in relay.audit.public_entries(0, -1)]
-    (done,) = [e for e in public if e["kind"] == "masks_applied"]
+    (done,) = [e for e in public if e["kind"] == "masks_applied" and e["data"]["hash"]]
     assert done["actor"] == "doorbell" and done["data"] == {"hash": digest}
 
     # `footage masks list` is the client's own kept, re-verified set.
@@ -133,7 +144,7 @@ def test_owner_adds_a_mask_through_the_relay_and_the_next_clip_is_black(world, t
         "--keys", str(alice.keys),
     )  # fmt: skip
     assert code == 0, out
-    until(alice, lambda: len(kinds(alice, "masks_applied")) == 2, "the removal")
+    until(alice, lambda: len(applied(alice)) == 2, "the removal")
     assert alice.bell.controller.mask_update.masks == []
 
 
@@ -145,7 +156,7 @@ def test_the_relay_cannot_forge_replay_or_roll_back_masks(world, tmp_path):
         "--polygon", POLYGON_ARG, "--name", "street", "--keys", str(alice.keys),
     )  # fmt: skip
     assert code == 0, out
-    until(alice, lambda: kinds(alice, "masks_applied"), "applied")
+    until(alice, lambda: applied(alice), "applied")
     accepted = json.loads((state / "masks" / "alice-door.json").read_text())["update"]
     held = alice.bell.controller.mask_update
     kept = (alice.bell.config.device.data_dir / "masks.json").read_bytes()
@@ -182,7 +193,7 @@ def test_the_relay_cannot_forge_replay_or_roll_back_masks(world, tmp_path):
     alice.bell.run(1.0)
     assert alice.bell.controller.mask_update == held
     assert (alice.bell.config.device.data_dir / "masks.json").read_bytes() == kept
-    assert len(kinds(alice, "masks_applied")) == 1
+    assert len(applied(alice)) == 1
 
     # Every refusal is on the public record with its code.
     def refused_codes() -> list[str]:
@@ -238,7 +249,7 @@ def test_the_web_app_backend_takes_a_signed_set_too(world):
     assert httpx.post(url, json={"signed": forged}, headers=headers).status_code == 422
     r = httpx.post(url, json={"signed": signed}, headers=headers)
     assert r.status_code == 200 and r.json()["hash"] == decision_hash(signed)
-    until(alice, lambda: kinds(alice, "masks_applied"), "the doorbell to apply it")
+    until(alice, lambda: applied(alice), "the doorbell to apply it")
     assert alice.bell.controller.masks_hash == decision_hash(signed)
     bob_headers, bob_csrf = session_of(relay, bob)
     r = httpx.post(url, json={"signed": signed}, headers={**bob_headers, "X-CSRF-Token": bob_csrf})

@@ -30,7 +30,8 @@ class CameraBackend(Protocol):
     def stop(self) -> None: ...
 
     def snapshot_jpeg(self) -> bytes:
-        """A JPEG of the latest main-stream frame, masks applied."""
+        """A JPEG of the latest main-stream frame, with the masks in force when called
+        (even if that frame was blanked before the last :meth:`set_masks`)."""
         ...
 
     def request_keyframe(self) -> None: ...
@@ -38,5 +39,10 @@ class CameraBackend(Protocol):
     def set_masks(self, polygons: Sequence[Polygon]) -> None:
         """Blank exactly these polygons (frame fractions) from the next frame on, in the
         main stream before encoding and in snapshots.  Called by the controller thread
-        with the whole effective set (config masks and the owner's signed ones)."""
+        with the whole effective set (config masks and the owner's signed ones).
+
+        A packet's ``t`` must be no later than the moment its frame was blanked: the
+        controller takes a packet stamped after this call returned as blanked with the
+        new set (its pre-roll gate), so an asynchronous encoder must not stamp frames
+        by when they come out of it."""
         ...

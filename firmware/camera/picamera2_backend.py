@@ -17,7 +17,7 @@ import io
 import itertools
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -125,6 +125,7 @@ class Picamera2Backend:
         self._pc2 = _import_picamera2()
         self._cam: Any = None
         self._encoder: Any = None
+        self._blank: Callable[[Any], None] = lambda request: None  # set by start()
         self._stop = threading.Event()
         self._lores_thread: threading.Thread | None = None
 
@@ -150,18 +151,34 @@ class Picamera2Backend:
         lores_stride = cam.stream_configuration("lores")["stride"]
         (w, h) = self.main_size
 
+        clock = self.clock
+        # The least (our clock - sensor time) seen when blanking a frame: stamping a
+        # packet with its sensor time plus this puts it no later than its frame was
+        # blanked, so a packet stamped after set_masks was blanked with the new masks
+        # (the controller's pre-roll gate relies on it).  The encoder's output comes
+        # later, asynchronously; anchoring to it stamped old-mask frames after a change.
+        # Stamps still rise: the offset shrinks between two outputs by at most their
+        # frames' sensor spacing (the clock is monotonic and blanking runs in order).
+        blanked_at: dict[str, float] = {}
+
         def blank(request: Any) -> None:
+            now = clock.monotonic()  # before the mask is read, see blanked_at
             # One read per frame: set_masks swaps the array between frames.
             mask = self._mask
+            sensor_ns = request.get_metadata().get("SensorTimestamp")
+            if sensor_ns is not None:
+                offset = now - sensor_ns / 1e9
+                blanked_at["offset"] = min(offset, blanked_at.get("offset", offset))
             if mask.any():
                 with pc2.MappedArray(request, "main") as m:
                     blank_yuv420(m.array.reshape(-1), mask, w, h, main_stride)
 
         # Always installed, so masks the owner adds later apply without a restart.
         cam.pre_callback = blank
+        self._blank = blank
 
-        clock = self.clock
         anchor: dict[str, float] = {}
+        backend = self
 
         class _PacketOutput(Output):  # type: ignore[misc]
             def outputframe(
@@ -173,7 +190,12 @@ class Picamera2Backend:
                 **__: Any,
             ) -> None:
                 # Keep the encoder's exact frame spacing, anchored to our clock.
-                if timestamp is None:
+                # ``timestamp``: µs since the encoder's first frame (picamera2's
+                # Encoder._timestamp), whose sensor time is ``firsttimestamp`` (µs).
+                first_us = getattr(backend._encoder, "firsttimestamp", None)
+                if timestamp is not None and first_us is not None and "offset" in blanked_at:
+                    t = (first_us + timestamp) / 1e6 + blanked_at["offset"]
+                elif timestamp is None:
                     t = clock.monotonic()
                 else:
                     if "us" not in anchor:
@@ -210,9 +232,16 @@ class Picamera2Backend:
             self._lores_thread.join(timeout=5)
 
     def snapshot_jpeg(self) -> bytes:
-        buf = io.BytesIO()
-        # capture_file goes through the same pre_callback, so masks apply.
-        self._cam.capture_file(buf, format="jpeg")
+        # picamera2 serves a capture from the request it kept (``queue``, the video
+        # default), which went through pre_callback before any set_masks since: blank it
+        # again with the masks in force now (blanking twice only adds black).
+        request = self._cam.capture_request()
+        try:
+            self._blank(request)
+            buf = io.BytesIO()
+            request.save("main", buf, format="jpeg")
+        finally:
+            request.release()
         return buf.getvalue()
 
     def set_masks(self, polygons: Sequence[Polygon]) -> None:
