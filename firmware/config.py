@@ -98,6 +98,10 @@ class MotionConfig(_Section):
     """An object becomes a visitor only while upright: its box at least this many times
     taller than wide (or close enough to fill half the picture's height).  Insects,
     snowflakes, headlight beams and shadows on the ground are round or wide; 0 turns this off."""
+    max_width: float = Field(0.6, gt=0, le=1.0)
+    """An object wider than this fraction of the picture is not a visitor: someone at the
+    door fills well under half of it, while an IR-cut switch, a headlight beam on the
+    street or falling snow changes edges right across it.  1 turns this off."""
     still_absorb_s: float = Field(10.0, ge=1, le=600)
     """An object with no movement inside it for this long becomes background (a parcel,
     a moved chair).  A person standing at the door breathes and shifts, so stays."""

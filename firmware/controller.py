@@ -132,6 +132,7 @@ class Controller:
             alpha=config.motion.alpha,
             max_speed=config.motion.max_speed,
             min_aspect=config.motion.min_aspect,
+            max_width=config.motion.max_width,
             still_absorb_frames=round(config.motion.still_absorb_s * config.camera.fps),
         )
         self.ring = PacketRing(config.ring_seconds, config.clips.buffer_max_bytes)
