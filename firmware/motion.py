@@ -47,6 +47,10 @@ _WORK_HEIGHT = 60
 _LOG_OFFSET = 8.0  # keeps log() tame in the dark, where noise dominates
 _LIVE_LAG = 15  # frames: movement inside an object is looked for over this lag
 _CELL = 4  # objects are grouped on cells of this many work pixels a side
+import os
+PERSIST_PX = int(os.environ.get("PPX", "1"))
+TEX = 0.04
+BIG = 0.15
 _ids = itertools.count(1)  # track ids, for logs and diagnostics
 
 
@@ -99,6 +103,7 @@ class _Track:
         "hits",
         "hold",
         "id",
+        "feat",
         "last_live",
         "misses",
         "plausible",
@@ -109,6 +114,7 @@ class _Track:
     def __init__(self, cx: float, cy: float, size: float, bbox: tuple[int, int, int, int]) -> None:
         self.cx, self.cy, self.size, self.bbox = cx, cy, size, bbox
         self.id = next(_ids)
+        self.feat = None
         self.hits = 1
         self.misses = 0
         self.plausible = 0  # consecutive frames that looked like a visitor
@@ -186,6 +192,7 @@ class MotionDetector:
         # The last second of log-luma frames: someone standing sways and breathes
         # too slowly to see from one frame to the next, not over a second.
         self._recent: deque[np.ndarray] = deque(maxlen=_LIVE_LAG)
+        self._hist: deque[np.ndarray] = deque(maxlen=PERSIST_PX)
         self._tracks: list[_Track] = []
         self._frames = 0
 
@@ -250,6 +257,8 @@ class MotionDetector:
         assert activity is not None
         # An edge change counts when it is well above what this pixel usually does.
         changed = (change > 0.05 + 4.0 * activity) & valid
+        self._dbg = (change, 0.05 + 4.0 * activity)
+        self._now = (logf, change, 0.05 + 4.0 * activity)
         # Drop isolated pixels (rain, snow, noise): keep those with a changed neighbour.
         c = changed
         neighbours = np.zeros_like(c)
@@ -266,7 +275,15 @@ class MotionDetector:
             return MotionResult(False, area, None, relearned=True)
 
         warming = self._frames <= self.warmup_frames
-        self._track(changed, logf, prev, warming)
+        # Only what has been changed for a few frames running is an object: a snowflake
+        # or a raindrop crosses a pixel in a frame or two, a visitor stays on it.
+        hist = self._hist
+        steady = changed.copy()
+        for h_ in hist:
+            steady &= h_
+        full = len(hist) == PERSIST_PX
+        hist.append(changed)
+        self._track(steady if full else changed, logf, prev, warming)
 
         # Learn the background, except under objects that are there (so a visitor
         # who stands still stays visible); activity slowly, and not from what is
@@ -302,6 +319,35 @@ class MotionDetector:
             x0, y0, x1, y1 = t.hold
             keep[max(0, y0 - _CELL) : y1 + _CELL, max(0, x0 - _CELL) : x1 + _CELL] = True
         return keep
+
+    def _sharp(self, bbox: tuple[int, int, int, int]) -> float:
+        logf, change, thr = self._now
+        x0, y0, x1, y1 = bbox
+        sl = (slice(y0, y1), slice(x0, x1))
+        d = logf[sl] - self._bg[sl]
+        if d.shape[0] < 3 or d.shape[1] < 3:
+            return 0.0
+        g = np.abs(d[1:, 1:] - d[:-1, 1:]) + np.abs(d[1:, 1:] - d[1:, :-1])
+        ad = np.abs(d)
+        k = max(1, ad.size // 20)
+        top_g = float(np.partition(g.ravel(), g.size - k)[-k:].mean())
+        top_d = float(np.partition(ad.ravel(), ad.size - k)[-k:].mean())
+        return top_g / (top_d + 1e-3)
+
+    def _preserved(self, bbox: tuple[int, int, int, int]) -> float:
+        """Share of the brightness change in ``bbox`` under which the texture stayed put.
+
+        Light and shadow multiply the scene: where the background has texture, the
+        texture is still there, only brighter or darker.  An object hides it.
+        """
+        logf, change, thr = self._now
+        x0, y0, x1, y1 = bbox
+        sl = (slice(y0, y1), slice(x0, x1))
+        tex = (np.abs(self._bg_gx[sl]) + np.abs(self._bg_gy[sl])) > TEX
+        big = np.abs(logf[sl] - self._bg[sl]) > BIG
+        kept = change[sl] < 0.5 * thr[sl]
+        n = int((tex & big).sum())
+        return float((tex & big & kept).sum()) / n if n >= 4 else 0.0
 
     def _track(
         self,
@@ -385,6 +431,8 @@ class MotionDetector:
             # frame-wide object.  (A visitor merged into such an object is then missed
             # until they are apart from it: the price, seen on the tune scenes.)
             upright = upright and bw <= self.max_width * ww
+            if size >= min_px and t.speed <= self.max_speed and upright and not t.confirmed:
+                t.feat = (round(self._preserved(bbox), 2), round(self._sharp(bbox), 2))
             if size >= min_px and t.speed <= self.max_speed and upright:
                 t.plausible += 1
                 t.doubt = 0
