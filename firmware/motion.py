@@ -289,7 +289,9 @@ class MotionDetector:
         # who stands still stays visible); activity slowly, and not from what is
         # changing now, so a visitor does not teach it to ignore them.
         keep = self._frozen(changed.shape)
-        a = np.float32(self.alpha)
+        # While warming up, the background is the mean of the frames so far: something
+        # crossing the first frame must not stay in it as a ghost.
+        a = np.float32(max(self.alpha, 1.0 / self._frames) if warming else self.alpha)
         upd = a if keep is None else np.where(keep, np.float32(0), a)
         self._bg += upd * (logf - self._bg)
         self._bg_gx += upd * (gx - self._bg_gx)
