@@ -49,6 +49,9 @@ _LIVE_LAG = 15  # frames: movement inside an object is looked for over this lag
 _CELL = 4  # objects are grouped on cells of this many work pixels a side
 import os
 PERSIST_PX = int(os.environ.get("PPX", "1"))
+INT_T = float(os.environ.get("INT_T", "0"))
+INT_R = int(os.environ.get("INT_R", "4"))
+EXEMPT_BOTTOM = int(os.environ.get("EXB", "1"))
 TEX = 0.04
 BIG = 0.15
 _ids = itertools.count(1)  # track ids, for logs and diagnostics
@@ -81,6 +84,15 @@ def _blur3(img: np.ndarray) -> np.ndarray:
     p = np.pad(img, 1, mode="edge")
     rows = p[:-2] + p[1:-1] + p[2:]
     return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]) * (1.0 / 9.0)
+
+
+def _box(img: np.ndarray, r: int) -> np.ndarray:
+    """Mean over a (2r+1)-square window, edges replicated: cumulative sums, any r at one cost."""
+    p = np.pad(img, r + 1, mode="edge").astype(np.float32)
+    c = p.cumsum(0).cumsum(1)
+    k = 2 * r + 1
+    s = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
+    return s[: img.shape[0], : img.shape[1]] * (1.0 / (k * k))
 
 
 def _gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -248,6 +260,7 @@ class MotionDetector:
         if self._bg is None or self._bg_gx is None or self._bg_gy is None or prev is None:
             self._learn(logf, gx, gy)
             self._activity = np.full(logf.shape, 0.01, dtype=np.float32)
+            self._iact = np.full(logf.shape, 0.01, dtype=np.float32)
             return MotionResult(False, 0.0, None)
         if self._nvalid == 0:
             return MotionResult(False, 0.0, None)
@@ -257,6 +270,11 @@ class MotionDetector:
         assert activity is not None
         # An edge change counts when it is well above what this pixel usually does.
         changed = (change > 0.05 + 4.0 * activity) & valid
+        if INT_T > 0:
+            d = logf - self._bg
+            dh = np.abs(d - _box(d, INT_R))
+            ia = self._iact
+            changed |= (dh > INT_T + 4.0 * ia) & valid
         self._dbg = (change, 0.05 + 4.0 * activity)
         self._now = (logf, change, 0.05 + 4.0 * activity)
         # Drop isolated pixels (rain, snow, noise): keep those with a changed neighbour.
@@ -301,6 +319,8 @@ class MotionDetector:
         if keep is not None:
             learn[keep] = 0.0  # nor how much edges change under someone standing there
         activity += learn * (np.minimum(change, 0.5) - activity)
+        if INT_T > 0:
+            self._iact += learn * (np.minimum(dh, 0.5) - self._iact)
 
         live = [t for t in self._tracks if t.confirmed]
         if not live:
@@ -427,7 +447,9 @@ class MotionDetector:
             t.misses = 0
             # Upright: taller than wide, or tall in the picture (someone close).
             bw, bh = bbox[2] - bbox[0], bbox[3] - bbox[1]
-            upright = bh >= self.min_aspect * bw or bh >= 0.45 * hh
+            upright = bh >= self.min_aspect * bw or (
+                bh >= 0.45 * hh and (not EXEMPT_BOTTOM or bbox[3] >= hh - _CELL)
+            )
             # No one at a door is wider than most of the picture.  What is: the IR-cut
             # filter or a headlight beam changing the street's edges, snow merged into one
             # frame-wide object.  (A visitor merged into such an object is then missed
