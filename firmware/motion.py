@@ -51,7 +51,7 @@ import os
 PERSIST_PX = int(os.environ.get("PPX", "1"))
 INT_T = float(os.environ.get("INT_T", "0"))
 INT_R = int(os.environ.get("INT_R", "4"))
-EXEMPT_BOTTOM = int(os.environ.get("EXB", "1"))
+CLOSE_W = float(os.environ.get("CLOSE_W", "0.9"))
 TEX = 0.04
 BIG = 0.15
 _ids = itertools.count(1)  # track ids, for logs and diagnostics
@@ -447,14 +447,13 @@ class MotionDetector:
             t.misses = 0
             # Upright: taller than wide, or tall in the picture (someone close).
             bw, bh = bbox[2] - bbox[0], bbox[3] - bbox[1]
-            upright = bh >= self.min_aspect * bw or (
-                bh >= 0.45 * hh and (not EXEMPT_BOTTOM or bbox[3] >= hh - _CELL)
-            )
+            close = bh >= 0.45 * hh and bbox[3] >= hh - _CELL
+            upright = bh >= self.min_aspect * bw or close
             # No one at a door is wider than most of the picture.  What is: the IR-cut
             # filter or a headlight beam changing the street's edges, snow merged into one
             # frame-wide object.  (A visitor merged into such an object is then missed
             # until they are apart from it: the price, seen on the tune scenes.)
-            upright = upright and bw <= self.max_width * ww
+            upright = upright and bw <= (CLOSE_W if close else self.max_width) * ww
             if size >= min_px and t.speed <= self.max_speed and upright and not t.confirmed:
                 t.feat = (round(self._preserved(bbox), 2), round(self._sharp(bbox), 2))
             if size >= min_px and t.speed <= self.max_speed and upright:
