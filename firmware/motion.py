@@ -19,8 +19,13 @@ hidden.  So this detector compares structure, not brightness:
    background is learnt again instead of alerting.
 
 Masked pixels are ignored throughout.  ``sensitivity`` (1-10) sets ``min_area``.
-An object counts only while it is upright (``min_aspect``), no wider than
-``max_width`` of the picture, and moves no faster than ``max_speed``.
+Objects are built only from pixels changed ``steady_frames`` frames running
+(snowflakes and raindrops cross a pixel in a frame or two).  An object counts
+only while it is upright (``min_aspect``; or close: tall, reaching the bottom of
+the picture), no wider than ``max_width`` of the picture (``close_max_width``
+when close), and moves no faster than ``max_speed``.  During warm-up the
+background is the mean of the frames so far, so nothing in the first frame
+leaves a ghost.
 
 Example::
 
@@ -47,13 +52,6 @@ _WORK_HEIGHT = 60
 _LOG_OFFSET = 8.0  # keeps log() tame in the dark, where noise dominates
 _LIVE_LAG = 15  # frames: movement inside an object is looked for over this lag
 _CELL = 4  # objects are grouped on cells of this many work pixels a side
-import os
-PERSIST_PX = int(os.environ.get("PPX", "1"))
-INT_T = float(os.environ.get("INT_T", "0"))
-INT_R = int(os.environ.get("INT_R", "4"))
-CLOSE_W = float(os.environ.get("CLOSE_W", "0.9"))
-TEX = 0.04
-BIG = 0.15
 _ids = itertools.count(1)  # track ids, for logs and diagnostics
 
 
@@ -86,15 +84,6 @@ def _blur3(img: np.ndarray) -> np.ndarray:
     return (rows[:, :-2] + rows[:, 1:-1] + rows[:, 2:]) * (1.0 / 9.0)
 
 
-def _box(img: np.ndarray, r: int) -> np.ndarray:
-    """Mean over a (2r+1)-square window, edges replicated: cumulative sums, any r at one cost."""
-    p = np.pad(img, r + 1, mode="edge").astype(np.float32)
-    c = p.cumsum(0).cumsum(1)
-    k = 2 * r + 1
-    s = c[k:, k:] - c[:-k, k:] - c[k:, :-k] + c[:-k, :-k]
-    return s[: img.shape[0], : img.shape[1]] * (1.0 / (k * k))
-
-
 def _gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gx = np.zeros_like(img)
     gy = np.zeros_like(img)
@@ -115,7 +104,6 @@ class _Track:
         "hits",
         "hold",
         "id",
-        "feat",
         "last_live",
         "misses",
         "plausible",
@@ -126,7 +114,6 @@ class _Track:
     def __init__(self, cx: float, cy: float, size: float, bbox: tuple[int, int, int, int]) -> None:
         self.cx, self.cy, self.size, self.bbox = cx, cy, size, bbox
         self.id = next(_ids)
-        self.feat = None
         self.hits = 1
         self.misses = 0
         self.plausible = 0  # consecutive frames that looked like a visitor
@@ -176,11 +163,15 @@ class MotionDetector:
         max_misses: int = 8,
         hold_objects: bool = True,
         max_width: float = 0.6,
+        close_max_width: float = 0.9,
+        steady_frames: int = 2,
     ) -> None:
         if not 1 <= sensitivity <= 10:
             raise ValueError("sensitivity is 1..10")
         if min_frames < 1:
             raise ValueError("min_frames must be at least 1")
+        if steady_frames < 1:
+            raise ValueError("steady_frames must be at least 1")
         self.sensitivity = sensitivity
         self.min_area = _sensitivity_to_area(sensitivity)
         self.min_frames = min_frames
@@ -193,6 +184,8 @@ class MotionDetector:
         self.max_misses = max_misses
         self.hold_objects = hold_objects
         self.max_width = max_width
+        self.close_max_width = close_max_width
+        self.steady_frames = steady_frames
         self._mask_src = mask
         self._valid: np.ndarray | None = None
         self._nvalid = 0
@@ -204,13 +197,14 @@ class MotionDetector:
         # The last second of log-luma frames: someone standing sways and breathes
         # too slowly to see from one frame to the next, not over a second.
         self._recent: deque[np.ndarray] = deque(maxlen=_LIVE_LAG)
-        self._hist: deque[np.ndarray] = deque(maxlen=PERSIST_PX)
+        self._hist: deque[np.ndarray] = deque(maxlen=max(0, steady_frames - 1))
         self._tracks: list[_Track] = []
         self._frames = 0
 
     def reset(self) -> None:
         self._bg = None
         self._recent.clear()
+        self._hist.clear()
         self._tracks = []
         self._frames = 0
 
@@ -260,7 +254,6 @@ class MotionDetector:
         if self._bg is None or self._bg_gx is None or self._bg_gy is None or prev is None:
             self._learn(logf, gx, gy)
             self._activity = np.full(logf.shape, 0.01, dtype=np.float32)
-            self._iact = np.full(logf.shape, 0.01, dtype=np.float32)
             return MotionResult(False, 0.0, None)
         if self._nvalid == 0:
             return MotionResult(False, 0.0, None)
@@ -270,13 +263,6 @@ class MotionDetector:
         assert activity is not None
         # An edge change counts when it is well above what this pixel usually does.
         changed = (change > 0.05 + 4.0 * activity) & valid
-        if INT_T > 0:
-            d = logf - self._bg
-            dh = np.abs(d - _box(d, INT_R))
-            ia = self._iact
-            changed |= (dh > INT_T + 4.0 * ia) & valid
-        self._dbg = (change, 0.05 + 4.0 * activity)
-        self._now = (logf, change, 0.05 + 4.0 * activity)
         # Drop isolated pixels (rain, snow, noise): keep those with a changed neighbour.
         c = changed
         neighbours = np.zeros_like(c)
@@ -293,13 +279,14 @@ class MotionDetector:
             return MotionResult(False, area, None, relearned=True)
 
         warming = self._frames <= self.warmup_frames
-        # Only what has been changed for a few frames running is an object: a snowflake
-        # or a raindrop crosses a pixel in a frame or two, a visitor stays on it.
+        # Objects are made of pixels changed ``steady_frames`` frames running: a
+        # snowflake or a raindrop crosses a pixel in a frame or two, a visitor stays
+        # on it.  (The area above, for relearning, counts every changed pixel.)
         hist = self._hist
         steady = changed.copy()
-        for h_ in hist:
-            steady &= h_
-        full = len(hist) == PERSIST_PX
+        for before in hist:
+            steady &= before
+        full = len(hist) == hist.maxlen
         hist.append(changed)
         self._track(steady if full else changed, logf, prev, warming)
 
@@ -319,8 +306,6 @@ class MotionDetector:
         if keep is not None:
             learn[keep] = 0.0  # nor how much edges change under someone standing there
         activity += learn * (np.minimum(change, 0.5) - activity)
-        if INT_T > 0:
-            self._iact += learn * (np.minimum(dh, 0.5) - self._iact)
 
         live = [t for t in self._tracks if t.confirmed]
         if not live:
@@ -341,35 +326,6 @@ class MotionDetector:
             x0, y0, x1, y1 = t.hold
             keep[max(0, y0 - _CELL) : y1 + _CELL, max(0, x0 - _CELL) : x1 + _CELL] = True
         return keep
-
-    def _sharp(self, bbox: tuple[int, int, int, int]) -> float:
-        logf, change, thr = self._now
-        x0, y0, x1, y1 = bbox
-        sl = (slice(y0, y1), slice(x0, x1))
-        d = logf[sl] - self._bg[sl]
-        if d.shape[0] < 3 or d.shape[1] < 3:
-            return 0.0
-        g = np.abs(d[1:, 1:] - d[:-1, 1:]) + np.abs(d[1:, 1:] - d[1:, :-1])
-        ad = np.abs(d)
-        k = max(1, ad.size // 20)
-        top_g = float(np.partition(g.ravel(), g.size - k)[-k:].mean())
-        top_d = float(np.partition(ad.ravel(), ad.size - k)[-k:].mean())
-        return top_g / (top_d + 1e-3)
-
-    def _preserved(self, bbox: tuple[int, int, int, int]) -> float:
-        """Share of the brightness change in ``bbox`` under which the texture stayed put.
-
-        Light and shadow multiply the scene: where the background has texture, the
-        texture is still there, only brighter or darker.  An object hides it.
-        """
-        logf, change, thr = self._now
-        x0, y0, x1, y1 = bbox
-        sl = (slice(y0, y1), slice(x0, x1))
-        tex = (np.abs(self._bg_gx[sl]) + np.abs(self._bg_gy[sl])) > TEX
-        big = np.abs(logf[sl] - self._bg[sl]) > BIG
-        kept = change[sl] < 0.5 * thr[sl]
-        n = int((tex & big).sum())
-        return float((tex & big & kept).sum()) / n if n >= 4 else 0.0
 
     def _track(
         self,
@@ -445,17 +401,18 @@ class MotionDetector:
                 t.hold = bbox
             t.hits += 1
             t.misses = 0
-            # Upright: taller than wide, or tall in the picture (someone close).
+            # Upright: taller than wide, or someone close: tall in the picture with
+            # their feet at (or below) its bottom edge.  A headlight beam on the street
+            # is tall too, but ends well above the bottom.
             bw, bh = bbox[2] - bbox[0], bbox[3] - bbox[1]
-            close = bh >= 0.45 * hh and bbox[3] >= hh - _CELL
+            close = bh >= 0.45 * hh and bbox[3] >= hh - C
             upright = bh >= self.min_aspect * bw or close
-            # No one at a door is wider than most of the picture.  What is: the IR-cut
-            # filter or a headlight beam changing the street's edges, snow merged into one
-            # frame-wide object.  (A visitor merged into such an object is then missed
-            # until they are apart from it: the price, seen on the tune scenes.)
-            upright = upright and bw <= (CLOSE_W if close else self.max_width) * ww
-            if size >= min_px and t.speed <= self.max_speed and upright and not t.confirmed:
-                t.feat = (round(self._preserved(bbox), 2), round(self._sharp(bbox), 2))
+            # Nothing at the door is as wide as the picture: what is, is the IR-cut
+            # filter, a beam across the street, snow merged into one object.  Someone
+            # close may fill most of it, never all.  (A visitor merged into such an
+            # object is missed until apart from it: the price, seen on the tune scenes.)
+            widest = self.close_max_width if close else self.max_width
+            upright = upright and bw <= widest * ww
             if size >= min_px and t.speed <= self.max_speed and upright:
                 t.plausible += 1
                 t.doubt = 0
