@@ -67,10 +67,11 @@ def test_motion_constants_reach_the_detector(tmp_path):
     from tests.conftest import small_config
 
     motion = {"max_width": 0.5, "close_max_width": 0.8, "steady_frames": 3, "min_aspect": 1.5}
+    motion["min_travel"] = 0.1
     bell = SimDoorbell(small_config(tmp_path, motion=motion), make_scene("porch", 320, 240), print)
     try:
         det = bell.controller.detector
         assert (det.max_width, det.close_max_width) == (0.5, 0.8)
-        assert (det.steady_frames, det.min_aspect) == (3, 1.5)
+        assert (det.steady_frames, det.min_aspect, det.min_travel) == (3, 1.5, 0.1)
     finally:
         bell.close()
