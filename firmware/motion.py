@@ -40,7 +40,6 @@ Example::
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -54,7 +53,6 @@ _WORK_HEIGHT = 60
 _LOG_OFFSET = 8.0  # keeps log() tame in the dark, where noise dominates
 _LIVE_LAG = 15  # frames: movement inside an object is looked for over this lag
 _CELL = 4  # objects are grouped on cells of this many work pixels a side
-_ids = itertools.count(1)  # track ids, for logs and diagnostics
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +103,6 @@ class _Track:
         "doubt",
         "hits",
         "hold",
-        "id",
         "last_live",
         "misses",
         "moved",
@@ -118,7 +115,6 @@ class _Track:
 
     def __init__(self, cx: float, cy: float, size: float, bbox: tuple[int, int, int, int]) -> None:
         self.cx, self.cy, self.size, self.bbox = cx, cy, size, bbox
-        self.id = next(_ids)
         self.ox, self.oy = cx, cy  # where it was first seen
         self.moved = 0.0  # farthest it has been from there, work pixels
         self.hits = 1
