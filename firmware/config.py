@@ -94,10 +94,29 @@ class MotionConfig(_Section):
     max_speed: float = Field(0.2, gt=0, le=5.0)
     """Fastest plausible object, in its own sizes (square root of its area) per frame.
     Insects close to the lens dart several sizes a frame; a person moves a fraction of one."""
-    min_aspect: float = Field(1.2, ge=0, le=5.0)
-    """An object becomes a visitor only while upright: its box at least this many times
-    taller than wide (or close enough to fill half the picture's height).  Insects,
-    snowflakes, headlight beams and shadows on the ground are round or wide; 0 turns this off."""
+    min_aspect: float = Field(1.4, ge=0, le=5.0)
+    """An object becomes a visitor only while upright: its changed pixels spread at least
+    this many times more up and down than across (standard deviations), or it is close
+    (half the picture high, reaching its bottom edge).  A spider's disc on the lens, a pool
+    of lamp light, headlight beams and shadows on the ground are round or wide; 0 turns
+    this off."""
+    min_travel: float = Field(0.065, ge=0, le=1.0)
+    """A visitor arrives: an object must have moved this fraction of the picture's height
+    from where it was first seen before it counts.  A cobweb or a plant swaying, a pool
+    of light, stay put; 0 turns this off (someone already at the door when the camera
+    starts is then found without walking in)."""
+    max_width: float = Field(0.6, gt=0, le=1.0)
+    """An object wider than this fraction of the picture is not a visitor (unless close,
+    below): someone walking up fills well under half of it, while an IR-cut switch, a
+    headlight beam across the street or falling snow changes edges right across it.
+    1 turns this off."""
+    close_max_width: float = Field(0.9, gt=0, le=1.0)
+    """The same for someone close to the camera (an object at least half the picture
+    high reaching its bottom edge): they may fill most of the width, never all of it."""
+    steady_frames: int = Field(2, ge=1, le=5)
+    """Objects are built only from pixels changed this many frames running: a snowflake
+    or a raindrop crosses a pixel in a frame or two, a visitor stays on it.  1 turns this
+    off; more misses quick movement."""
     still_absorb_s: float = Field(10.0, ge=1, le=600)
     """An object with no movement inside it for this long becomes background (a parcel,
     a moved chair).  A person standing at the door breathes and shifts, so stays."""

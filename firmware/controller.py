@@ -136,6 +136,10 @@ class Controller:
             alpha=config.motion.alpha,
             max_speed=config.motion.max_speed,
             min_aspect=config.motion.min_aspect,
+            max_width=config.motion.max_width,
+            close_max_width=config.motion.close_max_width,
+            steady_frames=config.motion.steady_frames,
+            min_travel=config.motion.min_travel,
             still_absorb_frames=round(config.motion.still_absorb_s * config.camera.fps),
         )
         self.ring = PacketRing(config.ring_seconds, config.clips.buffer_max_bytes)

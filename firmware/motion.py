@@ -19,6 +19,15 @@ hidden.  So this detector compares structure, not brightness:
    background is learnt again instead of alerting.
 
 Masked pixels are ignored throughout.  ``sensitivity`` (1-10) sets ``min_area``.
+Objects are built only from pixels changed ``steady_frames`` frames running
+(snowflakes and raindrops cross a pixel in a frame or two).  An object counts
+only while it is upright (its changed pixels spread ``min_aspect`` times more
+up and down than across; or close: tall, reaching the bottom of the picture), no
+wider than ``max_width`` of the picture (``close_max_width`` when close), and
+moves no faster than ``max_speed``; and it must have arrived, moved
+``min_travel`` of the picture's height from where it was first seen.  During warm-up the
+background is the mean of the frames so far, so nothing in the first frame
+leaves a ghost.
 
 Example::
 
@@ -96,6 +105,9 @@ class _Track:
         "hold",
         "last_live",
         "misses",
+        "moved",
+        "ox",
+        "oy",
         "plausible",
         "size",
         "speed",
@@ -103,6 +115,8 @@ class _Track:
 
     def __init__(self, cx: float, cy: float, size: float, bbox: tuple[int, int, int, int]) -> None:
         self.cx, self.cy, self.size, self.bbox = cx, cy, size, bbox
+        self.ox, self.oy = cx, cy  # where it was first seen
+        self.moved = 0.0  # farthest it has been from there, work pixels
         self.hits = 1
         self.misses = 0
         self.plausible = 0  # consecutive frames that looked like a visitor
@@ -111,6 +125,21 @@ class _Track:
         self.hold = bbox  # where the background is held for it: all it has covered lately
         self.last_live = 0  # frame of the last movement inside it
         self.speed = 0.0  # smoothed step per frame, in its own sizes
+
+
+def _aspect(mask: np.ndarray) -> float:
+    """Vertical over horizontal spread (standard deviations) of the True pixels of ``mask``.
+
+    >>> m = np.zeros((9, 9), bool); m[1:8, 4] = True; m[4, 3:6] = True
+    >>> round(_aspect(m), 1)
+    2.7
+    """
+    ys, xs = np.nonzero(mask)
+    if len(ys) == 0:
+        return 0.0
+    # A quarter pixel squared of spread for the pixel's own size: a one-pixel-wide line
+    # is not infinitely tall.
+    return math.sqrt((float(ys.var()) + 0.25) / (float(xs.var()) + 0.25))
 
 
 def _label(cells: np.ndarray) -> list[list[tuple[int, int]]]:
@@ -147,15 +176,21 @@ class MotionDetector:
         relearn_fraction: float = 0.45,
         warmup_frames: int = 15,
         max_speed: float = 0.2,
-        min_aspect: float = 1.2,
+        min_aspect: float = 1.4,
         still_absorb_frames: int = 150,
         max_misses: int = 8,
         hold_objects: bool = True,
+        max_width: float = 0.6,
+        close_max_width: float = 0.9,
+        steady_frames: int = 2,
+        min_travel: float = 0.065,
     ) -> None:
         if not 1 <= sensitivity <= 10:
             raise ValueError("sensitivity is 1..10")
         if min_frames < 1:
             raise ValueError("min_frames must be at least 1")
+        if steady_frames < 1:
+            raise ValueError("steady_frames must be at least 1")
         self.sensitivity = sensitivity
         self.min_area = _sensitivity_to_area(sensitivity)
         self.min_frames = min_frames
@@ -167,6 +202,10 @@ class MotionDetector:
         self.still_absorb_frames = still_absorb_frames
         self.max_misses = max_misses
         self.hold_objects = hold_objects
+        self.max_width = max_width
+        self.close_max_width = close_max_width
+        self.steady_frames = steady_frames
+        self.min_travel = min_travel
         self._mask_src = mask
         self._valid: np.ndarray | None = None
         self._nvalid = 0
@@ -178,6 +217,7 @@ class MotionDetector:
         # The last second of log-luma frames: someone standing sways and breathes
         # too slowly to see from one frame to the next, not over a second.
         self._recent: deque[np.ndarray] = deque(maxlen=_LIVE_LAG)
+        self._hist: deque[np.ndarray] = deque(maxlen=max(0, steady_frames - 1))
         self._tracks: list[_Track] = []
         self._frames = 0
 
@@ -191,6 +231,7 @@ class MotionDetector:
     def reset(self) -> None:
         self._bg = None
         self._recent.clear()
+        self._hist.clear()
         self._tracks = []
         self._frames = 0
 
@@ -265,13 +306,24 @@ class MotionDetector:
             return MotionResult(False, area, None, relearned=True)
 
         warming = self._frames <= self.warmup_frames
-        self._track(changed, logf, prev, warming)
+        # Objects are made of pixels changed ``steady_frames`` frames running: a
+        # snowflake or a raindrop crosses a pixel in a frame or two, a visitor stays
+        # on it.  (The area above, for relearning, counts every changed pixel.)
+        hist = self._hist
+        steady = changed.copy()
+        for before in hist:
+            steady &= before
+        full = len(hist) == hist.maxlen
+        hist.append(changed)
+        self._track(steady if full else changed, logf, prev, warming)
 
         # Learn the background, except under objects that are there (so a visitor
         # who stands still stays visible); activity slowly, and not from what is
         # changing now, so a visitor does not teach it to ignore them.
         keep = self._frozen(changed.shape)
-        a = np.float32(self.alpha)
+        # While warming up, the background is the mean of the frames so far: something
+        # crossing the first frame must not stay in it as a ghost.
+        a = np.float32(max(self.alpha, 1.0 / self._frames) if warming else self.alpha)
         upd = a if keep is None else np.where(keep, np.float32(0), a)
         self._bg += upd * (logf - self._bg)
         self._bg_gx += upd * (gx - self._bg_gx)
@@ -364,6 +416,7 @@ class MotionDetector:
             step = best_d / math.sqrt(max(size, 1.0))
             t.speed = step if t.hits == 1 else 0.6 * t.speed + 0.4 * step
             t.cx, t.cy, t.size, t.bbox = mx, my, size, bbox
+            t.moved = max(t.moved, math.hypot(mx - t.ox, my - t.oy))
             if t.speed < 0.05:  # standing: hold all it has covered while standing
                 h0 = t.hold
                 t.hold = (
@@ -376,10 +429,25 @@ class MotionDetector:
                 t.hold = bbox
             t.hits += 1
             t.misses = 0
-            # Upright: taller than wide, or tall in the picture (someone close).
+            # Someone close: tall in the picture with their feet at (or below) its
+            # bottom edge.  A headlight beam on the street is tall too, but ends well
+            # above the bottom.
             bw, bh = bbox[2] - bbox[0], bbox[3] - bbox[1]
-            upright = bh >= self.min_aspect * bw or bh >= 0.45 * hh
-            if size >= min_px and t.speed <= self.max_speed and upright:
+            close = bh >= 0.45 * hh and bbox[3] >= hh - C
+            # Nothing at the door is as wide as the picture: what is, is the IR-cut
+            # filter, a beam across the street, snow merged into one object.  Someone
+            # close may fill most of it, never all.  (A visitor merged into such an
+            # object is missed until apart from it: the price, seen on the tune scenes.)
+            widest = self.close_max_width if close else self.max_width
+            candidate = size >= min_px and t.speed <= self.max_speed and bw <= widest * ww
+            if candidate and not close:
+                # Upright, measured on the changed pixels rather than the box (coarse
+                # cells make a round blob's box look tall): a person's spread is
+                # taller than wide; a spider's disc, a lamp's pool are round or wide.
+                candidate = _aspect(changed[bbox[1] : bbox[3], bbox[0] : bbox[2]]) >= (
+                    self.min_aspect
+                )
+            if candidate:
                 t.plausible += 1
                 t.doubt = 0
             else:
@@ -405,7 +473,13 @@ class MotionDetector:
             x0, y0, x1, y1 = t.bbox
             if int((fd[y0:y1, x0:x1] > noise).sum()) >= 2:
                 t.last_live = self._frames
-            if not warming and t.plausible >= self.min_frames:
+            if warming:
+                # The background is still being learnt: what looks plausible now is
+                # as likely the difference between early frames; count from scratch after.
+                t.plausible = 0
+            elif t.plausible >= self.min_frames and t.moved >= self.min_travel * hh:
+                # A visitor arrives: something that has stayed where it was first seen
+                # (a cobweb or a plant swaying, a pool of lamp light) is not one.
                 t.confirmed = True
             if t.confirmed and self._frames - t.last_live > self.still_absorb_frames:
                 # Learn it at once, or it would come back as a new object.

@@ -30,6 +30,9 @@ def test_example_file_is_valid_and_documents_every_section():
         ({"gpio": {"button_pin": 40}}, "gpio.button_pin: Input should be less than or equal to 27"),
         ({"motion": {"source": "pir"}}, 'motion.source = "pir" needs gpio.pir_pin'),
         ({"motion": {"sensitivity": 11}}, "motion.sensitivity"),
+        ({"motion": {"max_width": 0}}, "motion.max_width"),
+        ({"motion": {"close_max_width": 1.5}}, "motion.close_max_width"),
+        ({"motion": {"steady_frames": 0}}, "motion.steady_frames"),
         ({"masks": [{"polygon": [[0, 0], [1, 0]]}]}, "masks.0.polygon: a polygon needs at least 3"),
         ({"device": {"id": "Front Door"}}, "device.id"),
         ({"gpio": {"button_pin": 5, "chime_pin": 5}}, "must differ"),
@@ -55,3 +58,20 @@ def test_relay_example_config_is_valid():
 
     cfg = load_relay_config(EXAMPLE.parent.parent / "relay" / "relay.example.toml")
     assert cfg.provisioning.broker_port == 8883
+
+
+def test_motion_constants_reach_the_detector(tmp_path):
+    """The detector the doorbell runs uses MotionConfig's values, not its own defaults."""
+    from hw_sim.runner import SimDoorbell
+    from hw_sim.scenes import make_scene
+    from tests.conftest import small_config
+
+    motion = {"max_width": 0.5, "close_max_width": 0.8, "steady_frames": 3, "min_aspect": 1.5}
+    motion["min_travel"] = 0.1
+    bell = SimDoorbell(small_config(tmp_path, motion=motion), make_scene("porch", 320, 240), print)
+    try:
+        det = bell.controller.detector
+        assert (det.max_width, det.close_max_width) == (0.5, 0.8)
+        assert (det.steady_frames, det.min_aspect, det.min_travel) == (3, 1.5, 0.1)
+    finally:
+        bell.close()
