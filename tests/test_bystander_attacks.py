@@ -1,0 +1,301 @@
+"""Attacks on bystanders' requests (issue 17 review): a stalker reading the public log
+and the status endpoint, a spammer rotating addresses or racing a challenge, and
+malformed input.  Real Redis (and the real API where the attack is on HTTP)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import redis
+import uvicorn
+from stack import wait_for
+from test_bystander import shape
+from test_protocol import clip
+
+from protocol import bystander as bys
+from protocol.crypto import OwnerKeys, b64
+from protocol.transparency import check_meaning
+from relay.api import create_app
+from relay.audit import AuditLog
+from relay.config import BystanderConfig
+from relay.consent import BadWork, ConsentEngine, RateLimited
+from relay.index import RelayIndex
+from relay.report import build_report
+from testing.localstack import free_port
+
+DAY = 86400.0
+HOME = (51.5, -0.12)
+NOWHERE = (48.85, 2.35)  # no doorbell within kilometres
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def world(r: redis.Redis, **cfg: int) -> tuple[ConsentEngine, Clock]:
+    """A fresh relay state: Alice's doorbell at HOME with one clip a few minutes ago."""
+    r.flushdb()
+    clock = Clock(time.time())
+    engine = ConsentEngine(
+        RelayIndex(r),
+        AuditLog(r, OwnerKeys.generate().sign_private),
+        clock=clock,
+        bystander=BystanderConfig(difficulty=4, **cfg),
+    )
+    alice = OwnerKeys.generate()
+    engine.add_owner("alice", alice.sign_public, alice.box_public)
+    engine.index.add_device("alice-door", "alice", *HOME)
+    end = datetime.fromtimestamp(clock.now - 300, UTC)
+    start = datetime.fromtimestamp(clock.now - 312, UTC)
+    engine.index.index([clip(device="alice-door", clip_id="clip-1", start=start, end=end)])
+    return engine, clock
+
+
+def request_body(engine: ConsentEngine, where: tuple[float, float], kind: str = "erase") -> dict:
+    ch = engine.bystander_challenge("198.51.100.9")
+    now = engine.clock()
+    return {
+        "lat": where[0],
+        "lon": where[1],
+        "radius_m": 50.0,
+        "start": now - 1800,
+        "end": now - 60,
+        "kind": kind,
+        "description": "red coat, small white dog",
+        "challenge": ch["challenge"],
+        "nonce": bys.solve(ch["challenge"], ch["difficulty"]),
+    }
+
+
+@pytest.fixture
+def r(stack):
+    client = redis.Redis.from_url(stack.redis.url)
+    yield client
+    client.close()
+
+
+# ------------------------------------------------------------------ the stalker
+
+
+def test_log_after_a_request_is_the_same_whether_a_home_was_asked_or_not(r):
+    """Reminders and expiries used to be logged per ask: only a request that reached a
+    home got them (23 and 30 days later), one per home, with the request's deadline."""
+
+    def story(where: tuple[float, float]) -> list[tuple[float, str, object]]:
+        engine, clock = world(r)
+        t0 = clock.now
+        filed = engine.file_bystander("198.51.100.9", request_body(engine, where))
+        asked = r.llen(f"request_asks:{filed['id']}")
+        first = len(engine.audit.entries())
+        for day in range(0, 32):
+            clock.now = t0 + day * DAY
+            engine.expire_due()
+        entries = engine.audit.entries()[first - 1 :]
+        assert check_meaning(entries) == []
+        # What a watcher sees: when (in days after filing), what kind, what shape.
+        return asked, [(round((e["at"] - t0) / DAY), e["kind"], shape(e["data"])) for e in entries]
+
+    asked_home, at_home = story(HOME)
+    asked_none, nowhere = story(NOWHERE)
+    assert (asked_home, asked_none) == (1, 0)
+    kinds = [k for _, k, _ in nowhere]
+    assert kinds == ["bystander_request", "bystander_reminder", "bystander_expired"]
+    # Ids and deadlines differ in value, never in shape or in time.
+    assert at_home == nowhere
+
+
+def test_the_report_counts_requests_past_their_deadline_not_homes(r):
+    engine, clock = world(r)
+    t0 = clock.now
+    engine.file_bystander("198.51.100.9", request_body(engine, HOME))
+    engine.file_bystander("198.51.100.9", request_body(engine, NOWHERE))
+    clock.now = t0 + 31 * DAY
+    engine.expire_due()
+    report = build_report(engine.audit.entries(), 0, clock.now + 1, engine.policy())
+    assert report["bystander"]["expired"] == 2 and report["bystander"]["reminders"] == 2
+
+
+class Counting:
+    """A Redis client that notes which commands it was asked to run."""
+
+    def __init__(self, real: redis.Redis) -> None:
+        self.real, self.calls = real, []
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.real, name)
+        if not callable(attr):
+            return attr
+
+        def call(*a, **kw):
+            self.calls.append(name)
+            return attr(*a, **kw)
+
+        return call
+
+
+def test_the_status_does_the_same_work_whether_a_home_was_asked_or_not(r):
+    """A bystander polling their status must not time how many asks are pending."""
+
+    def work(where: tuple[float, float]) -> list[str]:
+        engine, clock = world(r)
+        filed = engine.file_bystander("198.51.100.9", request_body(engine, where))
+        engine.status_token = filed["status_token"]
+        spy = Counting(engine.r)
+        engine.r = spy
+        status = engine.bystander_status(filed["id"], filed["status_token"])
+        assert status["answers"] == []
+        return spy.calls
+
+    assert work(HOME) == work(NOWHERE)
+
+
+# ------------------------------------------------------------------ the spammer
+
+
+def test_an_ipv6_client_cannot_rotate_through_its_64(r):
+    engine, _clock = world(r, requests_per_window=3)
+    for i in range(3):
+        engine.count_bystander(f"2001:db8:aa:bb::{i + 1:x}")
+    with pytest.raises(RateLimited):
+        engine.count_bystander("2001:db8:aa:bb:ffff:1:2:3")
+    # Another /64 is another source; IPv4 addresses stay whole.
+    engine.count_bystander("2001:db8:aa:bc::1")
+    for i in range(3):
+        engine.count_bystander(f"198.51.100.{i + 1}")
+    engine.count_bystander("198.51.100.200")
+
+
+def test_a_challenge_is_used_once_across_relay_processes(stack):
+    """Two API processes (each its own Redis connection) race one solved challenge."""
+    r1, r2 = (redis.Redis.from_url(stack.redis.url) for _ in range(2))
+    engine, clock = world(r1, requests_per_window=100)
+    other = ConsentEngine(RelayIndex(r2), engine.audit, clock=clock, bystander=engine.bystander)
+    body = request_body(engine, NOWHERE)
+    results: list[str] = []
+    go = threading.Barrier(8)
+
+    def attempt(e: ConsentEngine) -> None:
+        go.wait()
+        try:
+            e.file_bystander("198.51.100.9", dict(body))
+            results.append("accepted")
+        except BadWork:
+            results.append("refused")
+
+    threads = [threading.Thread(target=attempt, args=(e,)) for e in [engine, other] * 4]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["accepted"] + ["refused"] * 7
+
+
+class Api:
+    """The real API on uvicorn, trusting X-Forwarded-For only from ``trusted``."""
+
+    def __init__(self, engine: ConsentEngine, trusted: str, tmp) -> None:
+        from relay.blobs import LocalBlobStore
+
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        app = create_app(engine, LocalBlobStore(tmp / "blobs", engine.r, self.url), lambda *a: None)
+        config = uvicorn.Config(app, port=port, log_level="warning", forwarded_allow_ips=trusted)
+        self.server = uvicorn.Server(config)
+        threading.Thread(target=self.server.run, daemon=True).start()
+        wait_for(lambda: self.server.started, 10, "the API")
+
+    def close(self) -> None:
+        self.server.should_exit = True
+
+
+@pytest.mark.parametrize("trusted", ["127.0.0.1", "10.0.0.1"])
+def test_a_made_up_forwarded_for_does_not_reset_the_limit(r, tmp_path, trusted):
+    """Behind the operator's proxy (trusted) the client's own header is only the left hop;
+    talking to uvicorn directly (untrusted) the header is ignored."""
+    engine, _clock = world(r, challenges_per_window=3)
+    api = Api(engine, trusted, tmp_path)
+    try:
+        codes = []
+        for i in range(6):
+            # The proxy appends the address it saw; the client made up the rest.
+            hop = f"203.0.113.{i}, 198.51.100.7" if trusted == "127.0.0.1" else f"203.0.113.{i}"
+            resp = httpx.get(f"{api.url}/v1/bystander/challenge", headers={"X-Forwarded-For": hop})
+            codes.append(resp.status_code)
+        assert codes == [200, 200, 200, 429, 429, 429]
+    finally:
+        api.close()
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_malformed_bystander_input_gets_one_clear_4xx(r, tmp_path):
+    engine, _clock = world(r, requests_per_window=1000, challenges_per_window=1000)
+    api = Api(engine, "127.0.0.1", tmp_path)
+    url = f"{api.url}/v1/bystander/requests"
+    good = request_body(engine, NOWHERE)
+    del good["challenge"], good["nonce"]
+    cases: list[object] = [
+        None,
+        [],
+        "x",
+        {},
+        {**good, "lat": "51.5"},
+        {**good, "lat": 1e400},
+        {**good, "lat": 91},
+        {**good, "radius_m": -1},
+        {**good, "radius_m": 10_000},
+        {**good, "start": good["end"] + 1},
+        {**good, "end": time.time() + 3600},
+        {**good, "kind": "stalk"},
+        {**good, "description": ""},
+        {**good, "description": " \t"},
+        {**good, "description": "x" * 1001},
+        {**good, "description": "me\u202egod eht"},  # bidi override
+        {**good, "description": "me\x00\x1b[2J"},  # control characters
+        {**good, "description": "\u200b\u200b"},  # zero-width only
+        {**good, "kind": "copy"},  # no key
+        {**good, "kind": "copy", "box_public": "!!"},
+        {**good, "kind": "copy", "box_public": b64(b"short")},
+        {**good, "kind": "stop_filming"},  # no polygon
+        {**good, "kind": "stop_filming", "polygon": [[0, 0], [2, 0], [0, 1]]},
+        {**good, "kind": "stop_filming", "polygon": [[0, 0]] * 17},
+        {**good, "kind": "stop_filming", "polygon": [[0, 0, 0], [1, 0], [0, 1]]},
+        {**good, "polygon": [[0, 0], [1, 0], [0, 1]]},  # a polygon with erase
+        {**good, "extra": 1},
+        {**good, "challenge": "x" * 65, "nonce": "1"},
+        {**good, "challenge": "nope", "nonce": "1"},
+        {**good, "challenge": "nope", "nonce": "x" * 65},
+        {**good, "challenge": 5, "nonce": 5},
+    ]
+    try:
+        with httpx.Client() as http:
+            for case in cases:
+                # A fresh solved challenge under each case, so that the case is what fails.
+                full = isinstance(case, dict) and case
+                body = {**request_body(engine, NOWHERE), **case} if full else case
+                # json.dumps writes 1e400 as Infinity: what a careless client sends.
+                hdr = {"Content-Type": "application/json"}
+                resp = http.post(url, content=json.dumps(body), headers=hdr)
+                assert resp.status_code in (400, 403, 422), (case, resp.status_code, resp.text)
+                assert set(resp.json()) == {"error", "reason"}, resp.text
+            for path, hdr in [
+                ("/v1/bystander/requests/x", {}),
+                ("/v1/bystander/requests/x", {"Authorization": "Bearer nope"}),
+                ("/v1/bystander/requests/" + "x" * 5000, {"Authorization": "Bearer a"}),
+                ("/v1/bystander/requests/%00%ff", {"Authorization": "Bearer a b"}),
+            ]:
+                resp = http.get(api.url + path, headers=hdr)
+                assert resp.status_code in (401, 404), (path, resp.status_code, resp.text)
+        assert r.zcard("fanout_pending") == 0, "no malformed request reached matching"
+    finally:
+        api.close()
