@@ -182,7 +182,21 @@ def bystander_rate(what: str, source: str, window: int) -> str:
 
 
 BYSTANDER_REMINDERS = "bystander:reminders"
-"""Zset of pending bystander ask ids by the time their owner is to be reminded."""
+"""Zset of pending bystander ask ids by the time their owner is to be reminded (on the
+owner's live channel; the public log's reminder is per request, below)."""
+BYSTANDER_REQUESTS_REMIND = "bystander:requests:remind"
+"""Zset of accepted bystander request ids by the time their reminder goes on the record:
+every request, asked a home or not, so that the log does not say which did."""
+BYSTANDER_REQUESTS_DUE = "bystander:requests:due"
+"""Zset of accepted bystander request ids by their deadline (the expiry on the record,
+for every request alike)."""
+
+
+def bystander_answers(request_id: str) -> str:
+    """List of the ids of a bystander request's asks that were answered, in order: the
+    status reads only these, so its work does not grow with the asks still pending."""
+    return f"bystander:answers:{request_id}"
+
 BYSTANDER_REFUSED = "bystander:refused"
 """Hash: why → how many bystander requests were refused before the policy check
 (``rate_limited``, ``bad_work``, ``bad_challenge``); they reach no owner and no log."""
