@@ -934,9 +934,7 @@ class ConsentEngine:
         self.r.zadd(ks.BYSTANDER_REQUESTS_DUE, {request_id: record["deadline"]})
         remind = self.bystander.reminder_days * 86400
         if remind > 0:
-            self.r.zadd(
-                ks.BYSTANDER_REQUESTS_REMIND, {request_id: record["deadline"] - remind}
-            )
+            self.r.zadd(ks.BYSTANDER_REQUESTS_REMIND, {request_id: record["deadline"] - remind})
         if fan_out:
             self.fan_out(request_id)
         return {

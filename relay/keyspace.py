@@ -197,6 +197,7 @@ def bystander_answers(request_id: str) -> str:
     status reads only these, so its work does not grow with the asks still pending."""
     return f"bystander:answers:{request_id}"
 
+
 BYSTANDER_REFUSED = "bystander:refused"
 """Hash: why → how many bystander requests were refused before the policy check
 (``rate_limited``, ``bad_work``, ``bad_challenge``); they reach no owner and no log."""
