@@ -1035,7 +1035,13 @@ class ConsentEngine:
             if answer["answer"] == "copy":
                 out["released"] = self._released_of(ask)
             elif answer["answer"] == "erase":
-                out["clips"] = len(answer.get("clips", []))
+                clips = answer.get("clips", [])
+                out["clips"] = len(clips)
+                # The owner's answer orders the erasure; a clip is erased once the
+                # doorbell said so (its ``deleted`` message drops the clip's record).
+                out["erased"] = sum(
+                    1 for c in clips if not self.r.exists(ks.device_clip(ask.device, c))
+                )
             elif answer["answer"] == "decline":
                 out["reason"] = answer["reason"]
             answers.append(out)

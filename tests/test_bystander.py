@@ -245,7 +245,7 @@ def test_only_the_filmed_home_is_asked_and_the_answers_reach_the_bystander(three
     assert not list(alice.bell.store.dir.glob(f"{clip_id}*"))
     code, out = run_anon(relay, "bystander", "status", str(tmp_path / "erase.json"))
     (answer,) = json.loads(out)["answers"]
-    assert (answer["outcome"], answer["clips"]) == ("erase", 1)
+    assert (answer["outcome"], answer["clips"], answer["erased"]) == ("erase", 1, 1)
 
     # On the record: requests, answers, the deletion; nothing names a home.
     entries = relay.audit.entries()

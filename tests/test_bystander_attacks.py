@@ -17,8 +17,10 @@ from stack import wait_for
 from test_bystander import shape
 from test_protocol import clip
 
+from protocol import Deleted, new_id, utcnow
 from protocol import bystander as bys
 from protocol.crypto import OwnerKeys, b64
+from protocol.decisions import Deletion, sign_decision
 from protocol.transparency import check_meaning
 from relay.api import create_app
 from relay.audit import AuditLog
@@ -57,6 +59,7 @@ def world(r: redis.Redis, **cfg: int) -> tuple[ConsentEngine, Clock]:
     end = datetime.fromtimestamp(clock.now - 300, UTC)
     start = datetime.fromtimestamp(clock.now - 312, UTC)
     engine.index.index([clip(device="alice-door", clip_id="clip-1", start=start, end=end)])
+    engine.alice_keys = alice  # type: ignore[attr-defined]  # for tests that sign
     return engine, clock
 
 
@@ -159,6 +162,32 @@ def test_the_status_does_the_same_work_whether_a_home_was_asked_or_not(r):
         return spy.calls
 
     assert work(HOME) == work(NOWHERE)
+
+
+# ------------------------------------------------------------------ the hostile owner
+
+
+def test_an_erasure_is_told_as_done_only_once_the_doorbell_deleted(r):
+    """The owner's erase answer is recorded when the relay checks the signed Deletions;
+    the doorbell may be offline or never delete.  The bystander must not be told "2 clips
+    erased" on the owner's word: ``erased`` counts what the doorbell confirmed."""
+    engine, _clock = world(r)
+    filed = engine.file_bystander("198.51.100.9", request_body(engine, HOME))
+    (ask_id,) = [a.decode() for a in r.lrange(f"request_asks:{filed['id']}", 0, -1)]
+    deletion = sign_decision(
+        Deletion.create("alice-door", "clip-1", None), engine.alice_keys.sign_private
+    )
+    engine.bystander_erase("alice", ask_id, {"clip-1": deletion})
+
+    def told() -> dict:
+        (answer,) = engine.bystander_status(filed["id"], filed["status_token"])["answers"]
+        return answer
+
+    assert told()["outcome"] == "erase"
+    assert (told()["clips"], told()["erased"]) == (1, 0), "ordered, not yet done"
+    gone = Deleted(id=new_id(), ts=utcnow(), device="alice-door", clip_id="clip-1", reason="owner")
+    engine.index.index([gone])  # the doorbell's word, as an ingest worker indexes it
+    assert (told()["clips"], told()["erased"]) == (1, 1)
 
 
 # ------------------------------------------------------------------ the spammer
