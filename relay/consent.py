@@ -401,6 +401,8 @@ class ConsentEngine:
             owner = info.get("owner")
             if not owner or info.get("revoked", "0") != "0":
                 continue
+            if from_bystander and not self._owner_has_room(owner):
+                continue
             asks.append(
                 Ask(
                     id="ask-" + secrets.token_hex(8),
@@ -846,6 +848,16 @@ class ConsentEngine:
         if not self.r.eval(ks.LIMIT_LUA, 1, key, limit, 2 * window_s):
             self.r.hincrby(ks.BYSTANDER_REFUSED, "rate_limited", 1)
             raise RateLimited(max(1, math.ceil((n + 1) * window_s - now)))
+
+    def _owner_has_room(self, owner: str) -> bool:
+        """Count one bystander's ask to ``owner`` today, or say the day's are used up
+        (counted privately as ``owner_capped``; the requester and the log see nothing)."""
+        day = time.strftime("%Y-%m-%d", time.gmtime(self.clock()))
+        key = ks.bystander_owner_day(owner, day)
+        if self.r.eval(ks.LIMIT_LUA, 1, key, self.bystander.asks_per_owner_per_day, 2 * 86400):
+            return True
+        self.r.hincrby(ks.BYSTANDER_REFUSED, "owner_capped", 1)
+        return False
 
     def bystander_challenge(self, source: str) -> dict[str, Any]:
         """A new single-use proof-of-work challenge for ``source`` (a client address).

@@ -184,6 +184,14 @@ def bystander_rate(what: str, source: str, window: int) -> str:
 BYSTANDER_REMINDERS = "bystander:reminders"
 """Zset of pending bystander ask ids by the time their owner is to be reminded (on the
 owner's live channel; the public log's reminder is per request, below)."""
+
+
+def bystander_owner_day(owner: str, day: str) -> str:
+    """How many bystanders' asks ``owner`` got on UTC ``day`` (YYYY-MM-DD); counted by
+    :data:`LIMIT_LUA` against ``[bystander] asks_per_owner_per_day``."""
+    return f"bystander:owner_day:{owner}:{day}"
+
+
 BYSTANDER_REQUESTS_REMIND = "bystander:requests:remind"
 """Zset of accepted bystander request ids by the time their reminder goes on the record:
 every request, asked a home or not, so that the log does not say which did."""
@@ -200,7 +208,8 @@ def bystander_answers(request_id: str) -> str:
 
 BYSTANDER_REFUSED = "bystander:refused"
 """Hash: why → how many bystander requests were refused before the policy check
-(``rate_limited``, ``bad_work``, ``bad_challenge``); they reach no owner and no log."""
+(``rate_limited``, ``bad_work``, ``bad_challenge``); they reach no owner and no log.
+``owner_capped``: asks not made because the owner had their day's bystanders' asks."""
 
 
 LEGAL_DEMANDS = "legal_demands"

@@ -249,6 +249,27 @@ class Api:
         self.server.should_exit = True
 
 
+def test_many_addresses_cannot_flood_one_owner(r):
+    """Valid requests from many addresses (each within its own limit) for the place of
+    one home: the owner is asked at most ``asks_per_owner_per_day`` times a day; the
+    requests beyond that look exactly the same to the requester and on the record."""
+    engine, clock = world(r, asks_per_owner_per_day=3)
+    answers = [
+        engine.file_bystander(f"198.51.100.{i}", request_body(engine, HOME)) for i in range(6)
+    ]
+    assert {shape(a) == shape(answers[0]) for a in answers} == {True}
+    assert len(engine.asks_for("alice")) == 3
+    entries = [e for e in engine.audit.entries() if e["kind"] == "bystander_request"]
+    assert len(entries) == 6 and {e["data"]["asks_size"] for e in entries} == {64}
+    assert int(r.hget("bystander:refused", "owner_capped")) == 3
+    t0 = clock.now
+    clock.now += DAY  # a new day, a new allowance (for the same passage, yesterday)
+    engine.file_bystander(
+        "198.51.100.9", {**request_body(engine, HOME), "start": t0 - 1800, "end": t0 - 60}
+    )
+    assert len(engine.asks_for("alice")) == 4
+
+
 @pytest.mark.parametrize("trusted", ["127.0.0.1", "10.0.0.1"])
 def test_a_made_up_forwarded_for_does_not_reset_the_limit(r, tmp_path, trusted):
     """Behind the operator's proxy (trusted) the client's own header is only the left hop;
