@@ -4,6 +4,7 @@ malformed input.  Real Redis (and the real API where the attack is on HTTP)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -17,9 +18,10 @@ from stack import wait_for
 from test_bystander import shape
 from test_protocol import clip
 
+from footage import cli as footage
 from protocol import Deleted, new_id, utcnow
 from protocol import bystander as bys
-from protocol.crypto import OwnerKeys, b64
+from protocol.crypto import OwnerKeys, b64, encrypt_bytes, new_clip_key, wrap_key
 from protocol.decisions import Deletion, sign_decision
 from protocol.transparency import check_meaning
 from relay.api import create_app
@@ -188,6 +190,83 @@ def test_an_erasure_is_told_as_done_only_once_the_doorbell_deleted(r):
     gone = Deleted(id=new_id(), ts=utcnow(), device="alice-door", clip_id="clip-1", reason="owner")
     engine.index.index([gone])  # the doorbell's word, as an ingest worker indexes it
     assert (told()["clips"], told()["erased"]) == (1, 1)
+
+
+class Blob:
+    """A hostile relay's blob store: serves ``data`` at one URL."""
+
+    def __init__(self, data: bytes) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/blob"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def released_item(data: bytes, me: OwnerKeys, clip_id: str) -> tuple[dict, Blob]:
+    key = new_clip_key()
+    blob = encrypt_bytes(data, key)
+    server = Blob(blob)
+    item = {
+        "clip_id": clip_id,
+        "wrapped_key": b64(wrap_key(key, me.box_public)),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+        "download_url": server.url,
+    }
+    return item, server
+
+
+@pytest.mark.parametrize("clip_id", ["./../../escaped", "../escaped", "/tmp/escaped"])
+def test_a_hostile_relay_cannot_make_the_client_write_outside_its_folder(tmp_path, clip_id):
+    """The status names each clip; the client makes file names of it.  A relay (anyone
+    who serves the status) can seal any key to the bystander's public key, so the
+    sha256 and the key check pass: only the name stops it."""
+    me = OwnerKeys.generate()
+    out = tmp_path / "a" / "b" / "out"
+    out.mkdir(parents=True)
+    item, server = released_item(b"\x00\x00\x00\x18ftypisom" + bytes(100), me, clip_id)
+    try:
+        with pytest.raises(footage.Failure, match="not a clip id"):
+            footage.download(item, me.box_private, out)
+    finally:
+        server.close()
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert written == []
+    assert not list(__import__("pathlib").Path("/tmp").glob("escaped*"))
+
+
+def test_a_copy_that_is_not_an_mp4_is_not_kept_as_one(tmp_path):
+    """A hostile owner's doorbell can encrypt anything to the bystander's key; the client
+    keeps a copy only if it is an MP4 (an ISO BMFF file starting with ``ftyp``)."""
+    me = OwnerKeys.generate()
+    item, server = released_item(b"#!/bin/sh\necho not footage\n", me, "clip-0001")
+    try:
+        with pytest.raises(footage.Failure, match="not an MP4"):
+            footage.download(item, me.box_private, tmp_path)
+    finally:
+        server.close()
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+    # An MP4's first box is kept as before.
+    mp4 = b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2" + bytes(64)
+    item, server = released_item(mp4, me, "clip-0002")
+    try:
+        path = footage.download(item, me.box_private, tmp_path)
+    finally:
+        server.close()
+    assert path.name == "copy-clip-0002.mp4" and path.read_bytes() == mp4
 
 
 # ------------------------------------------------------------------ the spammer
