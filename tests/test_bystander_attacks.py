@@ -166,6 +166,35 @@ def test_the_status_does_the_same_work_whether_a_home_was_asked_or_not(r):
     assert work(HOME) == work(NOWHERE)
 
 
+def test_matching_does_not_hold_up_the_next_answer_on_the_same_connection(r, tmp_path):
+    """Fan-out runs after the 202 is sent; a client that keeps the connection open and
+    asks its status at once must not wait for matching (its time would say how many
+    homes were asked)."""
+    engine, _clock = world(r)
+    gate = threading.Event()
+    real = engine.fan_out
+
+    def held(request_id: str) -> None:
+        gate.wait(30)
+        real(request_id)
+
+    engine.fan_out = held  # type: ignore[method-assign]
+    api = Api(engine, "127.0.0.1", tmp_path)
+    try:
+        with httpx.Client(timeout=5) as http:  # one keep-alive connection
+            filed = http.post(f"{api.url}/v1/bystander/requests", json=request_body(engine, HOME))
+            assert filed.status_code == 202
+            status = http.get(
+                f"{api.url}/v1/bystander/requests/{filed.json()['id']}",
+                headers={"Authorization": f"Bearer {filed.json()['status_token']}"},
+            )
+            assert status.status_code == 200
+            assert r.zscore("fanout_pending", filed.json()["id"]) is not None, "still held"
+    finally:
+        gate.set()
+        api.close()
+
+
 # ------------------------------------------------------------------ the hostile owner
 
 
