@@ -298,6 +298,37 @@ def test_a_copy_that_is_not_an_mp4_is_not_kept_as_one(tmp_path):
     assert path.name == "copy-clip-0002.mp4" and path.read_bytes() == mp4
 
 
+def test_the_owner_and_the_relay_keep_nothing_of_the_bystander_but_what_they_gave(r):
+    """The client address is counted (in keys that expire with the rate window) and kept
+    nowhere else: not in the request, not in the owner's ask, not in the log."""
+    engine, _clock = world(r)
+    addr = "198.51.100.77"
+    ch = engine.bystander_challenge(addr)
+    body = {
+        **request_body(engine, HOME),
+        "challenge": ch["challenge"],
+        "nonce": bys.solve(ch["challenge"], ch["difficulty"]),
+    }
+    engine.file_bystander(addr, body)
+    (ask,) = engine.asks_for("alice")
+    assert addr not in json.dumps(ask.__dict__)
+    for key in r.scan_iter(count=1000):
+        name = key.decode()
+        if addr in name:
+            assert name.startswith("bystander:rate:") and 0 < r.ttl(key) <= 2 * 3600
+            continue
+        kind = r.type(key).decode()
+        dump = {
+            "string": lambda k: r.get(k),
+            "hash": lambda k: r.hgetall(k),
+            "list": lambda k: r.lrange(k, 0, -1),
+            "set": lambda k: r.smembers(k),
+            "zset": lambda k: r.zrange(k, 0, -1),
+            "stream": lambda k: r.xrange(k),
+        }[kind](key)
+        assert addr.encode() not in repr(dump).encode(), name
+
+
 # ------------------------------------------------------------------ the spammer
 
 
