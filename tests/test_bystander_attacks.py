@@ -195,6 +195,27 @@ def test_matching_does_not_hold_up_the_next_answer_on_the_same_connection(r, tmp
         api.close()
 
 
+def test_an_agencys_status_does_the_same_work_whether_a_home_was_asked_or_not(r):
+    """The same timing channel on the agencies' side (found while here): the status of
+    a request used to read every ask it made, answered or not."""
+
+    def work(where: tuple[float, float]) -> list[str]:
+        engine, clock = world(r)
+        police = OwnerKeys.generate()
+        engine.add_requester("police", "agency", police.box_public)
+        now = clock.now
+        filed = engine.file_request(
+            "police", *where, 50.0, now - 1800, now - 60, "burglary", "C-1", "consent"
+        )
+        assert filed["status"] == "accepted"
+        spy = Counting(engine.r)
+        engine.r = spy
+        assert engine.released(filed["id"]) == []
+        return spy.calls
+
+    assert work(HOME) == work(NOWHERE)
+
+
 # ------------------------------------------------------------------ the hostile owner
 
 
