@@ -606,6 +606,7 @@ class ConsentEngine:
         ask.status = "approved"
         self._save_ask(ask)
         self.r.zrem(ks.ASKS_PENDING, ask.id)
+        self.r.rpush(ks.request_approved(ask.request_id), ask.id)
         self.audit.append(
             "decision",
             owner,
@@ -628,7 +629,9 @@ class ConsentEngine:
     def released(self, request_id: str) -> list[dict[str, Any]]:
         """What doorbells released for a request (from their ``released`` messages)."""
         out = []
-        for ask_id in self.r.lrange(ks.request_asks(request_id), 0, -1):
+        # Only the approved asks: reading every ask would make the time of a status
+        # grow with the homes asked.
+        for ask_id in self.r.lrange(ks.request_approved(request_id), 0, -1):
             ask = self.ask(ask_id.decode())
             if ask.status != "approved":
                 continue

@@ -149,6 +149,12 @@ def request_asks(request_id: str) -> str:
     return f"request_asks:{request_id}"
 
 
+def request_approved(request_id: str) -> str:
+    """List of the ids of a request's approved asks: what its status reads, so that the
+    status's work does not grow with the asks still pending (which would count homes)."""
+    return f"request_approved:{request_id}"
+
+
 def ask(ask_id: str) -> str:
     return f"ask:{ask_id}"
 
