@@ -448,6 +448,22 @@ def test_a_made_up_forwarded_for_does_not_reset_the_limit(r, tmp_path, trusted):
         api.close()
 
 
+def test_an_ipv6_client_behind_the_proxy_is_limited_by_its_64(r, tmp_path):
+    engine, _clock = world(r, challenges_per_window=3)
+    api = Api(engine, "127.0.0.1", tmp_path)
+    try:
+        codes = [
+            httpx.get(
+                f"{api.url}/v1/bystander/challenge",
+                headers={"X-Forwarded-For": f"2001:db8:5:6:{i:x}::{i + 1:x}"},
+            ).status_code
+            for i in range(5)
+        ]
+        assert codes == [200, 200, 200, 429, 429]
+    finally:
+        api.close()
+
+
 # ------------------------------------------------------------------ bad input
 
 
