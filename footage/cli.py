@@ -42,6 +42,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -77,6 +78,8 @@ from protocol.crypto import (
 )
 from protocol.decisions import Approval, Deletion, decision_hash, sign_decision
 from protocol.merkle import CompactTree, leaf_hash
+from protocol.messages import CLIP_ID_PATTERN
+from protocol.topics import DEVICE_ID_PATTERN
 from protocol.transparency import (
     Inconsistent,
     NoPinnedKey,
@@ -336,7 +339,14 @@ def cmd_fetch(client: Client, args: argparse.Namespace) -> int:
 
 
 def download(item: dict[str, Any], box_private: bytes, out_dir: Path) -> Path:
-    """Fetch one released clip, check its sha256, decrypt it into ``out_dir``."""
+    """Fetch one released clip, check its sha256, decrypt it into ``out_dir``.
+
+    The names come from the relay, and whoever serves them can seal any key to our
+    public key: the clip id and device become file names only if they are ids (no
+    path), and what decrypts is kept only if it is an MP4."""
+    clip_id, device = str(item.get("clip_id")), str(item.get("device", "copy"))
+    if not re.fullmatch(CLIP_ID_PATTERN, clip_id) or not re.fullmatch(DEVICE_ID_PATTERN, device):
+        raise Failure(f"the relay named {clip_id!r} of {device!r}: not a clip id", EXIT_FAILED)
     try:
         key = unwrap_key(unb64(item["wrapped_key"]), box_private)
     except CryptoFailure:
@@ -359,10 +369,25 @@ def download(item: dict[str, Any], box_private: bytes, out_dir: Path) -> Path:
             f"clip {item['clip_id']} does not match its sha256: not what the doorbell sent",
             EXIT_FAILED,
         )
-    out = out_dir / f"{item.get('device', 'copy')}-{item['clip_id']}.mp4"
-    with open(enc, "rb") as src, open(out, "wb") as dst:
-        decrypt_stream(src, dst, key)
-    enc.unlink()
+    out = out_dir / f"{device}-{clip_id}.mp4"
+    part = out_dir / f".{device}-{clip_id}.part"
+    try:
+        with open(enc, "rb") as src, open(part, "wb") as dst:
+            decrypt_stream(src, dst, key)
+        with open(part, "rb") as f:
+            head = f.read(8)
+        # Every MP4 (ISO BMFF) the doorbell writes starts with its ftyp box.
+        if head[4:8] != b"ftyp":
+            raise Failure(
+                f"clip {clip_id} decrypts to something that is not an MP4: not kept",
+                EXIT_FAILED,
+            )
+        part.replace(out)
+    except CryptoFailure as err:
+        raise Failure(f"clip {clip_id}: {err}", EXIT_FAILED) from None
+    finally:
+        enc.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
     return out
 
 

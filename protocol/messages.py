@@ -38,7 +38,9 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 
 DeviceId = Annotated[str, Field(pattern=DEVICE_ID_PATTERN)]
 MessageId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
-ClipId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{4,64}$")]
+CLIP_ID_PATTERN = r"^[A-Za-z0-9_-]{4,64}$"
+"""A clip id: also a file name part, so never a path (clients check names they are sent)."""
+ClipId = Annotated[str, Field(pattern=CLIP_ID_PATTERN)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 

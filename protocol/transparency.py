@@ -182,8 +182,13 @@ def check_meaning(entries: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
             elif kind == "ask":
                 if d["request"] not in requests:
                     problems.append((i, f"ask {d['ask']} names no earlier request"))
-            elif kind in ("ask_expired", "bystander_expired"):
-                closed.setdefault(d["ask"], "expired")
+            elif kind == "ask_expired" or (kind == "bystander_expired" and "ask" in d):
+                closed.setdefault(d["ask"], "expired")  # (a bystander's: older logs)
+            elif kind in ("bystander_reminder", "bystander_expired") and "request" in d:
+                # A bystander request's reminder and expiry name the request, whatever
+                # it matched (an ask's own would say a home was asked).
+                if d["request"] not in requests:
+                    problems.append((i, f"{kind} names no earlier request {d['request']}"))
             elif kind in ("decision", "bystander_answer"):
                 ask = d["ask"]
                 if ask in closed:

@@ -109,7 +109,10 @@ class BystanderAnswerOut(BaseModel):
     outcome: Literal["copy", "erase", "decline", "accept"]
     at: float
     released: list[BystanderReleasedOut] | None = None
-    clips: int | None = Field(None, description="with erase: how many clips were erased")
+    clips: int | None = Field(None, description="with erase: how many clips the owner erases")
+    erased: int | None = Field(
+        None, description="with erase: how many of them the doorbell confirmed deleted"
+    )
     reason: str | None = Field(None, description="with decline: a code (docs/formats.md)")
 
 

@@ -110,6 +110,10 @@ class BystanderConfig(_Section):
     challenges_per_window: int = Field(20, ge=1)
     """Challenges one source may fetch per ``rate_window_s``."""
     rate_window_s: int = Field(3600, ge=1)
+    asks_per_owner_per_day: int = Field(10, ge=1)
+    """Bystanders' asks one owner gets per day (UTC) at most, from all sources together:
+    the per-address limit alone lets many addresses flood the one home they film.
+    Requests beyond it are accepted and logged as any other, but ask no one there."""
     deadline_days: float = Field(30.0, gt=0)
     """How long an owner has to answer (a month, as data-protection law expects)."""
     reminder_days: float = Field(7.0, ge=0)

@@ -24,6 +24,7 @@ description, a proposed mask) and wait a month, with a reminder before the end.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import math
 import secrets
@@ -132,6 +133,27 @@ def visible(text: str) -> bool:
     """True if ``text`` has a visible character and no invisible or control ones."""
     bad = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
     return bool(text.strip()) and not any(unicodedata.category(ch) in bad for ch in text)
+
+
+def rate_source(address: str) -> str:
+    """What the per-address limit counts for a client ``address``: an IPv4 address
+    whole, an IPv6 address by its /64 (one home or phone line gets a whole /64, so
+    counting single IPv6 addresses would give it 2^64 fresh limits).
+
+    >>> rate_source("2001:db8:aa:bb::1"), rate_source("::ffff:198.51.100.7")
+    ('2001:db8:aa:bb::/64', '198.51.100.7')
+    >>> rate_source("198.51.100.7"), rate_source("unknown")
+    ('198.51.100.7', 'unknown')
+    """
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 class ConsentEngine:
@@ -357,12 +379,15 @@ class ConsentEngine:
     def _fan_out(self, request_id: str) -> None:
         record = self.request(request_id)
         from_bystander = record.get("kind") == "bystander"
+        now = self.clock()
         if from_bystander:
             req = {"kind": "bystander", "box_public": record.get("box_public") or ""}
-            ttl = self.bystander.deadline_days * 86400
+            # The request's own deadline (what the bystander was told), not fan-out time
+            # plus a month: one deadline per request, whenever matching ran.
+            expires = float(record["deadline"])
         else:
             req = self.requester(record["requester"])
-            ttl = ASK_TTL_S
+            expires = now + ASK_TTL_S
         lat, lon, radius_m = record["lat"], record["lon"], record["radius_m"]
         clips = self.index.clips(
             since=record["start"], until=record["end"], near=Near(lat, lon, radius_m)
@@ -371,11 +396,12 @@ class ConsentEngine:
         for c in clips:  # already in the window: the index is by start time
             by_device.setdefault(c["device"], []).append(c["clip_id"])
         asks: list[Ask] = []
-        now = self.clock()
         for device, clip_ids in sorted(by_device.items()):
             info = self.index.device(device) or {}
             owner = info.get("owner")
             if not owner or info.get("revoked", "0") != "0":
+                continue
+            if from_bystander and not self._owner_has_room(owner):
                 continue
             asks.append(
                 Ask(
@@ -395,9 +421,9 @@ class ConsentEngine:
                     start=record["start"],
                     end=record["end"],
                     created=now,
-                    expires=now + ttl,
+                    expires=expires,
                     legal_demands=[self._demand(record["demand"])] if record["demand"] else [],
-                    bystander=self._bystander_part(record, now + ttl) if from_bystander else None,
+                    bystander=self._bystander_part(record, expires) if from_bystander else None,
                 )
             )
         root, size, proofs = askset.commit(
@@ -491,8 +517,11 @@ class ConsentEngine:
             # No request id on the record: counting an id's decisions and expiries would
             # say how many homes it reached.  The ask id is random and public nowhere else.
             if ask.bystander is not None:
+                # Not on the record one by one: an entry per unanswered ask, on the
+                # deadline the bystander knows, would tell them a home was asked (and
+                # how many).  The request's expiry is logged for every request alike
+                # (expire_due), whatever it matched.
                 self.r.zrem(ks.BYSTANDER_REMINDERS, ask.id)
-                self.audit.append("bystander_expired", "relay", {"ask": ask.id})
             else:
                 self.audit.append("ask_expired", "relay", {"ask": ask.id})
         return ask
@@ -577,6 +606,7 @@ class ConsentEngine:
         ask.status = "approved"
         self._save_ask(ask)
         self.r.zrem(ks.ASKS_PENDING, ask.id)
+        self.r.rpush(ks.request_approved(ask.request_id), ask.id)
         self.audit.append(
             "decision",
             owner,
@@ -599,7 +629,9 @@ class ConsentEngine:
     def released(self, request_id: str) -> list[dict[str, Any]]:
         """What doorbells released for a request (from their ``released`` messages)."""
         out = []
-        for ask_id in self.r.lrange(ks.request_asks(request_id), 0, -1):
+        # Only the approved asks: reading every ask would make the time of a status
+        # grow with the homes asked.
+        for ask_id in self.r.lrange(ks.request_approved(request_id), 0, -1):
             ask = self.ask(ask_id.decode())
             if ask.status != "approved":
                 continue
@@ -765,6 +797,9 @@ class ConsentEngine:
             if self.ask(ask_id).status == "expired":
                 n += 1
             self.r.zrem(ks.ASKS_PENDING, ask_id)
+        for raw in self.r.zrangebyscore(ks.BYSTANDER_REQUESTS_DUE, "-inf", now):
+            if self.r.zrem(ks.BYSTANDER_REQUESTS_DUE, raw):  # else another process logs it
+                self.audit.append("bystander_expired", "relay", {"request": raw.decode()})
         return n
 
     def file_legal_demand(
@@ -812,10 +847,20 @@ class ConsentEngine:
         window_s = self.bystander.rate_window_s
         now = self.clock()
         n = int(now // window_s)
-        key = ks.bystander_rate(what, source[:64], n)
+        key = ks.bystander_rate(what, rate_source(source), n)
         if not self.r.eval(ks.LIMIT_LUA, 1, key, limit, 2 * window_s):
             self.r.hincrby(ks.BYSTANDER_REFUSED, "rate_limited", 1)
             raise RateLimited(max(1, math.ceil((n + 1) * window_s - now)))
+
+    def _owner_has_room(self, owner: str) -> bool:
+        """Count one bystander's ask to ``owner`` today, or say the day's are used up
+        (counted privately as ``owner_capped``; the requester and the log see nothing)."""
+        day = time.strftime("%Y-%m-%d", time.gmtime(self.clock()))
+        key = ks.bystander_owner_day(owner, day)
+        if self.r.eval(ks.LIMIT_LUA, 1, key, self.bystander.asks_per_owner_per_day, 2 * 86400):
+            return True
+        self.r.hincrby(ks.BYSTANDER_REFUSED, "owner_capped", 1)
+        return False
 
     def bystander_challenge(self, source: str) -> dict[str, Any]:
         """A new single-use proof-of-work challenge for ``source`` (a client address).
@@ -899,6 +944,12 @@ class ConsentEngine:
         self.r.set(ks.request(request_id), json.dumps(record))
         self.r.zadd(ks.REQUESTS, {request_id: now})
         self.r.zadd(ks.FANOUT_PENDING, {request_id: now})
+        # The reminder and the expiry go on the record for every accepted request, on
+        # its own schedule, before and whatever matching finds (see remind_due).
+        self.r.zadd(ks.BYSTANDER_REQUESTS_DUE, {request_id: record["deadline"]})
+        remind = self.bystander.reminder_days * 86400
+        if remind > 0:
+            self.r.zadd(ks.BYSTANDER_REQUESTS_REMIND, {request_id: record["deadline"] - remind})
         if fan_out:
             self.fan_out(request_id)
         return {
@@ -988,16 +1039,24 @@ class ConsentEngine:
         if not good:
             raise NotFound(request_id)  # a wrong token and no request look the same
         answers = []
-        for raw_id in self.r.lrange(ks.request_asks(request_id), 0, -1):
+        # Only the answered asks are read: the work (and so the time) of a status
+        # must not grow with asks still pending, which would count homes.
+        for raw_id in self.r.lrange(ks.bystander_answers(request_id), 0, -1):
             ask = self.ask(raw_id.decode())
             answer = (ask.bystander or {}).get("answer")
             if not answer:
-                continue  # pending and expired asks are not told: they would count homes
+                continue
             out: dict[str, Any] = {"outcome": answer["answer"], "at": answer["at"]}
             if answer["answer"] == "copy":
                 out["released"] = self._released_of(ask)
             elif answer["answer"] == "erase":
-                out["clips"] = len(answer.get("clips", []))
+                clips = answer.get("clips", [])
+                out["clips"] = len(clips)
+                # The owner's answer orders the erasure; a clip is erased once the
+                # doorbell said so (its ``deleted`` message drops the clip's record).
+                out["erased"] = sum(
+                    1 for c in clips if not self.r.exists(ks.device_clip(ask.device, c))
+                )
             elif answer["answer"] == "decline":
                 out["reason"] = answer["reason"]
             answers.append(out)
@@ -1038,6 +1097,7 @@ class ConsentEngine:
         self._save_ask(ask)
         self.r.zrem(ks.ASKS_PENDING, ask.id)
         self.r.zrem(ks.BYSTANDER_REMINDERS, ask.id)
+        self.r.rpush(ks.bystander_answers(ask.request_id), ask.id)
         public = {k: v for k, v in extra.items() if k in ("clips", "reason")}
         self.audit.append(
             "bystander_answer",
@@ -1101,8 +1161,20 @@ class ConsentEngine:
 
     def remind_due(self, now: float | None = None) -> int:
         """Remind owners of bystander asks whose deadline is near: once each, on the
-        record and on the doorbell's live channel (the web app and Web Push show it)."""
+        doorbell's live channel (the web app and Web Push show it); how many.
+
+        The record gets one ``bystander_reminder`` per accepted request, asked a home
+        or not: one per ask would tell the bystander (who knows their deadline) that a
+        home was asked, and how many."""
         now = self.clock() if now is None else now
+        for raw in self.r.zrangebyscore(ks.BYSTANDER_REQUESTS_REMIND, "-inf", now):
+            if not self.r.zrem(ks.BYSTANDER_REQUESTS_REMIND, raw):
+                continue  # another process logs it
+            deadline = self.r.zscore(ks.BYSTANDER_REQUESTS_DUE, raw)
+            data: dict[str, Any] = {"request": raw.decode()}
+            if deadline is not None:
+                data["deadline"] = deadline
+            self.audit.append("bystander_reminder", "relay", data)
         n = 0
         for raw in self.r.zrangebyscore(ks.BYSTANDER_REMINDERS, "-inf", now):
             ask_id = raw.decode()
@@ -1113,9 +1185,6 @@ class ConsentEngine:
                 continue
             ask.bystander["reminded_at"] = now
             self._save_ask(ask)
-            self.audit.append(
-                "bystander_reminder", "relay", {"ask": ask.id, "deadline": ask.expires}
-            )
             # On the doorbell's live channel: the owner's open page and Web Push hear it.
             reminder = {
                 "kind": "reminder",

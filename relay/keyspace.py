@@ -149,6 +149,12 @@ def request_asks(request_id: str) -> str:
     return f"request_asks:{request_id}"
 
 
+def request_approved(request_id: str) -> str:
+    """List of the ids of a request's approved asks: what its status reads, so that the
+    status's work does not grow with the asks still pending (which would count homes)."""
+    return f"request_approved:{request_id}"
+
+
 def ask(ask_id: str) -> str:
     return f"ask:{ask_id}"
 
@@ -182,10 +188,34 @@ def bystander_rate(what: str, source: str, window: int) -> str:
 
 
 BYSTANDER_REMINDERS = "bystander:reminders"
-"""Zset of pending bystander ask ids by the time their owner is to be reminded."""
+"""Zset of pending bystander ask ids by the time their owner is to be reminded (on the
+owner's live channel; the public log's reminder is per request, below)."""
+
+
+def bystander_owner_day(owner: str, day: str) -> str:
+    """How many bystanders' asks ``owner`` got on UTC ``day`` (YYYY-MM-DD); counted by
+    :data:`LIMIT_LUA` against ``[bystander] asks_per_owner_per_day``."""
+    return f"bystander:owner_day:{owner}:{day}"
+
+
+BYSTANDER_REQUESTS_REMIND = "bystander:requests:remind"
+"""Zset of accepted bystander request ids by the time their reminder goes on the record:
+every request, asked a home or not, so that the log does not say which did."""
+BYSTANDER_REQUESTS_DUE = "bystander:requests:due"
+"""Zset of accepted bystander request ids by their deadline (the expiry on the record,
+for every request alike)."""
+
+
+def bystander_answers(request_id: str) -> str:
+    """List of the ids of a bystander request's asks that were answered, in order: the
+    status reads only these, so its work does not grow with the asks still pending."""
+    return f"bystander:answers:{request_id}"
+
+
 BYSTANDER_REFUSED = "bystander:refused"
 """Hash: why → how many bystander requests were refused before the policy check
-(``rate_limited``, ``bad_work``, ``bad_challenge``); they reach no owner and no log."""
+(``rate_limited``, ``bad_work``, ``bad_challenge``); they reach no owner and no log.
+``owner_capped``: asks not made because the owner had their day's bystanders' asks."""
 
 
 LEGAL_DEMANDS = "legal_demands"

@@ -69,6 +69,8 @@ def build_report(
             "refused_by_policy": kinds["bystander_refused"],
             "answers_by_outcome": dict(bys_outcomes),
             "time_to_answer": {b: bys_after[b] for b in ANSWER_BUCKETS if bys_after[b]},
+            # Requests, not asks: every accepted request gets one of each, whatever it
+            # matched (per ask they would tell a bystander that a home was asked).
             "reminders": kinds["bystander_reminder"],
             "expired": kinds["bystander_expired"],
         },
@@ -129,7 +131,7 @@ def to_markdown(r: dict[str, Any]) -> str:
         + _counts(r["bystander"]["answers_by_outcome"])
         + "; time to answer: "
         + _counts(r["bystander"]["time_to_answer"])
-        + f"; unanswered by the deadline: {r['bystander']['expired']}.",
+        + f"; requests past their deadline: {r['bystander']['expired']}.",
         "",
         f"Policy: radius at most {r['policy']['max_radius_m']:g} m, window at most "
         f"{r['policy']['max_window_s'] / 3600:g} h, at most {r['policy']['max_per_day']:g} "

@@ -124,7 +124,11 @@ $("status-form").addEventListener("submit", async (ev) => {
         li.textContent = `An owner sent you a copy (${(a.released || []).length} clip(s)): ` +
           "fetch it with: footage bystander fetch";
       } else if (a.outcome === "erase") {
-        li.textContent = `An owner erased ${a.clips} clip(s).`;
+        // Ordered is not done: the doorbell confirms each deletion (it may be offline).
+        li.textContent = a.erased === a.clips
+          ? `An owner erased ${a.clips} clip(s).`
+          : `An owner ordered ${a.clips} clip(s) erased; the doorbell has confirmed ` +
+            `${a.erased || 0} so far.`;
       } else if (a.outcome === "decline") {
         li.textContent = `An owner declined: ${REASONS[a.reason] || a.reason}.`;
       } else {
