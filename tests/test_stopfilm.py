@@ -1,0 +1,206 @@
+"""A passer-by asks that a spot stop being filmed; the owner accepts and the doorbell
+blacks it out from the next clip (issue 17, "masks from requests").
+
+Real Mosquitto (the project's ACL), real Redis, the relay's HTTP API and durable command
+outbox, the `footage` client, a simulated doorbell, MP4s decoded with PyAV pixel by
+pixel.  The world (relay, Alice's and Bob's doorbells, the outbox) is test_masks_e2e's;
+the proof of work is lowered to 8 bits as in test_bystander.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from stack import wait_for
+from test_bystander import solved
+from test_consent_e2e import Relay, run_footage
+from test_masks_e2e import applied, kinds, press_clip, until, world  # noqa: F401 (fixture)
+from test_owner_masks import POLY, assert_masked
+
+from protocol import bystander as bys
+from protocol.crypto import OwnerKeys
+from protocol.decisions import MaskUpdate, decision_hash, sign_decision
+from relay.config import BystanderConfig
+
+PROPOSED = [list(p) for p in POLY]
+"""What the passer-by draws: the irregular quadrilateral test_owner_masks checks."""
+
+
+def file_stop_filming(relay: Relay, clip: dict, polygon: list) -> dict:
+    """A passer-by's stop_filming request over the clip's time and place."""
+    relay.engine.bystander = BystanderConfig(
+        difficulty=8, requests_per_window=50, challenges_per_window=50
+    )
+    start = clip["start"] - 60
+    body = {
+        "lat": 51.5,
+        "lon": -0.12,
+        "radius_m": 30.0,
+        "start": start,
+        "end": min(start + 1200, time.time()),
+        "kind": "stop_filming",
+        "description": "I live opposite: please stop filming my front window",
+        "polygon": polygon,
+        **solved(relay),
+    }
+    resp = httpx.post(f"{relay.url}/v1/bystander/requests", json=body)
+    assert resp.status_code == 202, resp.text
+    return resp.json()
+
+
+def asks_of(relay: Relay, home) -> list[dict]:
+    code, out = run_footage(relay, home.token, "asks", "--json")
+    assert code == 0, out
+    return json.loads(out)
+
+
+def answer(relay: Relay, home, ask_id: str, body: dict) -> httpx.Response:
+    return httpx.post(
+        f"{relay.url}/v1/asks/{ask_id}/answer",
+        json=body,
+        headers={"Authorization": f"Bearer {home.token.read_text().strip()}"},
+    )
+
+
+def test_an_accepted_stop_filming_mask_is_black_in_the_next_clip(world, tmp_path):
+    relay, alice, bob, commands = world
+    state = tmp_path / "alice-client"
+    alice.bell.run(3.0)
+    frames = press_clip(alice, tmp_path, "before")
+    with pytest.raises(AssertionError):
+        assert_masked(frames[0], [POLY], "before the bystander's mask")
+    clip = kinds(alice, "clip_saved")[-1].data
+    wait_for(lambda: relay.engine.index.counts()["clips"] >= 1, 30, "the clip indexed")
+    filed = file_stop_filming(relay, clip, PROPOSED)
+    wait_for(lambda: asks_of(relay, alice), 10, "Alice's ask")
+    (ask,) = asks_of(relay, alice)
+    assert ask["bystander"]["polygon"] == PROPOSED
+
+    # The relay records an accept only with the owner's signed set holding exactly the
+    # proposed polygon, for the ask's doorbell; each refusal leaves the ask pending and
+    # sends the doorbell nothing.
+    def signed_by(key: bytes, device: str, masks) -> str:
+        return sign_decision(MaskUpdate.create(device, masks), key)
+
+    mine = alice.owner.sign_private
+    other_spot = [(0.1, 0.1), (0.3, 0.1), (0.3, 0.3)]
+    moved = [(x, min(y + 0.01, 1.0)) for x, y in POLY]
+    refusals = [
+        ({"answer": "accept"}, "masks"),
+        ({"answer": "accept", "masks": signed_by(mine, "alice-door", [])}, "proposed polygon"),
+        (
+            {"answer": "accept", "masks": signed_by(mine, "alice-door", [("x", other_spot)])},
+            "proposed polygon",
+        ),
+        (
+            {"answer": "accept", "masks": signed_by(mine, "alice-door", [("x", moved)])},
+            "proposed polygon",
+        ),
+        ({"answer": "accept", "masks": signed_by(mine, "bob-door", [("x", POLY)])}, "bob-door"),
+        (
+            {
+                "answer": "accept",
+                "masks": signed_by(OwnerKeys.generate().sign_private, "alice-door", [("x", POLY)]),
+            },
+            "not signed by the owner",
+        ),
+    ]
+    for body, why in refusals:
+        resp = answer(relay, alice, ask["id"], body)
+        assert resp.status_code == 422, (why, resp.text)
+        assert why in resp.json()["reason"], (why, resp.json())
+    assert asks_of(relay, alice)[0]["status"] == "pending"
+    assert commands.pending() == {}, "nothing was sent to a doorbell"
+    assert not [e for e in relay.audit.entries() if e["kind"] in ("bystander_answer",
+                                                                  "masks_changed")]  # fmt: skip
+    # Bob cannot answer Alice's ask, even with a set that holds the polygon.
+    bobs = signed_by(bob.owner.sign_private, "alice-door", [("x", POLY)])
+    assert answer(relay, bob, ask["id"], {"answer": "accept", "masks": bobs}).status_code == 404
+
+    # Alice accepts with the client: one call carrying her signed set.
+    code, out = run_footage(
+        relay, alice.token, "--state", str(state), "answer", ask["id"], "accept",
+        "--keys", str(alice.keys),
+    )  # fmt: skip
+    assert code == 0, out
+    signed = json.loads((state / "masks" / "alice-door.json").read_text())["update"]
+    digest = decision_hash(signed)
+    assert digest in out and "accepted" in out
+
+    until(alice, lambda: applied(alice), "the doorbell to apply the mask")
+    (done,) = applied(alice)
+    assert done.data["hash"] == digest
+    held = alice.bell.controller.mask_update
+    assert [m.name for m in held.masks] == [f"bystander-{ask['id']}"]
+    assert held.masks[0].polygon() == [tuple(p) for p in POLY]
+    assert held.reason == f"bystander:{ask['request_id']}"
+    wait_for(lambda: commands.pending() == {}, 30, "masks_applied settles the command")
+
+    frames = press_clip(alice, tmp_path, "after")
+    assert len(frames) > 30
+    for i, img in enumerate(frames):
+        assert_masked(img, [POLY], f"frame {i} of the next clip")
+    assert applied(bob) == [], "only the asked owner's doorbell"
+
+    # The passer-by learns "accepted" and when: no home, no doorbell, no mask hash.
+    token = {"Authorization": f"Bearer {filed['status_token']}"}
+    status = httpx.get(f"{relay.url}/v1/bystander/requests/{filed['id']}", headers=token).json()
+    (told,) = status["answers"]
+    assert set(told) == {"outcome", "at"} and told["outcome"] == "accept"
+    assert "alice" not in json.dumps(status) and digest not in json.dumps(status)
+    (ask,) = asks_of(relay, alice)
+    assert ask["status"] == "accepted" and ask["bystander"]["answer"]["masks_hash"] == digest
+    # Answered once: a second accept is refused and sends nothing.
+    again = answer(relay, alice, ask["id"], {"answer": "accept", "masks": signed})
+    assert again.status_code == 422
+
+
+def test_a_second_accept_keeps_the_first_mask(world, tmp_path):
+    """Two passers-by, two spots: the second accepted set still holds the first mask
+    (the client builds on the set it kept, never on what a relay says)."""
+    relay, alice, _bob, _commands = world
+    state = tmp_path / "alice-client"
+    alice.bell.run(2.0)
+    press_clip(alice, tmp_path, "clip")
+    clip = kinds(alice, "clip_saved")[-1].data
+    wait_for(lambda: relay.engine.index.counts()["clips"] >= 1, 30, "the clip indexed")
+    second = [[0.05, 0.05], [0.3, 0.05], [0.3, 0.3], [0.05, 0.3]]
+    file_stop_filming(relay, clip, PROPOSED)
+    file_stop_filming(relay, clip, second)
+    wait_for(lambda: len(asks_of(relay, alice)) == 2, 10, "both asks")
+    for ask in sorted(asks_of(relay, alice), key=lambda a: a["bystander"]["polygon"] != PROPOSED):
+        code, out = run_footage(
+            relay, alice.token, "--state", str(state), "answer", ask["id"], "accept",
+            "--keys", str(alice.keys),
+        )  # fmt: skip
+        assert code == 0, out
+    until(alice, lambda: len(applied(alice)) >= 2, "both sets applied")
+    held = alice.bell.controller.mask_update
+    assert sorted(m.polygon() for m in held.masks) == sorted(
+        [[tuple(p) for p in POLY], [tuple(p) for p in second]]
+    )
+    frames = press_clip(alice, tmp_path, "after")
+    assert_masked(frames[-1], [POLY, [tuple(p) for p in second]], "both spots")
+
+
+@pytest.mark.parametrize(
+    "polygon",
+    [
+        [[0.1, 0.1], [0.5, 0.5], [0.5, 0.1], [0.1, 0.5]],  # crossed: a bow tie
+        [[0.1, 0.1], [0.5, 0.1], [0.9, 0.1]],  # no area
+        [[0.1, 0.1], [0.10001, 0.1], [0.1, 0.5]],  # two points that round to one
+    ],
+    ids=["crossed", "flat", "rounds-to-repeated"],
+)
+def test_a_polygon_an_owner_could_not_sign_cannot_be_filed(polygon):
+    """One rule at both ends: what the relay refuses to file is exactly what
+    MaskUpdate refuses to hold."""
+    assert bys.polygon_problem(polygon) is not None
+    with pytest.raises(ValueError):
+        MaskUpdate.create("d", [("m", [tuple(p) for p in polygon])])
+    fine = [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]
+    assert bys.polygon_problem(fine) is None
+    MaskUpdate.create("d", [("m", [tuple(p) for p in fine])])
