@@ -348,6 +348,8 @@ def test_policy_bounds_apply_to_bystanders_and_refusals_are_logged(one):
         ({"kind": "copy"}, "box_public"),
         ({"kind": "stop_filming"}, "polygon"),
         ({"kind": "stop_filming", "polygon": [[0, 0], [2, 0], [0, 1]]}, "polygon"),
+        # One an owner could not sign as a mask (a bow tie) is not filed either.
+        ({"kind": "stop_filming", "polygon": [[0, 0], [1, 1], [1, 0], [0, 1]]}, "cross"),
         ({"description": "\u200b"}, "visible"),
     ]
     for change, why in cases:
