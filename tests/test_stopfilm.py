@@ -204,3 +204,68 @@ def test_a_polygon_an_owner_could_not_sign_cannot_be_filed(polygon):
     fine = [[0.1, 0.1], [0.5, 0.1], [0.5, 0.5]]
     assert bys.polygon_problem(fine) is None
     MaskUpdate.create("d", [("m", [tuple(p) for p in fine])])
+
+
+def test_accepting_in_the_web_app_signs_exactly_the_proposal(world, browser, tmp_path):
+    """The page signs the MaskUpdate itself (keys in the browser), on the set it kept;
+    the doorbell applies exactly the proposed polygons, and a removal from the page's
+    mask list leaves the other one."""
+    from test_webapp import PASSPHRASE, expect, expect_js, open_page, sign_in
+
+    from protocol.decisions import mask_points
+
+    relay, alice, _bob, _commands = world
+    alice.bell.run(2.0)
+    press_clip(alice, tmp_path, "clip")
+    clip = kinds(alice, "clip_saved")[-1].data
+    wait_for(lambda: relay.engine.index.counts()["clips"] >= 1, 30, "the clip indexed")
+    # 0.03125 * 10000 is 312.5 exactly: Python rounds it to 312 (half to even), a naive
+    # Math.round to 313; the relay would then refuse the page's set.
+    first = [[0.03125, 0.1], [0.4, 0.1], [0.4, 0.5], [0.03125, 0.5]]
+    second = PROPOSED
+    file_stop_filming(relay, clip, first)
+    file_stop_filming(relay, clip, second)
+    wait_for(lambda: len(asks_of(relay, alice)) == 2, 10, "both asks")
+    asks = {json.dumps(a["bystander"]["polygon"]): a for a in asks_of(relay, alice)}
+    one, two = asks[json.dumps(first)], asks[json.dumps(second)]
+
+    errors: list[str] = []
+    page = open_page(browser, relay, errors)
+    sign_in(page, alice)
+    expect(page, "#import-form:not([hidden])", errors)
+    page.set_input_files("#key-files", [str(alice.keys / "sign.key"), str(alice.keys / "box.key")])
+    page.fill("#new-passphrase", PASSPHRASE)
+    page.click("#import-form button[type=submit]")
+    expect(page, "body[data-unlocked='1']", errors)
+    errors.clear()  # the page asks who is signed in before anyone is: a 401
+
+    li = f"li[data-ask='{one['id']}']"
+    expect(page, f"{li}[data-bystander='stop_filming'][data-status='pending']", errors)
+    drawn = page.get_attribute(f"{li} [data-mask-preview] polygon", "points")
+    assert drawn == " ".join(f"{x},{y}" for x, y in first)
+    page.click(f"{li} button[data-answer='accept']")
+    expect(page, f"{li}[data-status='accepted']", errors)
+    until(alice, lambda: applied(alice), "the doorbell to apply the first mask")
+    assert [m.points for m in alice.bell.controller.mask_update.masks] == [mask_points(first)]
+
+    li = f"li[data-ask='{two['id']}']"
+    page.click(f"{li} button[data-answer='accept']")
+    expect(page, f"{li}[data-status='accepted']", errors)
+    until(alice, lambda: len(applied(alice)) == 2, "the second set")
+    held = alice.bell.controller.mask_update
+    assert {f"bystander-{one['id']}", f"bystander-{two['id']}"} == {m.name for m in held.masks}
+    assert sorted(m.points for m in held.masks) == sorted([mask_points(first), mask_points(second)])
+    assert alice.bell.controller.masks_hash == applied(alice)[-1].data["hash"]
+    expect(
+        page, f"li[data-masks='alice-door'][data-hash='{applied(alice)[-1].data['hash']}']", errors
+    )
+
+    # Remove the first from the page's list: a newer set with the second only.
+    page.click(f"li[data-masks='alice-door'] button[data-remove='bystander-{one['id']}']")
+    until(alice, lambda: len(applied(alice)) == 3, "the removal")
+    assert [m.points for m in alice.bell.controller.mask_update.masks] == [mask_points(second)]
+    expect_js(page, "() => !document.querySelector(\"[data-mask^='bystander-ask']\") || "
+              "document.querySelectorAll('[data-mask]').length === 1", errors)  # fmt: skip
+    frames = press_clip(alice, tmp_path, "after")
+    assert_masked(frames[-1], [POLY], "the remaining mask")
+    assert errors == [], errors
