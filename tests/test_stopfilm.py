@@ -14,16 +14,20 @@ import time
 
 import httpx
 import pytest
+import test_masks_e2e
 from stack import wait_for
 from test_bystander import solved
 from test_consent_e2e import Relay, run_footage
-from test_masks_e2e import applied, kinds, press_clip, until, world  # noqa: F401 (fixture)
+from test_masks_e2e import applied, kinds, press_clip, until
 from test_owner_masks import POLY, assert_masked
 
 from protocol import bystander as bys
 from protocol.crypto import OwnerKeys
 from protocol.decisions import MaskUpdate, decision_hash, sign_decision
 from relay.config import BystanderConfig
+
+world = test_masks_e2e.world
+"""The fixture: a relay with the durable outbox, Alice's and Bob's doorbells."""
 
 PROPOSED = [list(p) for p in POLY]
 """What the passer-by draws: the irregular quadrilateral test_owner_masks checks."""
