@@ -273,3 +273,55 @@ def test_accepting_in_the_web_app_signs_exactly_the_proposal(world, browser, tmp
     frames = press_clip(alice, tmp_path, "after")
     assert_masked(frames[-1], [POLY], "the remaining mask")
     assert errors == [], errors
+
+
+def test_an_accept_whose_answer_was_lost_can_be_tried_again(world, tmp_path):
+    """The client keeps its set before sending: a retry after a failed call signs the
+    same masks again (newer), without a second copy of the proposed one."""
+    from relay.consent import PolicyRefusal
+
+    relay, alice, _bob, _commands = world
+    state = tmp_path / "alice-client"
+    alice.bell.run(2.0)
+    press_clip(alice, tmp_path, "clip")
+    clip = kinds(alice, "clip_saved")[-1].data
+    wait_for(lambda: relay.engine.index.counts()["clips"] >= 1, 30, "the clip indexed")
+    file_stop_filming(relay, clip, PROPOSED)
+    wait_for(lambda: asks_of(relay, alice), 10, "Alice's ask")
+    (ask,) = asks_of(relay, alice)
+    real = relay.engine.bystander_accept
+
+    def lost(*_a, **_k):
+        raise PolicyRefusal("the relay failed this once")
+
+    relay.engine.bystander_accept = lost
+    args = ["--state", str(state), "answer", ask["id"], "accept", "--keys", str(alice.keys)]
+    code, out = run_footage(relay, alice.token, *args)
+    assert code != 0
+    first = json.loads((state / "masks" / "alice-door.json").read_text())["update"]
+    relay.engine.bystander_accept = real
+    code, out = run_footage(relay, alice.token, *args)
+    assert code == 0, out
+    until(alice, lambda: applied(alice), "the doorbell to apply the mask")
+    held = alice.bell.controller.mask_update
+    assert [m.polygon() for m in held.masks] == [[tuple(p) for p in POLY]]
+    assert alice.bell.controller.masks_hash != decision_hash(first), "a newer set was sent"
+
+
+def test_the_client_refuses_an_answer_for_another_set(world, tmp_path):
+    """A relay that answers with another hash than the one signed is called out."""
+    relay, alice, _bob, _commands = world
+    alice.bell.run(2.0)
+    press_clip(alice, tmp_path, "clip")
+    clip = kinds(alice, "clip_saved")[-1].data
+    wait_for(lambda: relay.engine.index.counts()["clips"] >= 1, 30, "the clip indexed")
+    file_stop_filming(relay, clip, PROPOSED)
+    wait_for(lambda: asks_of(relay, alice), 10, "Alice's ask")
+    (ask,) = asks_of(relay, alice)
+    real = relay.engine.bystander_accept
+    relay.engine.bystander_accept = lambda *a: (*real(*a)[:2], "0" * 64)
+    code, out = run_footage(
+        relay, alice.token, "--state", str(tmp_path / "c"), "answer", ask["id"], "accept",
+        "--keys", str(alice.keys),
+    )  # fmt: skip
+    assert code != 0 and "accepted" not in out
