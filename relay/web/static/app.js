@@ -483,7 +483,14 @@ async function loadMasks() {
   const list = $("masks");
   list.replaceChildren();
   for (const device of await oc.keptMaskDevices(state.me.owner)) {
-    const kept = await oc.keptMasks(state.me.owner, device, state.keys);
+    let kept;
+    try {
+      kept = await oc.keptMasks(state.me.owner, device, state.keys);
+    } catch (err) {
+      // Shown, not built on: a change would need a set the owner's key vouches for.
+      list.append(el("li", { class: "error", "data-masks": device }, err.message));
+      continue;
+    }
     const item = el("li", { "data-masks": device, "data-hash": await oc.decisionHash(kept.signed) },
       el("strong", {}, device), el("span", { class: "meta" }, ` set issued ${whenTs(kept.payload.issued)}`));
     if (!kept.payload.masks.length) item.append(el("p", { class: "meta" }, "no owner masks"));
