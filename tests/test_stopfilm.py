@@ -227,11 +227,12 @@ def test_accepting_in_the_web_app_signs_exactly_the_proposal(world, browser, tmp
     # Math.round to 313; the relay would then refuse the page's set.
     first = [[0.03125, 0.1], [0.4, 0.1], [0.4, 0.5], [0.03125, 0.5]]
     second = PROPOSED
-    file_stop_filming(relay, clip, first)
-    file_stop_filming(relay, clip, second)
-    wait_for(lambda: len(asks_of(relay, alice)) == 2, 10, "both asks")
+    third = [[0.1, 0.6], [0.3, 0.6], [0.2, 0.9]]
+    for polygon in (first, second, third):
+        file_stop_filming(relay, clip, polygon)
+    wait_for(lambda: len(asks_of(relay, alice)) == 3, 10, "the asks")
     asks = {json.dumps(a["bystander"]["polygon"]): a for a in asks_of(relay, alice)}
-    one, two = asks[json.dumps(first)], asks[json.dumps(second)]
+    one, two, three = (asks[json.dumps(p)] for p in (first, second, third))
 
     errors: list[str] = []
     page = open_page(browser, relay, errors)
@@ -273,6 +274,33 @@ def test_accepting_in_the_web_app_signs_exactly_the_proposal(world, browser, tmp
     frames = press_clip(alice, tmp_path, "after")
     assert_masked(frames[-1], [POLY], "the remaining mask")
     assert errors == [], errors
+
+    # The kept set is checked with the owner's own key before it is built on: one put in
+    # its place (here an empty set signed by someone else, as a relay could serve) makes
+    # the page refuse to sign, and nothing is sent.
+    forged = sign_decision(
+        MaskUpdate.create("alice-door", [], issued=int(time.time()) + 10),
+        OwnerKeys.generate().sign_private,
+    )
+    page.evaluate(
+        """([key, value]) => new Promise((ok, fail) => {
+             const req = indexedDB.open("open-doorbell", 1);
+             req.onsuccess = () => {
+               const tx = req.result.transaction("keys", "readwrite");
+               tx.objectStore("keys").put(value, key);
+               tx.oncomplete = () => { req.result.close(); ok(); };
+               tx.onerror = () => fail(tx.error);
+             };
+           })""",
+        ["masks/owner-of-alice-door/alice-door", forged],
+    )
+    li = f"li[data-ask='{three['id']}']"
+    page.click(f"{li} button[data-answer='accept']")
+    expect_js(page, "() => document.getElementById('status').textContent.includes('check out')",
+              errors)  # fmt: skip
+    assert {a["id"]: a["status"] for a in asks_of(relay, alice)}[three["id"]] == "pending"
+    alice.bell.run(1.0)
+    assert len(applied(alice)) == 3
 
 
 def test_an_accept_whose_answer_was_lost_can_be_tried_again(world, tmp_path):
