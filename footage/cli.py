@@ -76,7 +76,7 @@ from protocol.crypto import (
     unb64,
     unwrap_key,
 )
-from protocol.decisions import Approval, Deletion, decision_hash, sign_decision
+from protocol.decisions import Approval, Deletion, decision_hash, mask_points, sign_decision
 from protocol.merkle import CompactTree, leaf_hash
 from protocol.messages import CLIP_ID_PATTERN
 from protocol.topics import DEVICE_ID_PATTERN
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("answer", help="(owners) answer a bystander's ask")
     an.add_argument("ask")
     an.add_argument("answer", choices=("copy", "erase", "decline", "accept"))
-    an.add_argument("--keys", type=Path, help="your key folder (copy and erase sign)")
+    an.add_argument("--keys", type=Path, help="your key folder (copy, erase and accept sign)")
     an.add_argument("--reason", choices=bys.DECLINE_REASONS, help="with decline")
     an.add_argument("--valid-hours", type=float, default=24.0)
 
@@ -434,8 +434,9 @@ def _polygon(points: list[str] | None) -> list[list[float]] | None:
         poly = [[float(v) for v in p.split(",")] for p in points]
     except ValueError:
         raise Failure("--polygon takes X,Y points such as 0.1,0.2") from None
-    if not bys.valid_polygon(poly):
-        raise Failure("--polygon needs 3 to 16 X,Y points, each within 0..1")
+    why = bys.polygon_problem(poly)
+    if why is not None:
+        raise Failure(f"--polygon is not a mask an owner could sign: {why}")
     return poly
 
 
@@ -510,13 +511,15 @@ def cmd_answer(client: Client, args: argparse.Namespace) -> int:
         if not args.reason:
             raise Failure(f"decline needs --reason, one of {', '.join(bys.DECLINE_REASONS)}")
         body["reason"] = args.reason
-    elif args.answer in ("copy", "erase"):
+    else:
         if args.keys is None:
             raise Failure(f"{args.answer} needs --keys DIR: it is signed with your key")
         try:
             keys = OwnerKeys.load(args.keys)
         except CryptoFailure as err:
             raise Failure(str(err)) from None
+        if args.answer == "accept":
+            return _accept_mask(client, args, ask, keys)
         if args.answer == "copy":
             approval = Approval.create(
                 ask["request_id"],
@@ -536,8 +539,50 @@ def cmd_answer(client: Client, args: argparse.Namespace) -> int:
     print(f"{result['status']}")
     for other in result.get("released_before") or []:
         print(f"    a copy of these clips was released before for request {other}: follow up")
-    if result.get("polygon"):
-        print(f"    proposed mask: {json.dumps(result['polygon'])} (footage masks add)")
+    return 0
+
+
+def _accept_mask(
+    client: Client, args: argparse.Namespace, ask: dict[str, Any], keys: OwnerKeys
+) -> int:
+    """Accept a "stop filming" ask: the kept signed set plus the proposed polygon, signed,
+    kept (as ``footage masks`` keeps it: before it is sent) and sent with the answer in
+    one call; the relay records the accept only with a set that holds the proposal."""
+    device, polygon = ask["device"], ask["bystander"].get("polygon")
+    if bys.polygon_problem(polygon) is not None:
+        raise Failure(f"the relay sent an ask without a usable polygon: {polygon!r}", EXIT_FAILED)
+    book = MaskBook(args.state)
+    try:
+        current = book.current(device, keys.sign_public)
+        proposed = mask_points(polygon)
+        if current is not None and any(m.points == proposed for m in current.masks):
+            # Sent before (an earlier try whose answer was lost): the same set, newer.
+            update = build_update(current, device, reason=f"bystander:{ask['request_id']}")
+        else:
+            name = "bystander-" + re.sub(r"[^A-Za-z0-9._-]", "-", ask["id"])[-54:]
+            update = build_update(
+                current,
+                device,
+                add=[(name, [(x, y) for x, y in polygon])],
+                reason=f"bystander:{ask['request_id']}",
+            )
+    except MaskError as err:
+        raise Failure(str(err)) from None
+    signed = sign_decision(update, keys.sign_private)
+    digest = decision_hash(signed)
+    book.save(device, signed)  # first: see cmd_masks
+    result = client.call(
+        "POST", f"/v1/asks/{args.ask}/answer", json={"answer": "accept", "masks": signed}
+    )
+    if not isinstance(result, dict) or result.get("hash") != digest:
+        got = result.get("hash") if isinstance(result, dict) else None
+        raise Failure(
+            f"the relay answered for another mask set ({got!r}, not {digest}); the doorbell "
+            "announces the set it applies (masks_applied) on the public log",
+            EXIT_FAILED,
+        )
+    print(result["status"])
+    print(f"    {len(update.masks)} owner masks sent to {device} (set {digest})")
     return 0
 
 

@@ -20,6 +20,8 @@ import hashlib
 from collections.abc import Callable
 from typing import Literal, get_args
 
+from protocol.decisions import proposed_polygon_problem
+
 BystanderKind = Literal["copy", "erase", "stop_filming"]
 KINDS: tuple[str, ...] = get_args(BystanderKind)
 
@@ -83,18 +85,24 @@ def solve(challenge: str, difficulty: int, progress: Callable[[int], None] | Non
             progress(i)
 
 
+def polygon_problem(points: object) -> str | None:
+    """Why a proposed polygon (``[x, y]`` fractions of the frame, 3..16 points) could
+    not be filed, or None: the owner's mask rule
+    (:func:`protocol.decisions.proposed_polygon_problem`), so an owner can always
+    accept what a bystander filed.
+
+    >>> polygon_problem([[0, 0], [0.5, 0], [0.5, 1]]) is None
+    True
+    >>> polygon_problem([[0, 0], [1, 1], [1, 0], [0, 1]])
+    'edges 1 and 3 cross'
+    """
+    return proposed_polygon_problem(points, MAX_POLYGON_POINTS)
+
+
 def valid_polygon(points: object) -> bool:
-    """A polygon in frame fractions: 3..16 ``[x, y]`` pairs, each within 0..1.
+    """A polygon in frame fractions that an owner could sign as a mask.
 
     >>> valid_polygon([[0, 0], [0.5, 0], [0.5, 1]]), valid_polygon([[0, 0], [2, 0], [0, 1]])
     (True, False)
     """
-    if not isinstance(points, list) or not 3 <= len(points) <= MAX_POLYGON_POINTS:
-        return False
-    for p in points:
-        if not (isinstance(p, list | tuple) and len(p) == 2):
-            return False
-        for v in p:
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
-                return False
-    return True
+    return polygon_problem(points) is None

@@ -222,6 +222,40 @@ def polygon_problem(points: list[list[int]]) -> str | None:
     return None
 
 
+def proposed_polygon_problem(points: object, max_points: int = MASK_MAX_POINTS) -> str | None:
+    """Why ``points`` (``[x, y]`` fractions of the frame, as a person draws or proposes
+    them) could not become an owner's mask, or None.  One rule for both ends: the relay
+    refuses a bystander's proposal with it, so an owner can always sign what was filed.
+
+    >>> proposed_polygon_problem([[0, 0], [0.5, 0], [0.5, 1]]) is None
+    True
+    >>> proposed_polygon_problem([[0, 0], [1, 1], [1, 0], [0, 1]])
+    'edges 1 and 3 cross'
+    >>> proposed_polygon_problem([[0, 0], [0.00001, 0], [0, 1]])
+    'a point is repeated'
+    """
+    if not isinstance(points, list) or not MASK_MIN_POINTS <= len(points) <= max_points:
+        return f"{MASK_MIN_POINTS} to {max_points} [x, y] points are needed"
+    for p in points:
+        if not (isinstance(p, list | tuple) and len(p) == 2):
+            return "each point is an [x, y] pair"
+        for v in p:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+                return "each coordinate is a fraction of the frame, 0 to 1"
+    # Checked as the mask will hold it: rounded to MASK_SCALE, where two close points
+    # become one.
+    return polygon_problem(mask_points(points))
+
+
+def mask_points(points: list[Any]) -> list[list[int]]:
+    """Fractions of the frame → the integer points a :class:`NamedMask` holds.
+
+    >>> mask_points([[0, 0.5], [1, 0.33333]])
+    [[0, 5000], [10000, 3333]]
+    """
+    return [[_q(x), _q(y)] for x, y in points]
+
+
 class NamedMask(BaseModel):
     """One owner-added privacy mask: a polygon in frame fractions, with a name."""
 
@@ -285,7 +319,7 @@ class MaskUpdate(_Decision):
             device=device,
             issued=issued,
             masks=[
-                NamedMask(name=n, points=[[_q(x), _q(y)] for x, y in pts])
+                NamedMask(name=n, points=mask_points(pts))
                 for n, pts in sorted(masks, key=lambda m: m[0])
             ],
             reason=reason,

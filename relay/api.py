@@ -137,6 +137,9 @@ class AnswerIn(BaseModel):
         dict[_Id, Annotated[str, Field(max_length=4096)]] | None, Field(max_length=1000)
     ] = None
     """With erase: clip id → a signed Deletion of that clip."""
+    masks: Annotated[str | None, Field(max_length=MASK_UPDATE_MAX_B64)] = None
+    """With accept: the owner's signed MaskUpdate of the ask's doorbell, holding the
+    proposed polygon (docs/formats.md §3.8)."""
 
 
 class AnswerOut(BaseModel):
@@ -148,6 +151,11 @@ class AnswerOut(BaseModel):
         description="with erase: requests copies of these clips were released to before",
     )
     polygon: list[list[float]] | None = None
+    hash: str | None = Field(
+        default=None,
+        description="with accept: the mask set's hash, announced by the doorbell as masks_applied",
+    )
+    masks: int | None = Field(default=None, description="with accept: masks in the set")
 
 
 class DeletionIn(BaseModel):

@@ -277,8 +277,21 @@ def answer_bystander(
             "id": engine.bystander_decline(owner, ask_id, body["reason"]).id,
             "status": "denied",
         }
-    ask = engine.bystander_accept(owner, ask_id)
-    # The mask itself is the owner's signed MaskUpdate (POST /v1/devices/{device}/masks);
-    # the polygon is returned so that the client can propose exactly it.
+    if not body.get("masks"):
+        raise PolicyRefusal(
+            "accept needs masks: your signed MaskUpdate of the doorbell holding the proposed "
+            "polygon (the current set plus it)"
+        )
+    # One call: the accept is recorded only with a mask update that holds the proposal,
+    # and that update is forwarded as the masks route forwards one.
+    ask, update, digest = engine.bystander_accept(owner, ask_id, body["masks"])
+    doorbells.masks(ask.device, body["masks"])
     polygon = (ask.bystander or {}).get("polygon")
-    return {"id": ask.id, "status": "accepted", "forwarded_to": ask.device, "polygon": polygon}
+    return {
+        "id": ask.id,
+        "status": "accepted",
+        "forwarded_to": ask.device,
+        "polygon": polygon,
+        "hash": digest,
+        "masks": len(update.masks),
+    }

@@ -45,6 +45,7 @@ from protocol.decisions import (
     Deletion,
     MaskUpdate,
     decision_hash,
+    mask_points,
     verify_decision,
 )
 from protocol.refusals import RefusalCode, public_code
@@ -759,7 +760,13 @@ class ConsentEngine:
             self._refused("masks_refused", owner, {"device": device[:100]}, err)
             raise
 
-    def _check_masks(self, owner: str, device: str, signed_b64: str) -> tuple[MaskUpdate, str]:
+    def _check_masks(
+        self,
+        owner: str,
+        device: str,
+        signed_b64: str,
+        must_hold: Callable[[MaskUpdate], None] | None = None,
+    ) -> tuple[MaskUpdate, str]:
         info = self.index.device(device)
         if info is None or info.get("owner") != owner:
             raise NotFound(device)
@@ -773,6 +780,8 @@ class ConsentEngine:
             )
         except DecisionRefused as err:
             raise PolicyRefusal(f"the mask update is refused: {err}", err.code) from None
+        if must_hold is not None:
+            must_hold(update)  # before the record says the masks changed
         digest = decision_hash(signed_b64)
         data: dict[str, Any] = {
             "device": device,
@@ -1002,10 +1011,14 @@ class ConsentEngine:
                 ok = False
             if not ok:
                 raise PolicyRefusal("a copy needs box_public: a base64 X25519 public key")
-        if r["bystander_kind"] == "stop_filming" and not bys.valid_polygon(r["polygon"]):
-            raise PolicyRefusal(
-                "stop_filming needs polygon: 3 to 16 [x, y] points, fractions of the frame"
-            )
+        if r["bystander_kind"] == "stop_filming":
+            why = bys.polygon_problem(r["polygon"])
+            if why is not None:
+                # The owner's mask rule: what is filed here, an owner can sign.
+                raise PolicyRefusal(
+                    f"stop_filming needs polygon: a simple polygon of {bys.MAX_POLYGON_POINTS}"
+                    f" points at most, in fractions of the frame ({why})"
+                )
         if r["bystander_kind"] != "stop_filming" and r["polygon"] is not None:
             raise PolicyRefusal("a polygon is proposed only with kind stop_filming")
         if not all(math.isfinite(r[k]) for k in ("lat", "lon", "radius_m", "start", "end")):
@@ -1126,12 +1139,33 @@ class ConsentEngine:
         self._answered(ask, "decline", "denied", {"reason": reason})
         return ask
 
-    def bystander_accept(self, owner: str, ask_id: str) -> Ask:
-        """Accept a proposed mask: recorded; the owner's signed mask update follows."""
+    def bystander_accept(
+        self, owner: str, ask_id: str, signed_masks: str
+    ) -> tuple[Ask, MaskUpdate, str]:
+        """Accept a proposed mask with the owner's signed :class:`MaskUpdate` of the
+        ask's doorbell that holds exactly the proposed polygon (as
+        :func:`~protocol.decisions.mask_points` rounds it).  Checked as every mask update
+        (:meth:`check_masks`), then the answer is recorded; returns the ask, the update
+        and its hash, for the caller to forward.  Nothing is recorded if it fails."""
         ask = self._bystander_pending(owner, ask_id, "accept")
         assert ask.bystander is not None
-        self._answered(ask, "accept", "accepted", {"polygon": ask.bystander["polygon"]})
-        return ask
+        proposed = mask_points(ask.bystander["polygon"])
+
+        def holds_the_proposal(update: MaskUpdate) -> None:
+            if not any(m.points == proposed for m in update.masks):
+                raise PolicyRefusal(
+                    "the signed mask update does not hold the proposed polygon", "policy"
+                )
+
+        try:
+            update, digest = self._check_masks(owner, ask.device, signed_masks, holds_the_proposal)
+        except (PolicyRefusal, NotFound) as err:
+            self._refused("masks_refused", owner, {"device": ask.device[:100]}, err)
+            raise
+        self._answered(
+            ask, "accept", "accepted", {"polygon": ask.bystander["polygon"], "masks_hash": digest}
+        )
+        return ask, update, digest
 
     def bystander_erase(
         self, owner: str, ask_id: str, deletions: dict[str, str]

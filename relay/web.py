@@ -112,6 +112,8 @@ class BystanderAnswer(BaseModel):
         dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")], str] | None,
         Field(max_length=1000),
     ] = None
+    masks: Annotated[str | None, Field(max_length=MASK_UPDATE_MAX_B64)] = None
+    """With accept: the MaskUpdate signed in the page, holding the proposed polygon."""
 
 
 class Signed(BaseModel):

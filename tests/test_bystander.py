@@ -349,6 +349,8 @@ def test_policy_bounds_apply_to_bystanders_and_refusals_are_logged(one):
         ({"kind": "copy"}, "box_public"),
         ({"kind": "stop_filming"}, "polygon"),
         ({"kind": "stop_filming", "polygon": [[0, 0], [2, 0], [0, 1]]}, "polygon"),
+        # One an owner could not sign as a mask (a bow tie) is not filed either.
+        ({"kind": "stop_filming", "polygon": [[0, 0], [1, 1], [1, 0], [0, 1]]}, "cross"),
         ({"description": "\u200b"}, "visible"),
     ]
     for change, why in cases:
@@ -396,9 +398,13 @@ def test_stop_filming_is_proposed_and_accepted(one, tmp_path):
     assert code == 1
     later = time.time() + 3 * 86400  # the injected clock: Alice answers three days later
     relay.engine.clock = lambda: later
+    # Accepting is signing the mask: without the owner's keys, nothing is answered.
     code, out = run_footage(relay, alice.token, "answer", ask["id"], "accept")
+    assert code != 0 and asks_of(relay, alice)[0]["status"] == "pending"
+    code, out = run_footage(relay, alice.token, "--state", str(tmp_path / "alice-client"),
+                            "answer", ask["id"], "accept", "--keys", str(alice.keys))  # fmt: skip
     assert code == 0, out
-    assert "proposed mask" in out
+    assert "accepted" in out and "1 owner masks sent to alice-door" in out
     (ask,) = asks_of(relay, alice)
     assert ask["status"] == "accepted"
     assert ask["bystander"]["answer"]["polygon"] == [[0.7, 0], [1, 0], [1, 0.4], [0.7, 0.4]]

@@ -4,7 +4,7 @@
 import * as oc from "./crypto.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { me: null, keys: null, live: null, rings: new Map(), sounds: 0 };
+const state = { me: null, keys: null, live: null, rings: new Map(), snapshots: new Map(), sounds: 0 };
 
 function say(text, error = false) {
   $("status").textContent = text;
@@ -138,13 +138,15 @@ async function unlocked(keys) {
   $("refresh").hidden = false;
   offerPush();
   openLive();
-  await Promise.all([loadRings(), loadClips(), loadAsks(), loadLog()]);
+  await loadRings();  // first: the asks' mask previews use the latest snapshots
+  await Promise.all([loadClips(), loadAsks(), loadLog(), loadMasks()]);
   document.body.dataset.unlocked = "1";
 }
 
 async function refresh() {
   document.body.dataset.refreshed = "0";
-  await Promise.all([loadRings(), loadClips(), loadAsks(), loadLog()]);
+  await loadRings();
+  await Promise.all([loadClips(), loadAsks(), loadLog(), loadMasks()]);
   document.body.dataset.refreshed = "1";
 }
 
@@ -191,7 +193,7 @@ function showMotion(ev, fresh) {
 
 function showRing(ring, fresh) {
   if (state.rings.has(ring.id)) return;
-  const li = el("li", { class: fresh ? "ring fresh" : "ring", "data-ring": ring.id },
+  const li = el("li", { class: fresh ? "ring fresh" : "ring", "data-ring": ring.id, "data-device": ring.device },
     el("strong", {}, "Ring"), ` at ${ring.device}, `, el("time", {}, when(ring.at)));
   state.rings.set(ring.id, li);
   $("rings").prepend(li);
@@ -205,6 +207,7 @@ function showSnapshot(li, sealed) {
     const img = el("img", { alt: "who was at the door" });
     img.addEventListener("load", () => li.setAttribute("data-snapshot", "shown"), { once: true });
     img.src = URL.createObjectURL(new Blob([jpeg], { type: "image/jpeg" }));
+    if (li.dataset.device) state.snapshots.set(li.dataset.device, img.src);
     li.append(img);
   } catch (err) {
     li.append(el("p", { class: "error" }, `snapshot: ${err.message}`));
@@ -373,7 +376,10 @@ async function bystanderAsk(a) {
     el("p", {}, `They describe themselves: ${b.description}`),
     el("p", { class: "meta" }, `Window: ${whenTs(a.start)} – ${whenTs(a.end)}; answer by ${whenTs(a.expires)}`),
     el("p", { class: "meta" }, `Your matching clips: ${a.clips.map((c) => `${c.clip_id} (${when(c.start)})`).join(", ") || "none"}`));
-  if (b.polygon) item.append(el("p", { class: "meta" }, `Proposed mask (fractions of the picture): ${JSON.stringify(b.polygon)}`));
+  if (b.polygon) {
+    item.append(el("p", { class: "meta" }, `Proposed mask (fractions of the picture): ${JSON.stringify(b.polygon)}`),
+      maskPreview(b.polygon, state.snapshots.get(a.device)));
+  }
   if (b.reminded_at && a.status === "pending") item.append(el("p", { class: "error", "data-reminder": "1" }, "Reminder: the deadline is near."));
   if (a.status === "pending") {
     const row = el("div", {});
@@ -407,13 +413,105 @@ async function answerBystander(ask, answer, reason) {
       body.deletions = Object.fromEntries(clips.map((c) => [c.clip_id,
         oc.signDeletion(state.keys, { device: ask.device, clipId: c.clip_id })]));
     }
+    if (answer === "accept") body.masks = await signAcceptedMask(ask);
     const out = await api("POST", `/app/api/asks/${encodeURIComponent(ask.id)}/answer`, body);
+    if (answer === "accept") await checkMaskAnswer(out, body.masks);
     const before = (out.released_before || []).length
       ? `; copies were released before for: ${out.released_before.join(", ")}` : "";
     say(`${out.status}: ${ask.id}${before}`);
-    await Promise.all([loadAsks(), loadClips(), loadLog()]);
+    await Promise.all([loadAsks(), loadClips(), loadLog(), loadMasks()]);
   } catch (err) {
     say(`cannot answer: ${err.message}`, true);
+  }
+}
+
+// ------------------------------------------------------------------ privacy masks
+// A MaskUpdate is the whole set of a doorbell's owner-added masks.  The page builds each
+// change on the set *this browser* last signed (kept in IndexedDB, re-checked with the
+// owner's own key), never on a set the relay offers: a relay that answered with an older
+// or shorter set would have the owner sign a mask away (docs/webapp.md, "Masks").
+
+const SVG = "http://www.w3.org/2000/svg";
+const MASK_MAX_MASKS = 16;
+
+/** The proposed polygon drawn over the doorbell's last snapshot (if the page has one). */
+function maskPreview(polygon, snapshot) {
+  const box = el("div", { class: "mask-preview", "data-mask-preview": "1" });
+  if (snapshot) box.append(el("img", { src: snapshot, alt: "the doorbell's last snapshot" }));
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", "0 0 1 1");
+  svg.setAttribute("preserveAspectRatio", "none");
+  const shape = document.createElementNS(SVG, "polygon");
+  shape.setAttribute("points", polygon.map(([x, y]) => `${x},${y}`).join(" "));
+  shape.setAttribute("class", "proposed");
+  svg.append(shape);
+  box.append(svg);
+  return box;
+}
+
+/** Sign, keep (before it is sent: the relay may deliver it whatever it answers) and
+ * return the next set of `device`: the kept one changed by `change(masks)`. */
+async function nextMaskSet(device, change, reason = null) {
+  const kept = await oc.keptMasks(state.me.owner, device, state.keys);
+  const masks = change(kept ? kept.payload.masks : []);
+  if (masks.length > MASK_MAX_MASKS) throw new Error(`at most ${MASK_MAX_MASKS} owner masks per doorbell`);
+  const now = Math.floor(Date.now() / 1000);
+  const issued = kept ? Math.max(now, kept.payload.issued + 1) : now;
+  const signed = oc.signMaskUpdate(state.keys, { device, masks, issued, reason });
+  await oc.keepMasks(state.me.owner, device, signed);
+  return signed;
+}
+
+/** Accepting a "stop filming" ask: the kept set plus the proposed polygon, as
+ * `footage answer ASK accept` builds it. */
+async function signAcceptedMask(ask) {
+  const proposed = oc.maskPoints(ask.bystander.polygon);
+  const name = "bystander-" + ask.id.replace(/[^A-Za-z0-9._-]/g, "-").slice(-54);
+  return nextMaskSet(ask.device, (masks) => {
+    if (masks.some((m) => JSON.stringify(m.points) === JSON.stringify(proposed))) return masks;
+    if (masks.some((m) => m.name === name)) throw new Error(`a mask named ${name} exists already`);
+    return [...masks, { name, points: proposed }];
+  }, `bystander:${ask.request_id}`);
+}
+
+async function checkMaskAnswer(out, signed) {
+  const digest = await oc.decisionHash(signed);
+  if (out.hash !== digest) throw new Error(`the relay answered for another mask set (${out.hash}, not ${digest})`);
+}
+
+async function loadMasks() {
+  const list = $("masks");
+  list.replaceChildren();
+  for (const device of await oc.keptMaskDevices(state.me.owner)) {
+    let kept;
+    try {
+      kept = await oc.keptMasks(state.me.owner, device, state.keys);
+    } catch (err) {
+      // Shown, not built on: a change would need a set the owner's key vouches for.
+      list.append(el("li", { class: "error", "data-masks": device }, err.message));
+      continue;
+    }
+    const item = el("li", { "data-masks": device, "data-hash": await oc.decisionHash(kept.signed) },
+      el("strong", {}, device), el("span", { class: "meta" }, ` set issued ${whenTs(kept.payload.issued)}`));
+    if (!kept.payload.masks.length) item.append(el("p", { class: "meta" }, "no owner masks"));
+    for (const m of kept.payload.masks) {
+      const remove = el("button", { type: "button", "data-remove": m.name }, "Remove");
+      remove.addEventListener("click", () => removeMask(device, m.name));
+      item.append(el("p", { "data-mask": m.name }, `${m.name}: ${m.points.length} corners `, remove));
+    }
+    list.append(item);
+  }
+}
+
+async function removeMask(device, name) {
+  try {
+    const signed = await nextMaskSet(device, (masks) => masks.filter((m) => m.name !== name));
+    const out = await api("POST", `/app/api/devices/${encodeURIComponent(device)}/masks`, { signed });
+    await checkMaskAnswer(out, signed);
+    say(`mask ${name} removed: set ${out.hash} sent to ${device}`);
+    await loadMasks();
+  } catch (err) {
+    say(`cannot remove the mask: ${err.message}`, true);
   }
 }
 

@@ -242,6 +242,88 @@ export function signDeletion(keys, { device, clipId }) {
   }, keys);
 }
 
+// ------------------------------------------------------------------ privacy masks
+
+const MASK_SCALE = 10000;
+
+/** Python's round(v * 10000) (half to even), so the page encodes the same integers as
+ * protocol.decisions.mask_points (the relay compares them with a bystander's proposal). */
+function scaled(v) {
+  if (typeof v !== "number" || !(v >= 0 && v <= 1)) throw new Error(`a mask point must be a fraction of the frame in [0, 1], not ${v}`);
+  const y = v * MASK_SCALE;
+  const r = Math.round(y);
+  return Math.abs(y % 1) === 0.5 ? 2 * Math.round(y / 2) : r;
+}
+
+/** [[x, y], ...] in fractions of the frame → the integer points a mask holds. */
+export function maskPoints(polygon) {
+  return polygon.map(([x, y]) => [scaled(x), scaled(y)]);
+}
+
+/**
+ * A signed MaskUpdate (protocol.decisions.MaskUpdate, docs/formats.md §4): the *whole*
+ * set of `device`'s owner-added masks, each {name, points} with integer points, sorted by
+ * name; `issued` must be newer than the set the doorbell holds.
+ */
+export function signMaskUpdate(keys, { device, masks, issued, reason = null, validHours = 24 * 7 }) {
+  const sorted = [...masks].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return signDecision({
+    type: "masks", device, issued, reason,
+    masks: sorted.map((m) => ({ name: m.name, points: m.points })),
+    expires: inHours(validHours), nonce: nonce(),
+  }, keys);
+}
+
+/**
+ * The payload of a signed MaskUpdate of `device` if the owner's own key (`keys.signPublic`,
+ * derived from the unlocked secret, not from anything the relay says) signed it; else an
+ * Error.  Used on the set this browser keeps, before building on it.
+ */
+export function openMaskUpdate(signed, keys, device) {
+  let payload;
+  try {
+    const envelope = JSON.parse(new TextDecoder().decode(unb64(signed)));
+    const body = unb64(envelope.payload);
+    if (!sodium.crypto_sign_verify_detached(unb64(envelope.signature), body, keys.signPublic)) throw new Error("bad signature");
+    payload = JSON.parse(new TextDecoder().decode(body));
+  } catch (err) {
+    throw new Error(`the kept mask set of ${device} does not check out (${err.message})`);
+  }
+  if (payload.type !== "masks" || payload.device !== device || !Array.isArray(payload.masks)) {
+    throw new Error(`the kept mask set is not a mask set of ${device}`);
+  }
+  return payload;
+}
+
+/** SHA-256 (hex) of the signed body: protocol.decisions.decision_hash, as the doorbell
+ * announces it (masks_applied). */
+export async function decisionHash(signed) {
+  const envelope = JSON.parse(new TextDecoder().decode(unb64(signed)));
+  return sha256Hex(unb64(envelope.payload));
+}
+
+const MASKS_KEY = (owner, device) => `masks/${owner}/${device}`;
+
+/** The signed mask set this browser last signed for `device` (null: none), checked with
+ * the owner's key: {signed, payload}. */
+export async function keptMasks(owner, device, keys) {
+  const signed = await dbDo("readonly", (s) => s.get(MASKS_KEY(owner, device)));
+  if (signed === undefined) return null;
+  return { signed, payload: openMaskUpdate(signed, keys, device) };
+}
+
+/** The doorbells this browser keeps a signed mask set of. */
+export async function keptMaskDevices(owner) {
+  const prefix = MASKS_KEY(owner, "");
+  const all = await dbDo("readonly", (s) => s.getAllKeys());
+  return all.filter((k) => typeof k === "string" && k.startsWith(prefix)).map((k) => k.slice(prefix.length)).sort();
+}
+
+/** Keep `signed` as `device`'s current set: before it is sent (see docs/webapp.md). */
+export async function keepMasks(owner, device, signed) {
+  await dbDo("readwrite", (s) => s.put(signed, MASKS_KEY(owner, device)));
+}
+
 /** A fresh request id for the owner's own view: "view-" and 16 hex digits (formats.md §3.6). */
 export function viewRequestId() {
   return "view-" + sodium.to_hex(crypto.getRandomValues(new Uint8Array(8)));
