@@ -608,7 +608,8 @@ def test_an_owner_answers_bystanders_in_the_web_app(one, browser, tmp_path):
     assert "green scarf" in text and xss in text and clip["clip"] in text
     assert page.query_selector(f"{copy_li} img") is None and page.evaluate("window.pwned") is None
     answers = [
-        b.get_attribute("data-answer") for b in page.query_selector_all(f"{erase_li} button")
+        b.get_attribute("data-answer")
+        for b in page.query_selector_all(f"{erase_li} button[data-answer]")
     ]
     assert answers == ["erase", "decline"]
 
@@ -639,6 +640,11 @@ def test_an_owner_answers_bystanders_in_the_web_app(one, browser, tmp_path):
     assert code == 0, out
     (mp4,) = (tmp_path / "got").glob("*.mp4")
     assert ffprobe(mp4)["streams"][0]["codec_name"] == "h264"
+
+    # Before erasing, the owner watches the clip the passer-by means, from the ask itself.
+    page.click(f"{erase_li} button[data-play='{clip['clip']}']")
+    expect(page, f"#video[data-clip='{clip['clip']}']", errors)
+    assert page.evaluate("document.getElementById('video').src").startswith("blob:")
 
     # Erase: signed in the browser, one Deletion per clip; the doorbell deletes.
     page.click(f"{erase_li} button[data-answer='erase']")

@@ -376,6 +376,14 @@ async function bystanderAsk(a) {
     el("p", {}, `They describe themselves: ${b.description}`),
     el("p", { class: "meta" }, `Window: ${whenTs(a.start)} – ${whenTs(a.end)}; answer by ${whenTs(a.expires)}`),
     el("p", { class: "meta" }, `Your matching clips: ${a.clips.map((c) => `${c.clip_id} (${when(c.start)})`).join(", ") || "none"}`));
+  // The owner watches what the passer-by means before answering (footage view's path).
+  const previews = el("div", { "data-previews": "1" });
+  for (const c of a.clips.filter((c) => a.clip_ids.includes(c.clip_id))) {
+    const play = el("button", { type: "button", "data-play": c.clip_id }, `Play ${c.clip_id}`);
+    play.addEventListener("click", () => playClip(c, play));
+    previews.append(play);
+  }
+  if (previews.childElementCount) item.append(previews);
   if (b.polygon) {
     item.append(el("p", { class: "meta" }, `Proposed mask (fractions of the picture): ${JSON.stringify(b.polygon)}`),
       maskPreview(b.polygon, state.snapshots.get(a.device)));
