@@ -32,7 +32,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 
@@ -55,6 +55,12 @@ from relay.config import BystanderConfig
 from relay.index import Near, RelayIndex
 
 ASK_TTL_S = 72 * 3600
+_D = TypeVar("_D", Approval, Deletion, MaskUpdate)
+_DECISION_NAMES: dict[type, str] = {
+    Approval: "approval",
+    Deletion: "deletion",
+    MaskUpdate: "mask update",
+}
 DEFAULT_POLICY = {
     "max_radius_m": 250.0,
     "min_radius_m": 10.0,
@@ -572,16 +578,7 @@ class ConsentEngine:
 
     def _approve(self, owner: str, ask_id: str, signed_b64: str) -> tuple[Ask, dict[str, Any]]:
         ask = self._pending(owner, ask_id)
-        try:
-            approval = verify_decision(
-                signed_b64,
-                unb64(self.owner(owner)["sign_public"]),
-                Approval,
-                now=self.clock(),
-                device=ask.device,
-            )
-        except DecisionRefused as err:
-            raise PolicyRefusal(f"the approval is refused: {err}", err.code) from None
+        approval = self._verified(owner, signed_b64, Approval, ask.device)
         checks = [
             (approval.request_id == ask.request_id, "for another request", "wrong_request"),
             (
@@ -652,23 +649,39 @@ class ConsentEngine:
 
     # ------------------------------------------------------------ owner's own viewing
 
-    def owner_clips(self, owner: str, device: str) -> list[dict[str, Any]]:
-        """The clips of ``owner``'s doorbell ``device`` (NotFound if it is not theirs)."""
+    def _owned(self, owner: str, device: str) -> None:
+        """NotFound unless ``device`` is ``owner``'s (someone else's looks like none)."""
         info = self.index.device(device)
         if info is None or info.get("owner") != owner:
             raise NotFound(device)
+
+    def _verified(
+        self, owner: str, signed_b64: str, kind: type[_D], device: str | None = None
+    ) -> _D:
+        """``owner``'s signed decision of ``kind`` (for ``device``), checked with the key
+        registered for them, or PolicyRefusal with the check's public code."""
+        try:
+            return verify_decision(
+                signed_b64,
+                unb64(self.owner(owner)["sign_public"]),
+                kind,
+                now=self.clock(),
+                device=device,
+            )
+        except DecisionRefused as err:
+            what = _DECISION_NAMES.get(kind, "decision")
+            raise PolicyRefusal(f"the {what} is refused: {err}", err.code) from None
+
+    def owner_clips(self, owner: str, device: str) -> list[dict[str, Any]]:
+        """The clips of ``owner``'s doorbell ``device`` (NotFound if it is not theirs)."""
+        self._owned(owner, device)
         return self.index.clips(device=device)
 
     def view(self, owner: str, signed_b64: str) -> Approval:
         """An owner's release to themselves: the same signed approval and the same
         doorbell path as for a requester, with the owner's own key as recipient."""
-        try:
-            approval = verify_decision(
-                signed_b64, unb64(self.owner(owner)["sign_public"]), Approval, now=self.clock()
-            )
-        except DecisionRefused as err:
-            raise PolicyRefusal(f"the approval is refused: {err}") from None
-        self.owner_clips(owner, approval.device)
+        approval = self._verified(owner, signed_b64, Approval)
+        self._owned(owner, approval.device)
         if approval.requester_key != self.owner(owner)["box_public"]:
             raise PolicyRefusal("a view is released to the owner's own key only")
         if not approval.request_id.startswith("view-"):
@@ -725,19 +738,8 @@ class ConsentEngine:
             raise
 
     def _check_deletion(self, owner: str, device: str, clip_id: str, signed_b64: str) -> None:
-        info = self.index.device(device)
-        if info is None or info.get("owner") != owner:
-            raise NotFound(device)
-        try:
-            deletion = verify_decision(
-                signed_b64,
-                unb64(self.owner(owner)["sign_public"]),
-                Deletion,
-                now=self.clock(),
-                device=device,
-            )
-        except DecisionRefused as err:
-            raise PolicyRefusal(f"the deletion is refused: {err}", err.code) from None
+        self._owned(owner, device)
+        deletion = self._verified(owner, signed_b64, Deletion, device)
         if deletion.clip_id != clip_id:
             raise PolicyRefusal("the signed deletion is for another clip", "wrong_clips")
         self.audit.append(
@@ -767,19 +769,8 @@ class ConsentEngine:
         signed_b64: str,
         must_hold: Callable[[MaskUpdate], None] | None = None,
     ) -> tuple[MaskUpdate, str]:
-        info = self.index.device(device)
-        if info is None or info.get("owner") != owner:
-            raise NotFound(device)
-        try:
-            update = verify_decision(
-                signed_b64,
-                unb64(self.owner(owner)["sign_public"]),
-                MaskUpdate,
-                now=self.clock(),
-                device=device,
-            )
-        except DecisionRefused as err:
-            raise PolicyRefusal(f"the mask update is refused: {err}", err.code) from None
+        self._owned(owner, device)
+        update = self._verified(owner, signed_b64, MaskUpdate, device)
         if must_hold is not None:
             must_hold(update)  # before the record says the masks changed
         digest = decision_hash(signed_b64)
