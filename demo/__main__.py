@@ -466,7 +466,7 @@ Neither learnt which home was asked. Every step is in a verified, signed audit l
 Files: {root}
   doorbells/*/clips     encrypted clips and snapshots      owners/*   owners' keys and tokens
   released-to-police/   what the police could decrypt      relay/     relay config, audit key, logs
-  passers-by/           their saved requests (status)      bob-*-mask.mp4  Bob's clips around the mask
+  passers-by/           their saved requests (status)      bob-*-mask.mp4  Bob before/after
 
 Try next:
   .venv/bin/doorbell clips export ID --data-dir {root}/doorbells/alice-door \\
