@@ -1,6 +1,7 @@
 """``doorbell`` as a user runs it: JSON lines out, one-line errors, exit 2."""
 
 import json
+import re
 import subprocess
 import sys
 from fractions import Fraction
@@ -10,6 +11,9 @@ import av
 import numpy as np
 import pytest
 from conftest import ffprobe
+from test_owner_masks import grow
+
+from firmware.masks import rasterize
 
 SMALL = """
 [camera]
@@ -234,10 +238,40 @@ def test_make_demo_runs_end_to_end_in_a_short_mode(tmp_path):
         "ok: ",
         "| footage requests | 1 |",
         "| approved by owners | 1 |",
+        # Passers-by (issue 17): the proof of work with progress, Alice's erase reaching
+        # her doorbell and the passer-by, Bob's accepted mask applied and on the record.
+        "bystander request --kind erase",
+        "solving the relay's proof of work (18 bits)",
+        "from a bystander, asking erase",
+        "erased\n",
+        "alice-door deleted ",
+        '"outcome": "erase"',
+        "bystander request --kind stop_filming",
+        "answer ask-",
+        "accepted\n",
+        "bob-door: masks_applied, set ",
+        "the relay logged bob-door's masks_applied",
+        "Passers-by's requests: erase 1, stop_filming 1; answers: accept 1, erase 1;",
     ):
         assert expected in out, expected
     released = list((tmp_path / "demo" / "released-to-police").glob("alice-door-*.mp4"))
     assert released and not list((tmp_path / "demo" / "released-to-police").glob("bob-*"))
+    # The erased clip is gone from the relay's list printed after the erase.
+    erased = re.search(r"alice-door deleted (\S+) ", out).group(1)
+    after_erase = out[out.index("alice-door deleted ") : out.index("== 8.")]
+    assert "alice-door" not in after_erase.split("clips list", 1)[1], "still listed"
+    assert not list((tmp_path / "demo" / "doorbells" / "alice-door" / "clips").glob(erased + "*"))
+    # The pavement, decoded here again pixel by pixel: lit before Bob's mask, black after.
+    polygon = [tuple(map(float, p.split(","))) for p in
+               re.search(r"--polygon ((?:[\d.]+,[\d.]+ ?)+)", out).group(1).split()]  # fmt: skip
+    frames = {}
+    for name in ("before", "after"):
+        with av.open(str(tmp_path / "demo" / f"bob-{name}-mask.mp4")) as c:
+            frames[name] = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    h, w = frames["after"][0].shape[:2]
+    inside = ~grow(~rasterize([polygon], w, h), 3)
+    assert all(img.max(axis=2)[inside].max() <= 24 for img in frames["after"])
+    assert max(img.max(axis=2)[inside].max() for img in frames["before"]) > 24
     # Everything it started is stopped: no broker, Redis or relay left behind.
     needle = str(tmp_path / "demo").encode()
     leftovers = []
