@@ -283,3 +283,24 @@ def test_two_revocations_in_one_second_both_reach_the_broker(relay):
             f"{device} refused",
         )
     assert handshake_error(relay.certificate("door-c"), relay.tls_port) is None
+
+
+def test_the_crl_always_outlives_every_certificate_and_is_readable_by_the_broker(tmp_path):
+    """An expired CRL would make the broker refuse every doorbell: re-signing on each
+    issue keeps nextUpdate past the newest certificate's expiry.  The CA's index and
+    CRL are files, so a new CA object (a relay restart) continues them."""
+    clock = [datetime.datetime(2027, 1, 1, tzinfo=datetime.UTC)]
+    ca = DeviceCA(tmp_path / "ca", now=lambda: clock[0])
+    ca.issue_client("front-door")
+    ca.revoke_client("front-door")
+    clock[0] += datetime.timedelta(days=5 * 365)
+    again = DeviceCA(tmp_path / "ca", now=lambda: clock[0])
+    pem, _ = again.issue_client("back-door")
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    crl = again.crl()
+    assert crl.next_update_utc >= cert.not_valid_after_utc
+    assert len(crl) == 1 and crl.is_signature_valid(again._cert.public_key())
+    assert [e["cn"] for e in again.issued() if e["revoked"]] == ["front-door"]
+    assert again.revoke_client("front-door") == [], "revoking twice changes nothing"
+    assert ca.crl_file.stat().st_mode & 0o777 == 0o644, "the broker's user reads it"
+    assert (tmp_path / "ca" / "ca.key").stat().st_mode & 0o777 == 0o600
