@@ -66,7 +66,10 @@ def render_config(
     its last will never fired, its session never taken.  The relay's processes
     connect on their own loopback listener, whose password file holds only relay
     accounts (``per_listener_settings``), so a doorbell account is refused there at
-    CONNECT; relay client ids (``relay:…``) cannot be device ids.
+    CONNECT; relay client ids (``relay:…``) cannot be device ids.  The relay listener
+    keeps the client id it is given: that is how ``relay devices revoke`` ends a
+    revoked doorbell's session (relay.registry.cut_off), because Mosquitto checks the
+    TLS listener's ``crlfile`` at handshakes only, not for sessions already connected.
     """
     relay_password_file = relay_password_file or password_file.with_name("relay-passwd")
     lines = [
