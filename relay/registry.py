@@ -43,7 +43,8 @@ class Revoked:
     certificates: int = 0
     """How many of its client certificates went into the CRL."""
     cut_off: bool = False
-    """Whether the broker confirmed that any session of it was ended (see revoke)."""
+    """Whether the broker accepted the relay's takeover of its client id, which ends any
+    connection and session it had (see cut_off)."""
 
 
 def cut_off(cfg: RelayConfig, device: str, timeout: float = 5.0) -> bool:
@@ -54,10 +55,13 @@ def cut_off(cfg: RelayConfig, device: str, timeout: float = 5.0) -> bool:
     CN and nothing else), so a revoked doorbell that is online would stay online.
     Doorbell listeners force the client id to the account name, so the doorbell's
     client id is its device id: the relay connects on its own listener with that
-    client id, which makes the broker end the doorbell's connection (session
-    takeover, MQTT 5 reason 0x8E), and leaves with clean start and no session
+    client id, which makes the broker close the doorbell's connection (session
+    takeover; 2.0.11 closes the socket without a DISCONNECT), and leaves with clean
+    start and no session
     expiry, so no queued message of the revoked doorbell is kept either.  The
-    doorbell's reconnect then meets the new CRL (or the missing password).
+    doorbell's reconnect then meets the new CRL (or the missing password): the caller
+    sends SIGHUP first, and as Mosquitto is single-threaded and handles the signal
+    before it can accept our connection, the reload is done before any later handshake.
     This needs no broker plugin and leaves every other doorbell connected; a broker
     restart would cut them all.  Returns False if the broker did not accept us.
     """
