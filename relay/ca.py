@@ -22,11 +22,13 @@ is already connected is not re-checked (see :mod:`relay.registry` for how it is 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import ipaddress
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cryptography import x509
@@ -90,6 +92,17 @@ class DeviceCA:
             # Mosquitto will not start with a crlfile it cannot load: there is always one.
             self.write_crl()
 
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer of issued.json and crl.pem at a time: two ``relay devices``
+        commands at once must not lose each other's certificate or revocation."""
+        fd = os.open(self.dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def _create(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         key = ec.generate_private_key(ec.SECP256R1())
@@ -146,17 +159,18 @@ class DeviceCA:
             b = b.add_extension(x509.SubjectAlternativeName([san]), critical=False)
         cert = b.sign(self._key, hashes.SHA256())  # type: ignore[arg-type]
         if usage == ExtendedKeyUsageOID.CLIENT_AUTH:
-            issued = self.issued()
-            issued.append(
-                {
-                    "serial": format(cert.serial_number, "x"),
-                    "cn": cn,
-                    "not_after": cert.not_valid_after_utc.isoformat(),
-                    "revoked": None,
-                }
-            )
-            self._save_issued(issued)
-            self.write_crl()  # keeps the CRL's nextUpdate beyond this certificate's expiry
+            with self._locked():
+                issued = self.issued()
+                issued.append(
+                    {
+                        "serial": format(cert.serial_number, "x"),
+                        "cn": cn,
+                        "not_after": cert.not_valid_after_utc.isoformat(),
+                        "revoked": None,
+                    }
+                )
+                self._save_issued(issued)
+                self._write_crl()  # keeps the CRL's nextUpdate beyond this certificate's expiry
         return cert.public_bytes(serialization.Encoding.PEM).decode(), _pem_key(key).decode()
 
     def issue_client(self, device: str) -> tuple[str, str]:
@@ -182,16 +196,17 @@ class DeviceCA:
         Returns the serials newly revoked (empty if there were none, e.g. a doorbell
         with a password only).  The broker sees the new CRL at its next SIGHUP.
         """
-        issued = self.issued()
-        when = self._now().isoformat()
-        serials = []
-        for entry in issued:
-            if entry["cn"] == device and entry["revoked"] is None:
-                entry["revoked"] = when
-                serials.append(int(entry["serial"], 16))
-        if serials:
-            self._save_issued(issued)
-            self.write_crl()
+        with self._locked():
+            issued = self.issued()
+            when = self._now().isoformat()
+            serials = []
+            for entry in issued:
+                if entry["cn"] == device and entry["revoked"] is None:
+                    entry["revoked"] = when
+                    serials.append(int(entry["serial"], 16))
+            if serials:
+                self._save_issued(issued)
+                self._write_crl()
         return serials
 
     def crl(self) -> x509.CertificateRevocationList:
@@ -199,6 +214,10 @@ class DeviceCA:
 
     def write_crl(self) -> x509.CertificateRevocationList:
         """Sign a CRL of every revoked certificate and replace ``crl.pem`` atomically."""
+        with self._locked():
+            return self._write_crl()
+
+    def _write_crl(self) -> x509.CertificateRevocationList:
         # Never later than now: OpenSSL refuses every certificate checked against a CRL
         # that is "not yet valid".  (Mosquitto 2 builds a new TLS context on each
         # reload, so two CRLs with the same lastUpdate never compete.)

@@ -304,3 +304,19 @@ def test_the_crl_always_outlives_every_certificate_and_is_readable_by_the_broker
     assert again.revoke_client("front-door") == [], "revoking twice changes nothing"
     assert ca.crl_file.stat().st_mode & 0o777 == 0o644, "the broker's user reads it"
     assert (tmp_path / "ca" / "ca.key").stat().st_mode & 0o777 == 0o600
+
+
+def test_concurrent_relay_commands_lose_no_certificate(tmp_path):
+    """Two ``relay devices`` commands at once each read, change and rewrite the CA's
+    index: without the CA's lock one of them would drop the other's entry."""
+    DeviceCA(tmp_path / "ca")
+    names = [f"door-{i}" for i in range(12)]
+    threads = [
+        threading.Thread(target=lambda n=n: DeviceCA(tmp_path / "ca").issue_client(n))
+        for n in names
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(e["cn"] for e in DeviceCA(tmp_path / "ca").issued()) == sorted(names)
