@@ -1,6 +1,7 @@
 """The doorbells a relay knows: registering one makes its broker account, its
 provisioning bundle, its index entry and an audit entry; revoking undoes the first
-three and is audited too.
+three, puts its client certificates in the CA's CRL, ends its connection if it is
+online (:func:`cut_off`), and is audited too.
 
 Example::
 
