@@ -34,6 +34,9 @@ class TlsListener:
     cafile: Path
     certfile: Path
     keyfile: Path
+    crlfile: Path | None = None
+    """The relay CA's CRL (relay.ca.DeviceCA.crl_file): revoked doorbells' certificates
+    are refused at the handshake.  Mosquitto reads it at start and on SIGHUP."""
 
 
 RELAY_PORT = 1884
@@ -63,7 +66,10 @@ def render_config(
     its last will never fired, its session never taken.  The relay's processes
     connect on their own loopback listener, whose password file holds only relay
     accounts (``per_listener_settings``), so a doorbell account is refused there at
-    CONNECT; relay client ids (``relay:…``) cannot be device ids.
+    CONNECT; relay client ids (``relay:…``) cannot be device ids.  The relay listener
+    keeps the client id it is given: that is how ``relay devices revoke`` ends a
+    revoked doorbell's session (relay.registry.cut_off), because Mosquitto checks the
+    TLS listener's ``crlfile`` at handshakes only, not for sessions already connected.
     """
     relay_password_file = relay_password_file or password_file.with_name("relay-passwd")
     lines = [
@@ -121,6 +127,14 @@ def render_config(
             f"cafile {tls.cafile}",
             f"certfile {tls.certfile}",
             f"keyfile {tls.keyfile}",
+            *(
+                [
+                    "# Revoked doorbells (relay devices revoke rewrites it, then SIGHUP).",
+                    f"crlfile {tls.crlfile}",
+                ]
+                if tls.crlfile is not None
+                else []
+            ),
             "require_certificate true",
             "use_identity_as_username true",
             "tls_version tlsv1.2",
@@ -166,7 +180,14 @@ def production_config() -> str:
         pid_file=Path("/run/mosquitto/mosquitto.pid"),
         port=1883,
         bind="127.0.0.1",
-        tls=TlsListener(8883, etc / "ca.crt", etc / "server.crt", etc / "server.key"),
+        tls=TlsListener(
+            8883,
+            etc / "ca.crt",
+            etc / "server.crt",
+            etc / "server.key",
+            # Written in place by the relay's CA (ProvisioningConfig.ca_dir's default).
+            Path("/var/lib/doorbell-relay/ca/crl.pem"),
+        ),
     )
 
 

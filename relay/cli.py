@@ -192,11 +192,18 @@ def build_parser() -> argparse.ArgumentParser:
     show = dsub.add_parser("show", help="one doorbell in detail")
     show.add_argument("id")
     show.add_argument("--json", action="store_true")
-    rev = dsub.add_parser("revoke", help="remove a doorbell's broker account")
+    rev = dsub.add_parser(
+        "revoke", help="remove a doorbell's broker account, revoke its certificates, cut it off"
+    )
     rev.add_argument("id")
     rot = dsub.add_parser("rotate", help="a new broker password and provisioning bundle")
     rot.add_argument("id")
     rot.add_argument("--out", type=Path, help="where the new bundle goes")
+    rot.add_argument(
+        "--cert",
+        action="store_true",
+        help="also a new client certificate; the old ones are revoked (CRL) and cut off",
+    )
 
     clips = sub.add_parser("clips", help="clip metadata the relay has indexed")
     csub = clips.add_subparsers(dest="clips_command", required=True, parser_class=UsageParser)
@@ -296,7 +303,7 @@ def cmd_devices(relay: Relay, args: argparse.Namespace, out: Console) -> int:
                 out.print(f"{k:10} {_iso(v) if k in ('created', 'last_seen', 'status_ts') else v}")
         return 0
     if args.devices_command == "rotate":
-        done = relay.registry.rotate(args.id, args.out)
+        done = relay.registry.rotate(args.id, args.out, cert=args.cert)
         out.print(
             f"rotated {done.device}; new bundle: {done.bundle} (copy it to the doorbell)"
             + ("" if done.broker_reloaded else "; send the broker SIGHUP")
@@ -307,6 +314,8 @@ def cmd_devices(relay: Relay, args: argparse.Namespace, out: Console) -> int:
         out.print(
             f"revoked {args.id}"
             + ("" if gone.had_account else " (it had no broker account)")
+            + (f"; {gone.certificates} certificate(s) in the CRL" if gone.certificates else "")
+            + ("" if gone.cut_off else "; could not reach the broker to end its session")
             + ("" if gone.broker_reloaded else "; send the broker SIGHUP")
         )
         return 0

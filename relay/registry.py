@@ -1,6 +1,7 @@
 """The doorbells a relay knows: registering one makes its broker account, its
 provisioning bundle, its index entry and an audit entry; revoking undoes the first
-three and is audited too.
+three, puts its client certificates in the CA's CRL, ends its connection if it is
+online (:func:`cut_off`), and is audited too.
 
 Example::
 
@@ -14,8 +15,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from protocol.crypto import b64
 from protocol.topics import is_device_id
@@ -38,6 +41,58 @@ class Revoked:
     device: str
     had_account: bool
     broker_reloaded: bool
+    certificates: int = 0
+    """How many of its client certificates went into the CRL."""
+    cut_off: bool = False
+    """Whether the broker accepted the relay's takeover of its client id, which ends any
+    connection and session it had (see cut_off)."""
+
+
+def cut_off(cfg: RelayConfig, device: str, timeout: float = 5.0) -> bool:
+    """End ``device``'s connection and session at the broker, now.
+
+    Mosquitto checks the CRL only at the TLS handshake; on SIGHUP it re-checks
+    connected clients' passwords, but a certificate client is kept (it re-reads the
+    CN and nothing else), so a revoked doorbell that is online would stay online.
+    Doorbell listeners force the client id to the account name, so the doorbell's
+    client id is its device id: the relay connects on its own listener with that
+    client id, which makes the broker close the doorbell's connection (session
+    takeover; 2.0.11 closes the socket without a DISCONNECT), and leaves with clean
+    start and no session
+    expiry, so no queued message of the revoked doorbell is kept either.  The
+    doorbell's reconnect then meets the new CRL (or the missing password): the caller
+    sends SIGHUP first, and as Mosquitto is single-threaded and handles the signal
+    before it can accept our connection, the reload is done before any later handshake.
+    This needs no broker plugin and leaves every other doorbell connected; a broker
+    restart would cut them all.  Returns False if the broker did not accept us.
+    """
+    import paho.mqtt.client as mqtt
+
+    from common.mqtt import make_client
+
+    done = threading.Event()
+    result: dict[str, bool] = {}
+
+    def on_connect(_c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
+        result["ok"] = not rc.is_failure
+        done.set()
+
+    client = make_client(cfg.broker, client_id=device, username=cfg.broker.username or "relay")
+    client.on_connect = on_connect
+    props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 0
+    try:
+        client.connect(
+            cfg.broker.host, cfg.broker.port, keepalive=10, clean_start=True, properties=props
+        )
+    except OSError:
+        return False
+    client.loop_start()
+    try:
+        return done.wait(timeout) and result.get("ok", False)
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 class DeviceRegistry:
@@ -125,20 +180,50 @@ class DeviceRegistry:
         except UnknownDevice:
             raise BadSetting(f"no device {device!r}") from None
         removed = remove_user(self.cfg.mosquitto.password_file, device)
-        reloaded = reload_broker(self.cfg.mosquitto.pid_file)
-        self.audit.append("device_revoked", "operator", {"device": device})
-        return Revoked(device, removed, reloaded)
+        serials: list[int] = []
+        ca_dir = self.cfg.provisioning.ca_dir
+        if (ca_dir / "ca.crt").exists():  # no CA, no certificate to revoke (never make one)
+            from relay.ca import DeviceCA
 
-    def rotate(self, device: str, bundle: Path | None = None) -> Registered:
+            try:
+                serials = DeviceCA(ca_dir).revoke_client(device)
+            except OSError as err:
+                raise Unavailable(f"cannot write the CRL: {err}") from None
+        # The reload comes first, so the doorbell's reconnect after the cut meets the new
+        # CRL and password file.
+        reloaded = reload_broker(self.cfg.mosquitto.pid_file)
+        ended = cut_off(self.cfg, device)
+        self.audit.append("device_revoked", "operator", {"device": device})
+        return Revoked(device, removed, reloaded, len(serials), ended)
+
+    def rotate(self, device: str, bundle: Path | None = None, cert: bool = False) -> Registered:
         """A new broker password for ``device`` (the old one stops working at the broker's
-        reload) and a new provisioning bundle to copy onto the doorbell (audited)."""
+        reload) and a new provisioning bundle to copy onto the doorbell (audited).
+
+        With ``cert`` the bundle also carries a new client certificate, and the device's
+        earlier certificates are revoked first (same CN, other serials: the CRL names
+        serials, so the new one stays good) and their session is cut off."""
         info = self.index.device(device)
         if info is None or info.get("revoked", "0") != "0":
             raise BadSetting(f"no device {device!r} (or it is revoked)")
         prov = self.cfg.provisioning
         bundle_path = bundle or prov.bundles_dir / f"{device}.json"
         password = secrets.token_urlsafe(24)
+        broker: dict[str, object] = {
+            "host": prov.broker_host,
+            "port": prov.broker_port,
+            "username": device,
+            "password": password,
+        }
         try:
+            if cert:
+                from relay.ca import DeviceCA
+
+                ca = DeviceCA(prov.ca_dir)
+                ca.revoke_client(device)
+                cert_pem, key_pem = ca.issue_client(device)
+                broker["port"] = prov.tls_port
+                broker["tls"] = {"ca": ca.cert_pem(), "cert": cert_pem, "key": key_pem}
             bundle_path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(bundle_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as f:
@@ -148,11 +233,10 @@ class DeviceRegistry:
                         "owner": info.get("owner"),
                         "lat": float(info.get("lat", 0)),
                         "lon": float(info.get("lon", 0)),
-                        "broker": {
-                            "host": prov.broker_host,
-                            "port": prov.broker_port,
-                            "username": device,
-                            "password": password,
+                        "broker": broker,
+                        "log": {
+                            "relay_url": self.cfg.api.public_url,
+                            "key": b64(self.audit.public),
                         },
                     },
                     f,
@@ -162,6 +246,8 @@ class DeviceRegistry:
         except OSError as err:
             raise Unavailable(f"cannot write credentials: {err}") from None
         reloaded = reload_broker(self.cfg.mosquitto.pid_file)
+        if cert:
+            cut_off(self.cfg, device)  # the old certificate's session, if it is online
         self.audit.append(
             "operator_action", "operator", {"action": "device_rotated", "device": device}
         )
