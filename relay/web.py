@@ -83,6 +83,7 @@ CSP = "; ".join(
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors' older twin, for browsers without CSP 2
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-store",
@@ -535,6 +536,46 @@ def install(app: Any, engine: ConsentEngine, blobs: BlobStore, publish: Any) -> 
         )
 
     app.include_router(web_router(engine, blobs, publish))
+    app.add_middleware(WebHeaders)
+
+
+class WebHeaders:
+    """ASGI middleware: every answer under ``/app`` and ``/bystander`` carries
+    :data:`SECURITY_HEADERS` (those a route set itself are kept).
+
+    Not only the page: the JSON answers hold the CSRF token, asks and sealed
+    snapshots, and without ``no-store`` a browser's disk cache keeps them after
+    sign-out; FastAPI's own answers (a 400 for a malformed body, the ``/app``
+    redirect) come from no route of ours.  Pure ASGI, not ``BaseHTTPMiddleware``,
+    so the live stream is passed through untouched.
+
+    >>> WebHeaders.covers("/app/api/me"), WebHeaders.covers("/v1/asks")
+    (True, False)
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    @staticmethod
+    def covers(path: str) -> bool:
+        return path == "/app" or path.startswith(("/app/", "/bystander"))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.covers(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                have = {k.lower() for k, _v in headers}
+                for name, value in SECURITY_HEADERS.items():
+                    if name.lower().encode() not in have:
+                        headers.append((name.lower().encode(), value.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class WebPush:

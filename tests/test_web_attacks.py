@@ -1,0 +1,333 @@
+"""Attacks on the owners' web app and the relay's HTTP surface (an adversarial review).
+
+Bob, a registered owner, goes after Alice's doorbell, asks and decisions by changing
+ids and replaying her signed words through his own session; a cross-site page tries
+every state-changing route without the CSRF token; sign-in is tried from forms and
+other origins, with a planted cookie; a signed-out cookie is replayed; the API's
+answers are checked for the headers that keep them out of caches and frames; the
+static route is walked out of; a bystander sends work for a challenge the relay never
+issued, or a nonce that solves an easier puzzle than the one it was given.
+
+Everything runs against the real app (uvicorn) on real Redis; no doorbell is needed:
+commands meant for one are captured, and each test says none was sent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from test_consent_e2e import Relay
+
+from protocol.crypto import OwnerKeys, b64
+from protocol.decisions import Approval, Deletion, sign_decision
+from relay import keyspace as ks
+from relay.consent import Ask
+from relay.web import COOKIE, SESSION_TTL_S
+
+EVIL = "https://evil.example"
+
+
+class World:
+    """A relay with two owners (Alice, Bob), one doorbell each, and a pending ask of Alice's."""
+
+    def __init__(self, stack, tmp_path) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+        self.relay = Relay(stack, tmp_path, publish=lambda t, p: self.sent.append((t, p)))
+        self.url = self.relay.url
+        engine = self.relay.engine
+        self.keys, self.tokens = {}, {}
+        for who in ("alice", "bob"):
+            k = OwnerKeys.generate()
+            self.keys[who] = k
+            self.tokens[who] = engine.add_owner(f"owner-{who}", k.sign_public, k.box_public)
+            stack.index.add_device(f"{who}-door", f"owner-{who}", 51.5, -0.12)
+        self.requester_token = engine.add_requester(
+            "police-1", "agency", OwnerKeys.generate().box_public
+        )
+        now = time.time()
+        self.ask = Ask(
+            id="ask-alice-1",
+            request_id="req-alice-1",
+            owner="owner-alice",
+            device="alice-door",
+            clip_ids=["clip-a"],
+            requester="police-1",
+            requester_kind="agency",
+            requester_key=b64(OwnerKeys.generate().box_public),
+            reason="a burglary",
+            case_ref="case 7",
+            basis="consent",
+            center=(51.5, -0.12),
+            radius_m=50.0,
+            start=now - 3600,
+            end=now - 1800,
+            created=now,
+            expires=now + 86400,
+        )
+        engine._save_ask(self.ask)
+        engine.r.zadd(ks.owner_asks("owner-alice"), {self.ask.id: now})
+
+    def session(self, who: str) -> tuple[dict[str, str], str]:
+        """Sign ``who`` in: the headers to send (cookie, origin, CSRF token) and the cookie."""
+        r = httpx.post(
+            f"{self.url}/app/api/session",
+            json={"token": self.tokens[who]},
+            headers={"Origin": self.url},
+        )
+        assert r.status_code == 200, r.text
+        cookie = r.cookies[COOKIE]
+        headers = {
+            "Cookie": f"{COOKIE}={cookie}",
+            "Origin": self.url,
+            "X-CSRF-Token": r.json()["csrf"],
+        }
+        return headers, cookie
+
+    def alice_deletion(self, clip_id: str = "clip-a") -> str:
+        return sign_decision(
+            Deletion.create("alice-door", clip_id), self.keys["alice"].sign_private
+        )
+
+    def approval(self, who: str, device: str, request_id: str) -> str:
+        sealed = b64(bytes(80))  # the right size; the relay never opens it
+        a = Approval(
+            device=device,
+            expires=int(time.time()) + 3600,
+            nonce=b64(bytes(range(16))),
+            request_id=request_id,
+            clip_ids=["clip-a"],
+            requester_key=b64(self.keys[who].box_public),
+            keys={"clip-a": sealed},
+        )
+        return sign_decision(a, self.keys[who].sign_private)
+
+    def close(self) -> None:
+        self.relay.close()
+
+
+@pytest.fixture
+def world(stack, tmp_path):
+    w = World(stack, tmp_path)
+    yield w
+    w.close()
+
+
+def test_bob_cannot_read_or_act_on_alices_doorbell(world):
+    """IDOR: Bob changes the ids in URLs and replays Alice's signed decisions; all 404."""
+    bob, _ = world.session("bob")
+    url = world.url
+    me = httpx.get(f"{url}/app/api/me", headers=bob).json()
+    assert me["devices"] == ["bob-door"]
+    assert httpx.get(f"{url}/app/api/asks", headers=bob).json() == []
+
+    view = world.approval("alice", "alice-door", "view-0123456789abcdef")
+    attempts = [
+        # Alice's own signatures, replayed through Bob's session.
+        ("clips/alice-door/clip-a/play", {"signed": view}),
+        ("clips/alice-door/clip-a/delete", {"signed": world.alice_deletion()}),
+        (
+            "asks/ask-alice-1/approve",
+            {"signed": world.approval("alice", "alice-door", "req-alice-1")},
+        ),
+        # Bob's own signatures on Alice's things.
+        (
+            "clips/alice-door/clip-a/play",
+            {"signed": world.approval("bob", "alice-door", "view-0123456789abcdee")},
+        ),
+        (
+            "asks/ask-alice-1/approve",
+            {"signed": world.approval("bob", "alice-door", "req-alice-1")},
+        ),
+        ("asks/ask-alice-1/deny", None),
+        ("asks/ask-alice-1/answer", {"answer": "decline", "reason": "not_shown"}),
+        ("devices/alice-door/masks", {"signed": "eA=="}),
+    ]
+    for path, body in attempts:
+        r = httpx.post(f"{url}/app/api/{path}", json=body, headers=bob)
+        assert r.status_code == 404, (path, r.status_code, r.text)
+    r = httpx.get(f"{url}/app/api/clips/alice-door/clip-a/play/view-0123456789abcdef", headers=bob)
+    assert r.status_code == 404
+    assert world.relay.engine.ask("ask-alice-1").status == "pending"
+    assert world.sent == [], "nothing went to a doorbell"
+
+
+def _changing_routes(app) -> list[str]:
+    """The paths of every non-GET route under /app/api/ (into included routers too)."""
+    out = []
+    todo = list(app.routes)
+    while todo:
+        route = todo.pop()
+        inner = getattr(route, "original_router", None)  # FastAPI's included router
+        if inner is not None:
+            todo.extend(inner.routes)
+            continue
+        path = getattr(route, "path", "")
+        if path.startswith("/app/api/") and set(getattr(route, "methods", ())) - {"GET", "HEAD"}:
+            out.append(path)
+    return sorted(out)
+
+
+def test_every_changing_route_refuses_a_cross_site_request(world):
+    """CSRF: every POST under /app/api/ (found from the app's routes, so new ones are
+    covered too) refuses a request without the token, with a wrong one, or from another
+    origin, whatever the content type; GET never changes anything (no method override)."""
+    alice, _ = world.session("alice")
+    app = world.relay.server.config.app
+    routes = _changing_routes(app)
+    assert "/app/api/devices/{device}/masks" in routes
+    assert "/app/api/asks/{ask_id}/answer" in routes
+    fill = {"{device}": "alice-door", "{clip_id}": "clip-a", "{ask_id}": "ask-alice-1"}
+    body = json.dumps({"answer": "decline", "reason": "not_shown"})
+    for template in routes:
+        if template == "/app/api/session":
+            continue  # sign-in: see the next test
+        path = template
+        for k, v in fill.items():
+            path = path.replace(k, v)
+        cookie = {"Cookie": alice["Cookie"]}
+        tries = {
+            "no token, text/plain": {**cookie, "Content-Type": "text/plain", "Origin": EVIL},
+            "no token, form": {
+                **cookie,
+                "Content-Type": "application/x-www-form-urlencoded",
+            },
+            "wrong token": {**alice, "X-CSRF-Token": "x" * 43},
+            "right token, other origin": {**alice, "Origin": EVIL},
+            "method override": {**cookie, "X-HTTP-Method-Override": "POST"},
+        }
+        for name, headers in tries.items():
+            r = httpx.post(f"{world.url}{path}", content=body, headers=headers)
+            assert r.status_code in (400, 403, 422), (template, name, r.status_code)
+            assert r.status_code == 403 or "csrf" not in r.text, (template, name)
+        r = httpx.get(f"{world.url}{path}", headers={**cookie, "X-HTTP-Method-Override": "POST"})
+        assert r.status_code in (404, 405), (template, r.status_code)
+    assert world.relay.engine.ask("ask-alice-1").status == "pending"
+    assert httpx.get(f"{world.url}/app/api/me", headers=alice).status_code == 200, "still signed in"
+    assert world.sent == []
+
+
+def test_sign_in_refuses_forms_other_origins_and_planted_cookies(world):
+    """Login CSRF, session fixation, cookie flags, requesters kept out."""
+    url, token = world.url, world.tokens["alice"]
+    same = {"Origin": url}
+    assert httpx.post(f"{url}/app/api/session", json={"token": token}).status_code == 403
+    r = httpx.post(f"{url}/app/api/session", json={"token": token}, headers={"Origin": EVIL})
+    assert r.status_code == 403
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+        r = httpx.post(
+            f"{url}/app/api/session",
+            content=json.dumps({"token": token}),
+            headers={**same, "Content-Type": kind},
+        )
+        assert r.status_code in (400, 415, 422), (kind, r.status_code)
+        assert COOKIE not in r.cookies
+    r = httpx.post(f"{url}/app/api/session", json={"token": world.requester_token}, headers=same)
+    assert r.status_code == 403 and COOKIE not in r.cookies
+    # A cookie planted by an attacker is not a session, and signing in replaces it.
+    planted = {"Cookie": f"{COOKIE}=attacker-chosen-value"}
+    assert httpx.get(f"{url}/app/api/me", headers=planted).status_code == 401
+    r = httpx.post(f"{url}/app/api/session", json={"token": token}, headers={**same, **planted})
+    assert r.status_code == 200 and r.cookies[COOKIE] != "attacker-chosen-value"
+    flags = r.headers["set-cookie"].lower()
+    for flag in ("httponly", "secure", "samesite=strict", "path=/"):
+        assert flag in flags, flag
+    assert "domain=" not in flags  # __Host- cookies must not name a domain
+
+
+def test_signing_out_ends_the_session_at_the_relay(world):
+    """The cookie is dead server-side after sign-out (not just deleted in the browser),
+    and a session's Redis record expires within its lifetime."""
+    alice, cookie = world.session("alice")
+    key = ks.web_session(__import__("hashlib").sha256(cookie.encode()).hexdigest())
+    assert 0 < world.relay.engine.r.ttl(key) <= SESSION_TTL_S
+    # Sign-out is state-changing too: a cross-site page cannot sign Alice out.
+    r = httpx.post(f"{world.url}/app/api/session/end", headers={"Cookie": alice["Cookie"]})
+    assert r.status_code == 403
+    r = httpx.post(f"{world.url}/app/api/session/end", headers=alice)
+    assert r.status_code == 200
+    assert httpx.get(f"{world.url}/app/api/me", headers=alice).status_code == 401
+    assert world.relay.engine.r.exists(key) == 0
+
+
+def test_every_answer_is_kept_out_of_caches_and_frames(world):
+    """The page and every API answer (the CSRF token, asks, sealed snapshots, errors)
+    carry no-store, nosniff and a CSP that forbids framing and inline script."""
+    alice, _ = world.session("alice")
+    url = world.url
+    answers = {
+        "page": httpx.get(f"{url}/app/"),
+        "bystander page": httpx.get(f"{url}/bystander"),
+        "me (holds the CSRF token)": httpx.get(f"{url}/app/api/me", headers=alice),
+        "asks": httpx.get(f"{url}/app/api/asks", headers=alice),
+        "events": httpx.get(f"{url}/app/api/events", headers=alice),
+        "clips": httpx.get(f"{url}/app/api/clips", headers=alice),
+        "unauthorized": httpx.get(f"{url}/app/api/me"),
+        "invalid body": httpx.post(f"{url}/app/api/asks/x/answer", json={}, headers=alice),
+        "redirect": httpx.get(f"{url}/app"),
+    }
+    for name, r in answers.items():
+        assert r.headers.get("cache-control") == "no-store", name
+        assert r.headers.get("x-content-type-options") == "nosniff", name
+        csp = r.headers.get("content-security-policy", "")
+        assert "frame-ancestors 'none'" in csp, name
+        assert r.headers.get("x-frame-options") == "DENY", name
+        assert "unsafe-inline" not in csp and "'unsafe-eval'" not in csp, name
+    assert answers["redirect"].headers["location"] == "/app/", "no open redirect"
+
+
+def test_the_static_route_stays_in_its_folder(world):
+    for path in (
+        "/app/static/../../web.py",
+        "/app/static/%2e%2e/%2e%2e/web.py",
+        "/app/static/..%2f..%2fweb.py",
+        "/app/static//etc/passwd",
+    ):
+        r = httpx.get(f"{world.url}{path}")
+        assert r.status_code == 404, (path, r.status_code)
+        assert "WebError" not in r.text and "root:" not in r.text
+
+
+def test_the_relay_decides_the_work_a_bystander_owes(world):
+    """A challenge the relay never issued, or a nonce that solves only an easier puzzle
+    than the stored one (a tampered difficulty), is refused; the challenge is used up."""
+    import hashlib
+
+    from protocol.bystander import check_work
+
+    url = world.url
+    body = {
+        "lat": 51.5,
+        "lon": -0.12,
+        "radius_m": 30,
+        "start": time.time() - 3600,
+        "end": time.time() - 3000,
+        "kind": "erase",
+        "description": "red coat",
+    }
+    ch = httpx.get(f"{url}/v1/bystander/challenge").json()
+    assert ch["difficulty"] >= 8
+    # The cheapest nonce that a page told "difficulty 1" would send.
+    nonce = next(
+        str(i)
+        for i in range(10_000)
+        if check_work(ch["challenge"], str(i), 1)
+        and not check_work(ch["challenge"], str(i), ch["difficulty"])
+    )
+    r = httpx.post(
+        f"{url}/v1/bystander/requests", json={**body, "challenge": ch["challenge"], "nonce": nonce}
+    )
+    assert r.status_code == 403 and r.json()["error"] == "bad_work"
+    # Used up by the failed try: even a right nonce is now refused.
+    i = 0
+    while not check_work(ch["challenge"], str(i), ch["difficulty"]):
+        i += 1
+    r = httpx.post(
+        f"{url}/v1/bystander/requests", json={**body, "challenge": ch["challenge"], "nonce": str(i)}
+    )
+    assert r.status_code == 403
+    forged = hashlib.sha256(b"mine").hexdigest()[:32]
+    r = httpx.post(f"{url}/v1/bystander/requests", json={**body, "challenge": forged, "nonce": "0"})
+    assert r.status_code == 403
