@@ -332,3 +332,87 @@ def test_the_relay_decides_the_work_a_bystander_owes(world):
     forged = hashlib.sha256(b"mine").hexdigest()[:32]
     r = httpx.post(f"{url}/v1/bystander/requests", json={**body, "challenge": forged, "nonce": "0"})
     assert r.status_code == 403
+
+
+XSS = "<img src=x onerror=window.pwned=1><script>window.pwned=2</script>"
+
+
+def test_text_from_requesters_bystanders_and_the_relay_stays_text(world, browser, tmp_path):
+    """XSS: every field a requester, a bystander or the relay puts on Alice's page (the
+    requester's name, reason, case, basis; a passer-by's description, kind and polygon; a
+    live reminder's ask id) and on the bystanders' form (an answer's reason) is shown as
+    text, runs nothing, and breaks nothing else on the page."""
+    from test_webapp import PASSPHRASE, expect, open_page
+
+    engine = world.relay.engine
+    for field in ("requester", "reason", "case_ref", "basis"):
+        setattr(world.ask, field, f"{field} {XSS}")
+    engine._save_ask(world.ask)
+    now = time.time()
+    bys = Ask(
+        **{
+            **world.ask.__dict__,
+            "id": "ask-bys-1",
+            "request_id": "bys-0123456789abcdef",
+            "requester": "bystander",
+            "bystander": {
+                "kind": "stop_filming",
+                "description": f"description {XSS}",
+                "polygon": [[XSS, 0.1], [0.9, XSS], [0.9, 0.9]],
+                "remind_at": now + 3600,
+            },
+        }
+    )
+    engine._save_ask(bys)
+    engine.r.zadd(ks.owner_asks("owner-alice"), {bys.id: now})
+    keys = tmp_path / "alice-keys"
+    world.keys["alice"].save(keys)
+
+    errors: list[str] = []
+    page = open_page(browser, world.relay, errors)
+    page.fill("#token", world.tokens["alice"])
+    page.click("#sign-in-form button[type=submit]")
+    expect(page, "#import-form:not([hidden])", errors)
+    page.set_input_files("#key-files", [str(keys / "sign.key"), str(keys / "box.key")])
+    page.fill("#new-passphrase", PASSPHRASE)
+    page.click("#import-form button[type=submit]")
+    expect(page, "body[data-unlocked='1'][data-live='1']", errors)
+    expect(page, "li[data-ask='ask-bys-1'] [data-mask-preview]", errors)
+    asks = page.inner_text("#asks")
+    # As text (not markup the CSP happens to stop: an <img> would still load).
+    for shown in ("requester", "reason", "case_ref", "basis", "description"):
+        assert f"{shown} {XSS}" in asks, shown
+    # A reminder pushed on Alice's live stream, its ask id the payload.
+    reminder = {"kind": "reminder", "ask": XSS, "deadline": now + 86400}
+    engine.r.publish(ks.live_channel("alice-door"), json.dumps(reminder))
+    page.wait_for_function("() => document.getElementById('status').textContent.includes('waits')")
+    assert XSS in page.inner_text("#status")
+    assert page.evaluate("() => window.pwned === undefined")
+    assert (
+        page.evaluate("() => document.querySelectorAll('#asks img[src=x], #status img').length")
+        == 0
+    )
+    page.context.close()
+
+    # The bystanders' form, shown answers by a relay that lies about the reason.
+    ctx = browser.new_context(base_url=world.url)
+    form = ctx.new_page()
+    form.on("pageerror", lambda e: errors.append(str(e)))
+    answers = {
+        "status": "open",
+        "deadline": now + 86400,
+        "answers": [{"outcome": "decline", "reason": XSS}, {"outcome": XSS}],
+    }
+    form.route(
+        "**/v1/bystander/requests/*",
+        lambda route: route.fulfill(status=200, json=answers),
+    )
+    form.goto("/bystander")
+    form.fill("#status-id", "bys-0123456789abcdef")
+    form.fill("#status-token", "whatever")
+    form.click("#status-form button[type=submit]")
+    form.wait_for_selector("#answers li.answer")
+    assert XSS in form.inner_text("#answers")
+    assert form.evaluate("() => window.pwned === undefined")
+    ctx.close()
+    assert not [e for e in errors if "pwned" in e], errors
