@@ -37,7 +37,7 @@ import json
 import mimetypes
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -181,18 +181,30 @@ def async_client(r: Any) -> Any:
     return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=cls, **kwargs))
 
 
-async def live_stream(r: Any, channels: list[str]) -> AsyncIterator[bytes]:
-    """The SSE body: what Redis publishes on ``channels``, a comment every 15 s otherwise."""
+async def live_stream(
+    r: Any, channels: list[str], alive: Callable[[str | None], Awaitable[bool]]
+) -> AsyncIterator[bytes]:
+    """The SSE body: what Redis publishes on ``channels``, a comment every 15 s otherwise.
+
+    ``alive(channel)`` is asked before each message is passed on (``channel`` its
+    channel) and at each keep-alive (``None``): once it says no (signed out, token
+    revoked, the doorbell no longer the owner's) the stream ends, so a page left open
+    hears nothing more, and stops within 15 s even when nothing is published.
+    """
     yield b": open\n\n"
     if not channels:
-        while True:
+        while await alive(None):
             await asyncio.sleep(15)
             yield b": keep-alive\n\n"
+        return
     pubsub = r.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(*channels)
     try:
         while True:
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=15.0)
+            channel = msg["channel"].decode() if msg is not None else None
+            if not await alive(channel):
+                return
             if msg is None:
                 yield b": keep-alive\n\n"
                 continue
@@ -344,16 +356,34 @@ def web_router(
         return out
 
     @router.get("/app/api/live")
-    def live(s: Session) -> StreamingResponse:
+    def live(request: Request, s: Session) -> StreamingResponse:
         """Server-Sent Events: each event and each sealed ring snapshot of the owner's doorbells.
 
         An async stream: an open page holds no server thread (a thread each would starve
         every other call once the pool's 40 are taken by open pages).
         """
-        channels = [ks.live_channel(d) for d in index.owned_by(s["owner"])]
+        owner, cookie = s["owner"], request.cookies[COOKIE]
+        devices = {ks.live_channel(d): d for d in index.owned_by(owner)}
+
+        def still(channel: str | None) -> bool:
+            # The session (and its token) and the doorbell are checked again: an
+            # open page must not outlive a sign-out, a revoke or a change of owner.
+            if sessions.get(cookie) is None:
+                return False
+            if channel is None:
+                return True
+            held, revoked = index.r.hmget(ks.device_info(devices[channel]), ["owner", "revoked"])
+            return held == owner.encode() and revoked in (None, b"0")
+
+        async def alive(channel: str | None) -> bool:
+            # The sync client (cluster-aware) off the event loop.
+            return await asyncio.to_thread(still, channel)
+
         headers = {**SECURITY_HEADERS, "X-Accel-Buffering": "no"}
         return StreamingResponse(
-            live_stream(async_redis(), channels), media_type="text/event-stream", headers=headers
+            live_stream(async_redis(), list(devices), alive),
+            media_type="text/event-stream",
+            headers=headers,
         )
 
     # ------------------------------------------------------------ clips

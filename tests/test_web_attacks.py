@@ -416,3 +416,54 @@ def test_text_from_requesters_bystanders_and_the_relay_stays_text(world, browser
     assert form.evaluate("() => window.pwned === undefined")
     ctx.close()
     assert not [e for e in errors if "pwned" in e], errors
+
+
+def _stream_after(world, headers: dict[str, str], end_it, needle: str) -> bytes:
+    """Open Alice's live stream, ``end_it()``, publish an event holding ``needle`` on
+    alice-door's channel; what the stream carried until it closed (or 20 s passed)."""
+
+    from test_webapp import open_stream
+
+    s = open_stream(world.relay, headers)
+    end_it()
+    engine = world.relay.engine
+    event = {"kind": "event", "type": "motion_start", "id": needle, "device": "alice-door"}
+    deadline = time.monotonic() + 20
+    got = b""
+    s.settimeout(0.5)
+    while time.monotonic() < deadline and not got.endswith(b"0\r\n\r\n"):
+        engine.r.publish(ks.live_channel("alice-door"), json.dumps(event))
+        try:
+            chunk = s.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            break
+        got += chunk
+        if needle.encode() in got:
+            break
+    s.close()
+    return got
+
+
+@pytest.mark.parametrize("how", ["nothing", "sign-out", "revoke", "doorbell given to Bob"])
+def test_an_open_live_stream_ends_with_the_session(world, how):
+    """A page left open after sign-out, after ``relay owners revoke``, or after the
+    doorbell changed hands, hears no more of the doorbell's rings and motion (and,
+    the control, a page whose session goes on does hear them)."""
+    alice, _ = world.session("alice")
+    engine = world.relay.engine
+
+    def end_it() -> None:
+        if how == "nothing":
+            pass
+        elif how == "sign-out":
+            assert httpx.post(f"{world.url}/app/api/session/end", headers=alice).status_code == 200
+        elif how == "revoke":
+            engine.revoke("owner", "owner-alice")
+        else:
+            engine.r.hset(ks.device_info("alice-door"), "owner", "owner-bob")
+
+    needle = f"after-{how.replace(' ', '-')}"
+    got = _stream_after(world, alice, end_it, needle)
+    assert (needle.encode() in got) == (how == "nothing"), got[-300:]
