@@ -467,3 +467,53 @@ def test_an_open_live_stream_ends_with_the_session(world, how):
     needle = f"after-{how.replace(' ', '-')}"
     got = _stream_after(world, alice, end_it, needle)
     assert (needle.encode() in got) == (how == "nothing"), got[-300:]
+
+
+def test_another_site_cannot_frame_or_read_the_app(world, browser):
+    """Clickjacking: a page of another origin that frames /app/ gets nothing (the
+    browser honours frame-ancestors 'none'); nor can its script read /app/api/me (the
+    CSRF token) with the owner's cookie: no CORS header is ever sent."""
+    import http.server
+    import threading
+
+    from testing.localstack import free_port
+
+    evil = (
+        f"<html><body><iframe id=f src='{world.url}/app/'></iframe><script>"
+        f"fetch('{world.url}/app/api/me',{{credentials:'include'}}).then(r=>r.text())"
+        ".then(t=>{document.title='read:'+t}).catch(()=>{document.title='blocked'})"
+        "</script></body></html>"
+    ).encode()
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(evil)
+
+        def log_message(self, *_a):
+            pass
+
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.2", port), Evil)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from test_webapp import expect, open_page
+
+        errors: list[str] = []
+        page = open_page(browser, world.relay, errors)  # Alice signs in on the relay's page
+        page.fill("#token", world.tokens["alice"])
+        page.click("#sign-in-form button[type=submit]")
+        expect(page, "#import-form:not([hidden])", errors)
+        ctx = page.context
+        assert any(c["name"] == COOKIE for c in ctx.cookies())
+        page.goto(f"http://127.0.0.2:{port}/")
+        page.wait_for_function("() => document.title !== ''")
+        assert page.title() == "blocked"
+        page.wait_for_load_state("load")  # the frame's load too
+        framed = page.query_selector("#f").content_frame()
+        assert framed is None or framed.query_selector("#sign-in-form") is None, framed.url
+        ctx.close()
+    finally:
+        server.shutdown()
