@@ -18,7 +18,10 @@ Web safety, in one place:
 * **CSP**: ``script-src 'self' 'wasm-unsafe-eval'`` (libsodium's WebAssembly), no
   inline script or style, nothing from other origins, no framing.
 * **Isolation**: every call is scoped to the session's owner; another owner's doorbell,
-  clip or ask answers 404, as if it did not exist.
+  clip or ask answers 404, as if it did not exist.  The live stream checks the session
+  and the doorbell's owner again before each message (it outlives neither).
+* **Headers** (:class:`WebHeaders`): every answer under ``/app`` and ``/bystander``, JSON
+  and errors included, has the CSP, ``no-store``, ``nosniff`` and ``X-Frame-Options``.
 
 Owner playback is ``footage view``'s path (:meth:`ConsentEngine.view`): the page opens
 the clip's ``owner_key`` (sealed to the owner by the doorbell), re-seals it to the owner's
