@@ -517,3 +517,47 @@ def test_another_site_cannot_frame_or_read_the_app(world, browser):
         ctx.close()
     finally:
         server.shutdown()
+
+
+def _push_sub(n: int) -> dict:
+    import base64
+
+    def u(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    return {
+        "endpoint": f"https://fcm.googleapis.com/fcm/send/attacker-{n}",
+        "keys": {"p256dh": u(b"\x04" + bytes(64)), "auth": u(bytes(16))},
+    }
+
+
+def test_push_subscriptions_are_per_owner_and_bounded(world):
+    """Bob cannot unsubscribe Alice's browser, and cannot make the relay fan each of his
+    rings out to thousands of push endpoints (an amplifier aimed at the push services,
+    and a queue in front of everyone else's notifications)."""
+    from relay.web import WebPush
+    from relay.webpush import MAX_SUBSCRIPTIONS, PushSubscriptions
+
+    subs = PushSubscriptions(world.relay.engine.r)
+    world.relay.server.config.app.state.web_push = WebPush(subs, vapid=None)
+    alice, _ = world.session("alice")
+    bob, _ = world.session("bob")
+    url = world.url
+    r = httpx.post(f"{url}/app/api/push/subscribe", json=_push_sub(0), headers=alice)
+    assert r.status_code == 201
+    r = httpx.post(f"{url}/app/api/push/unsubscribe", json=_push_sub(0), headers=bob)
+    assert r.status_code == 200
+    assert [s["endpoint"] for s in subs.of("owner-alice")] == [_push_sub(0)["endpoint"]]
+
+    codes = [
+        httpx.post(f"{url}/app/api/push/subscribe", json=_push_sub(n), headers=bob).status_code
+        for n in range(1, MAX_SUBSCRIPTIONS + 3)
+    ]
+    assert codes == [201] * MAX_SUBSCRIPTIONS + [422, 422]
+    assert len(subs.of("owner-bob")) == MAX_SUBSCRIPTIONS
+    # A browser already subscribed may renew its keys; one unsubscribed makes room.
+    again = httpx.post(f"{url}/app/api/push/subscribe", json=_push_sub(1), headers=bob)
+    assert again.status_code == 201
+    httpx.post(f"{url}/app/api/push/unsubscribe", json=_push_sub(1), headers=bob)
+    late = _push_sub(MAX_SUBSCRIPTIONS + 5)
+    assert httpx.post(f"{url}/app/api/push/subscribe", json=late, headers=bob).status_code == 201
