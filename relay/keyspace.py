@@ -287,6 +287,19 @@ return 1
 """Count one request if under the limit, atomically.  KEYS: the day's counter.
 ARGV: limit, TTL seconds.  Returns 1 if counted, 0 if the limit is reached."""
 
+PUSH_SUBSCRIBE_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0
+   and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+"""Add or renew one push subscription if the owner has room, atomically (two pages
+subscribing at once cannot both take the last place).  KEYS: :func:`web_push_subs`.
+ARGV: endpoint hash, subscription JSON, the most an owner may have.  Returns 1 if
+stored, 0 if the owner has the most already."""
+
 INDEX_LUA = """
 if not redis.call('SET', KEYS[1], ARGV[8], 'NX', 'EX', ARGV[2]) then
   local before = redis.call('GET', KEYS[1])

@@ -18,7 +18,10 @@ Web safety, in one place:
 * **CSP**: ``script-src 'self' 'wasm-unsafe-eval'`` (libsodium's WebAssembly), no
   inline script or style, nothing from other origins, no framing.
 * **Isolation**: every call is scoped to the session's owner; another owner's doorbell,
-  clip or ask answers 404, as if it did not exist.
+  clip or ask answers 404, as if it did not exist.  The live stream checks the session
+  and the doorbell's owner again before each message (it outlives neither).
+* **Headers** (:class:`WebHeaders`): every answer under ``/app`` and ``/bystander``, JSON
+  and errors included, has the CSP, ``no-store``, ``nosniff`` and ``X-Frame-Options``.
 
 Owner playback is ``footage view``'s path (:meth:`ConsentEngine.view`): the page opens
 the clip's ``owner_key`` (sealed to the owner by the doorbell), re-seals it to the owner's
@@ -37,7 +40,7 @@ import json
 import mimetypes
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -83,6 +86,7 @@ CSP = "; ".join(
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",  # frame-ancestors' older twin, for browsers without CSP 2
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cache-Control": "no-store",
@@ -180,18 +184,30 @@ def async_client(r: Any) -> Any:
     return aioredis.Redis(connection_pool=aioredis.ConnectionPool(connection_class=cls, **kwargs))
 
 
-async def live_stream(r: Any, channels: list[str]) -> AsyncIterator[bytes]:
-    """The SSE body: what Redis publishes on ``channels``, a comment every 15 s otherwise."""
+async def live_stream(
+    r: Any, channels: list[str], alive: Callable[[str | None], Awaitable[bool]]
+) -> AsyncIterator[bytes]:
+    """The SSE body: what Redis publishes on ``channels``, a comment every 15 s otherwise.
+
+    ``alive(channel)`` is asked before each message is passed on (``channel`` its
+    channel) and at each keep-alive (``None``): once it says no (signed out, token
+    revoked, the doorbell no longer the owner's) the stream ends, so a page left open
+    hears nothing more, and stops within 15 s even when nothing is published.
+    """
     yield b": open\n\n"
     if not channels:
-        while True:
+        while await alive(None):
             await asyncio.sleep(15)
             yield b": keep-alive\n\n"
+        return
     pubsub = r.pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(*channels)
     try:
         while True:
             msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=15.0)
+            channel = msg["channel"].decode() if msg is not None else None
+            if not await alive(channel):
+                return
             if msg is None:
                 yield b": keep-alive\n\n"
                 continue
@@ -343,16 +359,34 @@ def web_router(
         return out
 
     @router.get("/app/api/live")
-    def live(s: Session) -> StreamingResponse:
+    def live(request: Request, s: Session) -> StreamingResponse:
         """Server-Sent Events: each event and each sealed ring snapshot of the owner's doorbells.
 
         An async stream: an open page holds no server thread (a thread each would starve
         every other call once the pool's 40 are taken by open pages).
         """
-        channels = [ks.live_channel(d) for d in index.owned_by(s["owner"])]
+        owner, cookie = s["owner"], request.cookies[COOKIE]
+        devices = {ks.live_channel(d): d for d in index.owned_by(owner)}
+
+        def still(channel: str | None) -> bool:
+            # The session (and its token) and the doorbell are checked again: an
+            # open page must not outlive a sign-out, a revoke or a change of owner.
+            if sessions.get(cookie) is None:
+                return False
+            if channel is None:
+                return True
+            held, revoked = index.r.hmget(ks.device_info(devices[channel]), ["owner", "revoked"])
+            return held == owner.encode() and revoked in (None, b"0")
+
+        async def alive(channel: str | None) -> bool:
+            # The sync client (cluster-aware) off the event loop.
+            return await asyncio.to_thread(still, channel)
+
         headers = {**SECURITY_HEADERS, "X-Accel-Buffering": "no"}
         return StreamingResponse(
-            live_stream(async_redis(), channels), media_type="text/event-stream", headers=headers
+            live_stream(async_redis(), list(devices), alive),
+            media_type="text/event-stream",
+            headers=headers,
         )
 
     # ------------------------------------------------------------ clips
@@ -535,6 +569,46 @@ def install(app: Any, engine: ConsentEngine, blobs: BlobStore, publish: Any) -> 
         )
 
     app.include_router(web_router(engine, blobs, publish))
+    app.add_middleware(WebHeaders)
+
+
+class WebHeaders:
+    """ASGI middleware: every answer under ``/app`` and ``/bystander`` carries
+    :data:`SECURITY_HEADERS` (those a route set itself are kept).
+
+    Not only the page: the JSON answers hold the CSRF token, asks and sealed
+    snapshots, and without ``no-store`` a browser's disk cache keeps them after
+    sign-out; FastAPI's own answers (a 400 for a malformed body, the ``/app``
+    redirect) come from no route of ours.  Pure ASGI, not ``BaseHTTPMiddleware``,
+    so the live stream is passed through untouched.
+
+    >>> WebHeaders.covers("/app/api/me"), WebHeaders.covers("/v1/asks")
+    (True, False)
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    @staticmethod
+    def covers(path: str) -> bool:
+        return path == "/app" or path.startswith(("/app/", "/bystander"))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.covers(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                have = {k.lower() for k, _v in headers}
+                for name, value in SECURITY_HEADERS.items():
+                    if name.lower().encode() not in have:
+                        headers.append((name.lower().encode(), value.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class WebPush:

@@ -89,11 +89,22 @@ def _b64url(text: str, size: int | None) -> bytes:
     return raw
 
 
+MAX_SUBSCRIPTIONS = 20
+"""Browsers one owner may subscribe: each ring is one push per browser, so without a
+bound one account could aim the relay at the push services thousands of times a ring."""
+
+
 class PushSubscriptions:
     """Owners' push subscriptions in Redis, one hash per owner, by endpoint hash."""
 
-    def __init__(self, r: Any, hosts: Iterable[str] = DEFAULT_PUSH_HOSTS, https: bool = True):
-        self.r = r
+    def __init__(
+        self,
+        r: Any,
+        hosts: Iterable[str] = DEFAULT_PUSH_HOSTS,
+        https: bool = True,
+        most: int = MAX_SUBSCRIPTIONS,
+    ):
+        self.r, self.most = r, most
         self.hosts = tuple(hosts)
         self.https = https  # tests run a local push service over plain HTTP
 
@@ -119,7 +130,9 @@ class PushSubscriptions:
 
     def add(self, owner: str, sub: dict[str, Any]) -> None:
         clean = self.check(sub)
-        self.r.hset(ks.web_push_subs(owner), _hash(clean["endpoint"]), json.dumps(clean))
+        key, field = ks.web_push_subs(owner), _hash(clean["endpoint"])
+        if not self.r.eval(ks.PUSH_SUBSCRIBE_LUA, 1, key, field, json.dumps(clean), self.most):
+            raise BadSubscription(f"at most {self.most} browsers per owner: unsubscribe one first")
 
     def remove(self, owner: str, endpoint: str) -> None:
         self.r.hdel(ks.web_push_subs(owner), _hash(endpoint))
