@@ -186,6 +186,7 @@ class MotionDetector:
         min_travel: float = 0.065,
         max_texture_kept: float = 0.75,
         max_sideways: float = 0.2,
+        live_frac: float = 0.05,
     ) -> None:
         if not 1 <= sensitivity <= 10:
             raise ValueError("sensitivity is 1..10")
@@ -210,6 +211,7 @@ class MotionDetector:
         self.min_travel = min_travel
         self.max_texture_kept = max_texture_kept
         self.max_sideways = max_sideways
+        self.live_frac = live_frac
         self._mask_src = mask
         self._valid: np.ndarray | None = None
         self._nvalid = 0
@@ -479,7 +481,7 @@ class MotionDetector:
             if t.misses > self.max_misses:
                 continue
             x0, y0, x1, y1 = t.bbox
-            if int((fd[y0:y1, x0:x1] > noise).sum()) >= 2:
+            if int((fd[y0:y1, x0:x1] > noise).sum()) >= max(2, self.live_frac * (y1 - y0) * (x1 - x0)):
                 t.last_live = self._frames
             if warming:
                 # The background is still being learnt: what looks plausible now is
