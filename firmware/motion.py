@@ -194,6 +194,8 @@ class MotionDetector:
             raise ValueError("min_frames must be at least 1")
         if steady_frames < 1:
             raise ValueError("steady_frames must be at least 1")
+        if not 0 <= live_frac <= 1:
+            raise ValueError("live_frac is 0..1")
         self.sensitivity = sensitivity
         self.min_area = _sensitivity_to_area(sensitivity)
         self.min_frames = min_frames
@@ -481,7 +483,10 @@ class MotionDetector:
             if t.misses > self.max_misses:
                 continue
             x0, y0, x1, y1 = t.bbox
-            if int((fd[y0:y1, x0:x1] > noise).sum()) >= max(2, self.live_frac * (y1 - y0) * (x1 - x0)):
+            # Enough of it to be more than noise: a few pixels over the noise level turn
+            # up in any box now and then, and kept a parcel "alive" for good.
+            live_px = max(2.0, self.live_frac * (y1 - y0) * (x1 - x0))
+            if int((fd[y0:y1, x0:x1] > noise).sum()) >= live_px:
                 t.last_live = self._frames
             if warming:
                 # The background is still being learnt: what looks plausible now is
