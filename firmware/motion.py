@@ -25,7 +25,12 @@ only while it is upright (its changed pixels spread ``min_aspect`` times more
 up and down than across; or close: tall, reaching the bottom of the picture), no
 wider than ``max_width`` of the picture (``close_max_width`` when close), and
 moves no faster than ``max_speed``; and it must have arrived, moved
-``min_travel`` of the picture's height from where it was first seen.  During warm-up the
+``min_travel`` of the picture's height from where it was first seen.  Light and
+shade are not objects: where the background's own texture is still there under the
+change (``max_texture_kept``, the correlation of log-gradients) it is a lamp's pool or
+a shadow; something crossing the picture sideways without coming nearer
+(``max_sideways``) is passing by.  Movement inside an object must cover ``live_frac``
+of it, or a still object becomes background.  During warm-up the
 background is the mean of the frames so far, so nothing in the first frame
 leaves a ghost.
 
