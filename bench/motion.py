@@ -464,7 +464,11 @@ def tables(results: dict[str, list[dict[str, Score]]], classes_info: dict) -> st
 
 
 def run(
-    quick: bool = False, split: str = "held-out", seeds: int = 3, workers: int | None = None
+    quick: bool = False,
+    split: str = "held-out",
+    seeds: int = 3,
+    workers: int | None = None,
+    first: int = 0,
 ) -> Report:
     from hw_sim.porch import CLASSES, HELD_OUT_SEEDS, TUNE_SEEDS
 
@@ -474,11 +478,14 @@ def run(
         classes, seeds = ["insect", "visitor_day"], 1
     pool = HELD_OUT_SEEDS if split == "held-out" else TUNE_SEEDS
     workers = workers or (1 if quick else min(2, os.cpu_count() or 1))
-    results = evaluate(classes, list(pool[:seeds]), workers)
+    chosen = list(pool[first : first + seeds])
+    results = evaluate(classes, chosen, workers)
     cost = measure_cost(frames=40 if quick else 300, repeats=1 if quick else 3)
 
     report = Report(
-        "motion", f"Motion detection ({split} porch scenes: {len(classes)} classes × {seeds} seeds)"
+        "motion",
+        f"Motion detection ({split} porch scenes: {len(classes)} classes × {seeds} seeds"
+        + (f" from seed {chosen[0]})" if first else ")"),
     )
     allv = {n: _total([v[n] for c in results for v in results[c]]) for n in NAMES}
     quiet_cls = [c for c in results if not CLASSES[c][2]]
@@ -507,7 +514,7 @@ def run(
     )
     report.extra = {
         "split": split,
-        "seeds": list(pool[:seeds]),
+        "seeds": chosen,
         "overall": {n: s.__dict__ for n, s in allv.items()},
         "counts": {
             c: [{n: s.__dict__ for n, s in v.items()} for v in vs] for c, vs in results.items()
@@ -543,6 +550,12 @@ def main() -> None:
     ap.add_argument("--labels", type=Path, help="CSV of start,end seconds of motion that matters")
     ap.add_argument("--split", choices=["tune", "held-out"], default="held-out")
     ap.add_argument("--seeds", type=int, default=3, help="videos per scene class")
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="with --split tune: start at this tune seed (a second tune group, e.g. 10)",
+    )
     ap.add_argument("--classes", help="comma-separated classes (default: all)")
     ap.add_argument("--no-save", action="store_true", help="print only")
     args = ap.parse_args()
@@ -560,10 +573,13 @@ def main() -> None:
 
         pool = TUNE_SEEDS if args.split == "tune" else None
         assert pool is not None, "--classes is for tuning"
-        res = evaluate(args.classes.split(","), list(pool[: args.seeds]), 2)
+        chosen = list(pool[args.first_seed : args.first_seed + args.seeds])
+        res = evaluate(args.classes.split(","), chosen, 2)
         print(tables(res, CLASSES))
         return
-    r = run(split=args.split, seeds=args.seeds)
+    if args.first_seed and args.split != "tune":
+        ap.error("--first-seed is for --split tune: held-out always starts at its first seed")
+    r = run(split=args.split, seeds=args.seeds, first=args.first_seed)
     r.show()
     print(r.extra_md)
     if not args.no_save and args.split == "held-out":

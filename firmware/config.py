@@ -117,6 +117,21 @@ class MotionConfig(_Section):
     """Objects are built only from pixels changed this many frames running: a snowflake
     or a raindrop crosses a pixel in a frame or two, a visitor stays on it.  1 turns this
     off; more misses quick movement."""
+    max_texture_kept: float = Field(0.75, ge=-1.0, le=1.0)
+    """Light and shade are not visitors: where the picture differs from the background,
+    if the background's own texture is still there (the correlation of the log-luma
+    gradients with the background's reaches this), the change is light or shade (a
+    lamp's pool, a passer-by's shadow, a beam) and the object is not confirmed.  A
+    visitor hides the texture behind them (mostly under 0.6).  1 turns this off."""
+    max_sideways: float = Field(0.2, ge=0, le=5.0)
+    """An object that has crossed a quarter of the picture sideways while moving up or
+    down less than this fraction of that is passing by (a headlight beam on the street, a
+    shadow cast from the pavement), not arriving; it is not confirmed while so.  0 turns
+    this off."""
+    live_frac: float = Field(0.05, ge=0, le=1.0)
+    """Movement inside an object (what keeps a still object from becoming background
+    after ``still_absorb_s``) must cover this fraction of its box over a second: noise
+    alone marks a few pixels of any box, and kept a parcel "alive" and alerting."""
     still_absorb_s: float = Field(10.0, ge=1, le=600)
     """An object with no movement inside it for this long becomes background (a parcel,
     a moved chair).  A person standing at the door breathes and shifts, so stays."""

@@ -140,6 +140,9 @@ class Controller:
             close_max_width=config.motion.close_max_width,
             steady_frames=config.motion.steady_frames,
             min_travel=config.motion.min_travel,
+            max_texture_kept=config.motion.max_texture_kept,
+            max_sideways=config.motion.max_sideways,
+            live_frac=config.motion.live_frac,
             still_absorb_frames=round(config.motion.still_absorb_s * config.camera.fps),
         )
         self.ring = PacketRing(config.ring_seconds, config.clips.buffer_max_bytes)

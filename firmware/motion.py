@@ -25,7 +25,12 @@ only while it is upright (its changed pixels spread ``min_aspect`` times more
 up and down than across; or close: tall, reaching the bottom of the picture), no
 wider than ``max_width`` of the picture (``close_max_width`` when close), and
 moves no faster than ``max_speed``; and it must have arrived, moved
-``min_travel`` of the picture's height from where it was first seen.  During warm-up the
+``min_travel`` of the picture's height from where it was first seen.  Light and
+shade are not objects: where the background's own texture is still there under the
+change (``max_texture_kept``, the correlation of log-gradients) it is a lamp's pool or
+a shadow; something crossing the picture sideways without coming nearer
+(``max_sideways``) is passing by.  Movement inside an object must cover ``live_frac``
+of it, or a still object becomes background.  During warm-up the
 background is the mean of the frames so far, so nothing in the first frame
 leaves a ghost.
 
@@ -184,6 +189,9 @@ class MotionDetector:
         close_max_width: float = 0.9,
         steady_frames: int = 2,
         min_travel: float = 0.065,
+        max_texture_kept: float = 0.75,
+        max_sideways: float = 0.2,
+        live_frac: float = 0.05,
     ) -> None:
         if not 1 <= sensitivity <= 10:
             raise ValueError("sensitivity is 1..10")
@@ -191,6 +199,8 @@ class MotionDetector:
             raise ValueError("min_frames must be at least 1")
         if steady_frames < 1:
             raise ValueError("steady_frames must be at least 1")
+        if not 0 <= live_frac <= 1:
+            raise ValueError("live_frac is 0..1")
         self.sensitivity = sensitivity
         self.min_area = _sensitivity_to_area(sensitivity)
         self.min_frames = min_frames
@@ -206,6 +216,9 @@ class MotionDetector:
         self.close_max_width = close_max_width
         self.steady_frames = steady_frames
         self.min_travel = min_travel
+        self.max_texture_kept = max_texture_kept
+        self.max_sideways = max_sideways
+        self.live_frac = live_frac
         self._mask_src = mask
         self._valid: np.ndarray | None = None
         self._nvalid = 0
@@ -315,7 +328,7 @@ class MotionDetector:
             steady &= before
         full = len(hist) == hist.maxlen
         hist.append(changed)
-        self._track(steady if full else changed, logf, prev, warming)
+        self._track(steady if full else changed, logf, prev, warming, gx, gy)
 
         # Learn the background, except under objects that are there (so a visitor
         # who stands still stays visible); activity slowly, and not from what is
@@ -360,6 +373,8 @@ class MotionDetector:
         logf: np.ndarray,
         prev: np.ndarray,
         warming: bool,
+        gx: np.ndarray,
+        gy: np.ndarray,
     ) -> None:
         """Group changed pixels into objects and follow them from frame to frame."""
         assert self._bg is not None
@@ -447,6 +462,8 @@ class MotionDetector:
                 candidate = _aspect(changed[bbox[1] : bbox[3], bbox[0] : bbox[2]]) >= (
                     self.min_aspect
                 )
+            if candidate and self.max_texture_kept < 1.0:
+                candidate = self._texture_kept(bbox, logf, gx, gy) < self.max_texture_kept
             if candidate:
                 t.plausible += 1
                 t.doubt = 0
@@ -471,13 +488,20 @@ class MotionDetector:
             if t.misses > self.max_misses:
                 continue
             x0, y0, x1, y1 = t.bbox
-            if int((fd[y0:y1, x0:x1] > noise).sum()) >= 2:
+            # Enough of it to be more than noise: a few pixels over the noise level turn
+            # up in any box now and then, and kept a parcel "alive" for good.
+            live_px = max(2.0, self.live_frac * (y1 - y0) * (x1 - x0))
+            if int((fd[y0:y1, x0:x1] > noise).sum()) >= live_px:
                 t.last_live = self._frames
             if warming:
                 # The background is still being learnt: what looks plausible now is
                 # as likely the difference between early frames; count from scratch after.
                 t.plausible = 0
-            elif t.plausible >= self.min_frames and t.moved >= self.min_travel * hh:
+            elif (
+                t.plausible >= self.min_frames
+                and t.moved >= self.min_travel * hh
+                and not self._passing(t, ww)
+            ):
                 # A visitor arrives: something that has stayed where it was first seen
                 # (a cobweb or a plant swaying, a pool of lamp light) is not one.
                 t.confirmed = True
@@ -492,3 +516,31 @@ class MotionDetector:
                 continue
             kept.append(t)
         self._tracks = kept
+
+    def _passing(self, t: _Track, ww: int) -> bool:
+        """Crossing the picture sideways, far, with hardly any movement toward or away
+        from the camera: a beam sweeping the street, a passer-by's shadow.  A visitor
+        comes up the path; while they walk along the street first they are not yet
+        confirmed, only later."""
+        dx, dy = abs(t.cx - t.ox), abs(t.cy - t.oy)
+        return dx >= 0.25 * ww and dy < self.max_sideways * dx
+
+    def _texture_kept(
+        self, bbox: tuple[int, int, int, int], logf: np.ndarray, gx: np.ndarray, gy: np.ndarray
+    ) -> float:
+        """How much of the background's own texture is still there where the picture
+        differs from it: the correlation of the log-gradients with the background's,
+        over the pixels whose log-luma moved by over 0.1.  Light and shade multiply the
+        scene, so in the log they add a smooth term and leave its gradients (a lamp's
+        pool, a passer-by's shadow: near 1); something in front of the background
+        replaces them (a visitor: mostly under 0.6)."""
+        assert self._bg is not None and self._bg_gx is not None and self._bg_gy is not None
+        sl = (slice(bbox[1], bbox[3]), slice(bbox[0], bbox[2]))
+        differs = np.abs(logf[sl] - self._bg[sl]) > 0.1
+        if int(differs.sum()) < 4:
+            return 0.0
+        bx, by = self._bg_gx[sl][differs], self._bg_gy[sl][differs]
+        cx, cy = gx[sl][differs], gy[sl][differs]
+        num = float((bx * cx + by * cy).sum())
+        den = math.sqrt(float((bx * bx + by * by).sum()) * float((cx * cx + cy * cy).sum()))
+        return num / den if den > 0 else 0.0

@@ -33,6 +33,8 @@ def test_example_file_is_valid_and_documents_every_section():
         ({"motion": {"max_width": 0}}, "motion.max_width"),
         ({"motion": {"close_max_width": 1.5}}, "motion.close_max_width"),
         ({"motion": {"steady_frames": 0}}, "motion.steady_frames"),
+        ({"motion": {"live_frac": 2}}, "motion.live_frac"),
+        ({"motion": {"max_texture_kept": 1.5}}, "motion.max_texture_kept"),
         ({"masks": [{"polygon": [[0, 0], [1, 0]]}]}, "masks.0.polygon: a polygon needs at least 3"),
         ({"device": {"id": "Front Door"}}, "device.id"),
         ({"gpio": {"button_pin": 5, "chime_pin": 5}}, "must differ"),
@@ -67,11 +69,12 @@ def test_motion_constants_reach_the_detector(tmp_path):
     from tests.conftest import small_config
 
     motion = {"max_width": 0.5, "close_max_width": 0.8, "steady_frames": 3, "min_aspect": 1.5}
-    motion["min_travel"] = 0.1
+    motion |= {"min_travel": 0.1, "max_texture_kept": 0.6, "max_sideways": 0.3, "live_frac": 0.1}
     bell = SimDoorbell(small_config(tmp_path, motion=motion), make_scene("porch", 320, 240), print)
     try:
         det = bell.controller.detector
         assert (det.max_width, det.close_max_width) == (0.5, 0.8)
         assert (det.steady_frames, det.min_aspect, det.min_travel) == (3, 1.5, 0.1)
+        assert (det.max_texture_kept, det.max_sideways, det.live_frac) == (0.6, 0.3, 0.1)
     finally:
         bell.close()
