@@ -212,6 +212,8 @@ def _malformed(owner: OwnerKeys) -> str:
         ("malformed", "malformed"),
         ("other_device", "wrong_device"),
         ("expired", "expired"),
+        ("built_on_none", "stale"),
+        ("built_on_another_set", "stale"),
     ],
 )
 def test_refused_updates_leave_the_masks_unchanged(bells, owner, tmp_path, attack, code):
@@ -230,7 +232,15 @@ def test_refused_updates_leave_the_masks_unchanged(bells, owner, tmp_path, attac
         "other_device": lambda: sign_decision(
             MaskUpdate.create("other-bell", [], issued=3000), owner.sign_private
         ),
-        "expired": lambda: update(owner, [], issued=3000, expires=time.time() - 1),
+        "expired": lambda: update(
+            owner, [], issued=3000, expires=time.time() - 1, previous=decision_hash(good)
+        ),
+        # Newer and validly signed, but not built on the set in force: a client that
+        # never saw it, or one served an older set by the relay, would drop "street".
+        "built_on_none": lambda: update(owner, other, issued=3000),
+        "built_on_another_set": lambda: update(
+            owner, other, issued=3000, previous=decision_hash(update(owner, [], issued=1500))
+        ),
     }[attack]()
     bell.send(bad)
     (refusal,) = bell.refusals()
@@ -244,9 +254,13 @@ def test_refused_updates_leave_the_masks_unchanged(bells, owner, tmp_path, attac
 
 def test_newer_update_replaces_and_can_remove(bells, owner, tmp_path):
     bell = bells(owner)
-    bell.send(update(owner, [("street", POLY)], issued=2000))
-    bell.send(update(owner, [], issued=2001))
+    first = update(owner, [("street", POLY)], issued=2000)
+    bell.send(first)
+    second = update(owner, [], issued=2001, previous=decision_hash(first))
+    bell.send(second)
     assert bell.sim.controller.mask_update.masks == []
+    # The announcement carries the signed set itself (the relay serves it back).
+    assert [e.data["update"] for e in bell.applied()] == [first, second]
     frames, _ = bell.clip_after_press(tmp_path, "removed")
     with pytest.raises(AssertionError):
         assert_masked(frames[0], [POLY], "removed")
