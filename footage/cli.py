@@ -285,7 +285,9 @@ def _mask_basis(
     """The set the next change builds on and its hash (``previous``): the newer of the
     kept set and the one the doorbell announced, signature checked (footage.masks)."""
     held = client.call("GET", f"/v1/devices/{device}/masks")
-    current, previous, note = choose_basis(device, book.signed(device), held, keys.sign_public)
+    current, previous, note = choose_basis(
+        device, book.signed(device), held, keys.sign_public, local_sent=book.sent(device)
+    )
     if note is not None:
         print(f"note: {note}", file=sys.stderr)
     return current, previous
@@ -352,6 +354,7 @@ def cmd_masks(connect: Callable[[], Client], args: argparse.Namespace) -> int:
             "announces the set it applies (masks_applied) on the public log",
             EXIT_FAILED,
         )
+    book.save(args.device, signed, sent=True)
     print(f"{len(update.masks)} owner masks sent to the doorbell (set {digest})")
     return 0
 
@@ -617,6 +620,7 @@ def _accept_mask(
             "announces the set it applies (masks_applied) on the public log",
             EXIT_FAILED,
         )
+    book.save(device, signed, sent=True)
     print(result["status"])
     print(f"    {len(update.masks)} owner masks sent to {device} (set {digest})")
     return 0

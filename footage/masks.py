@@ -79,6 +79,7 @@ def choose_basis(
     local_signed: str | None,
     held: object,
     sign_public: bytes,
+    local_sent: bool = True,
 ) -> tuple[MaskUpdate | None, str | None, str | None]:
     """What the next change builds on: ``(set, previous, note)``.
 
@@ -89,7 +90,8 @@ def choose_basis(
     held one (sent, not yet announced); a newer local set built on anything else was
     refused or never applied, and building on it again would be refused forever, so
     the held set wins and ``note`` tells the owner.  ``previous`` is None only when the
-    doorbell announced no owner set (then the local masks are kept in the new set).
+    doorbell announced no owner set and none is in flight (then the kept masks are
+    carried into the new set).
 
     >>> choose_basis("front-door", None, {"hash": None, "update": None}, b"k" * 32)
     (None, None, None)
@@ -98,16 +100,25 @@ def choose_basis(
         raise MaskError("the relay's answer about the mask set in force is not an object")
     local = _verified(local_signed, sign_public, device, "the kept") if local_signed else None
     held_hash, held_signed = held.get("hash"), held.get("update")
-    if held_hash is None:
-        return local, None, None
-    if not isinstance(held_signed, str) or decision_hash(held_signed) != held_hash:
-        raise MaskError("the relay served a mask set that is not the one it names: refused")
-    remote = _verified(held_signed, sign_public, device, "the relay's")
-    if local is None or remote.issued >= local.issued:
+    remote = None
+    if held_hash is not None:
+        if not isinstance(held_signed, str) or decision_hash(held_signed) != held_hash:
+            raise MaskError("the relay served a mask set that is not the one it names: refused")
+        remote = _verified(held_signed, sign_public, device, "the relay's")
+    if local is None:
+        return remote, held_hash, None
+    if remote is not None and remote.issued >= local.issued:
         return remote, held_hash, None
     assert local_signed is not None
     if local.previous == held_hash:
-        return local, decision_hash(local_signed), None
+        if local_sent:  # the relay took it, built on the set in force: not yet announced
+            return local, decision_hash(local_signed), None
+        # The relay did not take it (an error): most likely never delivered, so its masks
+        # are built on again on the set in force.  Had the relay delivered it anyway, the
+        # doorbell refuses this one as stale: nothing is dropped either way.
+        return local, held_hash, None
+    if remote is None:  # the doorbell holds none (a wiped card): the owner's masks again
+        return local, None, None
     note = (
         f"your last change (set {decision_hash(local_signed)[:12]}) is not the set the "
         "doorbell announced: it was refused or never applied; this change is built on "
@@ -213,11 +224,19 @@ class MaskBook:
         except DecisionRefused as err:
             raise MaskError(f"the kept mask set of {device} does not check out: {err}") from None
 
-    def save(self, device: str, signed: str) -> None:
+    def sent(self, device: str) -> bool:
+        """The relay took the kept set (the answer named its hash); see :func:`choose_basis`."""
+        try:
+            return bool(json.loads(self._path(device).read_text()).get("sent", True))
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def save(self, device: str, signed: str, sent: bool = False) -> None:
+        """Keep ``signed`` (before it is sent; again with ``sent`` once the relay took it)."""
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self._path(device)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"update": signed}))
+        tmp.write_text(json.dumps({"update": signed, "sent": sent}))
         os.replace(tmp, path)
 
 

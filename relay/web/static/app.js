@@ -423,7 +423,7 @@ async function answerBystander(ask, answer, reason) {
     }
     if (answer === "accept") body.masks = await signAcceptedMask(ask);
     const out = await api("POST", `/app/api/asks/${encodeURIComponent(ask.id)}/answer`, body);
-    if (answer === "accept") await checkMaskAnswer(out, body.masks);
+    if (answer === "accept") await checkMaskAnswer(out, body.masks, ask.device);
     const before = (out.released_before || []).length
       ? `; copies were released before for: ${out.released_before.join(", ")}` : "";
     say(`${out.status}: ${ask.id}${before}`);
@@ -465,21 +465,29 @@ function maskPreview(polygon, snapshot) {
 async function maskBasis(device) {
   const kept = await oc.keptMasks(state.me.owner, device, state.keys);
   const held = await api("GET", `/app/api/devices/${encodeURIComponent(device)}/masks`);
-  if (held.hash === null) return { base: kept ? kept.payload : null, previous: null, note: null };
-  if (typeof held.update !== "string" || (await oc.decisionHash(held.update)) !== held.hash) {
-    throw new Error("the relay served a mask set that is not the one it names: refused");
+  let remote = null;
+  if (held.hash !== null) {
+    if (typeof held.update !== "string" || (await oc.decisionHash(held.update)) !== held.hash) {
+      throw new Error("the relay served a mask set that is not the one it names: refused");
+    }
+    try {
+      remote = oc.openMaskUpdate(held.update, state.keys, device);
+    } catch (err) {
+      throw new Error(`the relay's mask set of ${device} does not check out: refused`);
+    }
   }
-  let remote;
-  try {
-    remote = oc.openMaskUpdate(held.update, state.keys, device);
-  } catch (err) {
-    throw new Error(`the relay's mask set of ${device} does not check out: refused`);
-  }
-  if (!kept || remote.issued >= kept.payload.issued) return { base: remote, previous: held.hash, note: null };
+  if (!kept) return { base: remote, previous: held.hash, note: null };
+  if (remote && remote.issued >= kept.payload.issued) return { base: remote, previous: held.hash, note: null };
   // Newer here and built on the set in force: sent, not yet announced.
-  if (kept.payload.previous === held.hash) {
-    return { base: kept.payload, previous: await oc.decisionHash(kept.signed), note: null };
+  if ((kept.payload.previous ?? null) === held.hash) {
+    const keptHash = await oc.decisionHash(kept.signed);
+    if ((await oc.sentMasks(state.me.owner, device)) === keptHash) return { base: kept.payload, previous: keptHash, note: null };
+    // The relay did not take it: built on again in its place (had the relay delivered
+    // it anyway, the doorbell refuses this one as stale; nothing is dropped).
+    return { base: kept.payload, previous: held.hash, note: null };
   }
+  // The doorbell holds none (a wiped card): the owner's masks again.
+  if (!remote) return { base: kept.payload, previous: null, note: null };
   // Newer here but built on another set: refused (stale) or never applied.  Building on
   // it again would be refused forever; the set in force wins, and the owner is told.
   const note = "your last change here is not the set the doorbell holds (refused or never applied): " +
@@ -514,9 +522,10 @@ async function signAcceptedMask(ask) {
   }, `bystander:${ask.request_id}`);
 }
 
-async function checkMaskAnswer(out, signed) {
+async function checkMaskAnswer(out, signed, device) {
   const digest = await oc.decisionHash(signed);
   if (out.hash !== digest) throw new Error(`the relay answered for another mask set (${out.hash}, not ${digest})`);
+  await oc.markMasksSent(state.me.owner, device, digest);
 }
 
 async function loadMasks() {
@@ -552,7 +561,7 @@ async function removeMask(device, name) {
   try {
     const signed = await nextMaskSet(device, (masks) => masks.filter((m) => m.name !== name));
     const out = await api("POST", `/app/api/devices/${encodeURIComponent(device)}/masks`, { signed });
-    await checkMaskAnswer(out, signed);
+    await checkMaskAnswer(out, signed, device);
     say(`mask ${name} removed: set ${out.hash} sent to ${device}`);
     await loadMasks();
   } catch (err) {

@@ -326,6 +326,18 @@ export async function keepMasks(owner, device, signed) {
   await dbDo("readwrite", (s) => s.put(signed, MASKS_KEY(owner, device)));
 }
 
+const MASKS_SENT_KEY = (owner, device) => `maskssent/${owner}/${device}`;
+
+/** Note that the relay took the kept set of `device` (its answer named `hash`). */
+export async function markMasksSent(owner, device, hash) {
+  await dbDo("readwrite", (s) => s.put(hash, MASKS_SENT_KEY(owner, device)));
+}
+
+/** The hash of the last set of `device` the relay took (undefined: none). */
+export async function sentMasks(owner, device) {
+  return dbDo("readonly", (s) => s.get(MASKS_SENT_KEY(owner, device)));
+}
+
 /** A fresh request id for the owner's own view: "view-" and 16 hex digits (formats.md §3.6). */
 export function viewRequestId() {
   return "view-" + sodium.to_hex(crypto.getRandomValues(new Uint8Array(8)));
