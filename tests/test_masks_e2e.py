@@ -277,11 +277,20 @@ def add_mask(relay: Relay, home: Home, state, name: str, polygon: str) -> tuple[
     )  # fmt: skip
 
 
-def test_two_clients_each_add_a_mask_and_the_doorbell_holds_both(world, tmp_path, capsys):
+def test_two_clients_each_add_a_mask_and_the_doorbell_holds_both(
+    world, tmp_path, capsys, monkeypatch
+):
     """The bug this fixes: a second client (another machine, another state folder, the
     web app) used to build on its own empty set and drop the first client's mask."""
+    import footage.masks
+
     relay, alice, _bob, _commands = world
-    code, out = add_mask(relay, alice, tmp_path / "laptop", "street", POLYGON_ARG)
+    # The laptop's change was an hour ago (the client's clock, injected): the desktop's
+    # set is newer by `issued` either way, so only continuity can keep "street".
+    hour_ago = time.time() - 3600
+    with monkeypatch.context() as m:
+        m.setattr(footage.masks.time, "time", lambda: hour_ago)
+        code, out = add_mask(relay, alice, tmp_path / "laptop", "street", POLYGON_ARG)
     assert code == 0, out
     until(alice, lambda: applied(alice), "the first set")
     first = alice.bell.controller.masks_hash
