@@ -253,9 +253,14 @@ def test_the_web_app_backend_takes_a_signed_set_too(world):
     assert r.status_code == 200 and r.json()["hash"] == decision_hash(signed)
     until(alice, lambda: applied(alice), "the doorbell to apply it")
     assert alice.bell.controller.masks_hash == decision_hash(signed)
+    # The set in force, served back to the page (which checks the owner's signature).
+    wait_for(lambda: httpx.get(url, headers=headers).json()["hash"], 30, "the relay to keep it")
+    got = httpx.get(url, headers=headers).json()
+    assert got == {"device": "alice-door", "hash": decision_hash(signed), "update": signed}
     bob_headers, bob_csrf = session_of(relay, bob)
     r = httpx.post(url, json={"signed": signed}, headers={**bob_headers, "X-CSRF-Token": bob_csrf})
     assert r.status_code == 404, "only the doorbell's owner"
+    assert httpx.get(url, headers=bob_headers).status_code == 404, "read by its owner only"
 
 
 # ------------------------------------------------------------------ one set, many clients

@@ -456,3 +456,46 @@ def test_footage_masks_refuses_bad_input_in_one_line_before_any_relay(owner, tmp
         assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
     # (Removing an unknown name needs the set in force, from the relay: see
     # test_masks_e2e.py's test_two_clients_each_add_a_mask_and_the_doorbell_holds_both.)
+
+
+def test_choose_basis_builds_on_the_set_in_force_checked_with_the_owners_key(owner):
+    """What a client builds its next set on (footage/masks.py; the page's maskBasis is
+    the same rule): the relay's copy only if the owner signed it and it is the set named."""
+    from footage.masks import MaskError, choose_basis
+
+    def signed(masks, issued, previous=None, key=owner) -> str:
+        return sign_decision(
+            MaskUpdate.create(DEVICE, masks, issued=issued, previous=previous), key.sign_private
+        )
+
+    def held(s: str | None) -> dict:
+        return {"hash": decision_hash(s) if s else None, "update": s}
+
+    a = signed([("street", POLY)], 1000)
+    b = signed([("street", POLY), ("door", POLY)], 2000, decision_hash(a))
+    pk = owner.sign_public
+    # Fresh client: the set in force, named.
+    base, previous, note = choose_basis(DEVICE, None, held(a), pk)
+    assert [m.name for m in base.masks] == ["street"] and previous == decision_hash(a)
+    assert note is None
+    # The relay's newer set wins over an older kept one.
+    base, previous, note = choose_basis(DEVICE, a, held(b), pk)
+    assert [m.name for m in base.masks] == ["door", "street"] and previous == decision_hash(b)
+    # A newer kept set built on the one in force: in flight if the relay took it...
+    assert choose_basis(DEVICE, b, held(a), pk)[1] == decision_hash(b)
+    # ...rebuilt in its place if it did not.
+    assert choose_basis(DEVICE, b, held(a), pk, local_sent=False)[1] == decision_hash(a)
+    # A newer kept set built on another set (refused as stale): the set in force, told.
+    c = signed([("mine", POLY)], 3000, decision_hash(a))
+    base, previous, note = choose_basis(DEVICE, c, held(b), pk)
+    assert previous == decision_hash(b) and note and "refused" in note
+    # The doorbell holds none: the kept masks again, built on nothing.
+    assert choose_basis(DEVICE, b, held(None), pk)[1:] == (None, None)
+    # What the relay cannot do: serve a set the owner did not sign, or another than named.
+    forged = signed([], 9000, decision_hash(b), key=OwnerKeys.generate())
+    with pytest.raises(MaskError, match="does not check out"):
+        choose_basis(DEVICE, b, held(forged), pk)
+    with pytest.raises(MaskError, match="not the one it names"):
+        choose_basis(DEVICE, b, {"hash": decision_hash(b), "update": a}, pk)
+    with pytest.raises(MaskError, match="does not check out"):
+        choose_basis("other-door", None, held(a), pk)
