@@ -344,9 +344,24 @@ def test_out_of_bounds_sets_are_refused(masks):
 
 
 def test_bounds_are_inclusive_and_expiry_is_checked_unless_allowed(owner):
-    ok = MaskUpdate.create(DEVICE, [(f"m{i}", _points(64)) for i in range(16)], issued=1)
+    ok = MaskUpdate.create(
+        DEVICE,
+        [(f"{i:02d}" + "m" * 62, _points(64)) for i in range(16)],  # longest names too
+        issued=1,
+        reason="r" * 128,
+        previous="f" * 64,
+    )
     wire = sign_decision(ok, owner.sign_private)
     assert len(wire) < 48_000, "fits a cmd/masks message"
+    # And the masks_applied event that carries it back fits one MQTT message.
+    from protocol import Event, decode, encode, new_id, utcnow
+    from protocol.messages import MAX_PAYLOAD_BYTES
+
+    event = Event(id=new_id(), ts=utcnow(), device=DEVICE, type="masks_applied", at=utcnow(),
+                  masks_hash=decision_hash(wire), masks_update=wire)  # fmt: skip
+    topic, body = encode(event)
+    assert len(body) < MAX_PAYLOAD_BYTES
+    assert decode(topic, body).masks_update == wire
     payload = ok.payload()
     payload["masks"][0]["points"][0][0] = 0.5  # coordinates are integers (x 10 000)
     with pytest.raises(DecisionRefused) as err:
