@@ -12,7 +12,7 @@
     footage view CLIP... --device ID --keys DIR --out DIR   (owners) your own clips, remotely
     footage masks add DEVICE --polygon "x,y x,y x,y ..." [--name N] [--reason R] --keys DIR
     footage masks remove DEVICE NAME --keys DIR   (owners) privacy masks, signed, whole set
-    footage masks list DEVICE --keys DIR [--json] the set last sent (footage/masks.py)
+    footage masks list DEVICE --keys DIR [--json] the set this client last sent (footage/masks.py)
     footage answer ASK copy|erase|decline|accept --keys DIR [--reason R]
                                                   (owners) answer a bystander's ask
     footage bystander request --lat --lon --radius M --from T --to T --kind K
@@ -294,8 +294,10 @@ def _mask_basis(
 
 
 def cmd_masks(connect: Callable[[], Client], args: argparse.Namespace) -> int:
-    """Change the whole signed set: the one kept in the client's state (see footage.masks).
-    Bad input is refused before the relay is contacted; ``list`` never contacts it."""
+    """Change the whole signed set: the set in force (the newer of the one kept in the
+    client's state and the one the relay serves, see footage.masks.choose_basis), named
+    as ``previous``.  Bad input is refused before the relay is contacted; ``list`` shows
+    the kept set and never contacts it."""
     try:
         keys = OwnerKeys.load(args.keys)
     except CryptoFailure as err:
