@@ -68,12 +68,6 @@ def parse_polygon(text: str) -> Polygon:
     return points
 
 
-STALE_HINT = (
-    "the doorbell holds a newer mask set than the one this change was built on: "
-    "fetched again, try again"
-)
-
-
 def choose_basis(
     device: str,
     local_signed: str | None,
@@ -120,9 +114,10 @@ def choose_basis(
     if remote is None:  # the doorbell holds none (a wiped card): the owner's masks again
         return local, None, None
     note = (
-        f"your last change (set {decision_hash(local_signed)[:12]}) is not the set the "
-        "doorbell announced: it was refused or never applied; this change is built on "
-        "the set the doorbell holds"
+        "the doorbell holds a newer mask set than the one your last change (set "
+        f"{decision_hash(local_signed)[:12]}) was built on, so it was refused (stale) or "
+        "never applied: fetched again, this change is built on the set the doorbell "
+        "holds; add again any mask of that change that is missing"
     )
     return remote, held_hash, note
 

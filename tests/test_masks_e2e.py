@@ -329,7 +329,7 @@ def test_two_clients_each_add_a_mask_and_the_doorbell_holds_both(
     assert [m.name for m in alice.bell.controller.mask_update.masks] == ["window"]
 
 
-def test_a_relay_serving_an_older_genuine_set_is_refused_as_stale(world, tmp_path):
+def test_a_relay_serving_an_older_genuine_set_is_refused_as_stale(world, tmp_path, capsys):
     """A relay that serves an older set the owner really signed cannot make the owner
     sign a mask away: the change names the set it was built on, and the doorbell holds
     another; refused (``stale``, on the record), nothing dropped.  Served the truth
@@ -392,8 +392,11 @@ def test_a_relay_serving_an_older_genuine_set_is_refused_as_stale(world, tmp_pat
     assert [e["data"]["code"] for e in public if e["kind"] == "doorbell_refused"] == ["stale"]
 
     r.set(ks.device_masks("alice-door"), truth)  # served the truth again
+    capsys.readouterr()
     code, out = add_mask(relay, alice, desktop, "door", "0.7,0.7 0.9,0.7 0.9,0.9")
     assert code == 0, out
+    told = capsys.readouterr().err
+    assert "the doorbell holds a newer mask set than the one your last change" in told, told
     until(alice, lambda: len(applied(alice)) == 3, "the third set")
     names = sorted(m.name for m in alice.bell.controller.mask_update.masks)
     assert names == ["door", "street", "window"]

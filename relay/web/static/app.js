@@ -490,8 +490,9 @@ async function maskBasis(device) {
   if (!remote) return { base: kept.payload, previous: null, note: null };
   // Newer here but built on another set: refused (stale) or never applied.  Building on
   // it again would be refused forever; the set in force wins, and the owner is told.
-  const note = "your last change here is not the set the doorbell holds (refused or never applied): " +
-    "this change is built on the set the doorbell holds";
+  const note = "the doorbell holds a newer mask set than the one your last change here was built on, " +
+    "so it was refused (stale) or never applied: fetched again, this change is built on the set " +
+    "the doorbell holds; add again any mask of that change that is missing";
   return { base: remote, previous: held.hash, note };
 }
 
