@@ -85,8 +85,7 @@ def choose_basis(
     refused or never applied, and building on it again would be refused forever, so
     the held set wins and ``note`` tells the owner.  ``previous`` is None only when the
     doorbell announced no owner set and none is in flight (then the kept masks are
-    carried into the new set; a "none" announced after the kept set was issued, by the
-    doorbell's clock ``held["at"]``, means none is in flight: a wiped card).
+    carried into the new set).
 
     >>> choose_basis("front-door", None, {"hash": None, "update": None}, b"k" * 32)
     (None, None, None)
@@ -105,12 +104,6 @@ def choose_basis(
     if remote is not None and remote.issued >= local.issued:
         return remote, held_hash, None
     assert local_signed is not None
-    at = held.get("at")
-    announced_since = isinstance(at, int | float) and at > local.issued
-    if remote is None and local.previous is None and announced_since:
-        # Announced "none" after the kept set was signed: the card was wiped (or the
-        # set never applied); the doorbell holds none, whatever the kept set says.
-        return local, None, None
     if local.previous == held_hash:
         if local_sent:  # the relay took it, built on the set in force: not yet announced
             return local, decision_hash(local_signed), None

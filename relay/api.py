@@ -185,8 +185,6 @@ class HeldMasksOut(BaseModel):
     (or nothing announced yet)."""
     update: str | None
     """That signed MaskUpdate, as the owner signed it: check the signature before use."""
-    at: float | None
-    """When the doorbell announced it (its clock, Unix seconds)."""
 
 
 class ApprovalIn(BaseModel):

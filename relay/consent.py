@@ -651,19 +651,13 @@ class ConsentEngine:
 
     def held_masks(self, owner: str, device: str) -> dict[str, Any]:
         """What ``owner``'s doorbell last announced in force (``masks_applied``):
-        ``{"device", "hash", "update", "at"}`` (``at``: the doorbell's time of the
-        announcement, Unix seconds), None when it holds no owner set or has announced
-        nothing yet.  The relay only relays it: clients check
+        ``{"device", "hash", "update"}``, ``hash`` and ``update`` None when it holds no
+        owner set or has announced nothing yet.  The relay only relays it: clients check
         the owner's signature, and the doorbell refuses a change built on another set."""
         self._owned(owner, device)
         raw = self.r.get(ks.device_masks(device))
         kept = json.loads(raw) if raw else {}
-        return {
-            "device": device,
-            "hash": kept.get("hash"),
-            "update": kept.get("update"),
-            "at": kept.get("at"),
-        }
+        return {"device": device, "hash": kept.get("hash"), "update": kept.get("update")}
 
     def _owned(self, owner: str, device: str) -> None:
         """NotFound unless ``device`` is ``owner``'s (someone else's looks like none)."""

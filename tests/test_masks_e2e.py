@@ -256,7 +256,7 @@ def test_the_web_app_backend_takes_a_signed_set_too(world):
     # The set in force, served back to the page (which checks the owner's signature).
     wait_for(lambda: httpx.get(url, headers=headers).json()["hash"], 30, "the relay to keep it")
     got = httpx.get(url, headers=headers).json()
-    assert (got["hash"], got["update"]) == (decision_hash(signed), signed)
+    assert got == {"device": "alice-door", "hash": decision_hash(signed), "update": signed}
     bob_headers, bob_csrf = session_of(relay, bob)
     r = httpx.post(url, json={"signed": signed}, headers={**bob_headers, "X-CSRF-Token": bob_csrf})
     assert r.status_code == 404, "only the doorbell's owner"
@@ -414,13 +414,12 @@ def test_the_relay_serves_the_set_in_force_to_its_owner_only(world, tmp_path):
         )
 
     until(alice, lambda: relay_holds(relay, "alice-door") is None, "the boot announcement")
-    body = get(alice.token).json()
-    assert body["hash"] is None and body["update"] is None and body["at"] > 0
+    assert get(alice.token).json() == {"device": "alice-door", "hash": None, "update": None}
     code, out = add_mask(relay, alice, tmp_path / "c", "street", POLYGON_ARG)
     assert code == 0, out
     until(alice, lambda: applied(alice), "applied")
     wait_for(lambda: get(alice.token).json()["hash"], 30, "the relay to keep it")
     body = get(alice.token).json()
     signed = json.loads((tmp_path / "c" / "masks" / "alice-door.json").read_text())["update"]
-    assert (body["hash"], body["update"]) == (decision_hash(signed), signed)
+    assert body == {"device": "alice-door", "hash": decision_hash(signed), "update": signed}
     assert get(bob.token).status_code == 404, "only the doorbell's owner"

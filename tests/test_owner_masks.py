@@ -506,10 +506,6 @@ def test_choose_basis_builds_on_the_set_in_force_checked_with_the_owners_key(own
     assert previous == decision_hash(b) and note and "refused" in note
     # The doorbell holds none: the kept masks again, built on nothing.
     assert choose_basis(DEVICE, b, held(None), pk)[1:] == (None, None)
-    # A first set sent, the doorbell's "none" announced before it: in flight...
-    assert choose_basis(DEVICE, a, {**held(None), "at": 999.0}, pk)[1] == decision_hash(a)
-    # ...announced after it (a card wiped since): none is held, built on nothing.
-    assert choose_basis(DEVICE, a, {**held(None), "at": 1001.0}, pk)[1] is None
     # What the relay cannot do: serve a set the owner did not sign, or another than named.
     forged = signed([], 9000, decision_hash(b), key=OwnerKeys.generate())
     with pytest.raises(MaskError, match="does not check out"):

@@ -478,10 +478,6 @@ async function maskBasis(device) {
   }
   if (!kept) return { base: remote, previous: held.hash, note: null };
   if (remote && remote.issued >= kept.payload.issued) return { base: remote, previous: held.hash, note: null };
-  // Announced "none" after the kept set was signed: a wiped card; the doorbell holds none.
-  if (!remote && (kept.payload.previous ?? null) === null && typeof held.at === "number" && held.at > kept.payload.issued) {
-    return { base: kept.payload, previous: null, note: null };
-  }
   // Newer here and built on the set in force: sent, not yet announced.
   if ((kept.payload.previous ?? null) === held.hash) {
     const keptHash = await oc.decisionHash(kept.signed);
