@@ -85,7 +85,11 @@ def choose_basis(
     refused or never applied, and building on it again would be refused forever, so
     the held set wins and ``note`` tells the owner.  ``previous`` is None only when the
     doorbell announced no owner set and none is in flight (then the kept masks are
-    carried into the new set).
+    carried into the new set).  Known gap: a kept set that *was* applied and then lost
+    from a wiped card looks "in flight" (the doorbell announces none, the set names
+    none), so each change is refused as stale; a fresh state folder (or browser) builds
+    on none and works.  (Telling the two apart by comparing the doorbell's clock with
+    the owner's was tried and is wrong under clock skew.)
 
     >>> choose_basis("front-door", None, {"hash": None, "update": None}, b"k" * 32)
     (None, None, None)
