@@ -83,8 +83,16 @@ def to_message(device: str, ev: DoorbellEvent, owner_box: bytes | None = None) -
             reason=str(d.get("error", "unknown"))[:256],
         )
     if ev.kind == "masks_applied":
+        # The owner's signed set rides along so the relay can serve it back to the
+        # owner's other clients (they verify the owner's signature themselves).
         return Event(
-            id=ev.id, ts=ts, device=device, type="masks_applied", at=ts, masks_hash=d["hash"]
+            id=ev.id,
+            ts=ts,
+            device=device,
+            type="masks_applied",
+            at=ts,
+            masks_hash=d["hash"],
+            masks_update=d.get("update") or None,
         )
     if ev.kind == "masks_refused":
         # A mask update refused by the controller (rollback, not stored) or a persisted

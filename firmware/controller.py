@@ -227,7 +227,13 @@ class Controller:
             self.mask_update, self.masks_hash = loaded.update, loaded.hash
             self._apply_masks()
             self._mask_gate = None  # before the first frame: nothing to hold back
-            self.emit("masks_applied", t, hash=loaded.hash, masks=len(loaded.update.masks))
+            self.emit(
+                "masks_applied",
+                t,
+                hash=loaded.hash,
+                masks=len(loaded.update.masks),
+                update=loaded.signed,
+            )
             if loaded.problems and loaded.signed is not None:
                 try:  # the good copy replaces the refused one (it was reported above)
                     self.owner_masks.save(loaded.signed)
@@ -245,6 +251,19 @@ class Controller:
             log.warning("%s", why)
             self.emit("masks_refused", t, command=ev.command_id, code="rollback", reason=why)
             return
+        if ev.update.previous != self.masks_hash:
+            # Continuity: the update must be built on the set in force.  One built on an
+            # older set (another client's change not seen, or an older set a relay chose
+            # to serve) would silently drop the masks added since; the owner's client
+            # fetches the set in force and builds again.
+            why = (
+                "the doorbell holds a newer mask set than the one this change was built "
+                f"on (held {self.masks_hash}, built on {ev.update.previous}): refused, "
+                "the masks are unchanged"
+            )
+            log.warning("%s", why)
+            self.emit("masks_refused", t, command=ev.command_id, code="stale", reason=why)
+            return
         if self.owner_masks is not None:
             try:
                 self.owner_masks.save(ev.signed)
@@ -257,7 +276,12 @@ class Controller:
         self._apply_masks()
         log.info("owner masks applied: %d polygons, %s", len(ev.update.masks), ev.hash)
         self.emit(
-            "masks_applied", t, hash=ev.hash, masks=len(ev.update.masks), command=ev.command_id
+            "masks_applied",
+            t,
+            hash=ev.hash,
+            masks=len(ev.update.masks),
+            command=ev.command_id,
+            update=ev.signed,
         )
 
     def process_pending(self) -> None:

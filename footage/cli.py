@@ -12,7 +12,7 @@
     footage view CLIP... --device ID --keys DIR --out DIR   (owners) your own clips, remotely
     footage masks add DEVICE --polygon "x,y x,y x,y ..." [--name N] [--reason R] --keys DIR
     footage masks remove DEVICE NAME --keys DIR   (owners) privacy masks, signed, whole set
-    footage masks list DEVICE --keys DIR [--json] the set last sent (footage/masks.py)
+    footage masks list DEVICE --keys DIR [--json] the set this client last sent (footage/masks.py)
     footage answer ASK copy|erase|decline|accept --keys DIR [--reason R]
                                                   (owners) answer a bystander's ask
     footage bystander request --lat --lon --radius M --from T --to T --kind K
@@ -55,7 +55,14 @@ except ModuleNotFoundError as err:  # the client part is not installed here
     sys.exit(f"footage: {err.name} is missing: install the client with: pip install '.[footage]'")
 
 from common.cli import EXIT_NO_SPACE, UsageParser, disk_full, no_space_message, parse_time
-from footage.masks import MaskBook, MaskError, build_update, describe, parse_polygon
+from footage.masks import (
+    MaskBook,
+    MaskError,
+    build_update,
+    choose_basis,
+    describe,
+    parse_polygon,
+)
 from footage.witness import (
     Witness,
     WitnessError,
@@ -272,16 +279,41 @@ class Client:
         return resp.json()
 
 
+def _mask_basis(
+    client: Client, book: MaskBook, device: str, keys: OwnerKeys
+) -> tuple[Any, str | None]:
+    """The set the next change builds on and its hash (``previous``): the newer of the
+    kept set and the one the doorbell announced, signature checked (footage.masks)."""
+    held = client.call("GET", f"/v1/devices/{device}/masks")
+    current, previous, note = choose_basis(
+        device, book.signed(device), held, keys.sign_public, local_sent=book.sent(device)
+    )
+    if note is not None:
+        print(f"note: {note}", file=sys.stderr)
+    return current, previous
+
+
 def cmd_masks(connect: Callable[[], Client], args: argparse.Namespace) -> int:
-    """Change the whole signed set: the one kept in the client's state (see footage.masks).
-    Bad input is refused before the relay is contacted; ``list`` never contacts it."""
+    """Change the whole signed set: the set in force (the newer of the one kept in the
+    client's state and the one the relay serves, see footage.masks.choose_basis), named
+    as ``previous``.  Bad input is refused before the relay is contacted; ``list`` shows
+    the kept set and never contacts it."""
     try:
         keys = OwnerKeys.load(args.keys)
     except CryptoFailure as err:
         raise Failure(str(err)) from None
     book = MaskBook(args.state)
+    client = None
     try:
         current = book.current(args.device, keys.sign_public)
+        previous: str | None = None
+        # Bad input is refused before the relay is contacted.
+        polygon = parse_polygon(args.polygon) if args.masks_command == "add" else None
+        if polygon is not None:
+            build_update(None, args.device, add=[("check", polygon)])  # the polygon's bounds
+        if args.masks_command != "list":
+            client = connect()
+            current, previous = _mask_basis(client, book, args.device, keys)
         if args.masks_command == "list":
             view = describe(current, book.signed(args.device), args.device)
             if args.json:
@@ -298,10 +330,14 @@ def cmd_masks(connect: Callable[[], Client], args: argparse.Namespace) -> int:
             names = {m.name for m in current.masks} if current else set()
             name = args.name or next(f"mask-{i}" for i in range(1, 100) if f"mask-{i}" not in names)
             update = build_update(
-                current, args.device, add=[(name, parse_polygon(args.polygon))], reason=args.reason
+                current,
+                args.device,
+                add=[(name, polygon or [])],
+                reason=args.reason,
+                previous=previous,
             )
         else:
-            update = build_update(current, args.device, remove=[args.name])
+            update = build_update(current, args.device, remove=[args.name], previous=previous)
     except MaskError as err:
         raise Failure(str(err)) from None
     signed = sign_decision(update, keys.sign_private)
@@ -311,7 +347,8 @@ def cmd_masks(connect: Callable[[], Client], args: argparse.Namespace) -> int:
     # would have the owner sign away the mask it delivered).  The doorbell only takes a
     # newer set, so keeping one that never arrives removes nothing.
     book.save(args.device, signed)
-    out = connect().call("POST", f"/v1/devices/{args.device}/masks", json={"decision": signed})
+    assert client is not None
+    out = client.call("POST", f"/v1/devices/{args.device}/masks", json={"decision": signed})
     if not isinstance(out, dict) or out.get("hash") != digest:
         got = out.get("hash") if isinstance(out, dict) else None
         raise Failure(
@@ -319,6 +356,7 @@ def cmd_masks(connect: Callable[[], Client], args: argparse.Namespace) -> int:
             "announces the set it applies (masks_applied) on the public log",
             EXIT_FAILED,
         )
+    book.save(args.device, signed, sent=True)
     print(f"{len(update.masks)} owner masks sent to the doorbell (set {digest})")
     return 0
 
@@ -553,11 +591,13 @@ def _accept_mask(
         raise Failure(f"the relay sent an ask without a usable polygon: {polygon!r}", EXIT_FAILED)
     book = MaskBook(args.state)
     try:
-        current = book.current(device, keys.sign_public)
+        current, previous = _mask_basis(client, book, device, keys)
         proposed = mask_points(polygon)
         if current is not None and any(m.points == proposed for m in current.masks):
             # Sent before (an earlier try whose answer was lost): the same set, newer.
-            update = build_update(current, device, reason=f"bystander:{ask['request_id']}")
+            update = build_update(
+                current, device, reason=f"bystander:{ask['request_id']}", previous=previous
+            )
         else:
             name = "bystander-" + re.sub(r"[^A-Za-z0-9._-]", "-", ask["id"])[-54:]
             update = build_update(
@@ -565,6 +605,7 @@ def _accept_mask(
                 device,
                 add=[(name, [(x, y) for x, y in polygon])],
                 reason=f"bystander:{ask['request_id']}",
+                previous=previous,
             )
     except MaskError as err:
         raise Failure(str(err)) from None
@@ -581,6 +622,7 @@ def _accept_mask(
             "announces the set it applies (masks_applied) on the public log",
             EXIT_FAILED,
         )
+    book.save(device, signed, sent=True)
     print(result["status"])
     print(f"    {len(update.masks)} owner masks sent to {device} (set {digest})")
     return 0

@@ -295,6 +295,11 @@ class MaskUpdate(_Decision):
     """Sorted by name; names are unique.  Empty: no owner-added masks."""
     reason: str | None = Field(default=None, pattern=_REASON)
     """A reference, e.g. ``bystander:<request id>`` when a passer-by asked for the mask."""
+    previous: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    """:func:`decision_hash` of the signed set this one replaces; ``None`` only when the
+    doorbell holds no owner set.  The doorbell refuses (``stale``) an update whose
+    ``previous`` is not the hash of the set it holds, so a set built on an older one
+    (another client's, or one a relay chose to serve) can never silently drop masks."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> MaskUpdate:
@@ -311,9 +316,11 @@ class MaskUpdate(_Decision):
         issued: int | None = None,
         reason: str | None = None,
         expires: float | None = None,
+        previous: str | None = None,
     ) -> MaskUpdate:
         """``masks``: (name, [(x, y), ...]) pairs in frame fractions (stored as integers
-        of :data:`MASK_SCALE`); ``issued`` defaults to now."""
+        of :data:`MASK_SCALE`); ``issued`` defaults to now; ``previous`` the hash of the
+        signed set it replaces (None: the doorbell holds none)."""
         issued = int(time.time()) if issued is None else issued
         return cls(
             device=device,
@@ -325,6 +332,7 @@ class MaskUpdate(_Decision):
             reason=reason,
             expires=int(expires if expires is not None else time.time() + 7 * 86400),
             nonce=_nonce(),
+            previous=previous,
         )
 
     def polygons(self) -> list[list[tuple[float, float]]]:

@@ -85,6 +85,10 @@ class Status(Message):
     warning: Literal["low_space"] | None = None
 
 
+MASK_UPDATE_MAX_B64 = 48_000
+"""A signed mask update (16 masks of 64 points) fits with room to spare."""
+
+
 class Event(Message):
     """``doorbell/{device}/event``: a ring or motion; never imagery."""
 
@@ -100,6 +104,11 @@ class Event(Message):
     """For ``masks_applied``: :func:`protocol.decisions.decision_hash` of the owner's
     signed mask update now in force (from the next frame on); at boot ``None`` when the
     doorbell keeps no owner set."""
+    masks_update: Annotated[str, Field(min_length=1, max_length=MASK_UPDATE_MAX_B64)] | None = None
+    """For ``masks_applied``: base64 of that signed mask update itself, as the owner
+    signed it (at most :data:`MASK_UPDATE_MAX_B64`, so the event stays inside
+    :data:`MAX_PAYLOAD_BYTES`): the relay keeps the latest per doorbell and serves it to
+    the owner's clients, which check the owner's signature."""
 
 
 SNAPSHOT_MAX_B64 = 60_000
@@ -164,10 +173,6 @@ class DeleteCommand(Message):
     kind: Literal["delete"] = "delete"
     clip_id: ClipId
     signature: Annotated[str, Field(max_length=4096)]  # base64 of the signed deletion
-
-
-MASK_UPDATE_MAX_B64 = 48_000
-"""A signed mask update (16 masks of 64 points) fits with room to spare."""
 
 
 class MasksCommand(Message):

@@ -20,6 +20,7 @@ RefusalCode = Literal[
     "expired",  # the signature's time is over
     "replay",  # this signed decision was used before
     "rollback",  # a mask update not newer than the one the doorbell holds
+    "stale",  # a mask update built on another set than the one the doorbell holds
     "wrong_request",  # signed for another request
     "wrong_requester",  # signed for another requester's key
     "wrong_clips",  # other clips than the ask listed or the owner approved

@@ -178,6 +178,15 @@ class MasksOut(BaseModel):
     status: str
 
 
+class HeldMasksOut(BaseModel):
+    device: str
+    hash: str | None
+    """What the doorbell last announced in force (``masks_applied``); None: no owner set
+    (or nothing announced yet)."""
+    update: str | None
+    """That signed MaskUpdate, as the owner signed it: check the signature before use."""
+
+
 class ApprovalIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     approval: Annotated[str, Field(max_length=65536, description="a signed Approval")]
@@ -544,6 +553,12 @@ def create_app(
         engine.check_deletion(owner, device, clip_id, body.signature)
         doorbells.delete(device, clip_id, body.signature)
         return DeleteOut(clip=clip_id, status="sent to the doorbell")
+
+    @app.get("/v1/devices/{device}/masks", responses=_errors(401, 404))
+    def held_masks(device: str, owner: Owner) -> HeldMasksOut:
+        """The owner's signed mask set your doorbell last announced in force: build the
+        next change on it (``previous`` = ``hash``) after checking your signature."""
+        return HeldMasksOut(**engine.held_masks(owner, device))
 
     @app.post("/v1/devices/{device}/masks", responses=_errors(400, 401, 403, 404, 422))
     def set_masks(device: str, body: MasksIn, owner: Owner) -> MasksOut:

@@ -649,6 +649,16 @@ class ConsentEngine:
 
     # ------------------------------------------------------------ owner's own viewing
 
+    def held_masks(self, owner: str, device: str) -> dict[str, Any]:
+        """What ``owner``'s doorbell last announced in force (``masks_applied``):
+        ``{"device", "hash", "update"}``, ``hash`` and ``update`` None when it holds no
+        owner set or has announced nothing yet.  The relay only relays it: clients check
+        the owner's signature, and the doorbell refuses a change built on another set."""
+        self._owned(owner, device)
+        raw = self.r.get(ks.device_masks(device))
+        kept = json.loads(raw) if raw else {}
+        return {"device": device, "hash": kept.get("hash"), "update": kept.get("update")}
+
     def _owned(self, owner: str, device: str) -> None:
         """NotFound unless ``device`` is ``owner``'s (someone else's looks like none)."""
         info = self.index.device(device)

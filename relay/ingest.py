@@ -236,6 +236,18 @@ class IngestWorker:
             self._forget_released(msg.device, msg.clip_id)
         if self.commands is not None:
             self.commands.settle(msg)  # the doorbell answered a relay command
+        if isinstance(msg, Event) and msg.type == "masks_applied" and self.index is not None:
+            # The set in force, kept for the owner's clients to build their next change
+            # on.  Not checked here: clients check the owner's signature, and the
+            # doorbell refuses a change not built on the set it holds (``stale``).
+            kept = {"at": msg.at.timestamp(), "hash": msg.masks_hash, "update": msg.masks_update}
+            self.index.r.eval(
+                ks.MASKS_KEEP_LUA,
+                1,
+                ks.device_masks(msg.device),
+                kept["at"],
+                json.dumps(kept),
+            )
         if self.audit is None:
             return
         if isinstance(msg, Released):

@@ -118,6 +118,13 @@ def device_snapshot(device: str, ring_id: str) -> str:
     return dkey(device, f"snap:{ring_id}")
 
 
+def device_masks(device: str) -> str:
+    """JSON ``{"at", "hash", "update"}``: the owner's signed mask set the doorbell last
+    announced in force (``masks_applied``), served back to the owner's clients; written
+    only by :data:`MASKS_KEEP_LUA`."""
+    return dkey(device, "masks")
+
+
 def device_unused(device: str) -> str:
     """A key the index script is given where a message kind needs none (same slot)."""
     return dkey(device, "_")
@@ -350,3 +357,17 @@ and snapshots are published there once, when first indexed).
 Returns 1 (new), 0 (seen before, same content) or 2 (seen before, *different*
 content: a conflict, changes nothing).  The seen-marker holds the content hash;
 a marker of ``'1'`` (written before hashes were kept) counts as the same content."""
+
+
+MASKS_KEEP_LUA = """
+-- KEYS[1] device_masks; ARGV[1] the announcement's time, ARGV[2] its JSON.
+-- Only a later announcement replaces the kept one: a redelivered older masks_applied
+-- must not make the relay serve a set the doorbell no longer holds.
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local at = tonumber(cjson.decode(cur)['at'])
+  if at and at > tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""

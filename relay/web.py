@@ -459,6 +459,15 @@ def web_router(
         doorbells.delete(device, clip_id, body.signed)
         return {"clip": clip_id, "status": "sent to the doorbell"}
 
+    @router.get("/app/api/devices/{device}/masks")
+    def held_masks(device: str, s: Session) -> dict[str, Any]:
+        """The signed mask set the doorbell last announced in force (the page checks the
+        owner's signature and builds the next change on it)."""
+        try:
+            return engine.held_masks(s["owner"], device)
+        except NotFound:
+            raise WebError(404, "not_found", f"no doorbell {device}") from None
+
     @router.post("/app/api/devices/{device}/masks")
     def masks(device: str, body: SignedMasks, s: Changing) -> dict[str, Any]:
         """The owner's signed mask set (signed in the page; the page has no editor yet)."""

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl.public import PrivateKey, PublicKey, SealedBox
-from nacl.signing import SigningKey
+from nacl.signing import SigningKey, VerifyKey
 
 
 def b64(data: bytes) -> str:
@@ -139,13 +139,16 @@ def set_masks(
     sign_seed: bytes,
     issued: int,
     expires: int,
+    previous: str | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """§3.9, §4: sign the whole set of owner masks (points as integers x 10 000), send
-    it; returns the relay's answer and the hash the doorbell will announce."""
+    """§3.9, §4: sign the whole set of owner masks (points as integers x 10 000) built on
+    the set in force (``previous``: its hash, from :func:`held_masks`), send it; returns
+    the relay's answer and the hash the doorbell will announce."""
     payload = {
         "type": "masks",
         "device": device,
         "issued": issued,
+        "previous": previous,
         "masks": [
             {"name": name, "points": [[round(x * 10_000), round(y * 10_000)] for x, y in pts]}
             for name, pts in sorted(masks.items())
@@ -158,6 +161,19 @@ def set_masks(
         "POST", f"/v1/devices/{device}/masks", json={"decision": sign(payload, sign_seed)}
     )
     return out, digest
+
+
+def held_masks(api: Api, device: str, sign_public: bytes) -> tuple[str | None, dict | None]:
+    """§3.9: the set the doorbell last announced in force, its signature checked with the
+    owner's own key: ``(hash, payload)``, ``(None, None)`` when it holds none."""
+    out = api.call("GET", f"/v1/devices/{device}/masks")
+    if out["hash"] is None:
+        return None, None
+    envelope = json.loads(base64.b64decode(out["update"]))
+    body = base64.b64decode(envelope["payload"])
+    VerifyKey(sign_public).verify(body, base64.b64decode(envelope["signature"]))
+    assert hashlib.sha256(body).hexdigest() == out["hash"], "the relay named another set"
+    return out["hash"], json.loads(body)
 
 
 # ------------------------------------------------------------------ a bystander

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import formats_client as fc
 from conftest import ffprobe, plain_clip
+from nacl.signing import SigningKey
 from stack import wait_for
 from test_consent_e2e import Home, Relay
 
@@ -98,6 +99,28 @@ def test_owner_masks_from_the_documented_formats(stack, tmp_path):
         (saved,) = [e for e in home.events if e.kind == "clip_saved"]
         frames = frames_of(plain_clip(home.bell, saved.data["clip"], tmp_path / "c.mp4"))
         assert_masked(frames[0], [POLY], "masked by a documented-format client")
+
+        # The next set is built on the one in force, named by its hash (``previous``);
+        # one built on nothing is refused as stale and drops nothing.
+        sign_public = SigningKey(sign_seed).verify_key.encode()
+        wait_for(lambda: fc.held_masks(owner, "dave-door", sign_public)[0], 30, "kept")
+        held, payload = fc.held_masks(owner, "dave-door", sign_public)
+        assert held == digest and payload["masks"][0]["name"] == "street"
+        two = {"street": POLY, "door": [(0.7, 0.7), (0.9, 0.7), (0.9, 0.9)]}
+        fc.set_masks(owner, "dave-door", two, sign_seed, now + 1, now + 600)  # no previous
+
+        def refused() -> list:
+            home.bell.run(1 / 15)
+            return [e for e in home.events if e.kind == "masks_refused"]
+
+        wait_for(refused, 30, "the doorbell to refuse it")
+        assert refused()[0].data["code"] == "stale"
+        out, second = fc.set_masks(
+            owner, "dave-door", two, sign_seed, now + 2, now + 600, previous=held
+        )
+        wait_for(lambda: len(applied()) == 2, 30, "the doorbell to apply the second set")
+        assert applied()[1].data["hash"] == second
+        assert sorted(m.name for m in home.bell.controller.mask_update.masks) == ["door", "street"]
     finally:
         home.close()
         relay.close()

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from stack import wait_for
 from test_consent_e2e import run_footage
-from test_masks_e2e import POLYGON_ARG, applied, kinds, until, world  # noqa: F401 - a fixture
+from test_masks_e2e import POLYGON_ARG, applied, kinds, relay_holds, until, world  # noqa: F401 - a fixture
 from test_owner_masks import (  # noqa: F401 - fixtures
     DEVICE,
     POLY,
@@ -429,9 +429,9 @@ def test_a_clip_in_progress_is_masked_from_the_change_on(bells, owner, tmp_path)
 
 def test_a_relay_answer_cannot_make_the_owner_sign_a_mask_away(world, tmp_path, monkeypatch):  # noqa: F811
     """The relay delivers the owner's new set, then answers the client with an error
-    (or with another set's hash).  The client keeps what the owner signed whatever the
-    answer, so the owner's next change is built on it: it cannot drop the mask the
-    relay pretended was refused."""
+    (or with another set's hash).  The doorbell announces the set in force, the client
+    builds the owner's next change on it (signature checked), so it cannot drop the mask
+    the relay pretended was refused."""
     from footage import cli as footage
 
     relay, alice, _bob, _commands = world
@@ -451,9 +451,9 @@ def test_a_relay_answer_cannot_make_the_owner_sign_a_mask_away(world, tmp_path, 
 
     def lying(self, method: str, path: str, **kw):
         out = honest(self, method, path, **kw)  # delivered to the doorbell
-        if path.endswith("/masks") and lie.get("how") == "error":
+        if method == "POST" and path.endswith("/masks") and lie.get("how") == "error":
             raise footage.Failure("the relay said no (500): internal error", 1)
-        if path.endswith("/masks") and lie.get("how") == "hash":
+        if method == "POST" and path.endswith("/masks") and lie.get("how") == "hash":
             return {**out, "hash": "0" * 64, "status": "applied"}
         return out
 
@@ -462,11 +462,14 @@ def test_a_relay_answer_cannot_make_the_owner_sign_a_mask_away(world, tmp_path, 
     code, _ = footage_masks("add", "alice-door", "--polygon", "0,0 0.3,0 0,0.3", "--name", "more")
     assert code != 0, "the owner is told it failed"
     until(alice, lambda: len(applied(alice)) == 2, "the relay delivered it anyway")
+    in_force = lambda: relay_holds(relay, "alice-door") == alice.bell.controller.masks_hash  # noqa: E731
+    wait_for(in_force, 30, "the relay to keep the set in force")
 
     lie["how"] = "hash"
     code, out = footage_masks("add", "alice-door", "--polygon", "1,1 0.7,1 1,0.7", "--name", "x")
     assert code != 0, f"a relay answering for another set is not believed: {out}"
     until(alice, lambda: len(applied(alice)) == 3, "delivered too")
+    wait_for(in_force, 30, "the relay to keep the set in force")
 
     lie.clear()
     code, out = footage_masks("remove", "alice-door", "street")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 import redis
@@ -18,6 +19,7 @@ from test_owner_masks import POLY, assert_masked, frames_of
 from protocol import MasksCommand, encode, new_id, utcnow
 from protocol.crypto import OwnerKeys
 from protocol.decisions import MaskUpdate, decision_hash, sign_decision
+from relay import keyspace as ks
 from relay.commands import CommandOutbox, CommandPublisher
 
 POLYGON_ARG = " ".join(f"{x},{y}" for x, y in POLY)
@@ -251,6 +253,173 @@ def test_the_web_app_backend_takes_a_signed_set_too(world):
     assert r.status_code == 200 and r.json()["hash"] == decision_hash(signed)
     until(alice, lambda: applied(alice), "the doorbell to apply it")
     assert alice.bell.controller.masks_hash == decision_hash(signed)
+    # The set in force, served back to the page (which checks the owner's signature).
+    wait_for(lambda: httpx.get(url, headers=headers).json()["hash"], 30, "the relay to keep it")
+    got = httpx.get(url, headers=headers).json()
+    assert got == {"device": "alice-door", "hash": decision_hash(signed), "update": signed}
     bob_headers, bob_csrf = session_of(relay, bob)
     r = httpx.post(url, json={"signed": signed}, headers={**bob_headers, "X-CSRF-Token": bob_csrf})
     assert r.status_code == 404, "only the doorbell's owner"
+    assert httpx.get(url, headers=bob_headers).status_code == 404, "read by its owner only"
+
+
+# ------------------------------------------------------------------ one set, many clients
+
+OTHER = [(0.05, 0.05), (0.3, 0.05), (0.3, 0.3), (0.05, 0.3)]
+OTHER_ARG = " ".join(f"{x},{y}" for x, y in OTHER)
+
+
+def relay_holds(relay: Relay, device: str) -> str | None:
+    """The hash of the set the relay serves as in force (from masks_applied)."""
+    raw = relay.engine.r.get(ks.device_masks(device))
+    return json.loads(raw)["hash"] if raw else None
+
+
+def add_mask(relay: Relay, home: Home, state, name: str, polygon: str) -> tuple[int, str]:
+    return run_footage(
+        relay, home.token, "--state", str(state), "masks", "add", "alice-door",
+        "--polygon", polygon, "--name", name, "--keys", str(home.keys),
+    )  # fmt: skip
+
+
+def test_two_clients_each_add_a_mask_and_the_doorbell_holds_both(
+    world, tmp_path, capsys, monkeypatch
+):
+    """The bug this fixes: a second client (another machine, another state folder, the
+    web app) used to build on its own empty set and drop the first client's mask."""
+    import footage.masks
+
+    relay, alice, _bob, _commands = world
+    # The laptop's change was an hour ago (the client's clock, injected): the desktop's
+    # set is newer by `issued` either way, so only continuity can keep "street".
+    hour_ago = time.time() - 3600
+    with monkeypatch.context() as m:
+        m.setattr(footage.masks.time, "time", lambda: hour_ago)
+        code, out = add_mask(relay, alice, tmp_path / "laptop", "street", POLYGON_ARG)
+    assert code == 0, out
+    until(alice, lambda: applied(alice), "the first set")
+    first = alice.bell.controller.masks_hash
+    wait_for(lambda: relay_holds(relay, "alice-door") == first, 30, "the relay to keep it")
+
+    code, out = add_mask(relay, alice, tmp_path / "desktop", "window", OTHER_ARG)
+    assert code == 0, out
+    until(alice, lambda: len(applied(alice)) == 2, "the second set")
+    held = alice.bell.controller.mask_update
+    assert sorted(m.name for m in held.masks) == ["street", "window"]
+    assert held.previous == first
+    assert kinds(alice, "masks_refused") == []
+    frames = press_clip(alice, tmp_path, "both")
+    assert_masked(frames[-1], [POLY, OTHER], "both clients' masks")
+
+    # The laptop's next change builds on the desktop's set too (it is newer there).
+    wait_for(
+        lambda: relay_holds(relay, "alice-door") == alice.bell.controller.masks_hash, 30, "kept"
+    )
+    code, out = run_footage(
+        relay, alice.token, "--state", str(tmp_path / "laptop"), "masks", "remove",
+        "alice-door", "nope", "--keys", str(alice.keys),
+    )  # fmt: skip
+    assert code == 2 and "no mask named 'nope'" in capsys.readouterr().err
+    code, out = run_footage(
+        relay, alice.token, "--state", str(tmp_path / "laptop"), "masks", "remove",
+        "alice-door", "street", "--keys", str(alice.keys),
+    )  # fmt: skip
+    assert code == 0, out
+    until(alice, lambda: len(applied(alice)) == 3, "the removal")
+    assert [m.name for m in alice.bell.controller.mask_update.masks] == ["window"]
+
+
+def test_a_relay_serving_an_older_genuine_set_is_refused_as_stale(world, tmp_path, capsys):
+    """A relay that serves an older set the owner really signed cannot make the owner
+    sign a mask away: the change names the set it was built on, and the doorbell holds
+    another; refused (``stale``, on the record), nothing dropped.  Served the truth
+    again, the same client's next try keeps every mask."""
+    relay, alice, _bob, _commands = world
+    import httpx
+
+    def post(signed: str) -> None:
+        resp = httpx.post(
+            f"{relay.url}/v1/devices/alice-door/masks",
+            json={"decision": signed},
+            headers={"Authorization": f"Bearer {alice.token.read_text().strip()}"},
+        )
+        assert resp.status_code == 200, resp.text
+
+    # Two sets the owner signed a while ago (issued in the past, so the client's next
+    # set is newer than both: only ``previous`` tells them apart at the doorbell).
+    now = int(time.time())
+    key = alice.owner.sign_private
+    one = sign_decision(MaskUpdate.create("alice-door", [("street", POLY)], issued=now - 100), key)
+    two = sign_decision(
+        MaskUpdate.create(
+            "alice-door",
+            [("street", POLY), ("window", OTHER)],
+            issued=now - 50,
+            previous=decision_hash(one),
+        ),
+        key,
+    )
+    r = relay.engine.r
+    post(one)
+    until(alice, lambda: applied(alice), "the first set")
+    wait_for(lambda: relay_holds(relay, "alice-door") == decision_hash(one), 30, "kept")
+    older = r.get(ks.device_masks("alice-door"))
+    post(two)
+    until(alice, lambda: len(applied(alice)) == 2, "the second set")
+    held = alice.bell.controller.mask_update
+    wait_for(lambda: relay_holds(relay, "alice-door") == decision_hash(two), 30, "kept")
+    truth = r.get(ks.device_masks("alice-door"))
+
+    r.set(ks.device_masks("alice-door"), older)  # the relay serves the older genuine set
+    desktop = tmp_path / "desktop"
+    code, out = add_mask(relay, alice, desktop, "door", "0.7,0.7 0.9,0.7 0.9,0.9")
+    assert code == 0, out  # the relay took it; the doorbell decides
+    until(alice, lambda: kinds(alice, "masks_refused"), "the doorbell to refuse it")
+    (refused,) = kinds(alice, "masks_refused")
+    assert refused.data["code"] == "stale"
+    assert alice.bell.controller.mask_update == held
+    assert sorted(m.name for m in held.masks) == ["street", "window"]
+
+    def refused_codes() -> list[str]:
+        return [
+            e["data"]["code"]
+            for e in relay.audit.entries()
+            if e["kind"] == "doorbell_refused" and e["data"]["command"] == "masks"
+        ]
+
+    wait_for(lambda: refused_codes() == ["stale"], 30, "the refusal on the record")
+    public = [json.loads(p) for p in relay.audit.public_entries(0, -1)]
+    assert [e["data"]["code"] for e in public if e["kind"] == "doorbell_refused"] == ["stale"]
+
+    r.set(ks.device_masks("alice-door"), truth)  # served the truth again
+    capsys.readouterr()
+    code, out = add_mask(relay, alice, desktop, "door", "0.7,0.7 0.9,0.7 0.9,0.9")
+    assert code == 0, out
+    told = capsys.readouterr().err
+    assert "the doorbell holds a newer mask set than the one your last change" in told, told
+    until(alice, lambda: len(applied(alice)) == 3, "the third set")
+    names = sorted(m.name for m in alice.bell.controller.mask_update.masks)
+    assert names == ["door", "street", "window"]
+
+
+def test_the_relay_serves_the_set_in_force_to_its_owner_only(world, tmp_path):
+    import httpx
+
+    relay, alice, bob, _commands = world
+
+    def get(token) -> httpx.Response:
+        return httpx.get(
+            f"{relay.url}/v1/devices/alice-door/masks",
+            headers={"Authorization": f"Bearer {token.read_text().strip()}"},
+        )
+
+    until(alice, lambda: relay_holds(relay, "alice-door") is None, "the boot announcement")
+    assert get(alice.token).json() == {"device": "alice-door", "hash": None, "update": None}
+    code, out = add_mask(relay, alice, tmp_path / "c", "street", POLYGON_ARG)
+    assert code == 0, out
+    until(alice, lambda: applied(alice), "applied")
+    wait_for(lambda: get(alice.token).json()["hash"], 30, "the relay to keep it")
+    body = get(alice.token).json()
+    signed = json.loads((tmp_path / "c" / "masks" / "alice-door.json").read_text())["update"]
+    assert body == {"device": "alice-door", "hash": decision_hash(signed), "update": signed}
+    assert get(bob.token).status_code == 404, "only the doorbell's owner"

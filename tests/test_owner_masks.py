@@ -212,6 +212,8 @@ def _malformed(owner: OwnerKeys) -> str:
         ("malformed", "malformed"),
         ("other_device", "wrong_device"),
         ("expired", "expired"),
+        ("built_on_none", "stale"),
+        ("built_on_another_set", "stale"),
     ],
 )
 def test_refused_updates_leave_the_masks_unchanged(bells, owner, tmp_path, attack, code):
@@ -230,7 +232,15 @@ def test_refused_updates_leave_the_masks_unchanged(bells, owner, tmp_path, attac
         "other_device": lambda: sign_decision(
             MaskUpdate.create("other-bell", [], issued=3000), owner.sign_private
         ),
-        "expired": lambda: update(owner, [], issued=3000, expires=time.time() - 1),
+        "expired": lambda: update(
+            owner, [], issued=3000, expires=time.time() - 1, previous=decision_hash(good)
+        ),
+        # Newer and validly signed, but not built on the set in force: a client that
+        # never saw it, or one served an older set by the relay, would drop "street".
+        "built_on_none": lambda: update(owner, other, issued=3000),
+        "built_on_another_set": lambda: update(
+            owner, other, issued=3000, previous=decision_hash(update(owner, [], issued=1500))
+        ),
     }[attack]()
     bell.send(bad)
     (refusal,) = bell.refusals()
@@ -244,9 +254,13 @@ def test_refused_updates_leave_the_masks_unchanged(bells, owner, tmp_path, attac
 
 def test_newer_update_replaces_and_can_remove(bells, owner, tmp_path):
     bell = bells(owner)
-    bell.send(update(owner, [("street", POLY)], issued=2000))
-    bell.send(update(owner, [], issued=2001))
+    first = update(owner, [("street", POLY)], issued=2000)
+    bell.send(first)
+    second = update(owner, [], issued=2001, previous=decision_hash(first))
+    bell.send(second)
     assert bell.sim.controller.mask_update.masks == []
+    # The announcement carries the signed set itself (the relay serves it back).
+    assert [e.data["update"] for e in bell.applied()] == [first, second]
     frames, _ = bell.clip_after_press(tmp_path, "removed")
     with pytest.raises(AssertionError):
         assert_masked(frames[0], [POLY], "removed")
@@ -330,9 +344,24 @@ def test_out_of_bounds_sets_are_refused(masks):
 
 
 def test_bounds_are_inclusive_and_expiry_is_checked_unless_allowed(owner):
-    ok = MaskUpdate.create(DEVICE, [(f"m{i}", _points(64)) for i in range(16)], issued=1)
+    ok = MaskUpdate.create(
+        DEVICE,
+        [(f"{i:02d}" + "m" * 62, _points(64)) for i in range(16)],  # longest names too
+        issued=1,
+        reason="r" * 128,
+        previous="f" * 64,
+    )
     wire = sign_decision(ok, owner.sign_private)
     assert len(wire) < 48_000, "fits a cmd/masks message"
+    # And the masks_applied event that carries it back fits one MQTT message.
+    from protocol import Event, decode, encode, new_id, utcnow
+    from protocol.messages import MAX_PAYLOAD_BYTES
+
+    event = Event(id=new_id(), ts=utcnow(), device=DEVICE, type="masks_applied", at=utcnow(),
+                  masks_hash=decision_hash(wire), masks_update=wire)  # fmt: skip
+    topic, body = encode(event)
+    assert len(body) < MAX_PAYLOAD_BYTES
+    assert decode(topic, body).masks_update == wire
     payload = ok.payload()
     payload["masks"][0]["points"][0][0] = 0.5  # coordinates are integers (x 10 000)
     with pytest.raises(DecisionRefused) as err:
@@ -440,5 +469,48 @@ def test_footage_masks_refuses_bad_input_in_one_line_before_any_relay(owner, tmp
         code = footage.main([*base, "add", DEVICE, "--polygon", bad, "--keys", str(keys)])
         err = capsys.readouterr().err
         assert code == 2 and len(err.strip().splitlines()) == 1 and says in err, err
-    code = footage.main([*base, "remove", DEVICE, "nope", "--keys", str(keys)])
-    assert code == 2 and "no mask named 'nope'" in capsys.readouterr().err
+    # (Removing an unknown name needs the set in force, from the relay: see
+    # test_masks_e2e.py's test_two_clients_each_add_a_mask_and_the_doorbell_holds_both.)
+
+
+def test_choose_basis_builds_on_the_set_in_force_checked_with_the_owners_key(owner):
+    """What a client builds its next set on (footage/masks.py; the page's maskBasis is
+    the same rule): the relay's copy only if the owner signed it and it is the set named."""
+    from footage.masks import MaskError, choose_basis
+
+    def signed(masks, issued, previous=None, key=owner) -> str:
+        return sign_decision(
+            MaskUpdate.create(DEVICE, masks, issued=issued, previous=previous), key.sign_private
+        )
+
+    def held(s: str | None) -> dict:
+        return {"hash": decision_hash(s) if s else None, "update": s}
+
+    a = signed([("street", POLY)], 1000)
+    b = signed([("street", POLY), ("door", POLY)], 2000, decision_hash(a))
+    pk = owner.sign_public
+    # Fresh client: the set in force, named.
+    base, previous, note = choose_basis(DEVICE, None, held(a), pk)
+    assert [m.name for m in base.masks] == ["street"] and previous == decision_hash(a)
+    assert note is None
+    # The relay's newer set wins over an older kept one.
+    base, previous, note = choose_basis(DEVICE, a, held(b), pk)
+    assert [m.name for m in base.masks] == ["door", "street"] and previous == decision_hash(b)
+    # A newer kept set built on the one in force: in flight if the relay took it...
+    assert choose_basis(DEVICE, b, held(a), pk)[1] == decision_hash(b)
+    # ...rebuilt in its place if it did not.
+    assert choose_basis(DEVICE, b, held(a), pk, local_sent=False)[1] == decision_hash(a)
+    # A newer kept set built on another set (refused as stale): the set in force, told.
+    c = signed([("mine", POLY)], 3000, decision_hash(a))
+    base, previous, note = choose_basis(DEVICE, c, held(b), pk)
+    assert previous == decision_hash(b) and note and "refused" in note
+    # The doorbell holds none: the kept masks again, built on nothing.
+    assert choose_basis(DEVICE, b, held(None), pk)[1:] == (None, None)
+    # What the relay cannot do: serve a set the owner did not sign, or another than named.
+    forged = signed([], 9000, decision_hash(b), key=OwnerKeys.generate())
+    with pytest.raises(MaskError, match="does not check out"):
+        choose_basis(DEVICE, b, held(forged), pk)
+    with pytest.raises(MaskError, match="not the one it names"):
+        choose_basis(DEVICE, b, {"hash": decision_hash(b), "update": a}, pk)
+    with pytest.raises(MaskError, match="does not check out"):
+        choose_basis("other-door", None, held(a), pk)

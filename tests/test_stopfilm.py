@@ -353,3 +353,65 @@ def test_the_client_refuses_an_answer_for_another_set(world, tmp_path):
         "--keys", str(alice.keys),
     )  # fmt: skip
     assert code != 0 and "accepted" not in out
+
+
+def test_the_web_app_and_footage_each_add_a_mask_and_the_doorbell_holds_both(
+    world, browser, tmp_path
+):
+    """The bug fixed by ``previous``: the page accepts a passer-by's mask, then `footage`
+    from a fresh state folder adds another; the doorbell holds both (each client builds
+    on the set in force, checked with the owner's key).  And the page's next change
+    keeps the `footage` mask too."""
+    from test_masks_e2e import OTHER, OTHER_ARG, add_mask, relay_holds
+    from test_webapp import PASSPHRASE, expect, open_page, sign_in
+
+    relay, alice, _bob, _commands = world
+    alice.bell.run(2.0)
+    press_clip(alice, tmp_path, "clip")
+    clip = kinds(alice, "clip_saved")[-1].data
+    wait_for(lambda: relay.engine.index.counts()["clips"] >= 1, 30, "the clip indexed")
+    third = [[0.1, 0.6], [0.3, 0.6], [0.2, 0.9]]
+    file_stop_filming(relay, clip, PROPOSED)
+    file_stop_filming(relay, clip, third)
+    wait_for(lambda: len(asks_of(relay, alice)) == 2, 10, "the asks")
+    asks = {json.dumps(a["bystander"]["polygon"]): a for a in asks_of(relay, alice)}
+    one, two = asks[json.dumps(PROPOSED)], asks[json.dumps(third)]
+
+    errors: list[str] = []
+    page = open_page(browser, relay, errors)
+    sign_in(page, alice)
+    expect(page, "#import-form:not([hidden])", errors)
+    page.set_input_files("#key-files", [str(alice.keys / "sign.key"), str(alice.keys / "box.key")])
+    page.fill("#new-passphrase", PASSPHRASE)
+    page.click("#import-form button[type=submit]")
+    expect(page, "body[data-unlocked='1']", errors)
+    errors.clear()  # the page asks who is signed in before anyone is: a 401
+
+    li = f"li[data-ask='{one['id']}']"
+    page.click(f"{li} button[data-answer='accept']")
+    expect(page, f"{li}[data-status='accepted']", errors)
+    until(alice, lambda: applied(alice), "the page's set")
+    first = alice.bell.controller.masks_hash
+    wait_for(lambda: relay_holds(relay, "alice-door") == first, 30, "the relay to keep it")
+
+    code, out = add_mask(relay, alice, tmp_path / "fresh-client", "window", OTHER_ARG)
+    assert code == 0, out
+    until(alice, lambda: len(applied(alice)) == 2, "footage's set")
+    held = alice.bell.controller.mask_update
+    assert sorted(m.name for m in held.masks) == sorted([f"bystander-{one['id']}", "window"])
+    assert held.previous == first
+    frames = press_clip(alice, tmp_path, "both")
+    assert_masked(frames[-1], [POLY, OTHER], "the page's and footage's masks")
+    wait_for(
+        lambda: relay_holds(relay, "alice-door") == alice.bell.controller.masks_hash, 30, "kept"
+    )
+
+    # The page's next change (another accept) keeps footage's mask.
+    li = f"li[data-ask='{two['id']}']"
+    page.click(f"{li} button[data-answer='accept']")
+    expect(page, f"{li}[data-status='accepted']", errors)
+    until(alice, lambda: len(applied(alice)) == 3, "the page's second set")
+    names = {m.name for m in alice.bell.controller.mask_update.masks}
+    assert names == {f"bystander-{one['id']}", f"bystander-{two['id']}", "window"}
+    assert kinds(alice, "masks_refused") == []
+    assert errors == [], errors

@@ -423,7 +423,7 @@ async function answerBystander(ask, answer, reason) {
     }
     if (answer === "accept") body.masks = await signAcceptedMask(ask);
     const out = await api("POST", `/app/api/asks/${encodeURIComponent(ask.id)}/answer`, body);
-    if (answer === "accept") await checkMaskAnswer(out, body.masks);
+    if (answer === "accept") await checkMaskAnswer(out, body.masks, ask.device);
     const before = (out.released_before || []).length
       ? `; copies were released before for: ${out.released_before.join(", ")}` : "";
     say(`${out.status}: ${ask.id}${before}`);
@@ -435,9 +435,12 @@ async function answerBystander(ask, answer, reason) {
 
 // ------------------------------------------------------------------ privacy masks
 // A MaskUpdate is the whole set of a doorbell's owner-added masks.  The page builds each
-// change on the set *this browser* last signed (kept in IndexedDB, re-checked with the
-// owner's own key), never on a set the relay offers: a relay that answered with an older
-// or shorter set would have the owner sign a mask away (docs/webapp.md, "Masks").
+// change on the newer of the set *this browser* last signed (kept in IndexedDB) and the
+// set the doorbell last announced in force (served by the relay), both checked with the
+// owner's own key, and names the one it replaces (`previous`): the doorbell refuses
+// ("stale") a set built on any other, so a relay serving an older set can never make the
+// owner sign a mask away, and masks added from `footage` or another browser are kept
+// (docs/webapp.md, "Masks"; footage/masks.py choose_basis is the same rule).
 
 const SVG = "http://www.w3.org/2000/svg";
 const MASK_MAX_MASKS = 16;
@@ -457,15 +460,53 @@ function maskPreview(polygon, snapshot) {
   return box;
 }
 
-/** Sign, keep (before it is sent: the relay may deliver it whatever it answers) and
- * return the next set of `device`: the kept one changed by `change(masks)`. */
-async function nextMaskSet(device, change, reason = null) {
+/** What the next change of `device` builds on: {base (a payload or null), previous (a
+ * hash or null), note}.  As footage/masks.py choose_basis. */
+async function maskBasis(device) {
   const kept = await oc.keptMasks(state.me.owner, device, state.keys);
-  const masks = change(kept ? kept.payload.masks : []);
+  const held = await api("GET", `/app/api/devices/${encodeURIComponent(device)}/masks`);
+  let remote = null;
+  if (held.hash !== null) {
+    if (typeof held.update !== "string" || (await oc.decisionHash(held.update)) !== held.hash) {
+      throw new Error("the relay served a mask set that is not the one it names: refused");
+    }
+    try {
+      remote = oc.openMaskUpdate(held.update, state.keys, device);
+    } catch (err) {
+      throw new Error(`the relay's mask set of ${device} does not check out: refused`);
+    }
+  }
+  if (!kept) return { base: remote, previous: held.hash, note: null };
+  if (remote && remote.issued >= kept.payload.issued) return { base: remote, previous: held.hash, note: null };
+  // Newer here and built on the set in force: sent, not yet announced.
+  if ((kept.payload.previous ?? null) === held.hash) {
+    const keptHash = await oc.decisionHash(kept.signed);
+    if ((await oc.sentMasks(state.me.owner, device)) === keptHash) return { base: kept.payload, previous: keptHash, note: null };
+    // The relay did not take it: built on again in its place (had the relay delivered
+    // it anyway, the doorbell refuses this one as stale; nothing is dropped).
+    return { base: kept.payload, previous: held.hash, note: null };
+  }
+  // The doorbell holds none (a wiped card): the owner's masks again.
+  if (!remote) return { base: kept.payload, previous: null, note: null };
+  // Newer here but built on another set: refused (stale) or never applied.  Building on
+  // it again would be refused forever; the set in force wins, and the owner is told.
+  const note = "the doorbell holds a newer mask set than the one your last change here was built on, " +
+    "so it was refused (stale) or never applied: fetched again, this change is built on the set " +
+    "the doorbell holds; add again any mask of that change that is missing";
+  return { base: remote, previous: held.hash, note };
+}
+
+/** Sign, keep (before it is sent: the relay may deliver it whatever it answers) and
+ * return the next set of `device`: the set in force (see maskBasis) changed by
+ * `change(masks)`. */
+async function nextMaskSet(device, change, reason = null) {
+  const { base, previous, note } = await maskBasis(device);
+  if (note) say(note, true);
+  const masks = change(base ? base.masks : []);
   if (masks.length > MASK_MAX_MASKS) throw new Error(`at most ${MASK_MAX_MASKS} owner masks per doorbell`);
   const now = Math.floor(Date.now() / 1000);
-  const issued = kept ? Math.max(now, kept.payload.issued + 1) : now;
-  const signed = oc.signMaskUpdate(state.keys, { device, masks, issued, reason });
+  const issued = base ? Math.max(now, base.issued + 1) : now;
+  const signed = oc.signMaskUpdate(state.keys, { device, masks, issued, previous, reason });
   await oc.keepMasks(state.me.owner, device, signed);
   return signed;
 }
@@ -482,27 +523,33 @@ async function signAcceptedMask(ask) {
   }, `bystander:${ask.request_id}`);
 }
 
-async function checkMaskAnswer(out, signed) {
+async function checkMaskAnswer(out, signed, device) {
   const digest = await oc.decisionHash(signed);
   if (out.hash !== digest) throw new Error(`the relay answered for another mask set (${out.hash}, not ${digest})`);
+  await oc.markMasksSent(state.me.owner, device, digest);
 }
 
 async function loadMasks() {
   const list = $("masks");
   list.replaceChildren();
-  for (const device of await oc.keptMaskDevices(state.me.owner)) {
-    let kept;
+  const devices = [...new Set([...(state.me.devices || []), ...(await oc.keptMaskDevices(state.me.owner))])].sort();
+  for (const device of devices) {
+    let basis;
     try {
-      kept = await oc.keptMasks(state.me.owner, device, state.keys);
+      basis = await maskBasis(device);
     } catch (err) {
       // Shown, not built on: a change would need a set the owner's key vouches for.
       list.append(el("li", { class: "error", "data-masks": device }, err.message));
       continue;
     }
-    const item = el("li", { "data-masks": device, "data-hash": await oc.decisionHash(kept.signed) },
-      el("strong", {}, device), el("span", { class: "meta" }, ` set issued ${whenTs(kept.payload.issued)}`));
-    if (!kept.payload.masks.length) item.append(el("p", { class: "meta" }, "no owner masks"));
-    for (const m of kept.payload.masks) {
+    const { base, previous } = basis;
+    if (!base) continue;
+    let shown = previous;  // the set shown: the one in force, or (none announced) the kept one
+    if (!shown) shown = await oc.decisionHash((await oc.keptMasks(state.me.owner, device, state.keys)).signed);
+    const item = el("li", { "data-masks": device, "data-hash": shown },
+      el("strong", {}, device), el("span", { class: "meta" }, ` set issued ${whenTs(base.issued)}`));
+    if (!base.masks.length) item.append(el("p", { class: "meta" }, "no owner masks"));
+    for (const m of base.masks) {
       const remove = el("button", { type: "button", "data-remove": m.name }, "Remove");
       remove.addEventListener("click", () => removeMask(device, m.name));
       item.append(el("p", { "data-mask": m.name }, `${m.name}: ${m.points.length} corners `, remove));
@@ -515,7 +562,7 @@ async function removeMask(device, name) {
   try {
     const signed = await nextMaskSet(device, (masks) => masks.filter((m) => m.name !== name));
     const out = await api("POST", `/app/api/devices/${encodeURIComponent(device)}/masks`, { signed });
-    await checkMaskAnswer(out, signed);
+    await checkMaskAnswer(out, signed, device);
     say(`mask ${name} removed: set ${out.hash} sent to ${device}`);
     await loadMasks();
   } catch (err) {

@@ -263,12 +263,14 @@ export function maskPoints(polygon) {
 /**
  * A signed MaskUpdate (protocol.decisions.MaskUpdate, docs/formats.md §4): the *whole*
  * set of `device`'s owner-added masks, each {name, points} with integer points, sorted by
- * name; `issued` must be newer than the set the doorbell holds.
+ * name; `issued` must be newer than the set the doorbell holds, and `previous` the hash
+ * of the signed set it replaces (null only when the doorbell holds none): the doorbell
+ * refuses ("stale") a set built on another one.
  */
-export function signMaskUpdate(keys, { device, masks, issued, reason = null, validHours = 24 * 7 }) {
+export function signMaskUpdate(keys, { device, masks, issued, previous = null, reason = null, validHours = 24 * 7 }) {
   const sorted = [...masks].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   return signDecision({
-    type: "masks", device, issued, reason,
+    type: "masks", device, issued, reason, previous,
     masks: sorted.map((m) => ({ name: m.name, points: m.points })),
     expires: inHours(validHours), nonce: nonce(),
   }, keys);
@@ -322,6 +324,18 @@ export async function keptMaskDevices(owner) {
 /** Keep `signed` as `device`'s current set: before it is sent (see docs/webapp.md). */
 export async function keepMasks(owner, device, signed) {
   await dbDo("readwrite", (s) => s.put(signed, MASKS_KEY(owner, device)));
+}
+
+const MASKS_SENT_KEY = (owner, device) => `maskssent/${owner}/${device}`;
+
+/** Note that the relay took the kept set of `device` (its answer named `hash`). */
+export async function markMasksSent(owner, device, hash) {
+  await dbDo("readwrite", (s) => s.put(hash, MASKS_SENT_KEY(owner, device)));
+}
+
+/** The hash of the last set of `device` the relay took (undefined: none). */
+export async function sentMasks(owner, device) {
+  return dbDo("readonly", (s) => s.get(MASKS_SENT_KEY(owner, device)));
 }
 
 /** A fresh request id for the owner's own view: "view-" and 16 hex digits (formats.md §3.6). */
