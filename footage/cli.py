@@ -63,6 +63,7 @@ from footage.masks import (
     describe,
     parse_polygon,
 )
+from footage.pins import ChangedKey, RequesterPins
 from footage.witness import (
     Witness,
     WitnessError,
@@ -72,7 +73,7 @@ from footage.witness import (
     export_head,
     same_size,
 )
-from protocol import askset
+from protocol import askset, reqsig
 from protocol import bystander as bys
 from protocol.crypto import (
     CryptoFailure,
@@ -142,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     rq.add_argument("--case", required=True, help="your case reference")
     rq.add_argument("--basis", choices=("consent", "legal-demand"), default="consent")
     rq.add_argument("--demand", help="with --basis legal-demand: the docket the relay has on file")
+    rq.add_argument(
+        "--keys",
+        type=Path,
+        help="your keys (footage keys new): the request is signed so owners seal to your box",
+    )
     st = sub.add_parser("status", help="a request's status and what was released")
     st.add_argument("request")
     fe = sub.add_parser("fetch", help="download and decrypt what was released to you")
@@ -539,6 +545,50 @@ def cmd_bystander(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def requester_box(ask: dict[str, Any], pins: RequesterPins, relay: str) -> bytes:
+    """The box key to seal clip keys to: the one inside the requester's signed request,
+    after checking its signature, that it says what the ask says, and the signing key
+    against the one pinned for this requester (first use pins it)."""
+    signed = ask.get("signed_request")
+    if signed is None:
+        # An old-style request: only the relay vouches for this key (see formats §3.5).
+        print(
+            f"footage: WARNING: {ask['requester']!r} did not sign this request; the clip "
+            "keys go to the key the relay names for them",
+            file=sys.stderr,
+        )
+        return unb64(ask["requester_key"])
+    try:
+        payload = reqsig.verify_request(signed)
+    except CryptoFailure as err:
+        raise Failure(f"refused: {err}; nothing was sealed", EXIT_FAILED) from None
+    shown = {
+        **ask,
+        "lat": ask["center"][0],
+        "lon": ask["center"][1],
+        "demand": (ask.get("legal_demands") or [{}])[0].get("docket"),
+    }
+    wrong = reqsig.matches(payload, shown)
+    if wrong:
+        raise Failure(
+            f"refused: the ask differs from what the requester signed in {', '.join(wrong)}; "
+            "nothing was sealed",
+            EXIT_FAILED,
+        )
+    sign_public = unb64(payload["sign_public"])
+    try:
+        seen = pins.check(relay, ask["requester"], sign_public)
+    except ChangedKey as err:
+        raise Failure(f"REFUSED: {err}", EXIT_FAILED) from None
+    if seen == "new":
+        print(
+            f"footage: pinned {ask['requester']!r}'s signing key, fingerprint "
+            f"{reqsig.fingerprint(sign_public)}: compare it with the requester out of band",
+            file=sys.stderr,
+        )
+    return unb64(payload["box_public"])
+
+
 def cmd_answer(client: Client, args: argparse.Namespace) -> int:
     """An owner's answer to a bystander's ask, signed where it releases or deletes."""
     ask = next((a for a in client.call("GET", "/v1/asks") if a["id"] == args.ask), None)
@@ -835,6 +885,10 @@ def main(argv: list[str] | None = None) -> int:
             }
             if args.demand:
                 body["demand"] = args.demand
+            if args.keys is not None:
+                body["signed"] = reqsig.sign_request(body, OwnerKeys.load(args.keys))
+                # Kept so `footage status` can compare the relay's record with it.
+                print(f"signed request hash {reqsig.request_hash(body['signed'])}", file=sys.stderr)
             print(client.call("POST", "/v1/requests", json=body)["id"])
             return 0
         if args.command == "status":
@@ -908,7 +962,7 @@ def main(argv: list[str] | None = None) -> int:
                 ask["request_id"],
                 ask["device"],
                 clips,
-                unb64(ask["requester_key"]),
+                requester_box(ask, RequesterPins(args.state), client.relay),
                 time.time() + args.valid_hours * 3600,
                 open_clip_keys(ask, clips, keys.box_private),
             )
