@@ -18,6 +18,7 @@ True
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from protocol.crypto import (
@@ -52,8 +53,6 @@ def verify_request(signed: Any) -> dict[str, Any]:
     if not isinstance(signed, dict) or set(signed) != {"payload", "signature"}:
         raise CryptoFailure("a signed request is {payload, signature}")
     try:
-        import json
-
         claimed = json.loads(unb64(signed["payload"]))
         key = unb64(claimed["sign_public"])
         box = unb64(claimed["box_public"])
