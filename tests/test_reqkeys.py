@@ -91,6 +91,17 @@ def test_owners_seal_only_to_the_key_the_requester_signed(stack, tmp_path, capsy
         assert "signature does not verify" in capsys.readouterr().err
         _nothing_sealed(relay, ask["id"])
 
+        def swap_field(data):
+            data["signed_request"] = ask["signed_request"]
+            data["requester_key"] = b64(mallory.box_public)
+
+        # A relay that swaps only the separate field: the owner seals to the signed key,
+        # the relay (holding the ask to its own field) cannot pass that on as Mallory's.
+        _rewrite_ask(relay, ask["id"], swap_field)
+        code, _ = run_footage(relay, home.token, "approve", ask["id"], "--keys", str(home.keys))
+        assert code != 0
+        _nothing_sealed(relay, ask["id"])
+
         def restore(data):
             data["signed_request"] = ask["signed_request"]
             data["requester_key"] = b64(police.box_public)
