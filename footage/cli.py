@@ -551,7 +551,7 @@ def requester_box(ask: dict[str, Any], pins: RequesterPins, relay: str) -> bytes
     against the one pinned for this requester (first use pins it)."""
     signed = ask.get("signed_request")
     if signed is None:
-        # An old-style request: only the relay vouches for this key (see formats §3.5).
+        # An old-style request: only the relay vouches for this key (see formats §3.1.1).
         print(
             f"footage: WARNING: {ask['requester']!r} did not sign this request; the clip "
             "keys go to the key the relay names for them",

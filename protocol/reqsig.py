@@ -1,4 +1,4 @@
-"""Signed footage requests: the requester's own word for its keys (docs/formats.md §3.5).
+"""Signed footage requests: the requester's own word for its keys (docs/formats.md §3.1.1).
 
 A requester signs its request body plus its two public keys with its Ed25519 key;
 the relay stores and forwards that signed request in every ask unchanged, so an

@@ -64,7 +64,7 @@ class RequestIn(BaseModel):
     demand: Annotated[str | None, Field(max_length=200)] = None
     """With basis legal-demand: the docket of a demand the operator put on file."""
     signed: dict[str, str] | None = None
-    """The same request signed by the requester (docs/formats.md §3.5), forwarded to
+    """The same request signed by the requester (docs/formats.md §3.1.1), forwarded to
     owners unchanged so they seal to the box key the requester signed."""
 
 
@@ -245,7 +245,7 @@ class AskOut(BaseModel):
     requester_key: str = Field(description="the requester's X25519 public key (base64)")
     signed_request: dict[str, str] | None = Field(
         default=None,
-        description="the requester's signed request (docs/formats.md §3.5), unchanged",
+        description="the requester's signed request (docs/formats.md §3.1.1), unchanged",
     )
     reason: str
     case_ref: str
