@@ -175,6 +175,9 @@ def test_the_relay_refuses_a_signed_request_that_says_something_else(stack, tmp_
         with pytest.raises(PolicyRefusal, match="differs in radius_m"):
             relay.engine.file_request("city-police", **{**_args(body), "radius_m": 900.0},
                                       signed=signed)  # fmt: skip
+        other = reqsig.sign_request(body, OwnerKeys.generate())
+        with pytest.raises(PolicyRefusal, match="not the key registered for you"):
+            relay.engine.file_request("city-police", **_args(body), signed=other)
         bad = {**signed, "signature": b64(bytes(64))}
         with pytest.raises(PolicyRefusal, match="does not verify"):
             relay.engine.file_request("city-police", **_args(body), signed=bad)
