@@ -355,6 +355,10 @@ class ConsentEngine:
             except CryptoFailure as err:
                 raise PolicyRefusal(str(err)) from None
             wrong = reqsig.matches(payload, record)
+            if payload["box_public"] != req["box_public"]:
+                # Owners seal to the signed key and the relay forwards only approvals for
+                # the registered one: a mismatch could never be released, so say it now.
+                wrong.append("box_public (not the key registered for you)")
             if wrong:
                 raise PolicyRefusal(f"the signed request differs in {', '.join(wrong)}")
             record["signed_request"] = signed
