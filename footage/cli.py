@@ -808,11 +808,8 @@ def cmd_log(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def log_verify(client: Client, head: Any) -> int:
-    """Recompute the signed root from the public entries and check their meaning."""
-    if head is None:
-        print("ok: the log is empty")
-        return 0
+def public_entries(client: Client, head: Any) -> tuple[CompactTree, list[dict[str, Any]]]:
+    """Every public entry up to ``head`` (unreadable ones as ``{}``) and their tree."""
     tree, entries = CompactTree(), []
     while tree.size < head.size:
         page = client.public(f"/v1/log/entries?start={tree.size}&end={head.size - 1}")
@@ -826,6 +823,40 @@ def log_verify(client: Client, head: Any) -> int:
                 entries.append(json.loads(raw))
             except ValueError:
                 entries.append({})
+    return tree, entries
+
+
+def check_my_request(client: Client, w: Witness, key: bytes, request_id: str, mine: str) -> int:
+    """Does the public ``request`` entry carry the hash of the request this client
+    signed (``mine``)?  Exit 0 if so or not recorded yet, EXIT_LOG_ALARM if another."""
+    head = w.last(key)
+    tree, entries = public_entries(client, head) if head is not None else (None, [])
+    if tree is not None and tree.root() != head.root:
+        raise Failure("the relay's public entries do not make the head it signed", EXIT_LOG_ALARM)
+    for e in entries:
+        if not isinstance(e, dict):
+            continue
+        d = e.get("data")
+        if e.get("kind") == "request" and isinstance(d, dict) and d.get("id") == request_id:
+            if d.get("signed_request_hash") != mine:
+                print(
+                    f"footage: ALARM: the public record of {request_id} has signed request "
+                    f"hash {d.get('signed_request_hash')!r}, not the {mine} you signed",
+                    file=sys.stderr,
+                )
+                return EXIT_LOG_ALARM
+            print(f"on the public record with your signed request ({mine})", file=sys.stderr)
+            return 0
+    print(f"{request_id} is not on the public record yet", file=sys.stderr)
+    return 0
+
+
+def log_verify(client: Client, head: Any) -> int:
+    """Recompute the signed root from the public entries and check their meaning."""
+    if head is None:
+        print("ok: the log is empty")
+        return 0
+    tree, entries = public_entries(client, head)
     if tree.root() != head.root:
         print(f"FAILED: the {head.size} public entries do not make the root the relay signed")
         return EXIT_FAILED
@@ -889,11 +920,20 @@ def main(argv: list[str] | None = None) -> int:
                 body["signed"] = reqsig.sign_request(body, OwnerKeys.load(args.keys))
                 # Kept so `footage status` can compare the relay's record with it.
                 print(f"signed request hash {reqsig.request_hash(body['signed'])}", file=sys.stderr)
-            print(client.call("POST", "/v1/requests", json=body)["id"])
+            request_id = client.call("POST", "/v1/requests", json=body)["id"]
+            if args.keys is not None:
+                RequesterPins(args.state).keep_mine(
+                    client.relay, request_id, reqsig.request_hash(body["signed"])
+                )
+            print(request_id)
             return 0
         if args.command == "status":
             print(json.dumps(client.call("GET", f"/v1/requests/{args.request}"), indent=2))
-            return 0
+            mine = RequesterPins(args.state).mine(client.relay, args.request)
+            if mine is None:
+                return 0
+            w, key = witness_for(client, args)
+            return check_my_request(client, w, key, args.request, mine)
         if args.command == "fetch":
             return cmd_fetch(client, args)
         if args.command == "view":

@@ -37,22 +37,33 @@ class RequesterPins:
     def __init__(self, state: Path) -> None:
         self.path = state / "requester_pins.json"
 
-    def _load(self) -> dict[str, dict[str, str]]:
+    def keep_mine(self, relay: str, request_id: str, digest: str) -> None:
+        """Keep the hash of a request this client signed (for ``footage status``)."""
+        self._save("my_requests", relay, request_id, digest)
+
+    def mine(self, relay: str, request_id: str) -> str | None:
+        return self._load_file("my_requests").get(relay, {}).get(request_id)
+
+    def _load_file(self, name: str) -> dict[str, dict[str, str]]:
         try:
-            return json.loads(self.path.read_text())
+            return json.loads((self.path.parent / f"{name}.json").read_text())
         except FileNotFoundError:
             return {}
 
+    def _save(self, name: str, relay: str, key: str, value: str) -> None:
+        data = self._load_file(name)
+        data.setdefault(relay, {})[key] = value
+        path = self.path.parent / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)  # whole or not at all: a pin is never half-written
+
     def check(self, relay: str, name: str, sign_public: bytes) -> str:
         """``"new"`` (pinned now), ``"known"`` (matches the pin), or ChangedKey."""
-        pins = self._load()
-        pinned = pins.get(relay, {}).get(name)
+        pinned = self._load_file("requester_pins").get(relay, {}).get(name)
         if pinned is None:
-            pins.setdefault(relay, {})[name] = b64(sign_public)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(pins, indent=1))
-            os.replace(tmp, self.path)  # whole or not at all: a pin is never half-written
+            self._save("requester_pins", relay, name, b64(sign_public))
             return "new"
         if pinned != b64(sign_public):
             raise ChangedKey(

@@ -125,6 +125,18 @@ def test_owners_seal_only_to_the_key_the_requester_signed(stack, tmp_path, capsy
                     and e["data"]["id"] == first]  # fmt: skip
         assert entry["data"]["signed_request_hash"] == reqsig.request_hash(ask["signed_request"])
         assert "signed_request" not in entry["data"]
+        # The requester checks that record against what it signed (kept by footage).
+        code, _ = run_footage(relay, token, "status", first)
+        assert code == 0
+        assert "on the public record with your signed request" in capsys.readouterr().err
+        kept = tmp_path / "footage-state" / "my_requests.json"
+        mine = json.loads(kept.read_text())
+        (relay_url,) = mine
+        mine[relay_url][first] = "0" * 64  # as if the relay had recorded another request
+        kept.write_text(json.dumps(mine))
+        code, _ = run_footage(relay, token, "status", first)
+        assert code == 3
+        assert "ALARM" in capsys.readouterr().err
 
         # 3. The relay swaps in another signing key for the known name (re-signed, so the
         #    signature itself is fine): refused as a changed key, nothing sealed.
