@@ -2,11 +2,16 @@
 
     footage keys new --out DIR                    Ed25519 + X25519 keys (private halves 0600)
     footage request --lat --lon --radius M --from T --to T --reason R --case C --basis B
-                    [--demand DOCKET]
-    footage status REQUEST                        what has been released so far
+                    [--demand DOCKET] [--keys DIR]   --keys: signed (formats §3.1.1)
+    footage status REQUEST                        what has been released so far (and, for
+                                                  a signed request, whether the public
+                                                  record holds what you signed)
     footage fetch REQUEST --key DIR --out DIR     download, unwrap, decrypt, check sha256
     footage asks [--json]                         (owners) pending asks
     footage approve ASK --keys DIR [--clips ID ...] [--valid-hours H]
+                                                  seals to the box key the requester
+                                                  signed; its signing key is pinned
+                                                  per name on first use
     footage deny ASK
     footage delete CLIP --device ID --keys DIR    (owners) destroy a clip on the doorbell
     footage view CLIP... --device ID --keys DIR --out DIR   (owners) your own clips, remotely
