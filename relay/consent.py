@@ -369,7 +369,11 @@ class ConsentEngine:
         except PolicyRefusal as err:
             record.update(status="refused", refusal=str(err))
             self.r.set(ks.request(request_id), json.dumps(record))
-            self.audit.append("request_refused", requester, record)
+            self.audit.append(
+                "request_refused",
+                requester,
+                {k: v for k, v in record.items() if k != "signed_request"},  # as for "request"
+            )
             return {"id": request_id, "status": "refused", "reason": str(err)}
         record["status"] = "accepted"
         self.r.set(ks.request(request_id), json.dumps(record))
