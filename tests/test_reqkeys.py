@@ -201,3 +201,35 @@ def test_the_relay_refuses_a_signed_request_that_says_something_else(stack, tmp_
 
 def _args(body):
     return {k: body[k] for k in reqsig.SIGNED_FIELDS}
+
+
+@pytest.mark.parametrize(
+    "signed",
+    [
+        {"payload": "!!", "signature": "x"},
+        {"payload": b64(b"[]"), "signature": b64(bytes(64))},
+        {"payload": b64(b'{"sign_public": 7, "box_public": 8}'), "signature": b64(bytes(64))},
+        {"payload": b64(b"{}"), "signature": b64(bytes(64)), "extra": "x"},
+    ],
+)
+def test_a_malformed_signed_request_is_one_clear_refusal(stack, tmp_path, signed):
+    import httpx
+
+    relay = Relay(stack, tmp_path)
+    try:
+        police = OwnerKeys.generate()
+        token = relay.engine.add_requester("city-police", "agency", police.box_public)
+        now = time.time()
+        body = {"lat": 51.5, "lon": -0.12, "radius_m": 100.0, "start": now - 3600,
+                "end": now - 60, "reason": "r", "case_ref": "C", "basis": "consent"}  # fmt: skip
+        resp = httpx.post(
+            f"{relay.url}/v1/requests",
+            json={**body, "signed": signed},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"] == "refused"
+        assert "signed request" in resp.json()["reason"]
+        assert not relay.engine.r.zcard(ks.REQUESTS)  # nothing recorded, nothing counted
+    finally:
+        relay.close()
