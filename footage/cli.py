@@ -2,11 +2,16 @@
 
     footage keys new --out DIR                    Ed25519 + X25519 keys (private halves 0600)
     footage request --lat --lon --radius M --from T --to T --reason R --case C --basis B
-                    [--demand DOCKET]
-    footage status REQUEST                        what has been released so far
+                    [--demand DOCKET] [--keys DIR]   --keys: signed (formats §3.1.1)
+    footage status REQUEST                        what has been released so far (and, for
+                                                  a signed request, whether the public
+                                                  record holds what you signed)
     footage fetch REQUEST --key DIR --out DIR     download, unwrap, decrypt, check sha256
     footage asks [--json]                         (owners) pending asks
     footage approve ASK --keys DIR [--clips ID ...] [--valid-hours H]
+                                                  seals to the box key the requester
+                                                  signed; its signing key is pinned
+                                                  per name on first use
     footage deny ASK
     footage delete CLIP --device ID --keys DIR    (owners) destroy a clip on the doorbell
     footage view CLIP... --device ID --keys DIR --out DIR   (owners) your own clips, remotely
@@ -63,6 +68,7 @@ from footage.masks import (
     describe,
     parse_polygon,
 )
+from footage.pins import ChangedKey, RequesterPins
 from footage.witness import (
     Witness,
     WitnessError,
@@ -72,7 +78,7 @@ from footage.witness import (
     export_head,
     same_size,
 )
-from protocol import askset
+from protocol import askset, reqsig
 from protocol import bystander as bys
 from protocol.crypto import (
     CryptoFailure,
@@ -142,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     rq.add_argument("--case", required=True, help="your case reference")
     rq.add_argument("--basis", choices=("consent", "legal-demand"), default="consent")
     rq.add_argument("--demand", help="with --basis legal-demand: the docket the relay has on file")
+    rq.add_argument(
+        "--keys",
+        type=Path,
+        help="your keys (footage keys new): the request is signed so owners seal to your box",
+    )
     st = sub.add_parser("status", help="a request's status and what was released")
     st.add_argument("request")
     fe = sub.add_parser("fetch", help="download and decrypt what was released to you")
@@ -539,6 +550,50 @@ def cmd_bystander(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def requester_box(ask: dict[str, Any], pins: RequesterPins, relay: str) -> bytes:
+    """The box key to seal clip keys to: the one inside the requester's signed request,
+    after checking its signature, that it says what the ask says, and the signing key
+    against the one pinned for this requester (first use pins it)."""
+    signed = ask.get("signed_request")
+    if signed is None:
+        # An old-style request: only the relay vouches for this key (see formats §3.1.1).
+        print(
+            f"footage: WARNING: {ask['requester']!r} did not sign this request; the clip "
+            "keys go to the key the relay names for them",
+            file=sys.stderr,
+        )
+        return unb64(ask["requester_key"])
+    try:
+        payload = reqsig.verify_request(signed)
+    except CryptoFailure as err:
+        raise Failure(f"refused: {err}; nothing was sealed", EXIT_FAILED) from None
+    shown = {
+        **ask,
+        "lat": ask["center"][0],
+        "lon": ask["center"][1],
+        "demand": (ask.get("legal_demands") or [{}])[0].get("docket"),
+    }
+    wrong = reqsig.matches(payload, shown)
+    if wrong:
+        raise Failure(
+            f"refused: the ask differs from what the requester signed in {', '.join(wrong)}; "
+            "nothing was sealed",
+            EXIT_FAILED,
+        )
+    sign_public = unb64(payload["sign_public"])
+    try:
+        seen = pins.check(relay, ask["requester"], sign_public)
+    except ChangedKey as err:
+        raise Failure(f"REFUSED: {err}", EXIT_FAILED) from None
+    if seen == "new":
+        print(
+            f"footage: pinned {ask['requester']!r}'s signing key, fingerprint "
+            f"{reqsig.fingerprint(sign_public)}: compare it with the requester out of band",
+            file=sys.stderr,
+        )
+    return unb64(payload["box_public"])
+
+
 def cmd_answer(client: Client, args: argparse.Namespace) -> int:
     """An owner's answer to a bystander's ask, signed where it releases or deletes."""
     ask = next((a for a in client.call("GET", "/v1/asks") if a["id"] == args.ask), None)
@@ -758,11 +813,8 @@ def cmd_log(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
-def log_verify(client: Client, head: Any) -> int:
-    """Recompute the signed root from the public entries and check their meaning."""
-    if head is None:
-        print("ok: the log is empty")
-        return 0
+def public_entries(client: Client, head: Any) -> tuple[CompactTree, list[dict[str, Any]]]:
+    """Every public entry up to ``head`` (unreadable ones as ``{}``) and their tree."""
     tree, entries = CompactTree(), []
     while tree.size < head.size:
         page = client.public(f"/v1/log/entries?start={tree.size}&end={head.size - 1}")
@@ -776,6 +828,40 @@ def log_verify(client: Client, head: Any) -> int:
                 entries.append(json.loads(raw))
             except ValueError:
                 entries.append({})
+    return tree, entries
+
+
+def check_my_request(client: Client, w: Witness, key: bytes, request_id: str, mine: str) -> int:
+    """Does the public ``request`` entry carry the hash of the request this client
+    signed (``mine``)?  Exit 0 if so or not recorded yet, EXIT_LOG_ALARM if another."""
+    head = w.last(key)
+    tree, entries = public_entries(client, head) if head is not None else (None, [])
+    if tree is not None and tree.root() != head.root:
+        raise Failure("the relay's public entries do not make the head it signed", EXIT_LOG_ALARM)
+    for e in entries:
+        if not isinstance(e, dict):
+            continue
+        d = e.get("data")
+        if e.get("kind") == "request" and isinstance(d, dict) and d.get("id") == request_id:
+            if d.get("signed_request_hash") != mine:
+                print(
+                    f"footage: ALARM: the public record of {request_id} has signed request "
+                    f"hash {d.get('signed_request_hash')!r}, not the {mine} you signed",
+                    file=sys.stderr,
+                )
+                return EXIT_LOG_ALARM
+            print(f"on the public record with your signed request ({mine})", file=sys.stderr)
+            return 0
+    print(f"{request_id} is not on the public record yet", file=sys.stderr)
+    return 0
+
+
+def log_verify(client: Client, head: Any) -> int:
+    """Recompute the signed root from the public entries and check their meaning."""
+    if head is None:
+        print("ok: the log is empty")
+        return 0
+    tree, entries = public_entries(client, head)
     if tree.root() != head.root:
         print(f"FAILED: the {head.size} public entries do not make the root the relay signed")
         return EXIT_FAILED
@@ -835,11 +921,24 @@ def main(argv: list[str] | None = None) -> int:
             }
             if args.demand:
                 body["demand"] = args.demand
-            print(client.call("POST", "/v1/requests", json=body)["id"])
+            if args.keys is not None:
+                body["signed"] = reqsig.sign_request(body, OwnerKeys.load(args.keys))
+                # Kept so `footage status` can compare the relay's record with it.
+                print(f"signed request hash {reqsig.request_hash(body['signed'])}", file=sys.stderr)
+            request_id = client.call("POST", "/v1/requests", json=body)["id"]
+            if args.keys is not None:
+                RequesterPins(args.state).keep_mine(
+                    client.relay, request_id, reqsig.request_hash(body["signed"])
+                )
+            print(request_id)
             return 0
         if args.command == "status":
             print(json.dumps(client.call("GET", f"/v1/requests/{args.request}"), indent=2))
-            return 0
+            mine = RequesterPins(args.state).mine(client.relay, args.request)
+            if mine is None:
+                return 0
+            w, key = witness_for(client, args)
+            return check_my_request(client, w, key, args.request, mine)
         if args.command == "fetch":
             return cmd_fetch(client, args)
         if args.command == "view":
@@ -908,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
                 ask["request_id"],
                 ask["device"],
                 clips,
-                unb64(ask["requester_key"]),
+                requester_box(ask, RequesterPins(args.state), client.relay),
                 time.time() + args.valid_hours * 3600,
                 open_clip_keys(ask, clips, keys.box_private),
             )

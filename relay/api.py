@@ -63,6 +63,9 @@ class RequestIn(BaseModel):
     basis: Literal["consent", "legal-demand"]
     demand: Annotated[str | None, Field(max_length=200)] = None
     """With basis legal-demand: the docket of a demand the operator put on file."""
+    signed: dict[str, str] | None = None
+    """The same request signed by the requester (docs/formats.md §3.1.1), forwarded to
+    owners unchanged so they seal to the box key the requester signed."""
 
 
 class BystanderIn(BaseModel):
@@ -240,6 +243,10 @@ class AskOut(BaseModel):
     requester: str
     requester_kind: str
     requester_key: str = Field(description="the requester's X25519 public key (base64)")
+    signed_request: dict[str, str] | None = Field(
+        default=None,
+        description="the requester's signed request (docs/formats.md §3.1.1), unchanged",
+    )
     reason: str
     case_ref: str
     basis: str
@@ -376,6 +383,7 @@ def create_app(
             body.basis,
             demand=body.demand,
             fan_out=False,
+            signed=body.signed,
         )
         if result["status"] == "refused":
             raise ApiError(422, "refused_by_policy", result["reason"])

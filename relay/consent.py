@@ -36,9 +36,9 @@ from typing import Any, TypeVar
 
 import redis
 
-from protocol import askset
+from protocol import askset, reqsig
 from protocol import bystander as bys
-from protocol.crypto import b64, unb64
+from protocol.crypto import CryptoFailure, b64, unb64
 from protocol.decisions import (
     Approval,
     DecisionRefused,
@@ -131,6 +131,8 @@ class Ask:
     legal_demands: list[dict[str, Any]] = field(default_factory=list)
     commitment: dict[str, Any] = field(default_factory=dict)
     """This ask's opening and inclusion proof under the request's public ``asks_root``."""
+    signed_request: dict[str, str] | None = None
+    """The requester's own signed request (protocol.reqsig), forwarded unchanged."""
     bystander: dict[str, Any] | None = None
     """A bystander's ask: ``kind``, ``description``, ``polygon`` (stop_filming),
     ``remind_at``, ``reminded_at``, and once answered ``answer`` (what and when)."""
@@ -321,6 +323,7 @@ class ConsentEngine:
         basis: str,
         demand: str | None = None,
         fan_out: bool = True,
+        signed: dict[str, str] | None = None,
     ) -> dict[str, Any]:
         """Check policy and the daily limit, record, and (unless ``fan_out`` is False,
         when the caller runs :meth:`fan_out` later) match and ask owners.
@@ -344,13 +347,33 @@ class ConsentEngine:
             "demand": demand,
             "created": self.clock(),
         }
+        if signed is not None:
+            # Checked here so a relay that stores it promises only what the requester
+            # signed; owners check it again themselves (the relay is not trusted for it).
+            try:
+                payload = reqsig.verify_request(signed)
+            except CryptoFailure as err:
+                raise PolicyRefusal(str(err)) from None
+            wrong = reqsig.matches(payload, record)
+            if payload["box_public"] != req["box_public"]:
+                # Owners seal to the signed key and the relay forwards only approvals for
+                # the registered one: a mismatch could never be released, so say it now.
+                wrong.append("box_public (not the key registered for you)")
+            if wrong:
+                raise PolicyRefusal(f"the signed request differs in {', '.join(wrong)}")
+            record["signed_request"] = signed
+            record["signed_request_hash"] = reqsig.request_hash(signed)
         try:
             self._check_policy(record)
             self._count(record["org"])
         except PolicyRefusal as err:
             record.update(status="refused", refusal=str(err))
             self.r.set(ks.request(request_id), json.dumps(record))
-            self.audit.append("request_refused", requester, record)
+            self.audit.append(
+                "request_refused",
+                requester,
+                {k: v for k, v in record.items() if k != "signed_request"},  # as for "request"
+            )
             return {"id": request_id, "status": "refused", "reason": str(err)}
         record["status"] = "accepted"
         self.r.set(ks.request(request_id), json.dumps(record))
@@ -430,6 +453,7 @@ class ConsentEngine:
                     created=now,
                     expires=expires,
                     legal_demands=[self._demand(record["demand"])] if record["demand"] else [],
+                    signed_request=record.get("signed_request"),
                     bystander=self._bystander_part(record, expires) if from_bystander else None,
                 )
             )
@@ -460,7 +484,9 @@ class ConsentEngine:
                 {**self._bystander_public(record), "asks_root": root, "asks_size": size},
             )
             return
-        public = {k: v for k, v in record.items() if k != "status"}
+        # The hash stands for the signed request on the record (the requester checks it
+        # against its own); the signed bytes themselves go only to the asked owners.
+        public = {k: v for k, v in record.items() if k not in ("status", "signed_request")}
         self.audit.append(
             "request", record["requester"], {**public, "asks_root": root, "asks_size": size}
         )

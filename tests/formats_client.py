@@ -48,9 +48,16 @@ class Api:
 # ------------------------------------------------------------------ requester
 
 
-def file_request(api: Api, lat: float, lon: float, start: float, end: float) -> str:
-    """§3.1."""
-    body = {
+def file_request(
+    api: Api,
+    lat: float,
+    lon: float,
+    start: float,
+    end: float,
+    signer: tuple[bytes, bytes] | None = None,
+) -> str:
+    """§3.1; signed as §3.1.1 with ``signer`` = (sign seed, box public key)."""
+    body: dict[str, Any] = {
         "lat": lat,
         "lon": lon,
         "radius_m": 150.0,
@@ -60,7 +67,44 @@ def file_request(api: Api, lat: float, lon: float, start: float, end: float) -> 
         "case_ref": "CASE-77",
         "basis": "consent",
     }
+    if signer is not None:
+        seed, box_public = signer
+        payload = {
+            **body,
+            "v": 1,
+            "sign_public": b64(bytes(SigningKey(seed).verify_key)),
+            "box_public": b64(box_public),
+        }
+        signed = canonical(payload)
+        body["signed"] = {
+            "payload": b64(signed),
+            "signature": b64(SigningKey(seed).sign(signed).signature),
+        }
     return api.call("POST", "/v1/requests", json=body)["id"]
+
+
+def signed_box_key(ask: dict[str, Any]) -> str:
+    """§3.1.1, steps 1, 2 and 4 (a client that keeps no pins skips 3): the box key the
+    requester signed, after checking the signature and that the ask says the same."""
+    signed = ask["signed_request"]
+    body = base64.b64decode(signed["payload"])
+    payload = json.loads(body)
+    VerifyKey(base64.b64decode(payload["sign_public"])).verify(
+        body, base64.b64decode(signed["signature"])
+    )
+    demands = ask.get("legal_demands") or []
+    shown = {
+        **ask,
+        "lat": ask["center"][0],
+        "lon": ask["center"][1],
+        "demand": demands[0]["docket"] if demands else None,
+    }
+    for k in ("lat", "lon", "radius_m", "start", "end", "reason", "case_ref", "basis"):
+        if payload[k] != shown[k]:
+            raise ValueError(f"the ask's {k} is not what the requester signed")
+    if payload.get("demand") != shown["demand"]:
+        raise ValueError("the ask's demand is not what the requester signed")
+    return payload["box_public"]
 
 
 def decrypt_container(data: bytes, key: bytes) -> bytes:
@@ -111,8 +155,10 @@ def sign(payload: dict[str, Any], sign_seed: bytes) -> str:
 
 
 def approve(api: Api, ask: dict[str, Any], sign_seed: bytes, box_private: bytes, expires: int):
-    """§3.3, §3.4, §4, §5: open each clip key, seal it to the requester, sign, send."""
-    requester = PublicKey(base64.b64decode(ask["requester_key"]))
+    """§3.3, §3.4, §4, §5: open each clip key, seal it to the requester, sign, send.
+    For a signed request (§3.1.1), to the box key the requester signed."""
+    recipient = signed_box_key(ask) if ask.get("signed_request") else ask["requester_key"]
+    requester = PublicKey(base64.b64decode(recipient))
     keys = {}
     for clip in ask["clips"]:
         key = SealedBox(PrivateKey(box_private)).decrypt(base64.b64decode(clip["owner_key"]))
@@ -122,7 +168,7 @@ def approve(api: Api, ask: dict[str, Any], sign_seed: bytes, box_private: bytes,
         "request_id": ask["request_id"],
         "device": ask["device"],
         "clip_ids": sorted(keys),
-        "requester_key": ask["requester_key"],
+        "requester_key": recipient,
         "keys": keys,
         "expires": expires,
         "nonce": b64(os.urandom(16)),

@@ -43,7 +43,10 @@ def test_request_approve_fetch_decrypt_from_the_documented_formats(stack, tmp_pa
         (saved,) = [e for e in home.events if e.kind == "clip_saved"]
         wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
 
+        from nacl.signing import SigningKey
+
         requester_box = PrivateKey.generate()
+        requester_seed = bytes(SigningKey.generate())
         token = relay.engine.add_requester("county", "agency", bytes(requester_box.public_key))
         requester = fc.Api(relay.url, token)
         owner = fc.Api(relay.url, home.token.read_text().strip())
@@ -57,10 +60,12 @@ def test_request_approve_fetch_decrypt_from_the_documented_formats(stack, tmp_pa
             -0.12,
             saved.data["start"] - 60,
             min(time.time(), saved.data["start"] + 3600),
+            signer=(requester_seed, bytes(requester_box.public_key)),
         )
         wait_for(lambda: owner.call("GET", "/v1/asks"), 10, "the owner to be asked")
         (ask,) = owner.call("GET", "/v1/asks")
         assert ask["request_id"] == rid
+        assert fc.signed_box_key(ask) == fc.b64(bytes(requester_box.public_key))
         done = fc.approve(owner, ask, sign_seed, box_private, int(time.time()) + 600)
         assert done["status"] == "approved"
         wait_for(lambda: requester.call("GET", f"/v1/requests/{rid}")["released"], 30, "release")
