@@ -556,6 +556,16 @@ def requester_box(ask: dict[str, Any], pins: RequesterPins, relay: str) -> bytes
     against the one pinned for this requester (first use pins it)."""
     signed = ask.get("signed_request")
     if signed is None:
+        pinned = pins.pinned(relay, ask["requester"])
+        if pinned is not None:
+            # They signed before: a relay that drops the signature must not get the keys
+            # sealed to whatever key it names.
+            raise Failure(
+                f"REFUSED: {ask['requester']!r} signs their requests (key "
+                f"{reqsig.fingerprint(unb64(pinned))} pinned) but this ask carries no "
+                "signed request; nothing was sealed",
+                EXIT_FAILED,
+            )
         # An old-style request: only the relay vouches for this key (see formats §3.1.1).
         print(
             f"footage: WARNING: {ask['requester']!r} did not sign this request; the clip "

@@ -59,9 +59,13 @@ class RequesterPins:
         tmp.write_text(json.dumps(data, indent=1))
         os.replace(tmp, path)  # whole or not at all: a pin is never half-written
 
+    def pinned(self, relay: str, name: str) -> str | None:
+        """The signing key (base64) pinned for ``name`` at ``relay``, if any."""
+        return self._load_file("requester_pins").get(relay, {}).get(name)
+
     def check(self, relay: str, name: str, sign_public: bytes) -> str:
         """``"new"`` (pinned now), ``"known"`` (matches the pin), or ChangedKey."""
-        pinned = self._load_file("requester_pins").get(relay, {}).get(name)
+        pinned = self.pinned(relay, name)
         if pinned is None:
             self._save("requester_pins", relay, name, b64(sign_public))
             return "new"

@@ -170,6 +170,19 @@ def test_owners_seal_only_to_the_key_the_requester_signed(stack, tmp_path, capsy
         assert code == 1
         assert "differs from what the requester signed in radius_m" in capsys.readouterr().err
         assert json.loads(relay.engine.r.get(ks.ask(ask2["id"])))["status"] == "pending"
+
+        # 5. The relay drops the signature of a requester who signs, and names its own key.
+        def strip(data):
+            data.pop("signed_request", None)
+            data["radius_m"] = ask2["radius_m"]
+            data["requester_key"] = b64(mallory.box_public)
+
+        _rewrite_ask(relay, ask2["id"], strip)
+        code, _ = run_footage(relay, home.token, "approve", ask2["id"], "--keys", str(home.keys))
+        assert code == 1
+        assert "carries no signed request" in capsys.readouterr().err
+        assert len([e for e in relay.audit.entries() if e["kind"] == "decision"]) == decisions
+        assert json.loads(relay.engine.r.get(ks.ask(ask2["id"])))["status"] == "pending"
     finally:
         home.close()
         relay.close()
