@@ -190,3 +190,20 @@ def test_proof_for_another_entry_is_refused(relay: Any, tmp_path: Path) -> None:
     assert bell.witness.alarm is not None and bell.witness.alarm["kind"] == "refusal_unlogged"
     other.close()
     bell.close()
+
+
+def test_ack_naming_no_entry_keeps_the_refusal_in_the_outbox(
+    relay: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stack, audit, device, acks, _w = relay
+    clock = Clock(1_000_000.0)
+    bell = Bell(tmp_path / "bell", audit, clock)
+    monkeypatch.setattr(audit, "append", lambda *a, **k: 0)  # an empty log: no entry 0
+    msg = refuse(device, bell, acks, clock)
+    assert acks[-1].logged == []
+    assert [r.msg_id for r in bell.outbox.due(now=clock.t + 10 * BOUND)] == [msg.id]
+    assert bell.outbox.awaiting() == []
+    clock.t += 2 * BOUND
+    bell.proofs.poll()
+    assert bell.witness.alarm is not None and bell.witness.alarm["kind"] == "refusal_unlogged"
+    bell.close()
