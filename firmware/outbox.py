@@ -172,11 +172,12 @@ class Outbox:
                 raise
             return cur.rowcount
 
-    def awaiting(self) -> list[tuple[str, bytes, int, str, float]]:
-        """Refusals acked but not yet proven: (msg_id, payload, index, leaf, created)."""
+    def awaiting(self) -> list[tuple[str, str, bytes, int, str, float]]:
+        """Refusals acked, not yet proven: (msg_id, topic, payload, index, leaf, created)."""
         with self._lock:
             return self._db.execute(
-                "SELECT msg_id, payload, idx, leaf, created FROM awaiting_proof ORDER BY created"
+                "SELECT msg_id, topic, payload, idx, leaf, created FROM awaiting_proof"
+                " ORDER BY created"
             ).fetchall()
 
     def proven(self, msg_id: str) -> None:

@@ -22,16 +22,15 @@ Example::
 
 from __future__ import annotations
 
+import http.client
 import logging
 import time
-import urllib.error
 from collections.abc import Callable
-from typing import Any
 
 from firmware.outbox import Outbox
 from firmware.witness import LogWitness
 from protocol.messages import CommandRefused, ProtocolError, decode
-from protocol.transparency import check_logged, refusal_digest
+from protocol.transparency import Head, check_logged, refusal_digest
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +59,12 @@ class RefusalProofs:
         now = self.clock()
         head = self.witness.head
         proven = 0
-        for msg_id, payload, index, leaf, created in self.outbox.awaiting():
-            if head is not None and index < head.size and self._check(payload, index, leaf, head):
+        for msg_id, topic, payload, index, leaf, created in self.outbox.awaiting():
+            if (
+                head is not None
+                and index < head.size
+                and self._check(topic, payload, index, leaf, head)
+            ):
                 self.outbox.proven(msg_id)
                 proven += 1
                 continue
@@ -72,9 +75,9 @@ class RefusalProofs:
             self._alarm(oldest)
         return proven
 
-    def _check(self, payload: bytes, index: int, leaf: str, head: Any) -> bool:
+    def _check(self, topic: str, payload: bytes, index: int, leaf: str, head: Head) -> bool:
         try:
-            msg = decode(f"doorbell/{self.witness_device(payload)}/refused", payload)
+            msg = decode(topic, payload)
         except ProtocolError:
             return False
         if not isinstance(msg, CommandRefused):
@@ -82,7 +85,7 @@ class RefusalProofs:
         url = f"{self.witness.relay_url}/v1/log/proof/inclusion?index={index}&size={head.size}"
         try:
             proof = self.witness.fetch(url)
-        except (OSError, ValueError, urllib.error.URLError) as err:
+        except (OSError, ValueError, http.client.HTTPException) as err:
             log.info("no inclusion proof for refusal %s yet: %s", msg.id, err)
             return False
         if not isinstance(proof, dict):
@@ -92,15 +95,6 @@ class RefusalProofs:
             log.error("the relay's proof for refusal %s is refused: %s", msg.id, why)
             self.refused.append(why)
         return ok
-
-    @staticmethod
-    def witness_device(payload: bytes) -> str:
-        import json
-
-        try:
-            return str(json.loads(payload)["device"])
-        except (ValueError, KeyError, TypeError):
-            return "x"
 
     def _alarm(self, oldest: float) -> None:
         if self._alarmed or (self.witness.alarm or {}).get("kind") == "refusal_unlogged":

@@ -207,3 +207,21 @@ def test_ack_naming_no_entry_keeps_the_refusal_in_the_outbox(
     bell.proofs.poll()
     assert bell.witness.alarm is not None and bell.witness.alarm["kind"] == "refusal_unlogged"
     bell.close()
+
+
+def test_proof_for_another_head_than_the_witness_accepted_is_refused(
+    relay: Any, tmp_path: Path
+) -> None:
+    _stack, audit, device, acks, _w = relay
+    clock = Clock(1_000_000.0)
+    # A valid proof, but against the head of the log as it stood when the entry was
+    # added, not the head the witness accepted later: a fork could hide behind it.
+    bell = Bell(tmp_path / "bell", audit, clock, forge=lambda p: audit.proof(p["index"], 1))
+    refuse(device, bell, acks, clock)
+    audit.append("operator_action", "operator", {"what": "later entry"})
+    bell.see_head()
+    assert bell.witness.head is not None and bell.witness.head.size == 2
+    assert bell.proofs.poll() == 0
+    assert "not for the head the witness accepted" in bell.proofs.refused[-1]
+    assert len(bell.outbox.awaiting()) == 1
+    bell.close()
