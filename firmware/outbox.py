@@ -77,6 +77,9 @@ class Outbox:
         )
         self._lock = threading.Lock()
         self.changed = threading.Event()
+        # Set by whoever proves refusals (firmware/refusal_proof.py); without a prover
+        # an acked refusal goes as before, instead of waiting for a proof forever.
+        self.prove_refusals = False
 
     def put(
         self, topic: str, payload: bytes, msg_id: str, lane: int = NORMAL, now: float | None = None
@@ -145,6 +148,10 @@ class Outbox:
             return 0
         logged = logged or {}
         marks = ",".join("?" * len(ids))
+        if not self.prove_refusals:
+            with self._lock:
+                cur = self._db.execute(f"DELETE FROM outbox WHERE msg_id IN ({marks})", ids)
+                return cur.rowcount
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:

@@ -47,6 +47,7 @@ class RefusalProofs:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.outbox = outbox
+        outbox.prove_refusals = True  # acked refusals now wait for their proof
         self.witness = witness
         self.relay_key = relay_key
         self.bound_s = bound_s
