@@ -67,14 +67,28 @@ class Outbox:
             "CREATE TABLE IF NOT EXISTS rejected ("
             " seq INTEGER PRIMARY KEY, topic TEXT, payload BLOB, reason TEXT, at REAL)"
         )
+        # A refusal the relay acked stays here until its public log entry is proven
+        # (firmware/refusal_proof.py): an ack alone could hide a forged command.
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS awaiting_proof ("
+            " msg_id TEXT PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,"
+            " lane INTEGER NOT NULL, created REAL NOT NULL, idx INTEGER NOT NULL,"
+            " leaf TEXT NOT NULL)"
+        )
         self._lock = threading.Lock()
         self.changed = threading.Event()
+        # Set by whoever proves refusals (firmware/refusal_proof.py); without a prover
+        # an acked refusal goes as before, instead of waiting for a proof forever.
+        self.prove_refusals = False
 
-    def put(self, topic: str, payload: bytes, msg_id: str, lane: int = NORMAL) -> int:
+    def put(
+        self, topic: str, payload: bytes, msg_id: str, lane: int = NORMAL, now: float | None = None
+    ) -> int:
+        now = time.time() if now is None else now
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO outbox (lane, topic, payload, msg_id, created) VALUES (?, ?, ?, ?, ?)",
-                (lane, topic, payload, msg_id, time.time()),
+                (lane, topic, payload, msg_id, now),
             )
             seq = int(cur.lastrowid or 0)
         self.changed.set()
@@ -120,16 +134,86 @@ class Outbox:
                 (now + self.confirm_timeout_s * (2**n), seq),
             )
 
-    def confirm(self, msg_ids: Iterable[str]) -> int:
-        """The relay indexed these: they may go.  Returns how many rows left."""
+    def confirm(
+        self, msg_ids: Iterable[str], logged: dict[str, tuple[int, str]] | None = None
+    ) -> int:
+        """The relay indexed these: they may go.  Returns how many rows left.
+
+        A refusal (topic ``.../refused``) does not go on the ack alone: with its log
+        entry in ``logged`` (id -> (index, leaf hex)) it moves to ``awaiting_proof``;
+        without one it stays in the outbox and is sent again.
+        """
         ids = list(msg_ids)
         if not ids:
             return 0
+        logged = logged or {}
+        marks = ",".join("?" * len(ids))
+        if not self.prove_refusals:
+            with self._lock:
+                cur = self._db.execute(f"DELETE FROM outbox WHERE msg_id IN ({marks})", ids)
+                return cur.rowcount
         with self._lock:
-            cur = self._db.execute(
-                f"DELETE FROM outbox WHERE msg_id IN ({','.join('?' * len(ids))})", ids
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    f"SELECT msg_id, topic, payload, lane, created FROM outbox"
+                    f" WHERE msg_id IN ({marks}) AND topic LIKE '%/refused'",
+                    ids,
+                ).fetchall()
+                for msg_id, topic, payload, lane, created in rows:
+                    if msg_id in logged:
+                        idx, leaf = logged[msg_id]
+                        self._db.execute(
+                            "INSERT OR REPLACE INTO awaiting_proof VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (msg_id, topic, payload, lane, created, idx, leaf),
+                        )
+                keep = [r[0] for r in rows if r[0] not in logged]
+                cur = self._db.execute(
+                    f"DELETE FROM outbox WHERE msg_id IN ({marks})"
+                    f" AND msg_id NOT IN ({','.join('?' * len(keep))})",
+                    ids + keep,
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
             return cur.rowcount
+
+    def awaiting(self) -> list[tuple[str, str, bytes, int, str, float]]:
+        """Refusals acked, not yet proven: (msg_id, topic, payload, index, leaf, created)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT msg_id, topic, payload, idx, leaf, created FROM awaiting_proof"
+                " ORDER BY created"
+            ).fetchall()
+
+    def proven(self, msg_id: str) -> None:
+        """The refusal's log entry is proven: it may go for good."""
+        with self._lock:
+            self._db.execute("DELETE FROM awaiting_proof WHERE msg_id = ?", (msg_id,))
+
+    def unproven(self, msg_id: str) -> None:
+        """No proof in time: back into the outbox, to be sent (and logged) again."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO outbox (lane, topic, payload, msg_id, created)"
+                " SELECT lane, topic, payload, msg_id, created FROM awaiting_proof"
+                " WHERE msg_id = ?",
+                (msg_id,),
+            )
+            self._db.execute("DELETE FROM awaiting_proof WHERE msg_id = ?", (msg_id,))
+            self._db.execute("COMMIT")
+        self.changed.set()
+
+    def oldest_refusal(self) -> float | None:
+        """When the oldest refusal not yet proven in the log was put (None: none)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT MIN(c) FROM (SELECT MIN(created) AS c FROM awaiting_proof"
+                " UNION ALL SELECT MIN(created) FROM outbox WHERE topic LIKE '%/refused')"
+            ).fetchone()
+        return None if row[0] is None else float(row[0])
 
     def reject(self, seq: int, reason: str) -> None:
         """Set aside a row the broker refused for good (kept for inspection, not resent)."""

@@ -96,6 +96,9 @@ class LogWitness:
         self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._pending: bytes | None = None
+        # Jobs run on this thread after each head check or poll (e.g. proving refusals
+        # against the head just accepted: firmware/refusal_proof.py).
+        self.after: list[Callable[[], object]] = []
 
     # ------------------------------------------------------------ state
 
@@ -158,6 +161,8 @@ class LogWitness:
                 if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + self.poll_s
                     self._guarded(self.poll)
+            for job in self.after:
+                self._guarded(job)
 
     @staticmethod
     def _guarded(job: Callable[..., None], *args: Any) -> None:

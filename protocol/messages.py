@@ -215,6 +215,18 @@ class CommandRefused(Message):
     """Why, from a fixed list: all the public log says."""
 
 
+class LoggedEntry(BaseModel):
+    """One acked message's public log entry: its index and RFC 9162 leaf hash (hex).
+
+    Example: ``LoggedEntry(id="m-12345678", index=41, leaf="ab12...")``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: MessageId
+    index: Annotated[int, Field(ge=0, le=2**53)]
+    leaf: Sha256
+
+
 class Ack(Message):
     """``doorbell/{device}/cmd/ack``: the relay has indexed these messages of the device.
 
@@ -224,6 +236,12 @@ class Ack(Message):
 
     kind: Literal["ack"] = "ack"
     ids: Annotated[list[MessageId], Field(min_length=1, max_length=1000)]
+    logged: Annotated[list[LoggedEntry], Field(max_length=1000)] = []
+    """For acked ``refused`` messages: where the relay put them in the public log.
+
+    The doorbell keeps the refusal until it has checked an inclusion proof of that
+    entry against a log head its witness accepted: an ack alone could hide a refusal.
+    """
 
 
 MODELS: dict[str, type[Message]] = {

@@ -219,3 +219,54 @@ def check_meaning(entries: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
         except (KeyError, TypeError):
             problems.append((i, f"a {kind} entry without the fields it needs"))
     return problems
+
+
+def refusal_digest(msg: Any) -> str:
+    """The hex SHA-256 of a refusal as canonical JSON: what its public log entry names.
+
+    The doorbell and the relay compute it from the same message, so the doorbell can
+    tell that a log entry is *its* refusal and not some other entry.
+
+    Example::
+
+        refusal_digest(CommandRefused(...))  # '3f1c...'
+    """
+    import hashlib
+
+    return hashlib.sha256(canonical(msg.model_dump(mode="json"))).hexdigest()
+
+
+def check_logged(
+    proof: dict[str, Any],
+    relay_key: bytes,
+    accepted: Head,
+    index: int,
+    leaf: str,
+    digest: str,
+) -> tuple[bool, str]:
+    """Is the refusal with ``digest`` in the log at ``index`` (leaf hash ``leaf``)?
+
+    ``proof`` is a ``/log/proof/inclusion`` answer; it must be for the very head the
+    doorbell's witness accepted (``accepted``), so a relay cannot show the doorbell a
+    private fork.  The entry must be a ``doorbell_refused`` naming ``digest``.
+    """
+    try:
+        ok, why = check_proof(proof, relay_key)
+        if not ok:
+            return False, why
+        head = verify_payload(proof["head"], relay_key)
+        if head["size"] != accepted.size or unb64(head["root"]) != accepted.root:
+            return False, "the proof is not for the head the witness accepted"
+        entry = unb64(proof["entry"])
+        if proof["index"] != index or leaf_hash(entry).hex() != leaf:
+            return False, "the proof is for another entry than the relay acked"
+        parsed = json.loads(entry)
+    except (CryptoFailure, KeyError, TypeError, ValueError, AttributeError):
+        return False, "the proof is malformed"
+    if not isinstance(parsed, dict):
+        return False, "the entry is malformed"
+    if parsed.get("kind") != "doorbell_refused":
+        return False, "the entry is not a refusal"
+    if (parsed.get("data") or {}).get("msg") != digest:
+        return False, "the entry is another refusal than the doorbell's"
+    return True, f"refusal logged as entry #{index}"

@@ -48,8 +48,11 @@ from protocol import (
     new_id,
     utcnow,
 )
+from protocol.merkle import leaf_hash
+from protocol.messages import LoggedEntry
 from protocol.refusals import public_code
 from protocol.topics import LOG_HEAD, relay_filters
+from protocol.transparency import refusal_digest
 from relay import keyspace as ks
 from relay.commands import CommandOutbox
 from relay.index import CONFLICT, NEW, RelayIndex
@@ -205,9 +208,12 @@ class IngestWorker:
             if msg is not None and outcomes[i] != CONFLICT
         ]
         results = [new for _m, _msg, new in good]
+        logged: dict[str, LoggedEntry] = {}
         try:
             for _m, msg, _new in good:
-                self._side_effects(msg)
+                entry = self._side_effects(msg)
+                if entry is not None:
+                    logged[msg.id] = entry
         except Exception as e:  # Redis, or the blob store (S3) behind _forget_released
             # Indexed but not yet recorded: acknowledge nothing, so the broker delivers
             # again; the index calls it a duplicate and the side effects run again.
@@ -219,12 +225,12 @@ class IngestWorker:
         self.stats["duplicates"] += len(results) - sum(results)
         self.stats["dead_letters"] += len(batch) - len(good)
         del self._batch[: len(batch)]
-        self._confirm([msg for _, msg, _new in good])
+        self._confirm([msg for _, msg, _new in good], logged)
         for m, _msg, _err in batch:
             self.client.ack(m.mid, m.qos)
         return True
 
-    def _side_effects(self, msg: Message) -> None:
+    def _side_effects(self, msg: Message) -> LoggedEntry | None:
         """What a release or a deletion causes beyond the index, keyed by message id.
 
         Run for new messages *and* duplicates: a worker killed after indexing and
@@ -249,7 +255,7 @@ class IngestWorker:
                 json.dumps(kept),
             )
         if self.audit is None:
-            return
+            return None
         if isinstance(msg, Released):
             data = {"request": msg.request_id, "clip": msg.clip_id, "sha256": msg.sha256}
             self.audit.append("release", msg.device, data, once=f"msg:{msg.id}")
@@ -257,13 +263,19 @@ class IngestWorker:
             data = {"clip": msg.clip_id, "reason": msg.reason}
             self.audit.append("deletion", msg.device, data, once=f"msg:{msg.id}")
         elif isinstance(msg, CommandRefused):
-            self.audit.append(
+            index = self.audit.append(
                 "doorbell_refused", msg.device, refusal_entry(msg), once=f"msg:{msg.id}"
             )
+            # Told to the doorbell in the ack: it keeps the refusal until it has seen
+            # this entry proven in a head its witness accepted.
+            raw = self.audit.public_entries(index, index)
+            if raw:
+                return LoggedEntry(id=msg.id, index=index, leaf=leaf_hash(raw[0]).hex())
         elif isinstance(msg, Event) and msg.type == "masks_applied":
             # The doorbell's word that the owner's mask set is in force (by its hash).
             data = {"hash": msg.masks_hash}
             self.audit.append("masks_applied", msg.device, data, once=f"msg:{msg.id}")
+        return None
 
     def _index_batch(self, batch: list[_Held]) -> list[int]:
         """Index the batch's good messages; an outcome per batch entry (-1: not indexed).
@@ -299,15 +311,25 @@ class IngestWorker:
                 self.blobs.delete(blob_key(request_id, device, clip_id))
             self.index.r.hdel(key, field_)
 
-    def _confirm(self, messages: list[Message]) -> None:
+    def _confirm(
+        self, messages: list[Message], logged: dict[str, LoggedEntry] | None = None
+    ) -> None:
         """Tell each doorbell which of its messages are indexed, so it may drop them."""
+        logged = logged or {}
         per_device: dict[str, list[str]] = {}
         for msg in messages:
             if not isinstance(msg, Status):  # status is not kept in an outbox
                 per_device.setdefault(msg.device, []).append(msg.id)
         for device, ids in per_device.items():
             for i in range(0, len(ids), 1000):
-                ack = Ack(id=new_id(), ts=utcnow(), device=device, ids=ids[i : i + 1000])
+                chunk = ids[i : i + 1000]
+                ack = Ack(
+                    id=new_id(),
+                    ts=utcnow(),
+                    device=device,
+                    ids=chunk,
+                    logged=[logged[m] for m in chunk if m in logged],
+                )
                 topic, payload = encode(ack)
                 self.client.publish(topic, payload, qos=1)
                 self.stats["confirmations"] += 1
@@ -402,6 +424,8 @@ def refusal_entry(msg: CommandRefused) -> dict[str, Any]:
         "clip": msg.clip_id,
         "code": public_code(msg.code),
         "why": msg.reason,  # sealed by the audit log: it may name a doorbell
+        # The doorbell finds its refusal in the log by this (see Ack.logged).
+        "msg": refusal_digest(msg),
     }
 
 

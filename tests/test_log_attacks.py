@@ -167,6 +167,12 @@ def test_the_operator_cannot_rewrite_history_unseen(world, tmp_path, attack):
         20,
         "the doorbell to witness the head",
     )
+    # The doorbell let its refusal go only once proven in that head (over HTTP).
+    wait_for(
+        lambda: bell.bell.uplink.outbox.oldest_refusal() is None,
+        20,
+        "the doorbell to prove its refusal in the log",
+    )
     assert bell.witness.alarm is None and not bell.alarms()
 
     # The attack. The operator's own check cannot see it.

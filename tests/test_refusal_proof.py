@@ -1,0 +1,227 @@
+"""A doorbell's refusal stays until the doorbell has seen it proven in the public log.
+
+Real Mosquitto and Redis: the device publishes ``refused``, a real ingest worker with a
+real audit log acks it, the ack (with the entry's index and leaf) drives a real outbox,
+and :class:`firmware.refusal_proof.RefusalProofs` checks an inclusion proof against the
+head the doorbell's witness accepted.  The proof is fetched in-process from the
+relay's :meth:`AuditLog.proof` (what ``/v1/log/proof/inclusion`` serves).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from firmware.outbox import Outbox
+from firmware.refusal_proof import RefusalProofs
+from firmware.witness import LogWitness
+from protocol import Ack, CommandRefused, decode, encode, new_id, utcnow
+from relay.audit import AuditLog
+from relay.index import RelayIndex
+from relay.ingest import IngestWorker
+from tests.stack import Stack, wait_for
+
+DEVICE = "front-door"
+BOUND = 600.0
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Bell:
+    """The doorbell's side: outbox, witness and proof checker in ``data``."""
+
+    def __init__(self, data: Path, audit: AuditLog, clock: Clock, forge: Any = None) -> None:
+        self.events: list[Any] = []
+        self.audit = audit
+        self.forge = forge
+        self.outbox = Outbox(data / "outbox.sqlite")
+        self.witness = LogWitness(
+            data / "witness.json",
+            "http://relay.invalid",
+            audit.public,
+            self.events.append,
+            fetch=self.fetch,
+            clock=clock,
+        )
+        self.proofs = RefusalProofs(self.outbox, self.witness, audit.public, BOUND, clock)
+
+    def fetch(self, url: str) -> Any:
+        q = urllib.parse.parse_qs(urllib.parse.urlparse(url).query)
+        if "/proof/inclusion" in url:
+            proof = self.audit.proof(int(q["index"][0]), int(q["size"][0]))
+            return self.forge(proof) if self.forge else proof
+        return {"path": []}
+
+    def see_head(self) -> None:
+        self.witness.check(json.dumps(self.audit.head()).encode())
+
+    def close(self) -> None:
+        self.outbox.close()
+
+
+@pytest.fixture
+def relay(tmp_path: Path):
+    stack = Stack(tmp_path / "stack")
+    stack.add_device(DEVICE)
+    audit = AuditLog(redis.Redis.from_url(stack.redis.url), b"k" * 32)
+    stop = threading.Event()
+    worker = IngestWorker(
+        stack.relay_settings(), RelayIndex(redis.Redis.from_url(stack.redis.url)), "w", audit=audit
+    )
+    threading.Thread(target=worker.run, args=(stop,), daemon=True).start()
+    wait_for(worker.connected.is_set, 10, "the worker to connect")
+    acks: list[Ack] = []
+    device = stack.client(DEVICE)
+    device.on_message = lambda _c, _u, m: acks.append(decode(m.topic, m.payload))  # type: ignore[misc,arg-type]
+    got = threading.Event()
+    device.on_subscribe = lambda *a: got.set()
+    device.subscribe(f"doorbell/{DEVICE}/cmd/ack", qos=1)
+    wait_for(got.is_set, 10, "the SUBACK")
+    yield stack, audit, device, acks, worker
+    stop.set()
+    device.loop_stop()
+    stack.close()
+
+
+def refuse(device: Any, bell: Bell, acks: list[Ack], clock: Clock) -> CommandRefused:
+    """Put a refusal in the outbox, send it as the doorbell's link would, apply the ack."""
+    msg = CommandRefused(
+        id=new_id(),
+        ts=utcnow(),
+        device=DEVICE,
+        command_id=new_id(),
+        command="release",
+        reason="the approval's signature is not the owner's",
+        code="bad_signature",
+    )
+    topic, payload = encode(msg)
+    bell.outbox.put(topic, payload, msg.id, now=clock())
+    n = len(acks)
+    for _ in range(3):  # the worker's subscription may not be in place yet
+        device.publish(topic, payload, qos=1).wait_for_publish(10)
+        try:
+            wait_for(lambda: len(acks) > n, 10, "the relay's ack")
+            break
+        except AssertionError:
+            continue
+    ack = acks[-1]
+    assert msg.id in ack.ids
+    bell.outbox.confirm(ack.ids, {e.id: (e.index, e.leaf) for e in ack.logged})
+    return msg
+
+
+def test_honest_relay_refusal_proven_then_dropped(relay: Any, tmp_path: Path) -> None:
+    _stack, audit, device, acks, _w = relay
+    clock = Clock(1_000_000.0)
+    bell = Bell(tmp_path / "bell", audit, clock)
+    refuse(device, bell, acks, clock)
+    assert acks[-1].logged, "the ack names the log entry"
+    assert len(bell.outbox) == 0 and len(bell.outbox.awaiting()) == 1  # kept until proven
+    assert bell.proofs.poll() == 0  # no head accepted yet: nothing to prove against
+    bell.see_head()
+    assert bell.proofs.poll() == 1
+    assert bell.outbox.awaiting() == [] and bell.outbox.oldest_refusal() is None
+    clock.t += 10 * BOUND
+    bell.proofs.poll()
+    assert bell.witness.alarm is None and bell.events == []
+    bell.close()
+
+
+def test_relay_that_acks_without_logging_is_caught(
+    relay: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stack, audit, device, acks, _w = relay
+    clock = Clock(1_000_000.0)
+    bell = Bell(tmp_path / "bell", audit, clock)
+    # One honest entry first, so the dishonest relay has a real entry to point at.
+    refuse(device, bell, acks, clock)
+    bell.see_head()
+    assert bell.proofs.poll() == 1
+    monkeypatch.setattr(audit, "append", lambda *a, **k: 0)  # acks, never logs
+    hidden = refuse(device, bell, acks, clock)
+    bell.see_head()
+    bell.proofs.poll()
+    # Kept: in the outbox (no entry named) or awaiting a proof that cannot come.
+    kept = [r.msg_id for r in bell.outbox.due(now=clock.t + 10 * BOUND)]
+    kept += [r[0] for r in bell.outbox.awaiting()]
+    assert hidden.id in kept
+    assert bell.witness.alarm is None  # not before the bound
+    clock.t += BOUND / 2
+    bell.proofs.poll()
+    assert bell.witness.alarm is None
+    bell.close()
+    # A restart loses nothing, and the alarm comes once the bound has passed.
+    bell = Bell(tmp_path / "bell", audit, clock)
+    clock.t += BOUND
+    bell.proofs.poll()
+    assert bell.witness.alarm is not None and bell.witness.alarm["kind"] == "refusal_unlogged"
+    assert [e.kind for e in bell.events] == ["log_alarm"]
+    assert hidden.id in [r.msg_id for r in bell.outbox.due(now=clock.t + 10 * BOUND)]
+    bell.proofs.poll()
+    assert len(bell.events) == 1  # raised once
+    bell.close()
+
+
+def test_proof_for_another_entry_is_refused(relay: Any, tmp_path: Path) -> None:
+    _stack, audit, device, acks, _w = relay
+    clock = Clock(1_000_000.0)
+    other = Bell(tmp_path / "other", audit, clock)
+    refuse(device, other, acks, clock)  # an earlier, real refusal: entry 0
+    bell = Bell(tmp_path / "bell", audit, clock, forge=lambda p: audit.proof(0, p["tree_size"]))
+    msg = refuse(device, bell, acks, clock)
+    bell.see_head()
+    assert bell.proofs.poll() == 0
+    assert [r[0] for r in bell.outbox.awaiting()] == [msg.id]
+    assert bell.proofs.refused and "another entry" in bell.proofs.refused[-1]
+    clock.t += 2 * BOUND
+    bell.proofs.poll()
+    assert bell.witness.alarm is not None and bell.witness.alarm["kind"] == "refusal_unlogged"
+    other.close()
+    bell.close()
+
+
+def test_ack_naming_no_entry_keeps_the_refusal_in_the_outbox(
+    relay: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stack, audit, device, acks, _w = relay
+    clock = Clock(1_000_000.0)
+    bell = Bell(tmp_path / "bell", audit, clock)
+    monkeypatch.setattr(audit, "append", lambda *a, **k: 0)  # an empty log: no entry 0
+    msg = refuse(device, bell, acks, clock)
+    assert acks[-1].logged == []
+    assert [r.msg_id for r in bell.outbox.due(now=clock.t + 10 * BOUND)] == [msg.id]
+    assert bell.outbox.awaiting() == []
+    clock.t += 2 * BOUND
+    bell.proofs.poll()
+    assert bell.witness.alarm is not None and bell.witness.alarm["kind"] == "refusal_unlogged"
+    bell.close()
+
+
+def test_proof_for_another_head_than_the_witness_accepted_is_refused(
+    relay: Any, tmp_path: Path
+) -> None:
+    _stack, audit, device, acks, _w = relay
+    clock = Clock(1_000_000.0)
+    # A valid proof, but against the head of the log as it stood when the entry was
+    # added, not the head the witness accepted later: a fork could hide behind it.
+    bell = Bell(tmp_path / "bell", audit, clock, forge=lambda p: audit.proof(p["index"], 1))
+    refuse(device, bell, acks, clock)
+    audit.append("operator_action", "operator", {"what": "later entry"})
+    bell.see_head()
+    assert bell.witness.head is not None and bell.witness.head.size == 2
+    assert bell.proofs.poll() == 0
+    assert "not for the head the witness accepted" in bell.proofs.refused[-1]
+    assert len(bell.outbox.awaiting()) == 1
+    bell.close()
