@@ -496,7 +496,6 @@ class ConsentEngine:
 
     def _check_policy(self, r: dict[str, Any]) -> None:
         p = self.policy()
-        now = self.clock()
         if r["basis"] not in BASES:
             raise PolicyRefusal(f"legal basis must be one of {', '.join(BASES)}")
         if not visible(str(r["case_ref"])):
@@ -511,22 +510,7 @@ class ConsentEngine:
                 )
         elif r["demand"]:
             raise PolicyRefusal("a demand is named only with basis legal-demand")
-        if not all(math.isfinite(r[k]) for k in ("lat", "lon", "radius_m", "start", "end")):
-            raise PolicyRefusal("numbers must be finite")
-        if not p["min_radius_m"] <= r["radius_m"] <= p["max_radius_m"]:
-            raise PolicyRefusal(
-                f"radius must be within {p['min_radius_m']:g}..{p['max_radius_m']:g} m"
-            )
-        if not 0 < r["end"] - r["start"] <= p["max_window_s"]:
-            raise PolicyRefusal(f"the window must be within {p['max_window_s'] / 3600:g} h")
-        if r["end"] > now:
-            raise PolicyRefusal("the window must not reach into the future")
-        if r["start"] < now - p["retention_s"]:
-            raise PolicyRefusal(
-                f"the window must lie within the last {p['retention_s'] / 86400:g} days"
-            )
-        if not (-85 <= r["lat"] <= 85 and -180 <= r["lon"] <= 180):
-            raise PolicyRefusal("the centre is not a place on Earth")
+        self._check_place_and_time(r, p, p["max_window_s"])
 
     def _count(self, org: str) -> None:
         """Count the request against its organisation's day, atomically, or refuse it."""
@@ -1023,7 +1007,6 @@ class ConsentEngine:
 
     def _check_bystander(self, r: dict[str, Any]) -> None:
         p = self.policy()
-        now = self.clock()
         if r["bystander_kind"] not in bys.KINDS:
             raise PolicyRefusal(f"kind must be one of {', '.join(bys.KINDS)}")
         desc = r["reason"]
@@ -1048,13 +1031,18 @@ class ConsentEngine:
                 )
         if r["bystander_kind"] != "stop_filming" and r["polygon"] is not None:
             raise PolicyRefusal("a polygon is proposed only with kind stop_filming")
+        self._check_place_and_time(r, p, p["bystander_max_window_s"])
+
+    def _check_place_and_time(self, r: dict[str, Any], p: dict[str, float], longest: float) -> None:
+        """The bounds every request shares, an agency's or a bystander's: a small place
+        on Earth and a short window in the past that doorbells still keep."""
+        now = self.clock()
         if not all(math.isfinite(r[k]) for k in ("lat", "lon", "radius_m", "start", "end")):
             raise PolicyRefusal("numbers must be finite")
         if not p["min_radius_m"] <= r["radius_m"] <= p["max_radius_m"]:
             raise PolicyRefusal(
                 f"radius must be within {p['min_radius_m']:g}..{p['max_radius_m']:g} m"
             )
-        longest = p["bystander_max_window_s"]
         if not 0 < r["end"] - r["start"] <= longest:
             raise PolicyRefusal(f"the window must be within {longest / 3600:g} h")
         if r["end"] > now:
