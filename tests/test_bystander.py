@@ -575,7 +575,7 @@ def test_the_web_form_solves_the_proof_of_work_in_a_real_browser(one, browser, t
 
 
 def test_an_owner_answers_bystanders_in_the_web_app(one, browser, tmp_path):
-    from test_webapp import PASSPHRASE, expect, open_page, sign_in
+    from test_webapp import expect, open_page, sign_in_and_unlock
 
     relay, alice = one
     clip = record_clip(alice)
@@ -594,13 +594,7 @@ def test_an_owner_answers_bystanders_in_the_web_app(one, browser, tmp_path):
 
     errors: list[str] = []
     page = open_page(browser, relay, errors)
-    sign_in(page, alice)
-    expect(page, "#import-form:not([hidden])", errors)
-    page.set_input_files("#key-files", [str(alice.keys / "sign.key"), str(alice.keys / "box.key")])
-    page.fill("#new-passphrase", PASSPHRASE)
-    page.click("#import-form button[type=submit]")
-    expect(page, "body[data-unlocked='1']", errors)
-    errors.clear()  # the page asks who is signed in before anyone is: a 401
+    sign_in_and_unlock(page, alice, errors)
     copy_li = f"li[data-ask='{asks['copy']['id']}']"
     erase_li = f"li[data-ask='{asks['erase']['id']}']"
     expect(page, f"{copy_li}[data-bystander='copy'][data-status='pending']", errors)

@@ -214,7 +214,7 @@ def test_accepting_in_the_web_app_signs_exactly_the_proposal(world, browser, tmp
     """The page signs the MaskUpdate itself (keys in the browser), on the set it kept;
     the doorbell applies exactly the proposed polygons, and a removal from the page's
     mask list leaves the other one."""
-    from test_webapp import PASSPHRASE, expect, expect_js, open_page, sign_in
+    from test_webapp import expect, expect_js, open_page, sign_in_and_unlock
 
     from protocol.decisions import mask_points
 
@@ -236,13 +236,7 @@ def test_accepting_in_the_web_app_signs_exactly_the_proposal(world, browser, tmp
 
     errors: list[str] = []
     page = open_page(browser, relay, errors)
-    sign_in(page, alice)
-    expect(page, "#import-form:not([hidden])", errors)
-    page.set_input_files("#key-files", [str(alice.keys / "sign.key"), str(alice.keys / "box.key")])
-    page.fill("#new-passphrase", PASSPHRASE)
-    page.click("#import-form button[type=submit]")
-    expect(page, "body[data-unlocked='1']", errors)
-    errors.clear()  # the page asks who is signed in before anyone is: a 401
+    sign_in_and_unlock(page, alice, errors)
 
     li = f"li[data-ask='{one['id']}']"
     expect(page, f"{li}[data-bystander='stop_filming'][data-status='pending']", errors)
@@ -363,7 +357,7 @@ def test_the_web_app_and_footage_each_add_a_mask_and_the_doorbell_holds_both(
     on the set in force, checked with the owner's key).  And the page's next change
     keeps the `footage` mask too."""
     from test_masks_e2e import OTHER, OTHER_ARG, add_mask, relay_holds
-    from test_webapp import PASSPHRASE, expect, open_page, sign_in
+    from test_webapp import expect, open_page, sign_in_and_unlock
 
     relay, alice, _bob, _commands = world
     alice.bell.run(2.0)
@@ -379,13 +373,7 @@ def test_the_web_app_and_footage_each_add_a_mask_and_the_doorbell_holds_both(
 
     errors: list[str] = []
     page = open_page(browser, relay, errors)
-    sign_in(page, alice)
-    expect(page, "#import-form:not([hidden])", errors)
-    page.set_input_files("#key-files", [str(alice.keys / "sign.key"), str(alice.keys / "box.key")])
-    page.fill("#new-passphrase", PASSPHRASE)
-    page.click("#import-form button[type=submit]")
-    expect(page, "body[data-unlocked='1']", errors)
-    errors.clear()  # the page asks who is signed in before anyone is: a 401
+    sign_in_and_unlock(page, alice, errors)
 
     li = f"li[data-ask='{one['id']}']"
     page.click(f"{li} button[data-answer='accept']")

@@ -93,6 +93,18 @@ def sign_in(page, home: Home) -> None:
     page.click("#sign-in-form button[type=submit]")
 
 
+def sign_in_and_unlock(page, home: Home, errors: list[str]) -> None:
+    """What an owner does once per browser: sign in, import the key folder under
+    ``PASSPHRASE``; then the page is unlocked."""
+    sign_in(page, home)
+    expect(page, "#import-form:not([hidden])", errors)
+    page.set_input_files("#key-files", [str(home.keys / "sign.key"), str(home.keys / "box.key")])
+    page.fill("#new-passphrase", PASSPHRASE)
+    page.click("#import-form button[type=submit]")
+    expect(page, "body[data-unlocked='1']", errors)
+    errors.clear()  # the page asks who is signed in before anyone is: a 401
+
+
 def session_of(relay: Relay, home: Home) -> tuple[dict[str, str], str]:
     """Sign in over plain HTTP: the cookie header to send, and the CSRF token."""
     r = httpx.post(
