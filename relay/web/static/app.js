@@ -589,6 +589,7 @@ async function removeMask(device, name) {
 }
 
 async function decide(ask, approve) {
+  say(`answering ${ask.id}…`);  // synchronous: no earlier answer's words stay on screen
   try {
     if (approve) {
       // The clips the ask names that are still on record, each with its owner-sealed key.
