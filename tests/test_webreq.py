@@ -15,7 +15,7 @@ import time
 
 from stack import wait_for
 from test_consent_e2e import Home, Relay, run_footage
-from test_reqkeys import _nothing_sealed, _rewrite_ask
+from test_reqkeys import _rewrite_ask
 from test_webapp import expect, expect_js, open_page, sign_in_and_unlock
 
 from protocol import reqsig
@@ -149,9 +149,7 @@ def test_the_web_app_seals_only_to_the_key_the_requester_signed(stack, browser, 
 
         _rewrite_ask(relay, second["id"], swap_field)
         _approve_refused(page, relay, second["id"], "for another requester", errors)
-        assert errors == [
-            "Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"
-        ]  # the relay's refusal, the one expected
+        assert len(errors) == 1 and "status of 422" in errors[0], errors  # the relay's refusal
         errors.clear()
 
         _rewrite_ask(relay, second["id"], lambda d: d.update(requester_key=b64(police.box_public)))
