@@ -167,6 +167,16 @@ def test_the_web_app_seals_only_to_the_key_the_requester_signed(stack, browser, 
         _approve_refused(page, relay, second["id"], "different key", errors)
         assert reqsig.fingerprint(mallory.sign_public) in page.inner_text("#status")
 
+        # The ask says something other than what was signed (a wider area, say).
+        def widen(data):
+            data["signed_request"] = second["signed_request"]
+            data["requester_key"] = b64(police.box_public)
+            data["radius_m"] = 5000.0
+
+        _rewrite_ask(relay, second["id"], widen)
+        _approve_refused(page, relay, second["id"], "signed in radius_m", errors)
+        _rewrite_ask(relay, second["id"], lambda d: d.update(radius_m=second["radius_m"]))
+
         # 4. The relay strips the signature of a pinned requester and names its own key.
         def strip(data):
             data.pop("signed_request", None)
