@@ -351,7 +351,8 @@ async function loadAsks() {
       el("p", { class: "meta" }, `Your matching clips: ${a.clips.map((c) => `${c.clip_id} (${when(c.start)})`).join(", ") || "none"}`),
       (await oc.checkAskProof(a))
         ? el("p", { class: "meta", "data-proof": "ok" }, `On the public record under asks_root ${a.commitment.root}`)
-        : el("p", { class: "error", "data-proof": "bad" }, "WARNING: this ask's proof does not check out"));
+        : el("p", { class: "error", "data-proof": "bad" }, "WARNING: this ask's proof does not check out"),
+      await requesterLine(a));
     if (a.status === "pending") {
       const yes = el("button", { type: "button" }, "Approve");
       const no = el("button", { type: "button" }, "Deny");
@@ -360,6 +361,23 @@ async function loadAsks() {
       item.append(el("div", {}, yes, no));
     }
     list.append(item);
+  }
+}
+
+/** Who signed the request, as far as this browser can tell (nothing is pinned here: that
+ * happens on approve, as `footage approve` does). */
+async function requesterLine(a) {
+  try {
+    const got = await oc.requesterBox(a, location.origin);
+    if (!got.signed) {
+      return el("p", { class: "error", "data-signed": "no" },
+        `WARNING: ${a.requester} did not sign this request; the clip keys would go to the key the relay names for them`);
+    }
+    const seen = got.pin === "known" ? "the key pinned in this browser" : "not pinned yet: compare it with the requester out of band";
+    return el("p", { class: "meta", "data-signed": "ok", "data-fingerprint": got.fingerprint },
+      `Signed by ${a.requester}, key fingerprint ${got.fingerprint} (${seen})`);
+  } catch (err) {
+    return el("p", { class: "error", "data-signed": "bad" }, `WARNING: ${err.message}`);
   }
 }
 
@@ -571,14 +589,24 @@ async function removeMask(device, name) {
 }
 
 async function decide(ask, approve) {
+  say(`answering ${ask.id}…`);  // synchronous: no earlier answer's words stay on screen
   try {
     if (approve) {
       // The clips the ask names that are still on record, each with its owner-sealed key.
       const clips = ask.clips.filter((c) => ask.clip_ids.includes(c.clip_id));
+      // Sealed to the box key the requester signed (formats §3.1.1), never to the relay's
+      // word for it; a refusal here throws before anything is sealed or sent.
+      const to = await oc.requesterBox(ask, location.origin, { pin: true });
       const signed = oc.signApproval(state.keys, {
-        requestId: ask.request_id, device: ask.device, clips, requesterKey: ask.requester_key,
+        requestId: ask.request_id, device: ask.device, clips, requesterKey: to.box,
       });
       await api("POST", `/app/api/asks/${encodeURIComponent(ask.id)}/approve`, { signed });
+      if (to.pin === "new") {
+        say(`approved: ${ask.id}; pinned ${ask.requester}'s signing key, fingerprint ${to.fingerprint}: ` +
+          "compare it with the requester out of band");
+        await Promise.all([loadAsks(), loadLog()]);
+        return;
+      }
     } else {
       await api("POST", `/app/api/asks/${encodeURIComponent(ask.id)}/deny`);
     }

@@ -386,3 +386,92 @@ export async function checkAskProof(ask) {
     return false;
   }
 }
+
+// ------------------------------------------------------------------ requesters' signed requests
+// As `footage approve` (footage/cli.py requester_box, footage/pins.py; docs/formats.md
+// §3.1.1): clip keys are sealed to the box key the *requester* signed, after checking the
+// signature, that the ask says what was signed, and the signing key against the one
+// pinned in this browser for (relay origin, requester name) on first use.
+
+const SIGNED_FIELDS = ["lat", "lon", "radius_m", "start", "end", "reason", "case_ref", "basis"];
+const PIN_KEY = (origin, name) => `reqpin/${origin}/${name}`;
+
+/** protocol.reqsig.fingerprint: the first 32 hex digits of SHA-256(key), in groups of 8. */
+export async function fingerprint(signPublic) {
+  const h = (await sha256Hex(signPublic)).slice(0, 32);
+  return h.match(/.{8}/g).join("-");
+}
+
+/** protocol.reqsig.verify_request: the payload if `signed` ({payload, signature}) is
+ * signed by the `sign_public` inside it, else an Error. */
+export function verifyRequest(signed) {
+  if (signed === null || typeof signed !== "object" || Object.keys(signed).sort().join() !== "payload,signature") {
+    throw new Error("a signed request is {payload, signature}");
+  }
+  let body, payload, key, box;
+  try {
+    body = unb64(signed.payload);
+    payload = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(body));
+    key = unb64(payload.sign_public);
+    box = unb64(payload.box_public);
+  } catch {
+    throw new Error("the signed request is not readable");
+  }
+  if (key.length !== 32 || box.length !== 32) throw new Error("the signed request's keys are not 32 bytes");
+  let ok = false;
+  try {
+    ok = sodium.crypto_sign_verify_detached(unb64(signed.signature), body, key);
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new Error("the signed request's signature does not verify");
+  return payload;
+}
+
+/** protocol.reqsig.matches on an ask: the signed fields where it differs from `payload`. */
+function askDiffers(payload, ask) {
+  const shown = {
+    ...ask, lat: ask.center?.[0], lon: ask.center?.[1],
+    demand: ((ask.legal_demands || [])[0] || {}).docket,
+  };
+  const wrong = SIGNED_FIELDS.filter((k) => (payload[k] ?? null) !== (shown[k] ?? null));
+  if ((payload.demand || null) !== (shown.demand || null)) wrong.push("demand");
+  return wrong;
+}
+
+/**
+ * Who the clip keys of `ask` may be sealed to: {box (base64), signed (bool), pin ("new",
+ * "known" or null when unsigned), fingerprint (or null)}; an Error (nothing to seal to)
+ * when the signature fails, the ask differs from what was signed, the signing key is not
+ * the one pinned for the requester's name at `origin`, or a pinned requester's ask comes
+ * unsigned.  With `pin`, a first-seen key is pinned (at approve time, as footage does).
+ */
+export async function requesterBox(ask, origin, { pin = false } = {}) {
+  const key = PIN_KEY(origin, ask.requester);
+  const pinned = await dbDo("readonly", (s) => s.get(key));
+  if (ask.signed_request === null || ask.signed_request === undefined) {
+    if (pinned !== undefined) {
+      throw new Error(`REFUSED: ${ask.requester} signs their requests (key ${await fingerprint(unb64(pinned))} ` +
+        "pinned) but this ask carries no signed request; nothing was sealed");
+    }
+    return { box: ask.requester_key, signed: false, pin: null, fingerprint: null };
+  }
+  let payload;
+  try {
+    payload = verifyRequest(ask.signed_request);
+  } catch (err) {
+    throw new Error(`refused: ${err.message}; nothing was sealed`);
+  }
+  const wrong = askDiffers(payload, ask);
+  if (wrong.length) {
+    throw new Error(`refused: the ask differs from what the requester signed in ${wrong.join(", ")}; nothing was sealed`);
+  }
+  const signPublic = unb64(payload.sign_public);
+  const print = await fingerprint(signPublic);
+  if (pinned !== undefined && pinned !== b64(signPublic)) {
+    throw new Error(`REFUSED: requester ${ask.requester} at ${origin} signed with a different key (${print}) ` +
+      `than the one pinned in this browser (${await fingerprint(unb64(pinned))}); nothing was sealed`);
+  }
+  if (pinned === undefined && pin) await dbDo("readwrite", (s) => s.put(b64(signPublic), key));
+  return { box: payload.box_public, signed: true, pin: pinned === undefined ? "new" : "known", fingerprint: print };
+}
