@@ -36,11 +36,7 @@ def run_anon(relay: Relay, *args: str) -> tuple[int, str]:
 
 
 def record_clip(home: Home) -> dict:
-    home.bell.schedule_press(2.0)
-    home.bell.run(9.0)
-    home.bell.controller.shutdown()
-    (saved,) = [e for e in home.events if e.kind == "clip_saved"]
-    return saved.data
+    return home.record_clip().data
 
 
 def solved(relay: Relay, headers: dict | None = None) -> dict:

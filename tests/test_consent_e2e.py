@@ -18,6 +18,7 @@ from custody import find
 from stack import wait_for
 
 from common.mqtt import make_client
+from firmware.controller import DoorbellEvent
 from footage import cli as footage
 from hw_sim.runner import SimDoorbell
 from hw_sim.scenes import make_scene
@@ -138,6 +139,15 @@ class Home:
         self.uplink = self.bell.uplink
         self.commands = self.uplink.commands
         wait_for(self.uplink.link.connected.is_set, 10, f"{device} to connect")
+
+    def record_clip(self) -> DoorbellEvent:
+        """A press at 2 s and the clip it records (the ``clip_saved`` event), with the
+        doorbell's controller stopped after it so nothing else is recorded."""
+        self.bell.schedule_press(2.0)
+        self.bell.run(9.0)
+        self.bell.controller.shutdown()
+        (saved,) = [e for e in self.events if e.kind == "clip_saved"]
+        return saved
 
     def close(self) -> None:
         self.uplink.stop()
@@ -392,10 +402,7 @@ def test_requests_outside_policy_are_refused_and_logged(world, tmp_path):
 
 def test_an_owner_views_their_own_clip_by_the_same_signed_path(world, tmp_path):
     relay, (alice, bob) = world
-    alice.bell.schedule_press(2.0)
-    alice.bell.run(9.0)
-    alice.bell.controller.shutdown()
-    (saved,) = [e for e in alice.events if e.kind == "clip_saved"]
+    saved = alice.record_clip()
     wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
     clip_id = saved.data["clip"]
     # Bob cannot view Alice's doorbell, even naming it.

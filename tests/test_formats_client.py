@@ -37,10 +37,7 @@ def test_request_approve_fetch_decrypt_from_the_documented_formats(stack, tmp_pa
     relay = Relay(stack, tmp_path)
     home = Home(stack, relay, tmp_path, "carol-door", 51.5000, -0.1200)
     try:
-        home.bell.schedule_press(2.0)
-        home.bell.run(9.0)
-        home.bell.controller.shutdown()
-        (saved,) = [e for e in home.events if e.kind == "clip_saved"]
+        saved = home.record_clip()
         wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
 
         from nacl.signing import SigningKey
@@ -140,10 +137,7 @@ def test_a_bystander_and_an_owner_from_the_documented_formats(stack, tmp_path):
     relay.engine.bystander = BystanderConfig(difficulty=10)
     home = Home(stack, relay, tmp_path, "dave-door", 51.5000, -0.1200)
     try:
-        home.bell.schedule_press(2.0)
-        home.bell.run(9.0)
-        home.bell.controller.shutdown()
-        (saved,) = [e for e in home.events if e.kind == "clip_saved"]
+        saved = home.record_clip()
         wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
         owner = fc.Api(relay.url, home.token.read_text().strip())
         sign_seed = fc.read_key_file((home.keys / "sign.key").read_text())

@@ -73,10 +73,7 @@ def test_the_web_app_seals_only_to_the_key_the_requester_signed(stack, browser, 
     relay = Relay(stack, tmp_path)
     home = Home(stack, relay, tmp_path, "alice-door", 51.5, -0.12)
     try:
-        home.bell.schedule_press(2.0)
-        home.bell.run(9.0)
-        home.bell.controller.shutdown()
-        (saved,) = [e for e in home.events if e.kind == "clip_saved"]
+        saved = home.record_clip()
         wait_for(lambda: relay.engine.index.counts()["clips"] == 1, 30, "the clip indexed")
 
         police, mallory = OwnerKeys.generate(), OwnerKeys.generate()
