@@ -49,8 +49,9 @@ class ApiError(Exception):
 _Id = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:-]{1,128}$")]
 
 
-class RequestIn(BaseModel):
-    """A footage request.  Numbers must be JSON numbers ("12" is refused)."""
+class _Where(BaseModel):
+    """Where and when, as every request gives it (an agency's or a bystander's).
+    Numbers must be JSON numbers ("12" is refused)."""
 
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     lat: Annotated[float, Field(ge=-90, le=90, description="degrees, WGS 84")]
@@ -58,6 +59,11 @@ class RequestIn(BaseModel):
     radius_m: Annotated[float, Field(gt=0, description="metres; the policy sets the bounds")]
     start: Annotated[float, Field(description="Unix seconds (UTC) of the window's start")]
     end: Annotated[float, Field(description="Unix seconds (UTC); not in the future")]
+
+
+class RequestIn(_Where):
+    """A footage request."""
+
     reason: Annotated[str, Field(min_length=1, max_length=2000)]
     case_ref: Annotated[str, Field(min_length=1, max_length=200)]
     basis: Literal["consent", "legal-demand"]
@@ -68,16 +74,10 @@ class RequestIn(BaseModel):
     owners unchanged so they seal to the box key the requester signed."""
 
 
-class BystanderIn(BaseModel):
+class BystanderIn(_Where):
     """A bystander's request (no token: a solved challenge from
     ``GET /v1/bystander/challenge`` instead)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
-    lat: Annotated[float, Field(ge=-90, le=90, description="degrees, WGS 84")]
-    lon: Annotated[float, Field(ge=-180, le=180, description="degrees, WGS 84")]
-    radius_m: Annotated[float, Field(gt=0, description="metres; the policy sets the bounds")]
-    start: Annotated[float, Field(description="Unix seconds (UTC) of the window's start")]
-    end: Annotated[float, Field(description="Unix seconds (UTC); not in the future")]
     kind: BystanderKind
     description: Annotated[str, Field(min_length=1, max_length=MAX_DESCRIPTION)]
     box_public: Annotated[str | None, Field(max_length=64)] = None
