@@ -53,6 +53,7 @@ import cv2
 import numpy as np
 
 from bench.report import Report
+from firmware.config import MotionConfig
 from firmware.motion import MotionDetector
 from hw_sim.camera import rgb_to_luma
 
@@ -73,7 +74,8 @@ class Ours:
     name = "ours"
 
     def __init__(self) -> None:
-        self.d = MotionDetector(sensitivity=5, min_frames=PERSIST)
+        # The doorbell's own defaults, built as the doorbell builds them.
+        self.d = MotionDetector.from_config(MotionConfig(min_frames=PERSIST), FPS)
 
     def update(self, luma: np.ndarray) -> bool:
         return self.d.update(luma).active

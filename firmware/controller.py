@@ -129,21 +129,8 @@ class Controller:
             events if events is not None else queue.SimpleQueue()
         )
         lores_mask = rasterize([m.polygon for m in config.masks], *config.camera.lores_size)
-        self.detector = detector or MotionDetector(
-            sensitivity=config.motion.sensitivity,
-            min_frames=config.motion.min_frames,
-            mask=lores_mask,
-            alpha=config.motion.alpha,
-            max_speed=config.motion.max_speed,
-            min_aspect=config.motion.min_aspect,
-            max_width=config.motion.max_width,
-            close_max_width=config.motion.close_max_width,
-            steady_frames=config.motion.steady_frames,
-            min_travel=config.motion.min_travel,
-            max_texture_kept=config.motion.max_texture_kept,
-            max_sideways=config.motion.max_sideways,
-            live_frac=config.motion.live_frac,
-            still_absorb_frames=round(config.motion.still_absorb_s * config.camera.fps),
+        self.detector = detector or MotionDetector.from_config(
+            config.motion, config.camera.fps, mask=lores_mask
         )
         self.ring = PacketRing(config.ring_seconds, config.clips.buffer_max_bytes)
         # Privacy masks: the config's, plus the owner's signed set (firmware.owner_masks).

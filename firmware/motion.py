@@ -48,10 +48,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from firmware.imaging import box_downscale
+
+if TYPE_CHECKING:
+    from firmware.config import MotionConfig
 
 # Work at about this height: enough for a person at the door, cheap on a Pi Zero 2.
 _WORK_HEIGHT = 60
@@ -240,6 +244,32 @@ class MotionDetector:
         self._mask_src = mask
         self._valid = None
         self._tracks = []
+
+    @classmethod
+    def from_config(
+        cls, config: MotionConfig, fps: float, mask: np.ndarray | None = None
+    ) -> MotionDetector:
+        """The detector a doorbell with ``[motion]`` = ``config`` runs at ``fps``; the
+        benchmark builds its own the same way, so it measures what ships::
+
+            det = MotionDetector.from_config(MotionConfig(), fps=15)
+        """
+        return cls(
+            sensitivity=config.sensitivity,
+            min_frames=config.min_frames,
+            mask=mask,
+            alpha=config.alpha,
+            max_speed=config.max_speed,
+            min_aspect=config.min_aspect,
+            max_width=config.max_width,
+            close_max_width=config.close_max_width,
+            steady_frames=config.steady_frames,
+            min_travel=config.min_travel,
+            max_texture_kept=config.max_texture_kept,
+            max_sideways=config.max_sideways,
+            live_frac=config.live_frac,
+            still_absorb_frames=round(config.still_absorb_s * fps),
+        )
 
     def reset(self) -> None:
         self._bg = None
