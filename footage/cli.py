@@ -489,26 +489,31 @@ def _polygon(points: list[str] | None) -> list[list[float]] | None:
     return poly
 
 
-def cmd_bystander(client: Client, args: argparse.Namespace) -> int:
-    """A bystander's request: no account, a proof of work; the status token is saved."""
+def cmd_bystander(connect: Callable[[], Client], args: argparse.Namespace) -> int:
+    """A bystander's request: no account, a proof of work; the status token is saved.
+
+    ``connect`` is called only once the local input is known good, so a missing file or
+    key is reported as such, not as an unreachable relay."""
     if args.bystander_command != "request":
         saved = _read_json(args.saved, "saved request")
         try:
             request_id, token = saved["id"], saved["status_token"]
         except (KeyError, TypeError):
             raise Failure(f"{args.saved} is not a file from: footage bystander request") from None
-        status = client.call(
+        keys = None
+        if args.bystander_command == "fetch":
+            try:
+                keys = OwnerKeys.load(args.key)
+            except CryptoFailure as err:
+                raise Failure(str(err)) from None
+        status = connect().call(
             "GET",
             f"/v1/bystander/requests/{request_id}",
             headers={"Authorization": f"Bearer {token}"},
         )
-        if args.bystander_command == "status":
+        if keys is None:
             print(json.dumps(status, indent=2))
             return 0
-        try:
-            keys = OwnerKeys.load(args.key)
-        except CryptoFailure as err:
-            raise Failure(str(err)) from None
         items = [i for a in status["answers"] for i in a.get("released") or []]
         if not items:
             print("no copy has been released to you (yet)")
@@ -534,6 +539,7 @@ def cmd_bystander(client: Client, args: argparse.Namespace) -> int:
         body["polygon"] = _polygon(args.polygon)
     if args.save.exists():
         raise Failure(f"{args.save} exists: the secret of another request may be in it")
+    client = connect()
     ch = client.call("GET", "/v1/bystander/challenge")
     print(f"solving the relay's proof of work ({ch['difficulty']} bits)...", file=sys.stderr)
 
@@ -911,9 +917,13 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_masks(connect, args)
         if args.command == "bystander":
-            client = Client(args.relay, None, need_token=False)
-            witness_for(client, args)
-            return cmd_bystander(client, args)
+
+            def connect_anon() -> Client:
+                client = Client(args.relay, None, need_token=False)
+                witness_for(client, args)
+                return client
+
+            return cmd_bystander(connect_anon, args)
         client = Client(args.relay, args.token)
         witness_for(client, args)
         if args.command == "answer":

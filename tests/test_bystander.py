@@ -672,3 +672,27 @@ def test_the_answer_does_not_wait_for_matching(one):
     finally:
         gate.set()
     wait_for(lambda: asks_of(relay, alice), 10, "Alice's ask, once matching runs")
+
+
+def test_local_mistakes_are_named_before_the_relay_is_asked(tmp_path, capsys):
+    """A missing saved request, a missing key folder or a copy without a key is the
+    bystander's own mistake: said as such, even when the relay cannot be reached."""
+    dead = "http://127.0.0.1:9"  # nothing listens: reaching out would say so instead
+    cases = {
+        "cannot read saved request": ["bystander", "status", str(tmp_path / "none.json")],
+        "needs --key": [
+            "bystander", "request", "--lat", "51.5", "--lon", "-0.12", "--radius", "20",
+            "--from", "2026-12-01T10:00:00Z", "--to", "2026-12-01T10:30:00Z",
+            "--kind", "copy", "--description", "red coat", "--save", str(tmp_path / "s.json"),
+        ],
+    }  # fmt: skip
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps({"id": "bys-0", "status_token": "t"}))
+    cases["cannot read keys"] = [
+        "bystander", "fetch", str(saved), "--key", str(tmp_path / "nokeys"),
+        "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    for said, args in cases.items():
+        code = footage.main(["--relay", dead, *args])
+        err = capsys.readouterr().err
+        assert code != 0 and said in err and "reach the relay" not in err, (said, err)
