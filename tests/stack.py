@@ -108,6 +108,19 @@ broker_port = {self.broker.port}
         self._procs.append(proc)
         return proc
 
+    def wait_workers(self, *names: str, timeout: float = 20.0) -> None:
+        """Wait for the named workers' first heartbeats; on a timeout, say what each
+        worker process wrote (a slow start and a crash look alike otherwise)."""
+        try:
+            wait_for(lambda: set(names) <= set(self.index.workers()), timeout, f"{names}")
+        except AssertionError as err:
+            tails = []
+            for name in names:
+                log = self.dir / f"worker-{name}.log"
+                text = log.read_text(errors="replace")[-2000:] if log.exists() else "(no log)"
+                tails.append(f"--- worker {name}:\n{text}")
+            raise AssertionError("\n".join([str(err), *tails])) from None
+
     def _spawn(self, name: str, log: object) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [

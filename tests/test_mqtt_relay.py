@@ -147,7 +147,7 @@ def test_a_worker_killed_mid_stream_loses_nothing(stack):
     """SIGKILL a worker during 5,000 clip records; after a restart all are indexed once."""
     stack.add_device("test-bell")
     proc = stack.worker_process("killme")
-    wait_for(lambda: "killme" in stack.index.workers(), 20, "the worker's first heartbeat")
+    stack.wait_workers("killme")
     device = stack.client("test-bell")
     records = [encode(clip(device="test-bell", clip_id=f"clip-{i:05d}")) for i in range(5000)]
     sender = threading.Thread(target=_publish_all, args=(device, records))

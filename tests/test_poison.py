@@ -70,7 +70,7 @@ def _named_cases() -> list[tuple[bytes, str]]:
 def test_ten_thousand_poisonous_payloads_are_dead_lettered_and_the_worker_lives(stack):
     stack.add_device("test-bell")
     proc = stack.worker_process("poison")
-    wait_for(lambda: "poison" in stack.index.workers(), 20, "the worker's first heartbeat")
+    stack.wait_workers("poison")
     device = stack.client("test-bell")
 
     # Known good messages first: the index has them, and one is then resent altered.

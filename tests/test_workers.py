@@ -33,7 +33,7 @@ def test_a_sigkilled_worker_never_strands_its_share(stack, tmp_path):
     mqtt_cfg = stack.add_device("test-bell")
     victim = stack.worker_process("victim")
     survivor = stack.worker_process("survivor")
-    wait_for(lambda: {"victim", "survivor"} <= set(stack.index.workers()), 20, "both workers")
+    stack.wait_workers("victim", "survivor")
 
     outbox = Outbox(tmp_path / "outbox.sqlite", confirm_timeout_s=CONFIRM_S)
     link = MqttLink("test-bell", mqtt_cfg, outbox, on_command=lambda m: None)
@@ -71,7 +71,7 @@ def test_a_sigkilled_worker_never_strands_its_share(stack, tmp_path):
 
 def test_status_is_unhealthy_while_a_registered_worker_is_silent(stack):
     worker = stack.worker_thread("beating")
-    wait_for(lambda: "beating" in stack.index.workers(), 10, "a heartbeat")
+    stack.wait_workers("beating", timeout=10)
     ok = relay_cli(stack, "status")
     assert ok.returncode == 0, ok.stdout + ok.stderr
 
@@ -100,7 +100,7 @@ def test_a_retired_worker_is_unregistered(stack):
     w = IngestWorker(stack.relay_settings(), RelayIndex(stack.index.r), "leaving", retire=True)
     t = threading.Thread(target=w.run, args=(stop,), daemon=True)
     t.start()
-    wait_for(lambda: "leaving" in stack.index.workers(), 10, "a heartbeat")
+    stack.wait_workers("leaving", timeout=10)
     stop.set()
     t.join(10)
     assert "leaving" not in stack.index.workers()
@@ -143,7 +143,7 @@ def test_a_worker_with_a_wrong_password_backs_off_with_jitter(stack):
 
 def test_a_second_worker_of_the_same_name_is_refused_in_one_line(stack):
     stack.worker_thread("twin")  # beats with this process's pid and host
-    wait_for(lambda: "twin" in stack.index.workers(), 10, "a heartbeat")
+    stack.wait_workers("twin", timeout=10)
     r = relay_cli(stack, "ingest", "--name", "twin", "--seconds", "1")
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().count("\n") == 0 and "already running" in r.stderr
