@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from protocol.merkle import (
 )
 from protocol.merkle import root as _root
 from protocol.transparency import check_meaning, check_proof
+from relay.keyfiles import create_once
 
 __all__ = ["AuditLog", "LogDamaged", "VerifyResult", "check_proof", "load_or_create_key"]
 
@@ -139,17 +139,15 @@ def commitment(opening: dict[str, Any]) -> str:
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """The relay's Ed25519 signing key (created, mode 0600, on first use)."""
-    if path.exists():
-        key = unb64(path.read_text().strip())
-        if len(key) != 32:
-            raise ValueError(f"{path} does not hold a 32-byte key")
-        return key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = bytes(SigningKey.generate())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(b64(key) + "\n")
+    """The relay's Ed25519 signing key (created, mode 0600, on first use).
+
+    Every relay process that starts on a new machine may be first: one key wins
+    (:func:`relay.keyfiles.create_once`) and all of them sign with it.
+    """
+    create_once(path, (b64(bytes(SigningKey.generate())) + "\n").encode())
+    key = unb64(path.read_text().strip())
+    if len(key) != 32:
+        raise ValueError(f"{path} does not hold a 32-byte key")
     return key
 
 

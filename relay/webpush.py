@@ -28,7 +28,6 @@ import base64
 import hashlib
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -38,6 +37,7 @@ from urllib.parse import urlsplit
 from cryptography.hazmat.primitives import serialization
 
 from relay import keyspace as ks
+from relay.keyfiles import create_once
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,7 @@ def load_vapid(path: Path) -> Any:
     if not path.exists():
         vapid = Vapid()
         vapid.generate_keys()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(vapid.private_pem())
-        return vapid
+        create_once(path, vapid.private_pem())  # another relay process may win
     return Vapid.from_file(str(path))
 
 
