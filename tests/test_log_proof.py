@@ -1,10 +1,11 @@
-"""A doorbell's refusal stays until the doorbell has seen it proven in the public log.
+"""A doorbell's refusal, release or deletion stays until it is proven in the public log.
 
-Real Mosquitto and Redis: the device publishes ``refused``, a real ingest worker with a
-real audit log acks it, the ack (with the entry's index and leaf) drives a real outbox,
-and :class:`firmware.refusal_proof.RefusalProofs` checks an inclusion proof against the
-head the doorbell's witness accepted.  The proof is fetched in-process from the
-relay's :meth:`AuditLog.proof` (what ``/v1/log/proof/inclusion`` serves).
+Real Mosquitto and Redis: the device publishes ``refused``, ``released`` or ``deleted``,
+a real ingest worker with a real audit log acks it, the ack (with the entry's index and
+leaf) drives a real outbox, and :class:`firmware.log_proof.LogProofs` checks an
+inclusion proof against the head the doorbell's witness accepted.  The proof is fetched
+in-process from the relay's :meth:`AuditLog.proof` (what ``/v1/log/proof/inclusion``
+serves).
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import Any
 import pytest
 import redis
 
+from firmware.log_proof import LogProofs
 from firmware.outbox import Outbox
-from firmware.refusal_proof import RefusalProofs
 from firmware.witness import LogWitness
-from protocol import Ack, CommandRefused, decode, encode, new_id, utcnow
+from protocol import Ack, CommandRefused, Message, decode, encode, new_id, utcnow
 from relay.audit import AuditLog
 from relay.index import RelayIndex
 from relay.ingest import IngestWorker
@@ -55,7 +56,7 @@ class Bell:
             fetch=self.fetch,
             clock=clock,
         )
-        self.proofs = RefusalProofs(self.outbox, self.witness, audit.public, BOUND, clock)
+        self.proofs = LogProofs(self.outbox, self.witness, audit.public, BOUND, clock)
 
     def fetch(self, url: str) -> Any:
         q = urllib.parse.parse_qs(urllib.parse.urlparse(url).query)
@@ -106,8 +107,14 @@ def refuse(device: Any, bell: Bell, acks: list[Ack], clock: Clock) -> CommandRef
         reason="the approval's signature is not the owner's",
         code="bad_signature",
     )
+    bell.outbox.put(*encode(msg), msg.id, now=clock())
+    send(device, bell, acks, msg)
+    return msg
+
+
+def send(device: Any, bell: Bell, acks: list[Ack], msg: Message) -> None:
+    """Publish ``msg`` as the doorbell's link would, wait for the ack and apply it."""
     topic, payload = encode(msg)
-    bell.outbox.put(topic, payload, msg.id, now=clock())
     n = len(acks)
     for _ in range(3):  # the worker's subscription may not be in place yet
         device.publish(topic, payload, qos=1).wait_for_publish(10)
@@ -119,7 +126,6 @@ def refuse(device: Any, bell: Bell, acks: list[Ack], clock: Clock) -> CommandRef
     ack = acks[-1]
     assert msg.id in ack.ids
     bell.outbox.confirm(ack.ids, {e.id: (e.index, e.leaf) for e in ack.logged})
-    return msg
 
 
 def test_honest_relay_refusal_proven_then_dropped(relay: Any, tmp_path: Path) -> None:
@@ -132,7 +138,7 @@ def test_honest_relay_refusal_proven_then_dropped(relay: Any, tmp_path: Path) ->
     assert bell.proofs.poll() == 0  # no head accepted yet: nothing to prove against
     bell.see_head()
     assert bell.proofs.poll() == 1
-    assert bell.outbox.awaiting() == [] and bell.outbox.oldest_refusal() is None
+    assert bell.outbox.awaiting() == [] and bell.outbox.oldest_unproven() == {}
     clock.t += 10 * BOUND
     bell.proofs.poll()
     assert bell.witness.alarm is None and bell.events == []
