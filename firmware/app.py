@@ -26,8 +26,8 @@ from firmware.config import Config
 from firmware.controller import Controller, DoorbellEvent
 from firmware.gpio import DoorbellIO
 from firmware.local_link import HomeAssistantLink, SnapshotTap
+from firmware.log_proof import LogProofs
 from firmware.owner_masks import OwnerMasks
-from firmware.refusal_proof import RefusalProofs
 from firmware.store import ClipStore
 from firmware.uplink import Uplink
 from firmware.witness import LogWitness
@@ -169,8 +169,8 @@ def build(
             max_age_s=config.log.max_age_s,
         )
         uplink.taps[LOG_HEAD] = witness.on_head
-        if key is not None:  # a refusal is proven only against the pinned key
-            proofs = RefusalProofs(uplink.outbox, witness, key, bound_s=config.log.refuse_s)
+        if key is not None:  # log entries are proven only against the pinned key
+            proofs = LogProofs(uplink.outbox, witness, key, bound_s=config.log.refuse_s)
             witness.after.append(proofs.poll)
     return Doorbell(config, clock, camera, io, store, controller, uplink, witness, home)
 

@@ -30,9 +30,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from protocol.transparency import PROVEN_KINDS
+
 URGENT = 0
 NORMAL = 1
 MAX_BACKOFF_DOUBLINGS = 6
+PROVEN = tuple(PROVEN_KINDS)
+"""Topic suffixes of the messages that leave only once proven in the public log."""
+_PROVEN_SQL = "(" + " OR ".join(f"topic LIKE '%/{k}'" for k in PROVEN) + ")"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +72,8 @@ class Outbox:
             "CREATE TABLE IF NOT EXISTS rejected ("
             " seq INTEGER PRIMARY KEY, topic TEXT, payload BLOB, reason TEXT, at REAL)"
         )
-        # A refusal the relay acked stays here until its public log entry is proven
-        # (firmware/refusal_proof.py): an ack alone could hide a forged command.
+        # A refusal, release or deletion the relay acked stays here until its public
+        # log entry is proven (firmware/log_proof.py): an ack alone could hide it.
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS awaiting_proof ("
             " msg_id TEXT PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,"
@@ -77,9 +82,9 @@ class Outbox:
         )
         self._lock = threading.Lock()
         self.changed = threading.Event()
-        # Set by whoever proves refusals (firmware/refusal_proof.py); without a prover
-        # an acked refusal goes as before, instead of waiting for a proof forever.
-        self.prove_refusals = False
+        # Set by whoever proves log entries (firmware/log_proof.py); without a prover
+        # an acked message goes as before, instead of waiting for a proof forever.
+        self.prove = False
 
     def put(
         self, topic: str, payload: bytes, msg_id: str, lane: int = NORMAL, now: float | None = None
@@ -139,7 +144,8 @@ class Outbox:
     ) -> int:
         """The relay indexed these: they may go.  Returns how many rows left.
 
-        A refusal (topic ``.../refused``) does not go on the ack alone: with its log
+        A refusal, release or deletion (topic ``.../refused``, ``.../released``,
+        ``.../deleted``: :data:`PROVEN`) does not go on the ack alone: with its log
         entry in ``logged`` (id -> (index, leaf hex)) it moves to ``awaiting_proof``;
         without one it stays in the outbox and is sent again.
         """
@@ -148,7 +154,7 @@ class Outbox:
             return 0
         logged = logged or {}
         marks = ",".join("?" * len(ids))
-        if not self.prove_refusals:
+        if not self.prove:
             with self._lock:
                 cur = self._db.execute(f"DELETE FROM outbox WHERE msg_id IN ({marks})", ids)
                 return cur.rowcount
@@ -157,7 +163,7 @@ class Outbox:
             try:
                 rows = self._db.execute(
                     f"SELECT msg_id, topic, payload, lane, created FROM outbox"
-                    f" WHERE msg_id IN ({marks}) AND topic LIKE '%/refused'",
+                    f" WHERE msg_id IN ({marks}) AND {_PROVEN_SQL}",
                     ids,
                 ).fetchall()
                 for msg_id, topic, payload, lane, created in rows:
@@ -180,7 +186,7 @@ class Outbox:
             return cur.rowcount
 
     def awaiting(self) -> list[tuple[str, str, bytes, int, str, float]]:
-        """Refusals acked, not yet proven: (msg_id, topic, payload, index, leaf, created)."""
+        """Rows acked, not yet proven: (msg_id, topic, payload, index, leaf, created)."""
         with self._lock:
             return self._db.execute(
                 "SELECT msg_id, topic, payload, idx, leaf, created FROM awaiting_proof"
@@ -188,7 +194,7 @@ class Outbox:
             ).fetchall()
 
     def proven(self, msg_id: str) -> None:
-        """The refusal's log entry is proven: it may go for good."""
+        """The message's log entry is proven: it may go for good."""
         with self._lock:
             self._db.execute("DELETE FROM awaiting_proof WHERE msg_id = ?", (msg_id,))
 
@@ -206,14 +212,20 @@ class Outbox:
             self._db.execute("COMMIT")
         self.changed.set()
 
-    def oldest_refusal(self) -> float | None:
-        """When the oldest refusal not yet proven in the log was put (None: none)."""
+    def oldest_unproven(self) -> dict[str, float]:
+        """Per kind (``refused``, ``released``, ``deleted``), when the oldest message of
+        that kind not yet proven in the log was put; kinds with none are absent."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT MIN(c) FROM (SELECT MIN(created) AS c FROM awaiting_proof"
-                " UNION ALL SELECT MIN(created) FROM outbox WHERE topic LIKE '%/refused')"
-            ).fetchone()
-        return None if row[0] is None else float(row[0])
+            rows = self._db.execute(
+                "SELECT topic, MIN(created) FROM awaiting_proof GROUP BY topic"
+                f" UNION ALL SELECT topic, MIN(created) FROM outbox WHERE {_PROVEN_SQL}"
+                " GROUP BY topic"
+            ).fetchall()
+        oldest: dict[str, float] = {}
+        for topic, created in rows:
+            kind = topic.rsplit("/", 1)[-1]
+            oldest[kind] = min(float(created), oldest.get(kind, float("inf")))
+        return oldest
 
     def reject(self, seq: int, reason: str) -> None:
         """Set aside a row the broker refused for good (kept for inspection, not resent)."""

@@ -97,7 +97,7 @@ class LogWitness:
         self._thread: threading.Thread | None = None
         self._pending: bytes | None = None
         # Jobs run on this thread after each head check or poll (e.g. proving refusals
-        # against the head just accepted: firmware/refusal_proof.py).
+        # against the head just accepted: firmware/log_proof.py).
         self.after: list[Callable[[], object]] = []
 
     # ------------------------------------------------------------ state

@@ -237,10 +237,12 @@ class Ack(Message):
     kind: Literal["ack"] = "ack"
     ids: Annotated[list[MessageId], Field(min_length=1, max_length=1000)]
     logged: Annotated[list[LoggedEntry], Field(max_length=1000)] = []
-    """For acked ``refused`` messages: where the relay put them in the public log.
+    """For acked ``refused``, ``released`` and ``deleted``: where the relay logged them.
 
-    The doorbell keeps the refusal until it has checked an inclusion proof of that
-    entry against a log head its witness accepted: an ack alone could hide a refusal.
+    The doorbell keeps each until it has checked an inclusion proof of that entry
+    against a log head its witness accepted, and that the entry is exactly
+    :func:`protocol.transparency.logged_entry` of the message: an ack alone could
+    hide a refusal, a release or a deletion from the public record.
     """
 
 

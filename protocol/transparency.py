@@ -13,6 +13,7 @@ a proof carries):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 
 from protocol.crypto import CryptoFailure, canonical, unb64, verify_payload
 from protocol.merkle import leaf_hash, verify_consistency, verify_inclusion
+from protocol.refusals import public_code
 
 
 class NoPinnedKey(ValueError):
@@ -221,19 +223,62 @@ def check_meaning(entries: Sequence[dict[str, Any]]) -> list[tuple[int, str]]:
     return problems
 
 
-def refusal_digest(msg: Any) -> str:
-    """The hex SHA-256 of a refusal as canonical JSON: what its public log entry names.
+def message_digest(msg: Any) -> str:
+    """The hex SHA-256 of a doorbell's message as canonical JSON: its log entry's ``msg``.
 
     The doorbell and the relay compute it from the same message, so the doorbell can
-    tell that a log entry is *its* refusal and not some other entry.
+    tell that a log entry is *its* refusal, release or deletion and not some other entry.
 
     Example::
 
-        refusal_digest(CommandRefused(...))  # '3f1c...'
+        message_digest(CommandRefused(...))  # '3f1c...'
     """
-    import hashlib
-
     return hashlib.sha256(canonical(msg.model_dump(mode="json"))).hexdigest()
+
+
+PROVEN_KINDS: dict[str, str] = {
+    "refused": "doorbell_refused",
+    "released": "release",
+    "deleted": "deletion",
+}
+"""A doorbell message's kind -> the kind of the log entry that records it.
+
+These messages leave the doorbell only once their entry is proven in the public log.
+"""
+
+
+def logged_entry(msg: Any) -> tuple[str, dict[str, Any]]:
+    """The log entry (kind, public data) that records ``msg``, exactly.
+
+    One place for both sides: the relay writes this (plus the fields the log seals:
+    a deletion's ``reason``, a refusal's ``why``) and the doorbell accepts a proof
+    only of an entry whose public data is exactly this, so an entry of another kind,
+    for other clips or another request, or for another message, proves nothing.
+
+    >>> from protocol.messages import Deleted
+    >>> m = Deleted(id="m-12345678", ts="2026-01-01T00:00:00Z", device="front-door",
+    ...             clip_id="clip-1", reason="owner")
+    >>> kind, data = logged_entry(m)
+    >>> kind, sorted(data)
+    ('deletion', ['clip', 'msg'])
+    """
+    kind = PROVEN_KINDS.get(getattr(msg, "kind", ""))
+    if kind is None:
+        raise ValueError(f"a {getattr(msg, 'kind', '?')!r} message has no entry to prove")
+    digest = message_digest(msg)
+    if kind == "release":
+        data = {"request": msg.request_id, "clip": msg.clip_id, "sha256": msg.sha256}
+    elif kind == "deletion":
+        data = {"clip": msg.clip_id}
+    else:
+        data = {
+            "command": msg.command,
+            "command_id": msg.command_id,
+            "request": msg.request_id,
+            "clip": msg.clip_id,
+            "code": public_code(msg.code),
+        }
+    return kind, {**data, "msg": digest}
 
 
 def check_logged(
@@ -242,14 +287,15 @@ def check_logged(
     accepted: Head,
     index: int,
     leaf: str,
-    digest: str,
+    msg: Any,
 ) -> tuple[bool, str]:
-    """Is the refusal with ``digest`` in the log at ``index`` (leaf hash ``leaf``)?
+    """Is the doorbell's message ``msg`` in the log at ``index`` (leaf hash ``leaf``)?
 
     ``proof`` is a ``/log/proof/inclusion`` answer; it must be for the very head the
     doorbell's witness accepted (``accepted``), so a relay cannot show the doorbell a
-    private fork.  The entry must be a ``doorbell_refused`` naming ``digest``.
+    private fork.  The entry must be exactly :func:`logged_entry` of ``msg``.
     """
+    kind, expected = logged_entry(msg)
     try:
         ok, why = check_proof(proof, relay_key)
         if not ok:
@@ -265,8 +311,12 @@ def check_logged(
         return False, "the proof is malformed"
     if not isinstance(parsed, dict):
         return False, "the entry is malformed"
-    if parsed.get("kind") != "doorbell_refused":
-        return False, "the entry is not a refusal"
-    if (parsed.get("data") or {}).get("msg") != digest:
-        return False, "the entry is another refusal than the doorbell's"
-    return True, f"refusal logged as entry #{index}"
+    if parsed.get("kind") != kind:
+        return False, f"the entry is a {parsed.get('kind')!r}, not a {kind!r}"
+    data = parsed.get("data")
+    if not isinstance(data, dict) or data.get("msg") != expected["msg"]:
+        return False, f"the entry is another {kind} than the doorbell's"
+    if data != expected:
+        wrong = sorted(k for k in expected.keys() | data.keys() if data.get(k) != expected.get(k))
+        return False, f"the entry names other {', '.join(wrong)} than the doorbell's {kind}"
+    return True, f"{kind} logged as entry #{index}"

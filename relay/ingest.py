@@ -50,9 +50,8 @@ from protocol import (
 )
 from protocol.merkle import leaf_hash
 from protocol.messages import LoggedEntry
-from protocol.refusals import public_code
 from protocol.topics import LOG_HEAD, relay_filters
-from protocol.transparency import refusal_digest
+from protocol.transparency import logged_entry
 from relay import keyspace as ks
 from relay.commands import CommandOutbox
 from relay.index import CONFLICT, NEW, RelayIndex
@@ -256,22 +255,15 @@ class IngestWorker:
             )
         if self.audit is None:
             return None
-        if isinstance(msg, Released):
-            data = {"request": msg.request_id, "clip": msg.clip_id, "sha256": msg.sha256}
-            self.audit.append("release", msg.device, data, once=f"msg:{msg.id}")
-        elif isinstance(msg, Deleted):
-            data = {"clip": msg.clip_id, "reason": msg.reason}
-            self.audit.append("deletion", msg.device, data, once=f"msg:{msg.id}")
-        elif isinstance(msg, CommandRefused):
-            index = self.audit.append(
-                "doorbell_refused", msg.device, refusal_entry(msg), once=f"msg:{msg.id}"
-            )
-            # Told to the doorbell in the ack: it keeps the refusal until it has seen
+        if isinstance(msg, Released | Deleted | CommandRefused):
+            kind, data = log_entry(msg)
+            index = self.audit.append(kind, msg.device, data, once=f"msg:{msg.id}")
+            # Told to the doorbell in the ack: it keeps the message until it has seen
             # this entry proven in a head its witness accepted.
             raw = self.audit.public_entries(index, index)
             if raw:
                 return LoggedEntry(id=msg.id, index=index, leaf=leaf_hash(raw[0]).hex())
-        elif isinstance(msg, Event) and msg.type == "masks_applied":
+        if isinstance(msg, Event) and msg.type == "masks_applied":
             # The doorbell's word that the owner's mask set is in force (by its hash).
             data = {"hash": msg.masks_hash}
             self.audit.append("masks_applied", msg.device, data, once=f"msg:{msg.id}")
@@ -415,18 +407,19 @@ class IngestWorker:
             log.warning("heartbeat failed: %s", err)
 
 
-def refusal_entry(msg: CommandRefused) -> dict[str, Any]:
-    """What the public log says of a doorbell's refusal (the doorbell's name is sealed)."""
-    return {
-        "command": msg.command,
-        "command_id": msg.command_id,
-        "request": msg.request_id,
-        "clip": msg.clip_id,
-        "code": public_code(msg.code),
-        "why": msg.reason,  # sealed by the audit log: it may name a doorbell
-        # The doorbell finds its refusal in the log by this (see Ack.logged).
-        "msg": refusal_digest(msg),
-    }
+def log_entry(msg: Released | Deleted | CommandRefused) -> tuple[str, dict[str, Any]]:
+    """The audit entry (kind, data) for a doorbell's release, deletion or refusal.
+
+    The public part is :func:`protocol.transparency.logged_entry`, exactly, since the
+    doorbell accepts a proof of nothing else; the audit log seals the rest (a
+    deletion's reason, a refusal's text, which may name a doorbell).
+    """
+    kind, data = logged_entry(msg)
+    if isinstance(msg, Deleted):
+        data["reason"] = msg.reason
+    elif isinstance(msg, CommandRefused):
+        data["why"] = msg.reason
+    return kind, data
 
 
 def run_workers(

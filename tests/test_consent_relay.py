@@ -203,7 +203,7 @@ def test_a_refusal_in_the_public_log_names_a_code_never_a_doorbell(world):
     and the public entry carries only a code from a fixed list."""
     from protocol.messages import CommandRefused
     from protocol.refusals import REFUSAL_CODES
-    from relay.ingest import refusal_entry
+    from relay.ingest import log_entry
 
     engine, alice, police = world
     rid = file(engine)["id"]
@@ -226,7 +226,8 @@ def test_a_refusal_in_the_public_log_names_a_code_never_a_doorbell(world):
         reason=f"signed for doorbell {other!r}, not 'front-door'",
         code="wrong_device",
     )
-    engine.audit.append("doorbell_refused", "front-door", refusal_entry(msg))
+    kind, data = log_entry(msg)
+    engine.audit.append(kind, "front-door", data)
     public = [json.loads(e) for e in engine.audit.public_entries(0, -1)]
     refused = [e for e in public if e["kind"].endswith("_refused")]
     assert [e["data"]["code"] for e in refused] == ["wrong_device", "expired", "wrong_device"]

@@ -169,7 +169,7 @@ def test_the_operator_cannot_rewrite_history_unseen(world, tmp_path, attack):
     )
     # The doorbell let its refusal go only once proven in that head (over HTTP).
     wait_for(
-        lambda: bell.bell.uplink.outbox.oldest_refusal() is None,
+        lambda: "refused" not in bell.bell.uplink.outbox.oldest_unproven(),
         20,
         "the doorbell to prove its refusal in the log",
     )

@@ -1,0 +1,115 @@
+"""A refusal, release or deletion stays on the doorbell until seen in the public log.
+
+These are the doorbell's word on the public record: a refusal is the owner's evidence
+that the relay sent something the owner did not sign, a release says a clip left the
+house for a requester, a deletion that clips are gone.  A dishonest relay could ack
+one and never log it, so an ack is not enough: the relay's ack names the log entry
+(index, leaf hash), the outbox keeps the message in ``awaiting_proof``, and
+:class:`LogProofs` fetches an inclusion proof of that entry for the head the witness
+accepted (``/v1/log/proof/inclusion?index=…&size=…``) and checks that the entry is
+exactly the one that records the message: its kind (``doorbell_refused``,
+``release``, ``deletion``), its clip, request and digest
+(:func:`protocol.transparency.check_logged`).  Only then does the row go.
+
+A message not proven within ``bound_s`` of being put raises the witness alarm (the
+owner's ``log_alarm``, kind ``refusal_unlogged``, ``release_unlogged`` or
+``deletion_unlogged``) and goes back to the outbox to be sent again.  Everything is
+in the outbox's SQLite file, so a restart loses nothing.
+
+Example::
+
+    proofs = LogProofs(outbox, witness, relay_key, clock=time.time)
+    proofs.poll()   # from the witness's thread, e.g. after each accepted head
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import time
+from collections.abc import Callable
+
+from firmware.outbox import Outbox
+from firmware.witness import LogWitness
+from protocol.messages import CommandRefused, Deleted, ProtocolError, Released, decode
+from protocol.transparency import Head, check_logged
+
+log = logging.getLogger(__name__)
+
+ALARMS = {"refused": "refusal", "released": "release", "deleted": "deletion"}
+"""A proven message's kind -> the word in its alarm kind (``<word>_unlogged``)."""
+
+
+class LogProofs:
+    """Checks acked refusals, releases and deletions against the public log."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        witness: LogWitness,
+        relay_key: bytes,
+        bound_s: float = 6 * 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.outbox = outbox
+        outbox.prove = True  # acked messages now wait for their proof
+        self.witness = witness
+        self.relay_key = relay_key
+        self.bound_s = bound_s
+        self.clock = clock
+        self.refused: list[str] = []  # why proofs were refused (for the status page)
+        self._alarmed: set[str] = set()
+
+    def poll(self) -> int:
+        """Check what can be checked now; return how many messages were proven."""
+        now = self.clock()
+        head = self.witness.head
+        proven = 0
+        for msg_id, topic, payload, index, leaf, created in self.outbox.awaiting():
+            if (
+                head is not None
+                and index < head.size
+                and self._check(topic, payload, index, leaf, head)
+            ):
+                self.outbox.proven(msg_id)
+                proven += 1
+                continue
+            if now - created > self.bound_s:
+                self.outbox.unproven(msg_id)  # sent again; the relay may log it yet
+        for kind, oldest in sorted(self.outbox.oldest_unproven().items()):
+            if now - oldest > self.bound_s:
+                self._alarm(kind, oldest)
+        return proven
+
+    def _check(self, topic: str, payload: bytes, index: int, leaf: str, head: Head) -> bool:
+        try:
+            msg = decode(topic, payload)
+        except ProtocolError:
+            return False
+        if not isinstance(msg, CommandRefused | Released | Deleted):
+            return False
+        url = f"{self.witness.relay_url}/v1/log/proof/inclusion?index={index}&size={head.size}"
+        try:
+            proof = self.witness.fetch(url)
+        except (OSError, ValueError, http.client.HTTPException) as err:
+            log.info("no inclusion proof for %s %s yet: %s", msg.kind, msg.id, err)
+            return False
+        if not isinstance(proof, dict):
+            return False
+        ok, why = check_logged(proof, self.relay_key, head, index, leaf, msg)
+        if not ok:
+            log.error("the relay's proof for %s %s is refused: %s", msg.kind, msg.id, why)
+            self.refused.append(why)
+        return ok
+
+    def _alarm(self, kind: str, oldest: float) -> None:
+        word = ALARMS.get(kind, kind)
+        alarm = f"{word}_unlogged"
+        if alarm in self._alarmed or (self.witness.alarm or {}).get("kind") == alarm:
+            return  # raised once; the flag stays up until the owner clears it
+        self._alarmed.add(alarm)
+        self.witness._raise_alarm(
+            f"a {word} put at {oldest:.0f} is not proven in the public log after "
+            f"{self.bound_s:.0f} s: the relay may be hiding it",
+            kind=alarm,
+        )
