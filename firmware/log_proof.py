@@ -24,9 +24,9 @@ Example::
 
 from __future__ import annotations
 
-import http.client
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 from firmware.outbox import Outbox
@@ -35,6 +35,9 @@ from protocol.messages import CommandRefused, Deleted, ProtocolError, Released, 
 from protocol.transparency import Head, check_logged
 
 log = logging.getLogger(__name__)
+
+REFUSED_KEPT = 100
+"""How many reasons for refused proofs are kept for the status page."""
 
 ALARMS = {"refused": "refusal", "released": "release", "deleted": "deletion"}
 """A proven message's kind -> the word in its alarm kind (``<word>_unlogged``)."""
@@ -57,7 +60,9 @@ class LogProofs:
         self.relay_key = relay_key
         self.bound_s = bound_s
         self.clock = clock
-        self.refused: list[str] = []  # why proofs were refused (for the status page)
+        # Why proofs were refused (for the status page): the latest only, since a relay
+        # that serves bad proofs forever must not grow the doorbell's memory.
+        self.refused: deque[str] = deque(maxlen=REFUSED_KEPT)
         self._alarmed: set[str] = set()
 
     def poll(self) -> int:
@@ -89,14 +94,20 @@ class LogProofs:
         if not isinstance(msg, CommandRefused | Released | Deleted):
             return False
         url = f"{self.witness.relay_url}/v1/log/proof/inclusion?index={index}&size={head.size}"
+        # Whatever the relay answers (or raises: a proof nested too deep to parse is a
+        # RecursionError) is at worst no proof: one message's answer must not stop the
+        # others being proven, nor the alarm below being raised.
         try:
             proof = self.witness.fetch(url)
-        except (OSError, ValueError, http.client.HTTPException) as err:
-            log.info("no inclusion proof for %s %s yet: %s", msg.kind, msg.id, err)
+        except Exception as err:
+            log.info("no inclusion proof for %s %s yet: %r", msg.kind, msg.id, err)
             return False
         if not isinstance(proof, dict):
             return False
-        ok, why = check_logged(proof, self.relay_key, head, index, leaf, msg)
+        try:
+            ok, why = check_logged(proof, self.relay_key, head, index, leaf, msg)
+        except Exception as err:
+            ok, why = False, f"the proof cannot be checked: {err!r}"[:300]
         if not ok:
             log.error("the relay's proof for %s %s is refused: %s", msg.kind, msg.id, why)
             self.refused.append(why)

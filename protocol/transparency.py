@@ -281,6 +281,17 @@ def logged_entry(msg: Any) -> tuple[str, dict[str, Any]]:
     return kind, {**data, "msg": digest}
 
 
+DOORBELL_ACTOR = "doorbell"
+"""The public actor of a doorbell's entries; which doorbell is sealed (relay.audit.seal)."""
+
+ENTRY_FIELDS = frozenset({"index", "at", "kind", "actor", "data", "sealed"})
+"""The fields of a doorbell's public log entry, exactly (its actor is always sealed)."""
+
+
+def _hex_sha256(v: Any) -> bool:
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
 def check_logged(
     proof: dict[str, Any],
     relay_key: bytes,
@@ -307,10 +318,30 @@ def check_logged(
         if proof["index"] != index or leaf_hash(entry).hex() != leaf:
             return False, "the proof is for another entry than the relay acked"
         parsed = json.loads(entry)
-    except (CryptoFailure, KeyError, TypeError, ValueError, AttributeError):
+    except (CryptoFailure, KeyError, TypeError, ValueError, AttributeError, RecursionError):
         return False, "the proof is malformed"
     if not isinstance(parsed, dict):
         return False, "the entry is malformed"
+    # One entry, one encoding: what the relay writes (canonical JSON).  Any other bytes
+    # (a duplicate key, another key order, an escaped letter) can be read two ways by
+    # two parsers, and the doorbell must vouch for what every reader of the log sees.
+    if canonical(parsed) != entry:
+        return False, "the entry is not canonical JSON"
+    # Nothing beside kind and data but what every sealed entry has: its own index, its
+    # time, the public actor and the commitment to the sealed part.  An extra field
+    # could say something else ("retracted"), or show what the log seals (the
+    # doorbell's name as actor, a reason), and no commitment leaves the sealed part
+    # open to any later "opening".
+    if (
+        set(parsed) != ENTRY_FIELDS
+        or parsed["index"] != index
+        or type(parsed["index"]) is not int
+        or parsed["actor"] != DOORBELL_ACTOR
+        or not _hex_sha256(parsed["sealed"])
+        or not isinstance(parsed["at"], int | float)
+        or isinstance(parsed["at"], bool)
+    ):
+        return False, "the entry has other fields than a doorbell's sealed entry"
     if parsed.get("kind") != kind:
         return False, f"the entry is a {parsed.get('kind')!r}, not a {kind!r}"
     data = parsed.get("data")

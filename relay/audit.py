@@ -47,7 +47,7 @@ from protocol.merkle import (
     stored_range_root,
 )
 from protocol.merkle import root as _root
-from protocol.transparency import check_meaning, check_proof
+from protocol.transparency import DOORBELL_ACTOR, check_meaning, check_proof
 from relay.keyfiles import create_once
 
 __all__ = ["AuditLog", "LogDamaged", "VerifyResult", "check_proof", "load_or_create_key"]
@@ -121,7 +121,7 @@ def seal(kind: str, actor: str, data: dict[str, Any]) -> tuple[dict[str, Any], d
     private = {k: v for k, v in data.items() if k in SEALED_FIELDS}
     public_data = {k: v for k, v in data.items() if k not in SEALED_FIELDS}
     if kind in DOORBELL_KINDS:
-        public_actor = "doorbell"
+        public_actor = DOORBELL_ACTOR
     elif kind in OWNER_KINDS or (kind == "operator_action" and actor not in PUBLIC_ACTORS):
         public_actor = "owner"
     else:  # the operator, the relay, a requester: accountable by name
