@@ -125,7 +125,7 @@ def send(device: Any, bell: Bell, acks: list[Ack], msg: Message) -> None:
             continue
     ack = acks[-1]
     assert msg.id in ack.ids
-    bell.outbox.confirm(ack.ids, {e.id: (e.index, e.leaf) for e in ack.logged})
+    bell.outbox.confirm(ack.ids, {e.id: (e.index, e.leaf, e.salt) for e in ack.logged})
 
 
 def test_honest_relay_refusal_proven_then_dropped(relay: Any, tmp_path: Path) -> None:
