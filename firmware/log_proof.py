@@ -8,13 +8,18 @@ one and never log it, so an ack is not enough: the relay's ack names the log ent
 :class:`LogProofs` fetches an inclusion proof of that entry for the head the witness
 accepted (``/v1/log/proof/inclusion?index=…&size=…``) and checks that the entry is
 exactly the one that records the message: its kind (``doorbell_refused``,
-``release``, ``deletion``), its clip, request and digest
+``release``, ``deletion``), its clip, request and digest, and that its sealed part
+is the doorbell's own (its id, a deletion's reason, a refusal's text), by recomputing
+the commitment with the salt the ack gave for that entry
 (:func:`protocol.transparency.check_logged`).  Only then does the row go.
 
 A message not proven within ``bound_s`` of being put raises the witness alarm (the
 owner's ``log_alarm``, kind ``refusal_unlogged``, ``release_unlogged`` or
 ``deletion_unlogged``) and goes back to the outbox to be sent again.  Everything is
-in the outbox's SQLite file, so a restart loses nothing.
+in the outbox's SQLite file, so a restart loses nothing.  The alarm is raised once
+per kind while messages of that kind are overdue; once none is (the late ones were
+proven), the next overdue message of that kind raises it again, whether or not the
+owner cleared the first.
 
 Example::
 
@@ -70,23 +75,32 @@ class LogProofs:
         now = self.clock()
         head = self.witness.head
         proven = 0
-        for msg_id, topic, payload, index, leaf, created in self.outbox.awaiting():
+        for msg_id, topic, payload, index, leaf, created, salt in self.outbox.awaiting():
             if (
                 head is not None
                 and index < head.size
-                and self._check(topic, payload, index, leaf, head)
+                and self._check(topic, payload, index, leaf, salt, head)
             ):
                 self.outbox.proven(msg_id)
                 proven += 1
                 continue
             if now - created > self.bound_s:
                 self.outbox.unproven(msg_id)  # sent again; the relay may log it yet
-        for kind, oldest in sorted(self.outbox.oldest_unproven().items()):
-            if now - oldest > self.bound_s:
-                self._alarm(kind, oldest)
+        overdue = {
+            kind: oldest
+            for kind, oldest in self.outbox.oldest_unproven().items()
+            if now - oldest > self.bound_s
+        }
+        # A kind with nothing overdue any more is re-armed: a message hidden later is a
+        # new hiding and must raise its own alarm (the owner may have cleared the last).
+        self._alarmed &= {f"{ALARMS.get(kind, kind)}_unlogged" for kind in overdue}
+        for kind, oldest in sorted(overdue.items()):
+            self._alarm(kind, oldest)
         return proven
 
-    def _check(self, topic: str, payload: bytes, index: int, leaf: str, head: Head) -> bool:
+    def _check(
+        self, topic: str, payload: bytes, index: int, leaf: str, salt: str | None, head: Head
+    ) -> bool:
         try:
             msg = decode(topic, payload)
         except ProtocolError:
@@ -105,7 +119,7 @@ class LogProofs:
         if not isinstance(proof, dict):
             return False
         try:
-            ok, why = check_logged(proof, self.relay_key, head, index, leaf, msg)
+            ok, why = check_logged(proof, self.relay_key, head, index, leaf, msg, salt)
         except Exception as err:
             ok, why = False, f"the proof cannot be checked: {err!r}"[:300]
         if not ok:
@@ -117,7 +131,7 @@ class LogProofs:
         word = ALARMS.get(kind, kind)
         alarm = f"{word}_unlogged"
         if alarm in self._alarmed or (self.witness.alarm or {}).get("kind") == alarm:
-            return  # raised once; the flag stays up until the owner clears it
+            return  # raised once while this kind is overdue (re-armed in poll)
         self._alarmed.add(alarm)
         self.witness._raise_alarm(
             f"a {word} put at {oldest:.0f} is not proven in the public log after "

@@ -303,7 +303,7 @@ class MqttLink:
             return
         if isinstance(msg, Ack):
             try:
-                logged = {e.id: (e.index, e.leaf) for e in msg.logged}
+                logged = {e.id: (e.index, e.leaf, e.salt) for e in msg.logged}
                 self.counters["confirmed"] += self.outbox.confirm(msg.ids, logged)
             except (sqlite3.Error, OSError) as err:  # a full disk: the rows are resent
                 log.error("could not drop confirmed rows from the outbox: %s", err)

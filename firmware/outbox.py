@@ -78,8 +78,13 @@ class Outbox:
             "CREATE TABLE IF NOT EXISTS awaiting_proof ("
             " msg_id TEXT PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,"
             " lane INTEGER NOT NULL, created REAL NOT NULL, idx INTEGER NOT NULL,"
-            " leaf TEXT NOT NULL)"
+            " leaf TEXT NOT NULL, salt TEXT)"
         )
+        # A file from before the relay told salts: its rows have none, so their proofs
+        # are refused and they go back to be sent again (the ack then names the salt).
+        cols = [r[1] for r in self._db.execute("PRAGMA table_info(awaiting_proof)")]
+        if "salt" not in cols:
+            self._db.execute("ALTER TABLE awaiting_proof ADD COLUMN salt TEXT")
         self._lock = threading.Lock()
         self.changed = threading.Event()
         # Set by whoever proves log entries (firmware/log_proof.py); without a prover
@@ -140,13 +145,13 @@ class Outbox:
             )
 
     def confirm(
-        self, msg_ids: Iterable[str], logged: dict[str, tuple[int, str]] | None = None
+        self, msg_ids: Iterable[str], logged: dict[str, tuple[int, str, str | None]] | None = None
     ) -> int:
         """The relay indexed these: they may go.  Returns how many rows left.
 
         A refusal, release or deletion (topic ``.../refused``, ``.../released``,
         ``.../deleted``: :data:`PROVEN`) does not go on the ack alone: with its log
-        entry in ``logged`` (id -> (index, leaf hex)) it moves to ``awaiting_proof``;
+        entry in ``logged`` (id -> (index, leaf hex, salt)) it moves to ``awaiting_proof``;
         without one it stays in the outbox and is sent again.
         """
         ids = list(msg_ids)
@@ -168,10 +173,11 @@ class Outbox:
                 ).fetchall()
                 for msg_id, topic, payload, lane, created in rows:
                     if msg_id in logged:
-                        idx, leaf = logged[msg_id]
+                        idx, leaf, salt = logged[msg_id]
                         self._db.execute(
-                            "INSERT OR REPLACE INTO awaiting_proof VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (msg_id, topic, payload, lane, created, idx, leaf),
+                            "INSERT OR REPLACE INTO awaiting_proof (msg_id, topic, payload,"
+                            " lane, created, idx, leaf, salt) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            (msg_id, topic, payload, lane, created, idx, leaf, salt),
                         )
                 keep = [r[0] for r in rows if r[0] not in logged]
                 cur = self._db.execute(
@@ -185,11 +191,12 @@ class Outbox:
                 raise
             return cur.rowcount
 
-    def awaiting(self) -> list[tuple[str, str, bytes, int, str, float]]:
-        """Rows acked, not yet proven: (msg_id, topic, payload, index, leaf, created)."""
+    def awaiting(self) -> list[tuple[str, str, bytes, int, str, float, str | None]]:
+        """Rows acked, not yet proven:
+        (msg_id, topic, payload, index, leaf, created, salt)."""
         with self._lock:
             return self._db.execute(
-                "SELECT msg_id, topic, payload, idx, leaf, created FROM awaiting_proof"
+                "SELECT msg_id, topic, payload, idx, leaf, created, salt FROM awaiting_proof"
                 " ORDER BY created"
             ).fetchall()
 

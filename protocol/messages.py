@@ -216,15 +216,21 @@ class CommandRefused(Message):
 
 
 class LoggedEntry(BaseModel):
-    """One acked message's public log entry: its index and RFC 9162 leaf hash (hex).
+    """One acked message's public log entry: its index, RFC 9162 leaf hash (hex) and
+    the salt of its sealed part.
 
-    Example: ``LoggedEntry(id="m-12345678", index=41, leaf="ab12...")``.
+    Example: ``LoggedEntry(id="m-12345678", index=41, leaf="ab12...", salt="q8Zl...==")``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     id: MessageId
     index: Annotated[int, Field(ge=0, le=2**53)]
     leaf: Sha256
+    salt: Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]{22}==$")]
+    """The base64 16-byte salt of this entry's ``sealed`` commitment, so the doorbell
+    can check that the sealed part is its own id and fields
+    (:func:`protocol.transparency.commitment`).  Drawn afresh per entry: it opens this
+    entry only, and only the doorbell that wrote it is told (never the public log)."""
 
 
 class Ack(Message):

@@ -281,6 +281,36 @@ def logged_entry(msg: Any) -> tuple[str, dict[str, Any]]:
     return kind, {**data, "msg": digest}
 
 
+def commitment(salt: str, actor: str, sealed: dict[str, Any]) -> str:
+    """The hex SHA-256 that an entry's ``sealed`` commits to: its salt, real actor and
+    sealed fields, as canonical JSON.  The relay computes it when it writes the entry
+    (:func:`relay.audit.seal`), the doorbell when it checks its own (:func:`check_logged`).
+
+    The salt is 16 random bytes drawn afresh for each entry, so the commitment hides
+    a guessable value (a doorbell's name, a reason from a short list), and knowing one
+    entry's salt says nothing about any other entry's sealed part.
+
+    >>> commitment("c2FsdA==", "front-door", {"reason": "owner"})[:12]
+    'a6d731578d03'
+    """
+    return hashlib.sha256(canonical({"salt": salt, "actor": actor, "data": sealed})).hexdigest()
+
+
+def sealed_part(msg: Any) -> dict[str, Any]:
+    """The fields of ``msg`` the log seals beside its actor (the doorbell's id): a
+    deletion's ``reason``, a refusal's text as ``why``; a release has none.
+
+    One place for both sides: the relay logs :func:`logged_entry` plus these, the
+    doorbell recomputes the commitment from them (see ``relay.audit.SEALED_FIELDS``).
+    """
+    kind = getattr(msg, "kind", "")
+    if kind == "deleted":
+        return {"reason": msg.reason}
+    if kind == "refused":
+        return {"why": msg.reason}
+    return {}
+
+
 DOORBELL_ACTOR = "doorbell"
 """The public actor of a doorbell's entries; which doorbell is sealed (relay.audit.seal)."""
 
@@ -299,12 +329,17 @@ def check_logged(
     index: int,
     leaf: str,
     msg: Any,
+    salt: str | None,
 ) -> tuple[bool, str]:
     """Is the doorbell's message ``msg`` in the log at ``index`` (leaf hash ``leaf``)?
 
     ``proof`` is a ``/log/proof/inclusion`` answer; it must be for the very head the
     doorbell's witness accepted (``accepted``), so a relay cannot show the doorbell a
-    private fork.  The entry must be exactly :func:`logged_entry` of ``msg``.
+    private fork.  The entry must be exactly :func:`logged_entry` of ``msg``, and its
+    ``sealed`` must be the :func:`commitment` under ``salt`` (from the relay's ack) to
+    the doorbell's own id and :func:`sealed_part` of ``msg``: else the public entry
+    could be right while the sealed part, which the operator opens for the owner's
+    report, names another doorbell or another reason.
     """
     kind, expected = logged_entry(msg)
     try:
@@ -350,4 +385,8 @@ def check_logged(
     if data != expected:
         wrong = sorted(k for k in expected.keys() | data.keys() if data.get(k) != expected.get(k))
         return False, f"the entry names other {', '.join(wrong)} than the doorbell's {kind}"
+    if not isinstance(salt, str) or not salt:
+        return False, "the relay gave no salt to open the entry's sealed part"
+    if parsed["sealed"] != commitment(salt, msg.device, sealed_part(msg)):
+        return False, f"the entry's sealed part is not the doorbell's own {kind}"
     return True, f"{kind} logged as entry #{index}"

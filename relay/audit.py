@@ -24,7 +24,6 @@ and :meth:`AuditLog.entries` joins them back for the report and ``audit list``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import time
@@ -48,6 +47,7 @@ from protocol.merkle import (
 )
 from protocol.merkle import root as _root
 from protocol.transparency import DOORBELL_ACTOR, check_meaning, check_proof
+from protocol.transparency import commitment as sealed_commitment
 from relay.keyfiles import create_once
 
 __all__ = ["AuditLog", "LogDamaged", "VerifyResult", "check_proof", "load_or_create_key"]
@@ -129,13 +129,16 @@ def seal(kind: str, actor: str, data: dict[str, Any]) -> tuple[dict[str, Any], d
     public: dict[str, Any] = {"kind": kind, "actor": public_actor, "data": public_data}
     if not private and public_actor == actor:
         return public, {}
+    # A fresh salt for every entry: the doorbell is told its entry's salt (in the ack)
+    # to check the commitment, and that must open nothing else.
     opening = {"salt": b64(secrets.token_bytes(16)), "actor": actor, "data": private}
     public["sealed"] = commitment(opening)
     return public, opening
 
 
 def commitment(opening: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical(opening)).hexdigest()
+    """The commitment to a stored opening (:func:`protocol.transparency.commitment`)."""
+    return sealed_commitment(opening["salt"], opening["actor"], opening["data"])
 
 
 def load_or_create_key(path: Path) -> bytes:
@@ -246,6 +249,18 @@ class AuditLog:
                     e = {**e, "actor": o["actor"], "data": {**e["data"], **o["data"]}}
             out.append(e)
         return out
+
+    def salt(self, index: int) -> str | None:
+        """The salt of entry ``index``'s sealed part (None if it has none).
+
+        Only for the doorbell that wrote the entry (in its ack): it opens that one
+        entry's commitment and no other.  Never served by the public log API.
+        """
+        raw = self.r.hget(SEALED, str(index))
+        if raw is None:
+            return None
+        salt = json.loads(raw).get("salt")
+        return salt if isinstance(salt, str) else None
 
     def public_entries(self, start: int, end: int) -> list[bytes]:
         """Entries ``start`` … ``end`` (inclusive) exactly as hashed into the tree."""

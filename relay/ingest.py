@@ -51,7 +51,7 @@ from protocol import (
 from protocol.merkle import leaf_hash
 from protocol.messages import LoggedEntry
 from protocol.topics import LOG_HEAD, relay_filters
-from protocol.transparency import logged_entry
+from protocol.transparency import logged_entry, sealed_part
 from relay import keyspace as ks
 from relay.commands import CommandOutbox
 from relay.index import CONFLICT, NEW, RelayIndex
@@ -260,9 +260,13 @@ class IngestWorker:
             index = self.audit.append(kind, msg.device, data, once=f"msg:{msg.id}")
             # Told to the doorbell in the ack: it keeps the message until it has seen
             # this entry proven in a head its witness accepted.
+            # With the entry's salt, so the doorbell can check the sealed part too (its
+            # own id and reason), not only the public one.  Read back from the store,
+            # not kept from the append: a redelivery's append returns the first entry.
             raw = self.audit.public_entries(index, index)
-            if raw:
-                return LoggedEntry(id=msg.id, index=index, leaf=leaf_hash(raw[0]).hex())
+            salt = self.audit.salt(index)
+            if raw and salt is not None:
+                return LoggedEntry(id=msg.id, index=index, leaf=leaf_hash(raw[0]).hex(), salt=salt)
         if isinstance(msg, Event) and msg.type == "masks_applied":
             # The doorbell's word that the owner's mask set is in force (by its hash).
             data = {"hash": msg.masks_hash}
@@ -415,11 +419,7 @@ def log_entry(msg: Released | Deleted | CommandRefused) -> tuple[str, dict[str, 
     deletion's reason, a refusal's text, which may name a doorbell).
     """
     kind, data = logged_entry(msg)
-    if isinstance(msg, Deleted):
-        data["reason"] = msg.reason
-    elif isinstance(msg, CommandRefused):
-        data["why"] = msg.reason
-    return kind, data
+    return kind, {**data, **sealed_part(msg)}
 
 
 def run_workers(

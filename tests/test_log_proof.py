@@ -125,7 +125,7 @@ def send(device: Any, bell: Bell, acks: list[Ack], msg: Message) -> None:
             continue
     ack = acks[-1]
     assert msg.id in ack.ids
-    bell.outbox.confirm(ack.ids, {e.id: (e.index, e.leaf) for e in ack.logged})
+    bell.outbox.confirm(ack.ids, {e.id: (e.index, e.leaf, e.salt) for e in ack.logged})
 
 
 def test_honest_relay_refusal_proven_then_dropped(relay: Any, tmp_path: Path) -> None:
@@ -442,4 +442,66 @@ def test_each_kind_left_unlogged_raises_its_own_alarm(
     bell.proofs.poll()
     alarms = sorted(e.data["kind"] for e in bell.events)
     assert alarms == ["refusal_unlogged", "release_unlogged"]
+    bell.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "swap"),
+    [("deleted", "reason"), ("deleted", "actor"), ("released", "actor"), ("released", "reason")],
+)
+def test_real_relay_sealing_another_reason_or_doorbell_is_refused(
+    relay: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, swap: str
+) -> None:
+    """The real ingest worker and audit log, with the operator's append changed to seal
+    another reason (``retention`` for the owner's ``owner``) or another doorbell: the
+    public entry is exactly right and the ack's salt is that entry's real salt, but the
+    commitment opens to something else than the doorbell's message."""
+    _stack, audit, device, acks, _w = relay
+    clock = Clock(1_000_000.0)
+    bell = Bell(tmp_path / "bell", audit, clock)
+    append = audit.append
+
+    def dishonest(k: str, actor: str, data: dict[str, Any], once: str | None = None) -> int:
+        if k in ("release", "deletion"):
+            if swap == "actor":
+                actor = "back-door"
+            else:
+                data = {**data, "reason": "retention"}
+        return append(k, actor, data, once=once)
+
+    monkeypatch.setattr(audit, "append", dishonest)
+    msg = announce(device, bell, acks, clock, kind)
+    (entry,) = acks[-1].logged
+    assert entry.salt == audit.salt(entry.index), "the relay told the entry's real salt"
+    bell.see_head()
+    assert bell.proofs.poll() == 0
+    assert "sealed part" in bell.proofs.refused[-1], bell.proofs.refused
+    clock.t += 2 * BOUND
+    bell.proofs.poll()
+    assert bell.witness.alarm is not None and bell.witness.alarm["kind"] == ALARM[kind]
+    assert msg.id in kept(bell, clock)
+    bell.close()
+
+
+@pytest.mark.parametrize("kind", ["released", "deleted"])
+def test_real_relay_acks_each_entry_with_its_own_salt_and_the_doorbell_proves_it(
+    relay: Any, tmp_path: Path, kind: str
+) -> None:
+    """Honest relay: the ack's salt opens the entry's commitment to this doorbell and
+    its own reason; two messages, two salts; a redelivered message gets the same one."""
+    _stack, audit, device, acks, _w = relay
+    clock = Clock(1_000_000.0)
+    bell = Bell(tmp_path / "bell", audit, clock)
+    first = announce(device, bell, acks, clock, kind)
+    (one,) = acks[-1].logged
+    second = announce(device, bell, acks, clock, kind)
+    (two,) = acks[-1].logged
+    assert one.salt != two.salt
+    bell.outbox.put(*encode(first), first.id, now=clock())
+    send(device, bell, acks, first)  # sent twice: the relay logs once, same entry, same salt
+    (again,) = acks[-1].logged
+    assert again == one
+    bell.see_head()
+    assert bell.proofs.poll() == 2, bell.proofs.refused
+    assert kept(bell, clock) == [] and second.id
     bell.close()

@@ -18,12 +18,13 @@ from typing import Any
 
 import pytest
 
-from firmware.log_proof import LogProofs
+from firmware.log_proof import ALARMS, LogProofs
 from firmware.outbox import Outbox
 from firmware.witness import LogWitness
 from protocol import CommandRefused, Deleted, Message, Released, encode, new_id, utcnow
 from protocol.crypto import b64, canonical, sign_payload
 from protocol.merkle import consistency_proof, inclusion_proof, leaf_hash, root
+from protocol.messages import Ack, ProtocolError, decode
 from relay.audit import public_key, seal
 from relay.ingest import log_entry
 
@@ -31,6 +32,7 @@ DEVICE = "front-door"
 KEY = b"k" * 32
 BOUND = 600.0
 T0 = 1_000_000.0
+LAST = "(the salt of the last entry sealed)"
 
 
 class Clock:
@@ -47,11 +49,17 @@ class ForgedLog:
     def __init__(self) -> None:
         self.entries: list[bytes] = []
         self.serve: Callable[[dict[str, Any]], Any] = lambda p: p
+        self.salt: str | None = None  # the salt of the last entry sealed, told in acks
 
     def honest(self, msg: Message) -> dict[str, Any]:
         """The public entry the real relay writes for ``msg`` (before its index)."""
         kind, data = log_entry(msg)  # type: ignore[arg-type]
-        public, _opening = seal(kind, msg.device, data)
+        return self.sealed(kind, msg.device, data)
+
+    def sealed(self, kind: str, actor: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Any entry sealed as the real relay seals: its salt is kept for the ack."""
+        public, opening = seal(kind, actor, data)
+        self.salt = opening["salt"]
         return public
 
     def add(self, raw: bytes) -> tuple[int, str]:
@@ -101,9 +109,14 @@ class Bell:
         self.proofs = LogProofs(self.outbox, self.witness, public_key(KEY), BOUND, clock)
         self.clock = clock
 
-    def put_and_ack(self, msg: Message, logged: tuple[int, str] | None) -> None:
+    def put_and_ack(
+        self, msg: Message, logged: tuple[int, str] | None, salt: str | None = LAST
+    ) -> None:
+        """Put ``msg``, and ack it naming ``logged`` with ``salt`` (default: the salt of
+        the last entry the log sealed)."""
         self.outbox.put(*encode(msg), msg.id, now=self.clock())
-        self.outbox.confirm([msg.id], {msg.id: logged} if logged else {})
+        salt = self.log.salt if salt == LAST else salt
+        self.outbox.confirm([msg.id], {msg.id: (*logged, salt)} if logged else {})
 
     def see_head(self) -> None:
         self.witness.check(json.dumps(self.log.head()).encode())
@@ -338,7 +351,7 @@ def test_an_index_outside_the_head_proves_nothing(bell: Bell, index: int) -> Non
     msg = message("deleted")
     _i, leaf = bell.log.add_entry(bell.log.honest(msg))
     bell.outbox.put(*encode(msg), msg.id, now=bell.clock())
-    bell.outbox.confirm([msg.id], {msg.id: (index, leaf)})
+    bell.outbox.confirm([msg.id], {msg.id: (index, leaf, bell.log.salt)})
     bell.see_head()
     assert bell.proofs.poll() == 0
     assert bell.kept() == [msg.id]
@@ -353,3 +366,138 @@ def test_an_ack_before_the_head_that_holds_it_waits_then_proves(bell: Bell) -> N
     bell.see_head()
     assert bell.proofs.poll() == 1
     assert bell.kept() == []
+
+
+# A relay that logs the right public entry but seals another private part: the report
+# the operator opens would say another reason, or another doorbell, than the doorbell's.
+
+OTHER_DEVICE = "back-door"
+
+
+def _swapped_reason(msg: Message) -> tuple[str, str, dict[str, Any]]:
+    kind, data = log_entry(msg)  # type: ignore[arg-type]
+    if "reason" in data:
+        data["reason"] = "retention"  # the owner asked for it: no, "it just expired"
+    elif "why" in data:
+        data["why"] = "the doorbell was offline"
+    else:
+        data["reason"] = "retention"  # a release has no sealed field: one smuggled in
+    return kind, msg.device, data
+
+
+def _swapped_actor(msg: Message) -> tuple[str, str, dict[str, Any]]:
+    kind, data = log_entry(msg)  # type: ignore[arg-type]
+    return kind, OTHER_DEVICE, data  # another doorbell (of another home) as the actor
+
+
+SEAL_SWAPS = {"sealed reason swapped": _swapped_reason, "sealed actor swapped": _swapped_actor}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("swap", list(SEAL_SWAPS))
+def test_a_right_public_entry_over_another_sealed_part_is_refused(
+    bell: Bell, kind: str, swap: str
+) -> None:
+    """The public entry is exactly the doorbell's and the ack's salt is the real one of
+    the commitment the relay wrote, but that commitment opens to another reason or
+    another doorbell.  Refused, kept, alarm past the bound."""
+    msg = message(kind)
+    honest = bell.log.honest(msg)
+    forged = bell.log.sealed(*SEAL_SWAPS[swap](msg))
+    assert {**forged, "sealed": ""} == {**honest, "sealed": ""}, "only the sealed part differs"
+    bell.put_and_ack(msg, bell.log.add_entry(forged))  # with the forged entry's own salt
+    bell.see_head()
+    assert bell.proofs.poll() == 0
+    assert "sealed part" in bell.proofs.refused[-1]
+    assert msg.id in bell.kept()
+    bell.clock.t += 2 * BOUND
+    bell.proofs.poll()
+    assert bell.witness.alarm is not None
+    assert bell.witness.alarm["kind"] == f"{ALARMS[kind]}_unlogged"
+    assert msg.id in bell.kept()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_honest_entry_without_its_salt_is_refused(bell: Bell, kind: str) -> None:
+    """No salt, no check of the sealed part: the doorbell does not take the relay's word."""
+    msg = message(kind)
+    bell.put_and_ack(msg, bell.log.add_entry(bell.log.honest(msg)), salt=None)
+    bell.see_head()
+    assert bell.proofs.poll() == 0
+    assert "no salt" in bell.proofs.refused[-1]
+    assert msg.id in bell.kept()
+
+
+def test_an_ack_without_a_salt_does_not_decode() -> None:
+    """On the wire the salt is required: an ack without one is no ack, so the message
+    stays in the outbox to be sent again."""
+    msg = message("deleted")
+    salt = "A" * 22 + "=="
+    entry = {"id": msg.id, "index": 0, "leaf": "ab" * 32, "salt": salt}
+    ack = Ack(id=new_id(), ts=utcnow(), device=DEVICE, ids=[msg.id], logged=[entry])  # type: ignore[list-item]
+    topic, payload = encode(ack)
+    assert isinstance(salted := decode(topic, payload), Ack) and salted.logged[0].salt == salt
+    wire = json.loads(payload)
+    for bad in (None, "", "A" * 22, salt + "A"):
+        if bad is None:
+            del wire["logged"][0]["salt"]
+        else:
+            wire["logged"][0]["salt"] = bad
+        with pytest.raises(ProtocolError):
+            decode(topic, canonical(wire))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_salt_of_another_entry_opens_nothing(bell: Bell, kind: str) -> None:
+    """Two honest entries of the same kind; each ack names its own entry but the other's
+    salt (what a relay that mixed, or reused, salts would send).  Neither is proven."""
+    first, second = message(kind), message(kind)
+    if isinstance(second, Deleted | CommandRefused):
+        second = second.model_copy(update={"reason": first.reason})  # same sealed part
+    logged_first = bell.log.add_entry(bell.log.honest(first))
+    salt_first = bell.log.salt
+    logged_second = bell.log.add_entry(bell.log.honest(second))
+    salt_second = bell.log.salt
+    assert salt_first != salt_second
+    bell.put_and_ack(first, logged_first, salt=salt_second)
+    bell.put_and_ack(second, logged_second, salt=salt_first)
+    bell.see_head()
+    assert bell.proofs.poll() == 0
+    assert sorted(bell.kept()) == sorted([first.id, second.id])
+
+
+def alarms(bell: Bell, alarm: str) -> int:
+    return sum(1 for e in bell.events if e.kind == "log_alarm" and e.data["kind"] == alarm)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_alarm_is_raised_again_for_a_later_hidden_message_of_its_kind(
+    bell: Bell, kind: str
+) -> None:
+    """Hidden, alarmed, cleared by the owner, then proven late: the kind is re-armed,
+    and the next message of that kind the relay hides raises the alarm again (before,
+    nothing until a restart)."""
+    alarm = f"{ALARMS[kind]}_unlogged"
+    late = message(kind)
+    logged = bell.log.add_entry(bell.log.honest(late))
+    salt = bell.log.salt
+    bell.put_and_ack(late, logged)
+    bell.clock.t += 2 * BOUND
+    bell.proofs.poll()  # no head seen yet: nothing can be proven
+    assert alarms(bell, alarm) == 1
+    bell.witness.state["alarm"] = None  # the owner clears the flag
+    bell.proofs.poll()
+    assert alarms(bell, alarm) == 1, "the same hiding raises once"
+    # Sent again and acked again; now the relay publishes a head that holds it.
+    bell.outbox.confirm([late.id], {late.id: (*logged, salt)})
+    bell.see_head()
+    assert bell.proofs.poll() == 1 and bell.kept() == []
+    hidden = message(kind)
+    bell.put_and_ack(hidden, None)  # acked, never logged
+    bell.proofs.poll()
+    assert alarms(bell, alarm) == 1, "not overdue yet"
+    bell.clock.t += 2 * BOUND
+    bell.proofs.poll()
+    assert alarms(bell, alarm) == 2, "a new hiding of the same kind raises again"
+    bell.proofs.poll()
+    assert alarms(bell, alarm) == 2

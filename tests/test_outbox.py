@@ -38,3 +38,27 @@ def test_put_wakes_the_sender(tmp_path):
     box.changed.clear()
     box.put("t", b"x", "id-x")
     assert box.changed.is_set()
+
+
+def test_a_file_from_before_salts_keeps_its_awaiting_rows_without_one(tmp_path):
+    """Rows acked before the relay told salts stay, with none: their proofs are then
+    refused and they go back to be sent again (and acked with a salt)."""
+    import sqlite3
+
+    path = tmp_path / "o.sqlite"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE awaiting_proof (msg_id TEXT PRIMARY KEY, topic TEXT NOT NULL,"
+        " payload BLOB NOT NULL, lane INTEGER NOT NULL, created REAL NOT NULL,"
+        " idx INTEGER NOT NULL, leaf TEXT NOT NULL)"
+    )
+    db.execute("INSERT INTO awaiting_proof VALUES ('m1', 'd/x/deleted', x'00', 1, 5.0, 3, 'ab')")
+    db.commit()
+    db.close()
+    box = Outbox(path)
+    assert box.awaiting() == [("m1", "d/x/deleted", b"\0", 3, "ab", 5.0, None)]
+    box.prove = True
+    box.put("d/x/deleted", b"m", "m2", now=6.0)
+    box.confirm(["m2"], {"m2": (4, "cd", "A" * 22 + "==")})
+    assert box.awaiting()[1] == ("m2", "d/x/deleted", b"m", 4, "cd", 6.0, "A" * 22 + "==")
+    box.close()

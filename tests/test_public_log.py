@@ -344,3 +344,36 @@ def test_the_meaning_check_catches_what_cannot_have_happened(entries, why):
     assert check_meaning(listed[:-1]) == []
     problems = check_meaning(listed)
     assert problems and problems[0][0] == len(entries) - 1 and why in problems[0][1], problems
+
+
+def test_salts_are_fresh_per_entry_and_never_served_by_the_public_api(log):
+    """The relay tells a doorbell its entry's salt (in the ack); the public must never
+    see one, or a guessable sealed part (which doorbell, which reason) would open."""
+    cycle(log)
+    # The same sealed part twice: two salts, two commitments.
+    for _ in range(2):
+        log.append("deletion", "front-door", {"clip": "c1", "msg": "ab" * 32, "reason": "owner"})
+    salts = [log.salt(i) for i in range(log.size())]
+    assert salts[5] and salts[6] and salts[5] != salts[6]
+    public = [json.loads(e) for e in log.public_entries(5, 6)]
+    assert public[0]["sealed"] != public[1]["sealed"]
+    app = FastAPI()
+    app.include_router(log_router(log))
+    http = TestClient(app)
+    n = log.size()
+    bodies = [
+        http.get("/v1/log/entries", params={"start": 0, "end": n}).text,
+        http.get("/v1/log/head").text,
+        http.get(f"/v1/log/heads/{n}").text,
+        http.get("/v1/log/proof/consistency", params={"first": 1, "second": n}).text,
+    ]
+    bodies += [http.get("/v1/log/proof/inclusion", params={"index": i}).text for i in range(n)]
+    served = "\n".join(bodies)
+    served += "\n".join(unb64(e["entry"]).decode() for e in json.loads(bodies[0])["entries"])
+    for i in range(n):
+        served += unb64(json.loads(bodies[4 + i])["entry"]).decode()
+    sealed = [s for s in salts if s]
+    assert len(sealed) >= 5
+    for salt in sealed:
+        assert salt not in served
+        assert salt.rstrip("=") not in served
