@@ -30,19 +30,12 @@ from relay.config import BystanderConfig
 from relay.consent import BadWork, ConsentEngine, RateLimited
 from relay.index import RelayIndex
 from relay.report import build_report
+from testing.clock import ManualClock as Clock
 from testing.localstack import free_port
 
 DAY = 86400.0
 HOME = (51.5, -0.12)
 NOWHERE = (48.85, 2.35)  # no doorbell within kilometres
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def world(r: redis.Redis, **cfg: int) -> tuple[ConsentEngine, Clock]:

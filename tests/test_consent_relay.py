@@ -13,16 +13,7 @@ from protocol.crypto import OwnerKeys, b64, new_clip_key
 from protocol.decisions import approval_payload
 from relay.audit import AuditLog
 from relay.consent import ConsentEngine, NotFound, PolicyRefusal
-
-
-class FakeClock:
-    """The consent engine's clock, moved by the test."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from testing.clock import ManualClock as FakeClock
 
 
 @pytest.fixture

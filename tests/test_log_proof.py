@@ -26,18 +26,11 @@ from protocol import Ack, CommandRefused, Deleted, Message, Released, decode, en
 from relay.audit import AuditLog
 from relay.index import RelayIndex
 from relay.ingest import IngestWorker
+from testing.clock import ManualClock as Clock
 from tests.stack import Stack, wait_for
 
 DEVICE = "front-door"
 BOUND = 600.0
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class Bell:

@@ -27,20 +27,13 @@ from protocol.merkle import consistency_proof, inclusion_proof, leaf_hash, root
 from protocol.messages import Ack, ProtocolError, decode
 from relay.audit import public_key, seal
 from relay.ingest import log_entry
+from testing.clock import ManualClock as Clock
 
 DEVICE = "front-door"
 KEY = b"k" * 32
 BOUND = 600.0
 T0 = 1_000_000.0
 LAST = "(the salt of the last entry sealed)"
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class ForgedLog:

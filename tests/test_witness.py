@@ -22,6 +22,7 @@ from firmware.witness import BadAnswer, LogWitness
 from protocol.crypto import OwnerKeys, b64, sign_payload
 from protocol.transparency import open_head
 from relay.audit import AuditLog
+from testing.clock import ManualClock as Clock
 
 
 class Api:
@@ -104,14 +105,6 @@ def test_a_head_signed_by_another_key_and_a_rewritten_log_raise_the_flag(tmp_pat
 
 
 # --------------------------------------------------------------- a relay that will not prove
-
-
-class Clock:
-    def __init__(self, t: float = 1_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def refusing(tmp_path, answer, **kw):
