@@ -94,7 +94,7 @@ class MotionConfig(_Section):
     max_speed: float = Field(0.2, gt=0, le=5.0)
     """Fastest plausible object, in its own sizes (square root of its area) per frame.
     Insects close to the lens dart several sizes a frame; a person moves a fraction of one."""
-    min_aspect: float = Field(1.4, ge=0, le=5.0)
+    min_aspect: float = Field(1.6, ge=0, le=5.0)
     """An object becomes a visitor only while upright: its changed pixels spread at least
     this many times more up and down than across (standard deviations), or it is close
     (half the picture high, reaching its bottom edge).  A spider's disc on the lens, a pool
@@ -132,9 +132,16 @@ class MotionConfig(_Section):
     """Movement inside an object (what keeps a still object from becoming background
     after ``still_absorb_s``) must cover this fraction of its box over a second: noise
     alone marks a few pixels of any box, and kept a parcel "alive" and alerting."""
-    still_absorb_s: float = Field(10.0, ge=1, le=600)
+    still_absorb_s: float = Field(3.0, ge=1, le=600)
     """An object with no movement inside it for this long becomes background (a parcel,
-    a moved chair).  A person standing at the door breathes and shifts, so stays."""
+    a moved chair).  A person standing at the door breathes and shifts, so stays; a
+    parcel left on the step stops alerting this long after the courier has gone."""
+    grow: float = Field(0.5, gt=0, le=1.0)
+    """Next to a strong edge change, a weaker one counts too: at this fraction of the
+    usual threshold (hysteresis, as Canny links edges).  A visitor's faint outline in
+    snow, at night or in shade joins its strong parts and the object is whole; weak
+    changes away from any strong one (noise, flakes) still count for nothing.  1 turns
+    this off."""
 
 
 class ClipsConfig(_Section):

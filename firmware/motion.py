@@ -18,6 +18,10 @@ hidden.  So this detector compares structure, not brightness:
 5. If most of the frame changes at once (the camera moved, a scene cut), the
    background is learnt again instead of alerting.
 
+Next to a cell of strong changes, weaker ones (over ``grow`` of the threshold) count
+too, as Canny links edges: a visitor's faint outline in snow, at night or in shade
+joins its strong parts, while weak changes far from any strong one stay noise.
+
 Masked pixels are ignored throughout.  ``sensitivity`` (1-10) sets ``min_area``.
 Objects are built only from pixels changed ``steady_frames`` frames running
 (snowflakes and raindrops cross a pixel in a frame or two).  An object counts
@@ -62,6 +66,9 @@ _WORK_HEIGHT = 60
 _LOG_OFFSET = 8.0  # keeps log() tame in the dark, where noise dominates
 _LIVE_LAG = 15  # frames: movement inside an object is looked for over this lag
 _CELL = 4  # objects are grouped on cells of this many work pixels a side
+# A cell with this many strong changes lets its neighbourhood's weak ones count
+# (``grow``): fewer, and noise seeds it; more, and a faint visitor never does.
+_GROW_SEED = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +106,38 @@ def _gradients(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gx[:, 1:-1] = (img[:, 2:] - img[:, :-2]) * 0.5
     gy[1:-1, :] = (img[2:, :] - img[:-2, :]) * 0.5
     return gx, gy
+
+
+def _paired(c: np.ndarray) -> np.ndarray:
+    """Drop isolated pixels (rain, snow, noise): keep those with a changed 4-neighbour.
+
+    >>> m = np.zeros((4, 5), bool); m[0, 0] = m[2, 2] = m[2, 3] = True
+    >>> _paired(m).nonzero()
+    (array([2, 2]), array([2, 3]))
+    """
+    neighbours = np.zeros_like(c)
+    neighbours[1:] |= c[:-1]
+    neighbours[:-1] |= c[1:]
+    neighbours[:, 1:] |= c[:, :-1]
+    neighbours[:, :-1] |= c[:, 1:]
+    return c & neighbours
+
+
+def _near_strong(changed: np.ndarray) -> np.ndarray:
+    """Pixels in or next to a cell with ``_GROW_SEED`` strong changes: where a weaker
+    change may join an object (see ``grow``)."""
+    C = _CELL
+    hh, ww = changed.shape
+    ch, cw = hh // C, ww // C
+    seeds = changed[: ch * C, : cw * C].reshape(ch, C, cw, C).sum(axis=(1, 3)) >= _GROW_SEED
+    g = seeds.copy()
+    g[1:] |= seeds[:-1]
+    g[:-1] |= seeds[1:]
+    g[:, 1:] |= g[:, :-1].copy()
+    g[:, :-1] |= g[:, 1:].copy()
+    near = np.zeros_like(changed)
+    near[: ch * C, : cw * C] = np.repeat(np.repeat(g, C, axis=0), C, axis=1)
+    return near
 
 
 class _Track:
@@ -185,8 +224,8 @@ class MotionDetector:
         relearn_fraction: float = 0.45,
         warmup_frames: int = 15,
         max_speed: float = 0.2,
-        min_aspect: float = 1.4,
-        still_absorb_frames: int = 150,
+        min_aspect: float = 1.6,
+        still_absorb_frames: int = 45,
         max_misses: int = 8,
         hold_objects: bool = True,
         max_width: float = 0.6,
@@ -196,6 +235,7 @@ class MotionDetector:
         max_texture_kept: float = 0.75,
         max_sideways: float = 0.2,
         live_frac: float = 0.05,
+        grow: float = 0.5,
     ) -> None:
         if not 1 <= sensitivity <= 10:
             raise ValueError("sensitivity is 1..10")
@@ -205,6 +245,8 @@ class MotionDetector:
             raise ValueError("steady_frames must be at least 1")
         if not 0 <= live_frac <= 1:
             raise ValueError("live_frac is 0..1")
+        if not 0 < grow <= 1:
+            raise ValueError("grow is over 0, at most 1")
         self.sensitivity = sensitivity
         self.min_area = _sensitivity_to_area(sensitivity)
         self.min_frames = min_frames
@@ -223,6 +265,7 @@ class MotionDetector:
         self.max_texture_kept = max_texture_kept
         self.max_sideways = max_sideways
         self.live_frac = live_frac
+        self.grow = grow
         self._mask_src = mask
         self._valid: np.ndarray | None = None
         self._nvalid = 0
@@ -269,6 +312,7 @@ class MotionDetector:
             max_sideways=config.max_sideways,
             live_frac=config.live_frac,
             still_absorb_frames=round(config.still_absorb_s * fps),
+            grow=config.grow,
         )
 
     def reset(self) -> None:
@@ -332,15 +376,8 @@ class MotionDetector:
         activity = self._activity
         assert activity is not None
         # An edge change counts when it is well above what this pixel usually does.
-        changed = (change > 0.05 + 4.0 * activity) & valid
-        # Drop isolated pixels (rain, snow, noise): keep those with a changed neighbour.
-        c = changed
-        neighbours = np.zeros_like(c)
-        neighbours[1:] |= c[:-1]
-        neighbours[:-1] |= c[1:]
-        neighbours[:, 1:] |= c[:, :-1]
-        neighbours[:, :-1] |= c[:, 1:]
-        changed = c & neighbours
+        threshold = 0.05 + 4.0 * activity
+        changed = _paired((change > threshold) & valid)
         area = float(changed.sum()) / self._nvalid
 
         if area >= self.relearn_fraction:
@@ -353,12 +390,16 @@ class MotionDetector:
         # snowflake or a raindrop crosses a pixel in a frame or two, a visitor stays
         # on it.  (The area above, for relearning, counts every changed pixel.)
         hist = self._hist
-        steady = changed.copy()
+        whole = changed
+        if self.grow < 1.0:
+            weak = (change > self.grow * threshold) & valid & _near_strong(changed)
+            whole = changed | _paired(weak)
+        steady = whole.copy()
         for before in hist:
             steady &= before
         full = len(hist) == hist.maxlen
-        hist.append(changed)
-        self._track(steady if full else changed, logf, prev, warming, gx, gy)
+        hist.append(whole)
+        self._track(steady if full else whole, logf, prev, warming, gx, gy)
 
         # Learn the background, except under objects that are there (so a visitor
         # who stands still stays visible); activity slowly, and not from what is

@@ -40,15 +40,9 @@ def test_no_alerts_without_a_visitor(scene, seed):
 @pytest.mark.parametrize(
     "scene",
     [
-        pytest.param(
-            "dim_person",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the old scripted dim person is a flat rectangle whose outline flickers "
-                "in noise: too little of it is changed two frames running (steady_frames=2) "
-                "to reach the size threshold; night visitors on the rendered porches are found",
-            ),
-        ),
+        # A flat, dim rectangle whose outline flickers in noise: only its strong edge
+        # changes are steady enough; ``grow`` joins the faint rest (without it: missed).
+        "dim_person",
         "person_light_switch",
         "parcel",
     ],
@@ -62,6 +56,14 @@ def test_visitors_are_found_in_hard_conditions(scene):
     left = max(i for i, (truth, _) in enumerate(out) if truth)
     assert left < len(out) - 45
     assert not any(r.active for _, r in out[left + 15 :])
+
+
+def test_grow_is_what_finds_the_faint_visitor():
+    """Weak edge changes next to strong ones join the object; without that, the dim
+    person's steady outline is too small to count (so this check can fail)."""
+    found = any(r.active for truth, r in run("dim_person", seed=3) if truth)
+    without = any(r.active for truth, r in run("dim_person", seed=3, grow=1.0) if truth)
+    assert found and not without
 
 
 def test_whole_frame_change_relearns_instead_of_alerting():
@@ -263,7 +265,7 @@ _RULE_SCENES = {
     "min_travel": ("cobweb", 7, {"min_travel": 0.0}),  # a cobweb swaying at the lens
     "max_texture_kept": ("lamp_on", 14, {"max_texture_kept": 1.0}),  # the porch lamp's pool
     "max_sideways": ("headlights", 9, {"max_sideways": 0.0}),  # a beam sweeping the street
-    "live_frac": ("parcel", 6, {"live_frac": 0.0}),  # a parcel left behind, kept by noise
+    "live_frac": ("parcel", 8, {"live_frac": 0.0}),  # a parcel left behind, kept by noise
 }
 
 
