@@ -18,9 +18,10 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from protocol.topics import RELAY_ACCOUNT
 from relay.broker import ACL_FILE, TlsListener, render_config
@@ -31,6 +32,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def bound_socket() -> socket.socket:
+    """A loopback socket already bound to a free port, for a server in this process.
+
+    :func:`free_port` closes its socket, so another process can take the port before
+    the server binds it (a CI run lost the API to ``[Errno 98] address already in
+    use``); a server given this socket (:func:`serve_in_thread`) never lets it go.
+    """
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s
+
+
+def serve_in_thread(server: Any, sock: socket.socket) -> threading.Thread:
+    """Run a ``uvicorn.Server`` on ``sock`` in a daemon thread (then wait for ``server.started``)."""
+    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    t.start()
+    return t
 
 
 def _find(exe: str) -> str:

@@ -31,7 +31,7 @@ from relay.consent import BadWork, ConsentEngine, RateLimited
 from relay.index import RelayIndex
 from relay.report import build_report
 from testing.clock import ManualClock as Clock
-from testing.localstack import free_port
+from testing.localstack import bound_socket, serve_in_thread
 
 DAY = 86400.0
 HOME = (51.5, -0.12)
@@ -390,12 +390,13 @@ class Api:
     def __init__(self, engine: ConsentEngine, trusted: str, tmp) -> None:
         from relay.blobs import LocalBlobStore
 
-        port = free_port()
+        sock = bound_socket()
+        port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         app = create_app(engine, LocalBlobStore(tmp / "blobs", engine.r, self.url), lambda *a: None)
         config = uvicorn.Config(app, port=port, log_level="warning", forwarded_allow_ips=trusted)
         self.server = uvicorn.Server(config)
-        threading.Thread(target=self.server.run, daemon=True).start()
+        serve_in_thread(self.server, sock)
         wait_for(lambda: self.server.started, 10, "the API")
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ from relay.blobs import LocalBlobStore, S3BlobStore
 from relay.consent import ConsentEngine
 from relay.index import RelayIndex
 from relay.ingest import IngestWorker
-from testing.localstack import free_port
+from testing.localstack import bound_socket, free_port, serve_in_thread
 
 
 class Relay:
@@ -39,7 +39,8 @@ class Relay:
         r = r if r is not None else redis.Redis.from_url(stack.redis.url)
         self.audit = AuditLog(r, OwnerKeys.generate().sign_private)
         self.engine = ConsentEngine(RelayIndex(r), self.audit)
-        self.port = free_port()
+        self.sock = bound_socket()
+        self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.moto = None
         if blobs == "s3":
@@ -64,7 +65,7 @@ class Relay:
         publish = publish or (lambda t, p: pub.publish(t, p, qos=1))
         app = create_app(self.engine, self.blobs, publish)
         self.server = uvicorn.Server(uvicorn.Config(app, port=self.port, log_level="warning"))
-        threading.Thread(target=self.server.run, daemon=True).start()
+        serve_in_thread(self.server, self.sock)
         wait_for(lambda: self.server.started, 10, "the API")
         self.stop = threading.Event()
         # Workers of one group share one shared subscription.

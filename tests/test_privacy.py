@@ -9,7 +9,6 @@ be refused on its next use.
 from __future__ import annotations
 
 import json
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -27,7 +26,7 @@ from relay.audit import AuditLog
 from relay.blobs import LocalBlobStore
 from relay.consent import ConsentEngine
 from relay.index import RelayIndex
-from testing.localstack import LocalRedis, free_port
+from testing.localstack import LocalRedis, bound_socket, serve_in_thread
 
 AREAS = {0: (10.0, 10.0), 1: (20.0, 20.0), 4: (30.0, 30.0)}
 """Doorbells in the area → its centre."""
@@ -39,7 +38,8 @@ class Api:
         self.r = redis.Redis.from_url(self.redis.url)
         self.audit = AuditLog(self.r, OwnerKeys.generate().sign_private)
         self.engine = ConsentEngine(RelayIndex(self.r), self.audit)
-        port = free_port()
+        sock = bound_socket()
+        port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         self.published: list = []
         app = create_app(
@@ -48,7 +48,7 @@ class Api:
             lambda t, p: self.published.append((t, p)),
         )
         self.server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-        threading.Thread(target=self.server.run, daemon=True).start()
+        serve_in_thread(self.server, sock)
         wait_for(lambda: self.server.started, 10, "the API")
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
