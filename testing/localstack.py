@@ -47,7 +47,10 @@ def bound_socket() -> socket.socket:
 
 
 def serve_in_thread(server: Any, sock: socket.socket) -> threading.Thread:
-    """Run a ``uvicorn.Server`` on ``sock`` in a daemon thread (then wait for ``server.started``)."""
+    """Run a ``uvicorn.Server`` on ``sock`` in a daemon thread.
+
+    Callers then wait for ``server.started``.
+    """
     t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     t.start()
     return t
