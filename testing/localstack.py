@@ -29,8 +29,7 @@ from relay.passwd import reload_broker, set_user
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+    with bound_socket() as s:
         return int(s.getsockname()[1])
 
 
@@ -46,14 +45,21 @@ def bound_socket() -> socket.socket:
     return s
 
 
-def serve_in_thread(server: Any, sock: socket.socket) -> threading.Thread:
-    """Run a ``uvicorn.Server`` on ``sock`` in a daemon thread.
+def serve_in_thread(app: Any, sock: socket.socket, **config: Any) -> Any:
+    """Serve ``app`` on uvicorn on ``sock`` in a daemon thread; the server once started.
 
-    Callers then wait for ``server.started``.
+    ``config`` is more of ``uvicorn.Config`` (e.g. ``forwarded_allow_ips``).
     """
-    t = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    t.start()
-    return t
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
+    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the API on {sock.getsockname()} did not start in 10 s")
+        time.sleep(0.05)
+    return server
 
 
 def _find(exe: str) -> str:

@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 import redis
-import uvicorn
-from stack import wait_for
 from test_bystander import shape
 from test_protocol import clip
 
@@ -394,10 +392,7 @@ class Api:
         port = sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
         app = create_app(engine, LocalBlobStore(tmp / "blobs", engine.r, self.url), lambda *a: None)
-        config = uvicorn.Config(app, port=port, log_level="warning", forwarded_allow_ips=trusted)
-        self.server = uvicorn.Server(config)
-        serve_in_thread(self.server, sock)
-        wait_for(lambda: self.server.started, 10, "the API")
+        self.server = serve_in_thread(app, sock, forwarded_allow_ips=trusted)
 
     def close(self) -> None:
         self.server.should_exit = True

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-import uvicorn
 from conftest import ffprobe, small_config
 from custody import find
 from stack import wait_for
@@ -64,9 +63,7 @@ class Relay:
         self.pub = pub
         publish = publish or (lambda t, p: pub.publish(t, p, qos=1))
         app = create_app(self.engine, self.blobs, publish)
-        self.server = uvicorn.Server(uvicorn.Config(app, port=self.port, log_level="warning"))
-        serve_in_thread(self.server, self.sock)
-        wait_for(lambda: self.server.started, 10, "the API")
+        self.server = serve_in_thread(app, self.sock)
         self.stop = threading.Event()
         # Workers of one group share one shared subscription.
         self.workers = [

@@ -15,7 +15,6 @@ from datetime import timedelta
 import httpx
 import pytest
 import redis
-import uvicorn
 from stack import wait_for
 from test_protocol import clip
 
@@ -47,9 +46,7 @@ class Api:
             LocalBlobStore(tmp / "blobs", self.r, self.url),
             lambda t, p: self.published.append((t, p)),
         )
-        self.server = uvicorn.Server(uvicorn.Config(app, port=port, log_level="warning"))
-        serve_in_thread(self.server, sock)
-        wait_for(lambda: self.server.started, 10, "the API")
+        self.server = serve_in_thread(app, sock)
         self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def close(self) -> None:
