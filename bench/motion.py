@@ -44,7 +44,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -350,21 +350,26 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
 # ---------------------------------------------------------------------- running
 
 
-def _video(args: tuple[str, int]) -> tuple[str, int, dict[str, Score]]:
-    """Render one scene and score every detector on it."""
+def porch_frames(cls: str, seed: int) -> Iterator[tuple[np.ndarray, bool]]:
+    """(luma, is a visit) for every frame of one rendered porch scene, in order (the
+    sensor's noise is a stream): what every detector here is fed."""
     from hw_sim.porch import make_porch
 
+    scene = make_porch(cls, *SIZE, seed=seed)
+    for i in range(round(scene.duration * FPS)):
+        fr = scene.render(i / FPS)
+        yield rgb_to_luma(fr.rgb, SIZE), fr.truth
+
+
+def _video(args: tuple[str, int]) -> tuple[str, int, dict[str, Score]]:
+    """Render one scene and score every detector on it."""
     cv2.setNumThreads(1)
     cls, seed = args
-    scene = make_porch(cls, *SIZE, seed=seed)
-    n = round(scene.duration * FPS)
     dets = [f() for f in FACTORIES]
     flags: list[list[bool]] = [[] for _ in dets]
     truth = []
-    for i in range(n):
-        fr = scene.render(i / FPS)
-        luma = rgb_to_luma(fr.rgb, SIZE)
-        truth.append(fr.truth)
+    for luma, visit in porch_frames(cls, seed):
+        truth.append(visit)
         for d, out in zip(dets, flags, strict=True):
             out.append(d.update(luma))  # type: ignore[attr-defined]
     scores = {}

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.motion import FPS, PERSIST, SIZE, Score, _total
+from bench.motion import FPS, PERSIST, Score, _total, porch_frames
 from firmware.config import MotionConfig
 from firmware.imaging import box_downscale
 from firmware.motion import MotionDetector
@@ -46,20 +46,15 @@ def _path(cache: Path, cls: str, seed: int) -> Path:
 
 def render_one(args: tuple[Path, str, int]) -> Path:
     """Render one tune scene into the cache (skipped if there); its path."""
-    from hw_sim.camera import rgb_to_luma
-    from hw_sim.porch import make_porch
-
     cache, cls, seed = args
     out = _path(cache, cls, seed)
     if out.exists():
         return out
-    scene = make_porch(cls, *SIZE, seed=seed)
     frames, truth = [], []
-    for i in range(round(scene.duration * FPS)):
-        fr = scene.render(i / FPS)
-        luma = box_downscale(rgb_to_luma(fr.rgb, SIZE), CACHE_FACTOR)
-        frames.append(np.clip(np.rint(luma), 0, 255).astype(np.uint8))
-        truth.append(fr.truth)
+    for luma, visit in porch_frames(cls, seed):
+        half = box_downscale(luma, CACHE_FACTOR)
+        frames.append(np.clip(np.rint(half), 0, 255).astype(np.uint8))
+        truth.append(visit)
     # Written whole, then renamed: an interrupted render never leaves half a video.
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.npz")
     np.savez_compressed(tmp, frames=np.stack(frames), truth=np.array(truth, dtype=bool))
